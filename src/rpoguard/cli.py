@@ -1,0 +1,448 @@
+"""The `rpoguard` command (architecture.md §4). Exit codes: 0 success / ALLOW, 1 BLOCK (or a broken audit
+chain), 2 a usage or data error, with a message that names what and where."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from rpoguard import __version__
+from rpoguard.audit import export_rows, verify_chain
+from rpoguard.config import Config, ConfigError, load_config
+from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
+from rpoguard.db import open_store
+from rpoguard.db.store import ConsentRecord, ImportRejected, ImportSummary, RowProblem, Store, StoreError
+from rpoguard.gate import CallRequest, Gate, GateError, Verdict
+from rpoguard.ingest import consents as consent_import
+from rpoguard.ingest import directory as directory_import
+from rpoguard.ingest import registry as registry_import
+from rpoguard.ingest.csvfile import FileError
+from rpoguard.ingest.scrub import scrub
+from rpoguard.numbers import NumberError, normalize, normalize_caller_id
+from rpoguard.timeutil import TimeFormatError, iso, parse_date, parse_time, to_us
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_BLOCK = 1
+EXIT_ERROR = 2
+MAX_PROBLEMS_PRINTED = 200
+
+
+class UsageError(Exception):
+    """Bad arguments or data the operator can fix; printed without a traceback, exit 2."""
+
+
+# -- argument types -------------------------------------------------------------------------------------
+
+def _time_arg(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except TimeFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _date_arg(text: str) -> Any:
+    try:
+        return parse_date(text)
+    except TimeFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _number(text: str) -> str:
+    try:
+        return normalize(text).e164
+    except NumberError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _caller_id(text: str) -> str:
+    try:
+        return normalize_caller_id(text)
+    except NumberError as exc:
+        raise UsageError(f"caller ID: {exc}") from None
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+async def cmd_principal_add(args: argparse.Namespace, store: Store, config: Config) -> int:
+    caller_ids = [_caller_id(c) for c in args.caller_id or ()]
+    created = await store.add_principal(args.id, args.name, caller_ids)
+    info = await store.get_principal(args.id)
+    assert info is not None
+    print(f"principal {args.id} {'added' if created else 'updated'}: {info.name}; declared caller IDs: "
+          f"{', '.join(info.caller_ids) or 'none (every call will be blocked with caller_id_invalid)'}")
+    return EXIT_OK
+
+
+async def cmd_campaign_add(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if (args.max_attempts is None) != (args.per_days is None):
+        raise UsageError("--max-attempts and --per-days go together (N calls per D days)")
+    created = await store.add_campaign(args.id, args.principal, args.automated, args.max_attempts, args.per_days)
+    cap = f"; at most {args.max_attempts} call(s) per {args.per_days} day(s) per number" if args.max_attempts else ""
+    kind = "automated" if args.automated else "with live operators"
+    print(f"campaign {args.id} {'added' if created else 'updated'}: principal {args.principal}, {kind}{cap}")
+    return EXIT_OK
+
+
+def _print_import(summary: ImportSummary, problems: list[RowProblem], what: str) -> None:
+    if summary.already_imported:
+        print(f"{what}: this file was already imported (import #{summary.import_id}); nothing changed")
+        return
+    _print_problems(problems, stored=True)
+    details = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.detail.items())
+    print(f"{what}: import #{summary.import_id}: {summary.rows_read} row(s) read, {summary.rows_stored} stored, "
+          f"{summary.rows_rejected} rejected{'; ' + details if details else ''}")
+
+
+def _print_problems(problems: Sequence[RowProblem], stored: bool) -> None:
+    for problem in problems[:MAX_PROBLEMS_PRINTED]:
+        print(f"  {'skipped' if stored else 'bad row'}: {problem}", file=sys.stderr)
+    if len(problems) > MAX_PROBLEMS_PRINTED:
+        print(f"  ... and {len(problems) - MAX_PROBLEMS_PRINTED} more", file=sys.stderr)
+
+
+async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if args.file and (args.submitted or args.registered):
+        raise UsageError("give either FILE or --submitted and --registered, not both")
+    if args.file:
+        summary, problems = await registry_import.import_csv(store, args.file, args.checked_at, args.skip_invalid)
+    elif args.submitted and args.registered:
+        summary, problems = await registry_import.import_lists(store, args.submitted, args.registered,
+                                                               args.checked_at, args.skip_invalid)
+    else:
+        raise UsageError("give the RPO answer FILE, or both --submitted and --registered")
+    _print_import(summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}")
+    return EXIT_OK
+
+
+async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
+    summary, problems = await directory_import.import_file(store, args.file, not args.append, args.skip_invalid)
+    _print_import(summary, problems, "directory listings")
+    return EXIT_OK
+
+
+async def cmd_consent_add(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if not args.evidence.strip():
+        raise UsageError("--evidence must name where the proof of consent is kept")
+    if args.expires_at is not None and args.expires_at <= args.given_at:
+        raise UsageError("--expires-at must be after --given-at")
+    record = ConsentRecord(_number(args.number), args.principal, args.given_at, args.evidence.strip(),
+                           args.automated, args.expires_at, args.purpose)
+    consent_id, created = await store.add_consent(record)
+    print(f"consent #{consent_id} {'recorded' if created else 'was already recorded'}: {record.number} to "
+          f"{record.principal_id} from {record.given_at.isoformat()}"
+          f"{' (covers automated calls)' if record.automated else ''}")
+    return EXIT_OK
+
+
+async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Config) -> int:
+    number = _number(args.number)
+    at = args.at or datetime.now(UTC)
+    count = await store.revoke_consents(number, args.principal, at)
+    print(f"{count} consent(s) of {number} to {args.principal} revoked at {at.isoformat()}"
+          if count else f"no consent of {number} to {args.principal} was in force at {at.isoformat()}")
+    return EXIT_OK
+
+
+async def cmd_consent_import(args: argparse.Namespace, store: Store, config: Config) -> int:
+    summary, problems = await consent_import.import_file(store, args.file, args.skip_invalid)
+    _print_import(summary, problems, "consents")
+    return EXIT_OK
+
+
+async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if args.end is not None and args.end < args.start:
+        raise UsageError("--end is before --start")
+    number = _number(args.number)
+    contract_id, created = await store.add_contract(number, args.principal, args.start, args.end)
+    print(f"contract #{contract_id} {'recorded' if created else 'updated'}: {number} with {args.principal} from "
+          f"{args.start.isoformat()}{' to ' + args.end.isoformat() if args.end else ' (running)'}")
+    return EXIT_OK
+
+
+async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config) -> int:
+    number = _number(args.number)
+    at = args.at or datetime.now(UTC)
+    optout_id = await store.add_optout(number, args.principal, at, SOURCE_CLI, None)
+    print(f"opt-out #{optout_id} recorded: {number} refuses calls from "
+          f"{args.principal or 'every principal'} from {at.isoformat()}")
+    return EXIT_OK
+
+
+def _check_json(verdict: Verdict, call: CallRequest, at: datetime, recorded: bool, principal: str | None,
+                evidence: dict[str, object]) -> dict[str, object]:
+    return {
+        "decision": verdict.decision,
+        "reasons": list(verdict.reasons),
+        "basis": verdict.basis,
+        "number": verdict.number,
+        "campaign": call.campaign_id,
+        "principal": principal,
+        "decision_id": verdict.decision_id,
+        "recorded": recorded,
+        "at": iso(at),
+        "caller_id_checked": call.caller_id is not None,
+        "explanations": {code: REASON_TEXT[code] for code in verdict.reasons},
+        "evidence": evidence,
+    }
+
+
+async def cmd_check(args: argparse.Namespace, store: Store, config: Config) -> int:
+    gate = Gate(store, config)
+    at = args.at or datetime.now(UTC)
+    call = CallRequest(raw_number=args.number, campaign_id=args.campaign, caller_id=args.caller_id,
+                       source=SOURCE_CLI)
+    decision, facts = await gate.evaluate(call, at)
+    if args.dry_run:
+        verdict = Verdict(decision.decision, decision.reasons, facts.number, None, decision.basis)
+    else:
+        verdict = await gate.record(call, decision, facts, at)
+    principal = facts.campaign.principal_id if facts.campaign else None
+    recorded = verdict.decision_id is not None
+    if args.json:
+        print(json.dumps(_check_json(verdict, call, at, recorded, principal, decision.evidence), ensure_ascii=False))
+    else:
+        _print_check(verdict, call, at, recorded, principal)
+    return EXIT_OK if verdict.decision == ALLOW else EXIT_BLOCK
+
+
+def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bool, principal: str | None) -> None:
+    word = "ALLOW" if verdict.decision == ALLOW else "BLOCK"
+    print(f"{word} {verdict.number or call.raw_number!s} for campaign {call.campaign_id}"
+          f"{' (principal ' + principal + ')' if principal else ''} at {at.isoformat()}")
+    if verdict.basis:
+        print(f"  basis: {verdict.basis}")
+    for code in verdict.reasons:
+        print(f"  {code}: {REASON_TEXT[code]}")
+    if call.caller_id is None:
+        print("  caller ID not checked (give --caller-id to check rule 10, as the gate always does)")
+    print(f"  decision {verdict.decision_id} recorded in the audit log" if recorded
+          else "  not recorded (dry run)")
+
+
+async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> int:
+    gate = Gate(store, config)
+    at = args.at or datetime.now(UTC)
+    out: IO[str] = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        summary = await scrub(gate, args.file, args.campaign, at, out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    _print_problems(summary.problems, stored=False)
+    reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.most_common())
+    print(f"scrub for campaign {args.campaign} at {at.isoformat()}: {summary.rows} number(s), "
+          f"{summary.allowed} allowed, {summary.rows - summary.allowed} blocked"
+          f"{' (' + reasons + ')' if reasons else ''}; caller ID not checked; nothing recorded",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_audit_verify(args: argparse.Namespace, store: Store, config: Config) -> int:
+    report = await verify_chain(store.audit_rows())
+    if report.intact:
+        print(f"audit log intact: {report.rows} decision(s), head {report.head_hash}")
+        return EXIT_OK
+    print(f"audit log BROKEN: {len(report.problems)} problem(s) in {report.rows} row(s) read")
+    for problem in report.problems:
+        print(f"  row {problem.seq}: {problem.problem}")
+    return EXIT_BLOCK
+
+
+async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Config) -> int:
+    start = to_us(args.since) if args.since else None
+    end = to_us(args.until) if args.until else None
+    rows = store.audit_rows(start, end)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            count = await export_rows(rows, out, args.format)
+        print(f"{count} decision(s) written to {args.output}", file=sys.stderr)
+    else:
+        await export_rows(rows, sys.stdout, args.format)
+    return EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace, Store, Config], Awaitable[int]]
+
+DESCRIPTION = """\
+rpoguard decides, before an outbound marketing call leaves the PBX, whether Italian law lets it go:
+the RPO (Registro Pubblico delle Opposizioni) answers you imported, consents, contracts, refusals,
+calling hours and caller ID. Every decision is recorded as evidence.
+
+Typical order: principal add -> campaign add -> registry import / directory import / consent add
+-> check or scrub. Numbers may be written +39..., 0039..., 39..., 06..., 3..., with spaces or dashes.
+Times are ISO 8601 (2026-11-28 or 2026-11-28T14:30); without an offset they mean Europe/Rome."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rpoguard", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rpoguard {__version__}")
+    parser.add_argument("--db", help="database file (env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
+    parser.add_argument("--config", help="TOML configuration file (env RPOGUARD_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on standard error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        return sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def command(where: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler,
+                help_text: str) -> argparse.ArgumentParser:
+        sub = where.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    principals = group("principal", "the companies you call for (the data controller, 'committente')")
+    p = command(principals, "add", cmd_principal_add, "add or update a principal and the caller IDs it declared")
+    p.add_argument("id", metavar="ID", help="short name used by campaigns, e.g. acme")
+    p.add_argument("--name", required=True, help="the principal's legal name")
+    p.add_argument("--caller-id", action="append", metavar="NUMBER",
+                   help="a caller ID declared to the ROC/AGCOM for this principal (repeat for several)")
+
+    campaigns = group("campaign", "campaigns: which principal, automated or not, attempt cap")
+    p = command(campaigns, "add", cmd_campaign_add, "add or update a campaign")
+    p.add_argument("id", metavar="ID", help="the campaign name the dialplan passes, e.g. spring26")
+    p.add_argument("--principal", required=True, metavar="ID", help="the principal the campaign calls for")
+    p.add_argument("--automated", action="store_true",
+                   help="calls without a live operator (robocalls): every number then needs consent")
+    p.add_argument("--max-attempts", type=_positive_int, metavar="N", help="at most N allowed calls per number...")
+    p.add_argument("--per-days", type=_positive_int, metavar="D", help="...in any D days (with --max-attempts)")
+
+    registry = group("registry", "answers from the Registro Pubblico delle Opposizioni (RPO)")
+    p = command(registry, "import", cmd_registry_import,
+                "import the RPO's answer for the numbers you submitted; each answer is valid 15 days")
+    p.add_argument("file", nargs="?", metavar="FILE",
+                   help="CSV number,status[,registered_at]; status registered/not_registered (also 1/0, Y/N, "
+                        "iscritto/non_iscritto)")
+    p.add_argument("--submitted", metavar="FILE", help="the list you sent to the RPO (one number a line)")
+    p.add_argument("--registered", metavar="FILE",
+                   help="the RPO's list of registered numbers; every other submitted number is not registered")
+    p.add_argument("--checked-at", required=True, type=_time_arg, metavar="DATE",
+                   help="when the RPO checked the list (a date alone means 00:00 Europe/Rome)")
+    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones "
+                   "(default: a file with any bad row is rejected whole)")
+
+    directory = group("directory", "numbers listed in a public telephone directory (opt-out regime)")
+    p = command(directory, "import", cmd_directory_import,
+                "import the public-directory numbers; by default the file replaces the previous listings")
+    p.add_argument("file", metavar="FILE", help="one number a line (or the first column of a CSV)")
+    p.add_argument("--append", action="store_true", help="add to the current listings instead of replacing them")
+    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+
+    consents = group("consent", "documented consents to be called (opt-in)")
+    p = command(consents, "add", cmd_consent_add, "record one consent")
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--principal", required=True, metavar="ID", help="whom the consent was given to")
+    p.add_argument("--given-at", required=True, type=_time_arg, metavar="TIME", help="when it was given")
+    p.add_argument("--evidence", required=True, metavar="REF",
+                   help="where the proof is kept (recording id, signed form, web log...)")
+    p.add_argument("--automated", action="store_true", help="the consent covers automated calls too")
+    p.add_argument("--expires-at", type=_time_arg, metavar="TIME", help="when the consent ends, if it does")
+    p.add_argument("--purpose", help="what the consent was given for, as worded to the person")
+    p = command(consents, "revoke", cmd_consent_revoke, "revoke the consents of a number to a principal")
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--principal", required=True, metavar="ID")
+    p.add_argument("--at", type=_time_arg, metavar="TIME", help="when it was revoked (default now)")
+    p = command(consents, "import", cmd_consent_import,
+                "import consents from a CSV with a header: number,principal,given_at,evidence"
+                "[,automated,expires_at,purpose]")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+
+    contracts = group("contract", "contracts for goods or services (consent survives RPO registration "
+                                  "while they run and 30 days after)")
+    p = command(contracts, "add", cmd_contract_add, "record a contract")
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--principal", required=True, metavar="ID")
+    p.add_argument("--start", required=True, type=_date_arg, metavar="DATE")
+    p.add_argument("--end", type=_date_arg, metavar="DATE", help="when it ended (omit while it runs)")
+
+    optouts = group("optout", "refusals: 'do not call me again' (final at once)")
+    p = command(optouts, "add", cmd_optout_add, "record a refusal")
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--principal", metavar="ID", help="the principal refused (default: every principal)")
+    p.add_argument("--at", type=_time_arg, metavar="TIME", help="when it was said (default now)")
+
+    p = commands.add_parser("check", help="decide one call now (or --at a time) and record the decision",
+                            description="Decide one call as the gate would. Exit code 0 ALLOW, 1 BLOCK, 2 error.")
+    p.set_defaults(handler=cmd_check)
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--campaign", required=True, metavar="ID")
+    p.add_argument("--at", type=_time_arg, metavar="TIME", help="decide for this time instead of now")
+    p.add_argument("--caller-id", metavar="NUMBER",
+                   help="the caller ID the call would present (rule 10 is checked only when given)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--dry-run", action="store_true", help="do not record the decision in the audit log")
+
+    p = commands.add_parser("scrub", help="pre-check a campaign list; writes a CSV with every decision",
+                            description="Decide every number of a list for a campaign, without recording them.")
+    p.set_defaults(handler=cmd_scrub)
+    p.add_argument("file", metavar="FILE", help="one number a line (or the first column of a CSV)")
+    p.add_argument("--campaign", required=True, metavar="ID")
+    p.add_argument("--at", type=_time_arg, metavar="TIME", help="decide for this time instead of now")
+    p.add_argument("-o", "--output", metavar="OUT.csv", help="write the results here (default: standard output)")
+
+    audit = group("audit", "the decision log: verify its hash chain, export it")
+    p = command(audit, "verify", cmd_audit_verify,
+                "check that no decision was changed, removed, inserted or reordered (exit 1 if so)")
+    p = command(audit, "export", cmd_audit_export, "write decisions as CSV or JSON Lines")
+    p.add_argument("--from", dest="since", type=_time_arg, metavar="TIME", help="from this time (inclusive)")
+    p.add_argument("--to", dest="until", type=_time_arg, metavar="TIME", help="up to this time (exclusive)")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+    return parser
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    handler: Handler = args.handler
+    async with open_store(config.db) as store:
+        return await handler(args, store, config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        config = load_config(args.config, args.db)
+        return asyncio.run(_run(args, config))
+    except ImportRejected as exc:
+        _print_problems(exc.problems, stored=False)
+        print(f"rpoguard: import rejected: {exc}. Fix the rows above, or use --skip-invalid to import the rest.",
+              file=sys.stderr)
+    except (UsageError, ConfigError, StoreError, FileError, GateError, ValueError) as exc:
+        print(f"rpoguard: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("rpoguard: interrupted", file=sys.stderr)
+    except BrokenPipeError:
+        pass
+    return EXIT_ERROR
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,128 @@
+"""TOML configuration, read once at start-up; the per-call path never parses config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rpoguard.constants import DEFAULT_FASTAGI_HOST, DEFAULT_FASTAGI_PORT, DEFAULT_RPO_VALIDITY_DAYS
+
+log = logging.getLogger(__name__)
+
+ENV_DB = "RPOGUARD_DB"
+ENV_CONFIG = "RPOGUARD_CONFIG"
+DEFAULT_DB = "rpoguard.db"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or wrong; the message names the file and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    host: str = DEFAULT_FASTAGI_HOST
+    port: int = DEFAULT_FASTAGI_PORT
+    # Asterisk waits for a FastAGI server forever; the server must give up first (agi-protocol.md).
+    session_deadline: float = 2.0
+    max_connections: int = 1024
+    # FastAGI has no authentication: binding beyond loopback needs an explicit list of PBX addresses.
+    allowed_clients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    db: str = DEFAULT_DB
+    # A trunk-access prefix the PBX puts before every dialled number (e.g. "0"); stripped once.
+    trunk_prefix: str = ""
+    rpo_validity_days: int = DEFAULT_RPO_VALIDITY_DAYS
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    source: str | None = None
+
+
+def _expect(table: dict[str, object], key: str, kind: type, where: str) -> object:
+    value = table[key]
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be an integer, not {value!r}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, not {value!r}")
+    return value
+
+
+def load_config(path: str | None = None, db: str | None = None) -> Config:
+    """Build the configuration from (in rising priority) defaults, the TOML file, env and --db."""
+    path = path or os.environ.get(ENV_CONFIG)
+    data: dict[str, object] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    where = path or "config"
+    known = {"database", "numbers", "policy", "serve"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
+    values: dict[str, object] = {}
+    database = _table(data, "database", where)
+    if "path" in database:
+        values["db"] = _expect(database, "path", str, f"{where} [database]")
+    numbers = _table(data, "numbers", where)
+    if "trunk_prefix" in numbers:
+        prefix = _expect(numbers, "trunk_prefix", str, f"{where} [numbers]")
+        if not str(prefix).isdigit() and prefix != "":
+            raise ConfigError(f"{where} [numbers]: trunk_prefix must be digits, not {prefix!r}")
+        values["trunk_prefix"] = prefix
+    policy = _table(data, "policy", where)
+    if "rpo_validity_days" in policy:
+        days = int(_expect(policy, "rpo_validity_days", int, f"{where} [policy]"))  # type: ignore[call-overload]
+        if not 1 <= days <= 15:
+            # DPR 26/2022 art. 8 c.2: 15 days is the legal maximum; a shorter internal policy is allowed.
+            raise ConfigError(f"{where} [policy]: rpo_validity_days must be 1..15, not {days}")
+        values["rpo_validity_days"] = days
+    values["serve"] = _serve(_table(data, "serve", where), f"{where} [serve]")
+    env_db = os.environ.get(ENV_DB)
+    if env_db:
+        values["db"] = env_db
+    if db:
+        values["db"] = db
+    return Config(source=path, **values)  # type: ignore[arg-type]
+
+
+def _table(data: dict[str, object], name: str, where: str) -> dict[str, object]:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    return table
+
+
+def _serve(table: dict[str, object], where: str) -> ServeConfig:
+    kinds: dict[str, type] = {
+        "host": str,
+        "port": int,
+        "session_deadline": float,
+        "max_connections": int,
+        "allowed_clients": list,
+    }
+    unknown = set(table) - set(kinds)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    values = {key: _expect(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    if "allowed_clients" in values:
+        values["allowed_clients"] = tuple(str(v) for v in values["allowed_clients"])  # type: ignore[attr-defined]
+    return ServeConfig(**values)  # type: ignore[arg-type]
+
+
+def secure_path(path: Path) -> None:
+    """Make a data file readable by its owner only: it holds phone numbers and evidence."""
+    try:
+        path.chmod(0o600)
+    except OSError as exc:
+        log.warning("cannot restrict permissions of %s: %s", path, exc.strerror)

@@ -1,0 +1,97 @@
+"""Every name that crosses a boundary: reason codes, decisions, bases, channel variables.
+
+These strings are public contract (docs/architecture.md §3, §4): scripts, dialplans and auditors match on
+them, so they live in one module and are never spelled out anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Decisions as printed by the CLI (JSON) and stored in the audit log.
+ALLOW: Final = "allow"
+BLOCK: Final = "block"
+
+# Decisions as set in the channel variable RPOGUARD_DECISION.
+CHANNEL_ALLOW: Final = "ALLOW"
+CHANNEL_BLOCK: Final = "BLOCK"
+
+# Reason codes, in the order of the decision table (architecture.md §3).
+INVALID_NUMBER: Final = "invalid_number"
+FOREIGN_NUMBER: Final = "foreign_number"
+UNSUPPORTED_NUMBER_TYPE: Final = "unsupported_number_type"
+UNKNOWN_CAMPAIGN: Final = "unknown_campaign"
+OPTOUT: Final = "optout"
+RPO_NOT_CHECKED: Final = "rpo_not_checked"
+RPO_EXPIRED: Final = "rpo_expired"
+RPO_REGISTERED: Final = "rpo_registered"
+UNLISTED_NO_CONSENT: Final = "unlisted_no_consent"
+AUTOMATED_NO_CONSENT: Final = "automated_no_consent"
+OUTSIDE_HOURS: Final = "outside_hours"
+CALLER_ID_INVALID: Final = "caller_id_invalid"
+ATTEMPT_LIMIT: Final = "attempt_limit"
+ENGINE_ERROR: Final = "engine_error"
+
+REASON_CODES: Final = (
+    INVALID_NUMBER,
+    FOREIGN_NUMBER,
+    UNSUPPORTED_NUMBER_TYPE,
+    UNKNOWN_CAMPAIGN,
+    OPTOUT,
+    RPO_NOT_CHECKED,
+    RPO_EXPIRED,
+    RPO_REGISTERED,
+    UNLISTED_NO_CONSENT,
+    AUTOMATED_NO_CONSENT,
+    OUTSIDE_HOURS,
+    CALLER_ID_INVALID,
+    ATTEMPT_LIMIT,
+    ENGINE_ERROR,
+)
+
+# One sentence per code, for people: the CLI prints it next to the code.
+REASON_TEXT: Final = {
+    INVALID_NUMBER: "not a valid telephone number",
+    FOREIGN_NUMBER: "not an Italian number; rpoguard only proves compliance for Italian numbers",
+    UNSUPPORTED_NUMBER_TYPE: "an Italian number that is neither fixed nor mobile (toll-free, premium, VoIP...)",
+    UNKNOWN_CAMPAIGN: "the campaign is not configured, so its principal and rules are unknown",
+    OPTOUT: "the person refused further calls (in-call refusal or opt-out on record)",
+    RPO_NOT_CHECKED: "no RPO result for this number: submit it to the Registro Pubblico delle Opposizioni",
+    RPO_EXPIRED: "the RPO result is older than its validity (15 days): check the number again",
+    RPO_REGISTERED: "registered in the RPO and no consent given after registration nor a live contract",
+    UNLISTED_NO_CONSENT: "not in a public directory and no valid consent for this principal (opt-in)",
+    AUTOMATED_NO_CONSENT: "automated campaign without a consent that covers automated calls",
+    OUTSIDE_HOURS: "outside the allowed calling hours (Europe/Rome)",
+    CALLER_ID_INVALID: "the caller ID is withheld or not one the principal declared",
+    ATTEMPT_LIMIT: "the campaign's attempt cap for this number is reached",
+    ENGINE_ERROR: "rpoguard could not prove the call compliant (internal or storage error)",
+}
+
+# Legal basis an ALLOW rests on.
+BASIS_LISTED: Final = "listed"
+BASIS_CONSENT: Final = "consent"
+BASIS_CONTRACT: Final = "contract"
+
+# Line types reported by the number normaliser.
+LINE_FIXED: Final = "fixed"
+LINE_MOBILE: Final = "mobile"
+
+# Channel variables the gate sets (architecture.md §4).
+VAR_DECISION: Final = "RPOGUARD_DECISION"
+VAR_REASON: Final = "RPOGUARD_REASON"
+VAR_REASONS: Final = "RPOGUARD_REASONS"
+VAR_NUMBER: Final = "RPOGUARD_NUMBER"
+VAR_ID: Final = "RPOGUARD_ID"
+
+# Where a decision or an opt-out came from, as recorded in the audit log.
+SOURCE_CLI: Final = "cli"
+SOURCE_FASTAGI: Final = "fastagi"
+SOURCE_AGI: Final = "agi"
+SOURCE_ARI: Final = "ari"
+SOURCE_IMPORT: Final = "import"
+
+TIMEZONE: Final = "Europe/Rome"
+DEFAULT_RPO_VALIDITY_DAYS: Final = 15
+CONTRACT_GRACE_DAYS: Final = 30
+DEFAULT_FASTAGI_HOST: Final = "127.0.0.1"
+DEFAULT_FASTAGI_PORT: Final = 4573

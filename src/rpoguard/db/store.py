@@ -1,0 +1,175 @@
+"""The Store interface the engine talks to. Nothing backend-specific crosses it.
+
+A PostgreSQL implementation sits beside the SQLite one behind the same methods, so the engine, the
+importers and the CLI never change with the backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from types import TracebackType
+
+from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.policy.model import CampaignFacts, Facts
+
+
+class StoreError(Exception):
+    """Storage failed (locked, missing, corrupt, full). The message is safe to show an operator."""
+
+
+class NotFoundError(StoreError):
+    """A referenced principal or campaign does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class RpoAnswer:
+    number: str
+    registered: bool
+    registered_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """One rejected input row: where it is and what is wrong with it."""
+
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class ImportRejected(Exception):
+    """The file has bad rows and --skip-invalid was not given: nothing was stored."""
+
+    def __init__(self, problems: list[RowProblem]) -> None:
+        super().__init__(f"{len(problems)} bad row(s); nothing was imported")
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ImportMeta:
+    kind: str
+    file_name: str
+    file_size: int | None = None
+    sha256: str | None = None
+    checked_at: datetime | None = None
+    # Filled by the reader while the store consumes the rows; read by the store when it commits.
+    rejected: list[RowProblem] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ImportSummary:
+    import_id: int | None
+    rows_read: int = 0
+    rows_stored: int = 0
+    rows_rejected: int = 0
+    detail: dict[str, int] = field(default_factory=dict)
+    already_imported: bool = False
+
+
+ImportResult = tuple[ImportSummary, list[RowProblem]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    number: str
+    principal_id: str
+    given_at: datetime
+    evidence: str
+    automated: bool = False
+    expires_at: datetime | None = None
+    purpose: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalInfo:
+    id: str
+    name: str
+    caller_ids: tuple[str, ...]
+
+
+class Store(ABC):
+    """Async storage for facts, evidence and the decision log."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema to the latest version."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # -- the per-call path -------------------------------------------------------------------------
+
+    @abstractmethod
+    async def facts(self, number: str | None, line_type: str | None, campaign_id: str | None,
+                    at: datetime) -> Facts:
+        """Everything one decision needs, in one round; `number` None gives only the campaign."""
+
+    @abstractmethod
+    async def append_decision(self, entry: AuditEntry) -> AuditRow:
+        """Append to the hash-chained log; returns only once the row is durable."""
+
+    # -- reference data ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_principal(self, principal_id: str, name: str, caller_ids: Iterable[str]) -> bool:
+        """Create or update a principal; True if it was new. Caller IDs are added, never removed."""
+
+    @abstractmethod
+    async def get_principal(self, principal_id: str) -> PrincipalInfo | None: ...
+
+    @abstractmethod
+    async def add_campaign(self, campaign_id: str, principal_id: str, automated: bool,
+                           max_attempts: int | None, per_days: int | None) -> bool:
+        """Create or update a campaign; True if it was new. Raises NotFoundError for the principal."""
+
+    @abstractmethod
+    async def get_campaign(self, campaign_id: str) -> CampaignFacts | None: ...
+
+    # -- imports: each lands whole or not at all -----------------------------------------------------
+
+    @abstractmethod
+    async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta) -> ImportSummary:
+        """Store RPO answers checked at meta.checked_at in one transaction. If iterating `answers`
+        raises, nothing is stored and the previous answers keep serving."""
+
+    @abstractmethod
+    async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
+        """Store public-directory listings; `replace` makes the file the whole directory."""
+
+    @abstractmethod
+    async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary: ...
+
+    @abstractmethod
+    async def add_consent(self, record: ConsentRecord) -> tuple[int, bool]:
+        """Returns (id, created); the same consent twice is stored once."""
+
+    @abstractmethod
+    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> int:
+        """Revoke every consent of the number to the principal still in force at `at`; returns the count."""
+
+    @abstractmethod
+    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]: ...
+
+    @abstractmethod
+    async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
+                         reference: str | None) -> int: ...
+
+    # -- the decision log --------------------------------------------------------------------------
+
+    @abstractmethod
+    def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
+        """Rows in sequence order, optionally limited to start <= time < end."""

@@ -1,0 +1,194 @@
+"""The gate: one call in, one recorded decision out.
+
+Every front end (CLI `check`, FastAGI, classic AGI, ARI) hands a CallRequest to Gate.check and gets a
+Verdict back. The gate normalises the number, asks the store for all facts in one round, runs the pure
+policy and appends the decision to the audit log before it answers: a call is only allowed once its
+decision is durable. Whatever goes wrong in between becomes BLOCK with `engine_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from rpoguard.audit import AuditEntry, canonical_evidence
+from rpoguard.config import Config
+from rpoguard.constants import ALLOW, BLOCK, ENGINE_ERROR
+from rpoguard.db.store import Store
+from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id
+from rpoguard.policy import CallContext, Decision, Facts, decide
+from rpoguard.timeutil import to_us
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One outbound call as a front end sees it, before any normalisation."""
+
+    raw_number: str
+    campaign_id: str | None
+    # None: rule 10 is not evaluated (CLI without --caller-id). "" or a withheld marker: withheld.
+    caller_id: str | None
+    source: str
+    uniqueid: str | None = None
+    channel: str | None = None
+    # Pre-normalisation input is kept for the audit log exactly as received.
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the front end tells the PBX. `reasons` is empty on ALLOW."""
+
+    decision: str
+    reasons: tuple[str, ...]
+    number: str | None
+    decision_id: str | None
+    basis: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class OptoutRequest:
+    """An in-call refusal: "non chiamatemi più"."""
+
+    raw_number: str
+    campaign_id: str | None
+    source: str
+    uniqueid: str | None = None
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptoutResult:
+    number: str
+    principal_id: str | None
+    optout_id: int
+
+
+class GateError(Exception):
+    """A request the gate cannot act on (bad number, unknown campaign); the message is safe to show."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Gate:
+    """Normalise, fetch facts in one round, decide, record. Shared by every front end.
+
+    The clock is injected so tests and `check --at` can decide for another time; the servers pass
+    nothing and use the real clock.
+    """
+
+    def __init__(self, store: Store, config: Config, clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self.trunk_prefix = config.trunk_prefix
+        self.rpo_validity_days = config.rpo_validity_days
+        self.clock = clock or _now
+
+    async def evaluate(self, call: CallRequest, at: datetime | None = None) -> tuple[Decision, Facts]:
+        """Decide without recording: what `check --dry-run` and `scrub` use."""
+        at = at or self.clock()
+        number_error: str | None = None
+        e164: str | None = None
+        line_type: str | None = None
+        try:
+            parsed = normalize(call.raw_number, trunk_prefix=self.trunk_prefix)
+            e164, line_type = parsed.e164, parsed.line_type
+        except NumberError as exc:
+            number_error, e164 = exc.reason, exc.e164
+        caller_checked = call.caller_id is not None
+        caller_e164: str | None = None
+        if caller_checked and not is_withheld(call.caller_id):
+            try:
+                caller_e164 = normalize_caller_id(call.caller_id or "")
+            except NumberError:
+                caller_e164 = None
+        facts = await self.store.facts(e164 if number_error is None else None, line_type,
+                                       call.campaign_id, at)
+        ctx = CallContext(at=at, number_error=number_error, caller_id_checked=caller_checked,
+                          caller_id=caller_e164, rpo_validity_days=self.rpo_validity_days)
+        decision = decide(facts, ctx)
+        # Keep the E.164 form of a foreign or unsupported number for the record; it did not reach the store.
+        if e164 and facts.number is None:
+            facts = replace(facts, number=e164)
+        return decision, facts
+
+    async def check(self, call: CallRequest, at: datetime | None = None) -> Verdict:
+        """Decide and record. Never raises: anything that goes wrong is a recorded BLOCK if it can be
+        recorded, and an unrecorded BLOCK (decision_id None) if even the log is out of reach."""
+        at = at or self.clock()
+        try:
+            decision, facts = await self.evaluate(call, at)
+        except Exception as exc:
+            log.error("decision failed for campaign %r: %s", call.campaign_id, _describe(exc))
+            decision = Decision(BLOCK, (ENGINE_ERROR,), None, {"error": type(exc).__name__},
+                                call.caller_id is not None)
+            facts = Facts(None, None, None)
+        return await self.record(call, decision, facts, at)
+
+    async def record(self, call: CallRequest, decision: Decision, facts: Facts, at: datetime) -> Verdict:
+        decision_id = str(uuid.uuid4())
+        campaign = facts.campaign
+        entry = AuditEntry(
+            decision_id=decision_id,
+            ts_us=to_us(at),
+            number=facts.number,
+            raw_number=call.raw_number,
+            campaign_id=call.campaign_id,
+            principal_id=campaign.principal_id if campaign else None,
+            caller_id=call.caller_id,
+            decision=decision.decision,
+            reasons=",".join(decision.reasons),
+            basis=decision.basis,
+            evidence=canonical_evidence(decision.evidence),
+            source=call.source,
+            uniqueid=call.uniqueid,
+            channel=call.channel,
+        )
+        try:
+            await self.store.append_decision(entry)
+        except Exception as exc:
+            # A call whose decision cannot be recorded is not placed (fail closed).
+            log.error("cannot record decision: %s", _describe(exc))
+            reasons = tuple(dict.fromkeys((*decision.reasons, ENGINE_ERROR)))
+            return Verdict(BLOCK, reasons, facts.number, None)
+        return Verdict(decision.decision, decision.reasons, facts.number, decision_id, decision.basis)
+
+    async def optout(self, request: OptoutRequest, at: datetime | None = None) -> OptoutResult:
+        """Record an in-call refusal for the campaign's principal, effective at once."""
+        at = at or self.clock()
+        try:
+            number = normalize(request.raw_number, trunk_prefix=self.trunk_prefix).e164
+        except NumberError as exc:
+            if exc.e164 is None:
+                raise GateError(exc.reason, str(exc)) from exc
+            # A refusal is kept even for a number rpoguard would never allow: it costs nothing and
+            # is what the person asked for.
+            number = exc.e164
+        principal: str | None = None
+        if request.campaign_id:
+            campaign = await self.store.get_campaign(request.campaign_id)
+            if campaign is None:
+                # The person said no: record it for every principal rather than lose it.
+                log.warning("opt-out for unknown campaign %r recorded for all principals", request.campaign_id)
+            else:
+                principal = campaign.principal_id
+        optout_id = await self.store.add_optout(number, principal, at, request.source, request.uniqueid)
+        return OptoutResult(number, principal, optout_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

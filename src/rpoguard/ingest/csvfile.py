@@ -1,0 +1,104 @@
+"""Reading operators' files: encoding, delimiter, header, per-line errors, and the file's fingerprint.
+
+Every reader yields (line number, fields) and never raises for a bad row: the caller records the row as
+a RowProblem with its line number, so one import can report every bad row at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rpoguard.db.store import ImportMeta, ImportRejected, RowProblem
+from rpoguard.numbers import NumberError, normalize
+
+# A cell longer than this is not a phone number, a date or an evidence reference: reject the row.
+MAX_FIELD = 4_096
+MAX_PROBLEMS_KEPT = 10_000
+
+
+class FileError(Exception):
+    """The file as a whole cannot be read (missing, unreadable, wrong encoding, no header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: Path
+    size: int
+    sha256: str
+
+
+def fingerprint(path: str | Path) -> FileInfo:
+    """Size and SHA-256, read once before the import so a re-import of the same file is recognised."""
+    file = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with file.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        size = file.stat().st_size
+    except OSError as exc:
+        raise FileError(f"cannot read {path}: {exc.strerror}") from exc
+    return FileInfo(file, size, digest.hexdigest())
+
+
+def read_rows(path: str | Path, problems: list[RowProblem]) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, stripped fields) of every non-empty row; bad rows go to `problems`."""
+    csv.field_size_limit(MAX_FIELD * 4)
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed in finally
+    except OSError as exc:
+        raise FileError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        sample = fh.read(8192)
+        fh.seek(0)
+        delimiter = ";" if sample.count(";") > sample.count(",") else ","
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        line = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as exc:
+                raise FileError(f"{path}: not UTF-8 text after line {reader.line_num} ({exc.reason}); save the "
+                                "file as UTF-8 CSV") from None
+            except csv.Error as exc:
+                line = reader.line_num
+                problems.append(RowProblem(line, f"malformed CSV: {exc}"))
+                continue
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            bad = next((c for c in row if "\x00" in c or len(c) > MAX_FIELD), None)
+            if bad is not None:
+                what = "a NUL byte" if "\x00" in bad else f"a field longer than {MAX_FIELD} characters"
+                problems.append(RowProblem(line, f"row contains {what}"))
+                continue
+            yield line, [cell.strip() for cell in row]
+    except UnicodeDecodeError as exc:
+        raise FileError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8 CSV") from None
+    finally:
+        fh.close()
+
+
+def require_clean(problems: list[RowProblem], skip_invalid: bool) -> None:
+    """Called after the last row: with bad rows and no --skip-invalid, abort so nothing lands."""
+    if problems and not skip_invalid:
+        raise ImportRejected(problems)
+
+
+def normalize_cell(value: str) -> str:
+    """A number from an operator's file, as E.164; raises ValueError with a reason for the row."""
+    try:
+        return normalize(value).e164
+    except NumberError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def meta_for(kind: str, info: FileInfo, **extra: object) -> ImportMeta:
+    return ImportMeta(kind=kind, file_name=info.path.name, file_size=info.size, sha256=info.sha256,
+                      **extra)  # type: ignore[arg-type]

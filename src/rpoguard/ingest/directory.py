@@ -1,0 +1,27 @@
+"""Public-directory listings (elenchi telefonici pubblici): the opt-out regime applies only to these.
+
+By default a file is the whole directory: numbers missing from it become unlisted and need consent,
+which fails closed. `--append` adds to the current listings instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from rpoguard.db.store import ImportMeta, ImportResult, Store
+from rpoguard.ingest.csvfile import fingerprint, meta_for, require_clean
+from rpoguard.ingest.registry import numbers_from_list
+
+KIND = "directory"
+
+
+def _numbers(path: str | Path, meta: ImportMeta, skip_invalid: bool) -> Iterator[str]:
+    yield from numbers_from_list(path, meta.rejected)
+    require_clean(meta.rejected, skip_invalid)
+
+
+async def import_file(store: Store, path: str | Path, replace: bool, skip_invalid: bool) -> ImportResult:
+    meta = meta_for(KIND, fingerprint(path))
+    summary = await store.import_directory(_numbers(path, meta, skip_invalid), meta, replace)
+    return summary, meta.rejected

@@ -1,0 +1,789 @@
+"""A real Asterisk 22 and a SIPp "carrier" for end-to-end tests (architecture.md §5).
+
+Both run inside the Debian sid root file system that ``scripts/build-asterisk-rootfs`` caches, through
+``chroot``. The chroot shares the host's network, so Asterisk reaches a FastAGI server on the host's
+127.0.0.1 and SIPp answers Asterisk's INVITEs on 127.0.0.1:5070. The INVITEs SIPp received are the
+ground truth of which calls got out.
+
+Per-session files (configuration, logs, control socket, SIPp traces) live in a :class:`RunDir` under
+``/run/rpoguard-e2e/`` inside the root file system; it is removed at the end, so the shared root file
+system carries no state from one run to the next. Nothing is mounted: Asterisk and SIPp need neither
+/proc nor a bind-mounted /dev (mmdebstrap already creates the few device nodes they use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+SIP_PORT = 5060
+CARRIER_PORT = 5070
+LOOPBACK = "127.0.0.1"
+# Inside the chroot; the host sees it as <rootfs>/run/rpoguard-e2e.
+RUN_BASE = PurePosixPath("/run/rpoguard-e2e")
+
+# autoload=no keeps boot fast and the behaviour explicit; this is everything a checked Dial needs.
+ASTERISK_MODULES: tuple[str, ...] = (
+    # dialplan
+    "pbx_config",
+    "app_dial",
+    "app_stack",  # GoSub/Return: the product's dialplan is a subroutine
+    "app_verbose",  # Verbose()/Log()
+    "app_echo",
+    "func_callerid",
+    "func_logic",  # IF, ISNULL, EXISTS
+    "func_strings",  # LEN, FILTER, QUOTE, ...
+    "func_cut",
+    "func_channel",
+    "func_global",
+    "func_hangupcause",
+    # the gate
+    "res_speech",  # res_agi will not load without it
+    "res_agi",
+    # originate from the CLI (the harness itself uses AMI, which is built into the core)
+    "res_clioriginate",
+    # SIP towards the carrier
+    "res_sorcery_config",
+    "res_sorcery_memory",
+    "res_sorcery_astdb",  # res_pjsip requires it
+    "res_pjproject",
+    "res_pjsip",
+    "res_pjsip_session",
+    "res_pjsip_pubsub",  # chan_pjsip requires it
+    "res_pjsip_sdp_rtp",  # without it the INVITE carries no audio offer
+    "res_pjsip_caller_id",  # puts the channel's caller ID into the From header
+    "res_pjsip_rfc3326",  # Reason header on BYE/CANCEL
+    "res_pjsip_logger",  # `pjsip set logger on` when debugging
+    "chan_pjsip",
+    "res_rtp_asterisk",
+    # media: the originated Local channel is signed linear, the carrier speaks G.711
+    "bridge_simple",
+    "bridge_native_rtp",
+    "codec_ulaw",
+    "codec_alaw",
+    "res_timing_timerfd",
+)
+
+
+class HarnessError(RuntimeError):
+    """Something in the test rig (not the product) went wrong; the message carries the logs' tails."""
+
+
+class PortBusyError(HarnessError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log file, or a note saying why there are none."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    last = text.splitlines()[-lines:]
+    return "\n".join(last) if last else f"({path} is empty)"
+
+
+def _port_holders(port: int) -> str:
+    ss = shutil.which("ss")
+    if ss is None:
+        return ""
+    result = subprocess.run([ss, "-H", "-lnptu", f"sport = :{port}"], capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def ensure_port_free(port: int, kind: int = socket.SOCK_DGRAM, host: str = LOOPBACK) -> None:
+    """Fail early and clearly, instead of letting Asterisk or SIPp half-start on a taken port."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+            holders = _port_holders(port) or "(ss shows nothing more)"
+            raise PortBusyError(
+                f"{proto} port {host}:{port} is already in use, so the e2e rig cannot start. "
+                f"A previous run may have left Asterisk or SIPp behind:\n{holders}"
+            ) from exc
+
+
+def free_tcp_port(host: str = LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a process started with start_new_session=True, including anything it forked."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            logger.warning("pid %d ignored SIGTERM for %.0f s; sending SIGKILL", proc.pid, grace)
+    # The leader may be gone while children of its group still live; SIGKILL the rest either way.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------- run dir
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A per-session folder inside the root file system, seen from both sides of the chroot."""
+
+    rootfs: Path
+    inside: PurePosixPath
+
+    @property
+    def host(self) -> Path:
+        return self.rootfs / self.inside.relative_to("/")
+
+    def sub(self, name: str) -> RunDir:
+        child = RunDir(self.rootfs, self.inside / name)
+        child.host.mkdir(parents=True, exist_ok=True)
+        return child
+
+    @classmethod
+    def create(cls, rootfs: Path) -> RunDir:
+        base = rootfs / RUN_BASE.relative_to("/")
+        base.mkdir(parents=True, exist_ok=True)
+        _remove_stale_run_dirs(base)
+        run_dir = cls(rootfs, RUN_BASE / f"{os.getpid()}-{secrets.token_hex(3)}")
+        run_dir.host.mkdir()
+        # Lets a later session tell an abandoned folder from one a concurrent session still uses.
+        (run_dir.host / "owner.pid").write_text(f"{os.getpid()}\n")
+        return run_dir
+
+    def remove(self) -> None:
+        shutil.rmtree(self.host, ignore_errors=True)
+
+
+def _remove_stale_run_dirs(base: Path) -> None:
+    for entry in base.iterdir():
+        try:
+            owner = int((entry / "owner.pid").read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if owner and _pid_alive(owner):
+            continue
+        logger.info("removing %s left by an earlier session", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------- SIPp
+
+
+@dataclass(frozen=True)
+class Invite:
+    """One INVITE the carrier received: the call that got out."""
+
+    number: str  # user part of the Request-URI: what Asterisk dialled
+    caller_id: str  # user part of the From URI
+    caller_name: str  # From display name, without quotes
+    call_id: str
+    request_uri: str
+
+    def __str__(self) -> str:
+        return f"INVITE {self.number} from {self.caller_name!r} <{self.caller_id}> (Call-ID {self.call_id})"
+
+
+_TRACE_SEPARATOR = re.compile(r"^-{10,} .*$", re.MULTILINE)
+_URI_USER = re.compile(r"sips?:([^@;>\s]*)@")
+
+
+def parse_invites(trace: str) -> list[Invite]:
+    """The INVITEs received in a SIPp ``-trace_msg`` log, in order, retransmissions removed."""
+    invites: list[Invite] = []
+    seen: set[tuple[str, str]] = set()
+    for block in _TRACE_SEPARATOR.split(trace):
+        if "message received" not in block:
+            continue
+        _, _, message = block.partition("\n\n")
+        lines = message.strip().splitlines()
+        if not lines or not lines[0].startswith("INVITE "):
+            continue
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if not line.strip():
+                break  # the body (SDP) starts
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), value.strip())
+        call_id = headers.get("call-id", headers.get("i", ""))
+        cseq = headers.get("cseq", "")
+        if (call_id, cseq) in seen:
+            continue
+        seen.add((call_id, cseq))
+        request_uri = lines[0].split()[1]
+        from_header = headers.get("from", headers.get("f", ""))
+        number = _URI_USER.search(request_uri)
+        caller = _URI_USER.search(from_header)
+        display, _, _ = from_header.partition("<")
+        invites.append(
+            Invite(
+                number=number.group(1) if number else "",
+                caller_id=caller.group(1) if caller else "",
+                caller_name=display.strip().strip('"'),
+                call_id=call_id,
+                request_uri=request_uri,
+            )
+        )
+    return invites
+
+
+class SippCarrier:
+    """SIPp as the carrier: a UAS on 127.0.0.1:5070 that answers every call and logs every message.
+
+    The built-in ``uas`` scenario answers INVITE with 180 and 200, waits for ACK and BYE, and answers
+    the BYE, which is all a successful ``Dial()`` needs.
+    """
+
+    def __init__(self, rootfs: Path, run_dir: RunDir, port: int = CARRIER_PORT) -> None:
+        self.rootfs = rootfs
+        self.run_dir = run_dir.sub("sipp")
+        self.port = port
+        self.message_log = self.run_dir.host / "messages.log"
+        self.error_log = self.run_dir.host / "errors.log"
+        self.output_log = self.run_dir.host / "sipp.out"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> SippCarrier:
+        ensure_port_free(self.port)
+        inside = self.run_dir.inside
+        cmd = [
+            "chroot", str(self.rootfs), "/usr/bin/sipp",
+            "-sn", "uas",
+            "-i", LOOPBACK, "-p", str(self.port),
+            "-mi", LOOPBACK,  # media address in its SDP; the default is the host's primary address
+            "-trace_msg", "-message_file", str(inside / "messages.log"),
+            "-trace_err", "-error_file", str(inside / "errors.log"),
+            "-nostdin",  # no terminal under pytest
+            "-f", "60",  # its statistics screen is noise in sipp.out
+        ]  # fmt: skip
+        with self.output_log.open("wb") as out:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        # Ready when the SIP port is taken, which SIPp does once its scenario is loaded.
+        if not _wait_until(lambda: self._proc_exited() or not _udp_port_free(self.port), timeout):
+            self.stop()
+            raise HarnessError(f"SIPp did not bind UDP {self.port} within {timeout} s\n{self.logs()}")
+        if self._proc.poll() is not None:
+            raise HarnessError(f"SIPp exited at start (status {self._proc.returncode})\n{self.logs()}")
+        logger.info("SIPp carrier listening on %s:%d (pid %d)", LOOPBACK, self.port, self._proc.pid)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _proc_exited(self) -> bool:
+        return self._proc is not None and self._proc.poll() is not None
+
+    def invites(self, since: int = 0) -> list[Invite]:
+        """INVITEs received so far; ``since`` is a :meth:`checkpoint` taken earlier."""
+        if self._proc is not None and self._proc.poll() is not None:
+            raise HarnessError(f"SIPp has exited (status {self._proc.returncode})\n{self.logs()}")
+        try:
+            trace = self.message_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return parse_invites(trace)[since:]
+
+    def checkpoint(self) -> int:
+        """Mark where a test starts, so it sees only its own INVITEs."""
+        return len(self.invites())
+
+    def wait_for_invites(self, count: int, since: int = 0, timeout: float = 10) -> list[Invite]:
+        """Wait until at least ``count`` INVITEs arrived after ``since``; return what arrived."""
+        _wait_until(lambda: len(self.invites(since)) >= count, timeout)
+        return self.invites(since)
+
+    def logs(self) -> str:
+        return (
+            f"--- SIPp output ({self.output_log}):\n{tail(self.output_log, 20)}\n"
+            f"--- SIPp unexpected messages ({self.error_log}):\n{tail(self.error_log, 20)}\n"
+            f"--- SIPp message trace ({self.message_log}):\n{tail(self.message_log, 30)}"
+        )
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _kill_group(self._proc, grace=3)
+            self._proc = None
+
+    def __enter__(self) -> SippCarrier:
+        return self.start() if self._proc is None else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _udp_port_free(port: int) -> bool:
+    try:
+        ensure_port_free(port)
+    except PortBusyError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------- AMI
+
+
+class _Ami:
+    """Just enough of the Asterisk Manager Interface to originate a call with a caller ID.
+
+    The CLI's ``channel originate`` cannot set a caller ID, and the gate checks it (rule 10).
+    """
+
+    def __init__(self, port: int, username: str, secret: str, timeout: float = 10) -> None:
+        self._sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+        self._file = self._sock.makefile("rb")
+        self._ids = itertools.count(1)
+        banner = self._file.readline().decode(errors="replace").strip()
+        if not banner.startswith("Asterisk Call Manager"):
+            self.close()
+            raise HarnessError(f"unexpected AMI banner {banner!r}")
+        reply = self.action("Login", Username=username, Secret=secret, Events="call")
+        if reply.get("Response") != "Success":
+            self.close()
+            raise HarnessError(f"AMI login failed: {reply}")
+
+    def _send(self, action: str, headers: Sequence[tuple[str, str]]) -> str:
+        action_id = f"e2e-{next(self._ids)}"
+        lines = [f"Action: {action}", f"ActionID: {action_id}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return action_id
+
+    def _read_message(self) -> dict[str, str]:
+        message: dict[str, str] = {}
+        while True:
+            raw = self._file.readline()
+            if not raw:
+                raise HarnessError("Asterisk closed the AMI connection")
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            if not line:
+                if message:
+                    return message
+                continue
+            name, _, value = line.partition(":")
+            message[name.strip()] = value.strip()
+
+    def _read_until(self, match: Mapping[str, str], deadline: float) -> dict[str, str]:
+        """Read messages, dropping unrelated events, until one has all of ``match``'s fields."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no AMI message matching {dict(match)}")
+            self._sock.settimeout(remaining)
+            try:
+                message = self._read_message()
+            except TimeoutError as exc:
+                raise TimeoutError(f"no AMI message matching {dict(match)}") from exc
+            if all(message.get(k) == v for k, v in match.items()):
+                return message
+
+    def action(
+        self, action: str, headers: Sequence[tuple[str, str]] = (), timeout: float = 10, **fields: str
+    ) -> dict[str, str]:
+        action_id = self._send(action, [*headers, *fields.items()])
+        return self._read_until({"ActionID": action_id}, time.monotonic() + timeout)
+
+    def originate(self, headers: Sequence[tuple[str, str]], timeout: float) -> dict[str, str]:
+        """Queue an async Originate and wait for its OriginateResponse event (answered or failed)."""
+        action_id = self._send("Originate", [*headers, ("Async", "true")])
+        deadline = time.monotonic() + timeout
+        reply = self._read_until({"ActionID": action_id}, deadline)
+        if reply.get("Response") != "Success":
+            raise HarnessError(f"AMI refused the Originate: {reply}")
+        return self._read_until({"Event": "OriginateResponse", "ActionID": action_id}, deadline)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+# --------------------------------------------------------------------------------------------- Asterisk
+
+
+@dataclass(frozen=True)
+class OriginateResult:
+    """How the originated call's first leg ended up: ``answered`` means the callee picked up."""
+
+    number: str
+    context: str
+    response: str  # Success / Failure, from AMI's OriginateResponse
+    reason: int  # 4 = answered; 1 = hung up, 8 = congestion, 0 = failed, ... (AST_CONTROL_* values)
+    channel: str
+
+    @property
+    def answered(self) -> bool:
+        return self.response == "Success"
+
+
+# The ``start_asterisk`` fixture: (*dialplans, dialplan_globals=..., extra_modules=...) -> Asterisk.
+StartAsterisk = Callable[..., "Asterisk"]
+
+
+def find_module_dir(rootfs: Path) -> PurePosixPath:
+    """Asterisk's module folder inside the root file system (its path names the architecture)."""
+    found = sorted(rootfs.glob("usr/lib/*/asterisk/modules"))
+    if not found:
+        raise HarnessError(f"no usr/lib/*/asterisk/modules in {rootfs}: is asterisk-modules installed?")
+    return PurePosixPath("/") / found[0].relative_to(rootfs)
+
+
+_CHANNELS_COUNT = re.compile(r"^(\d+) active channels?", re.MULTILINE)
+
+
+class Asterisk:
+    """One Asterisk 22 in the root file system, configured from scratch for the e2e rig.
+
+    Loads only :data:`ASTERISK_MODULES`, has one PJSIP endpoint ``carrier`` (the SIPp UAS on
+    127.0.0.1:5070), and a dialplan made of the given files, ``#include``d after a ``[globals]``
+    section holding ``dialplan_globals``. Use as a context manager or call :meth:`stop`.
+    """
+
+    AMI_USER = "e2e"
+
+    def __init__(
+        self,
+        rootfs: Path,
+        run_dir: RunDir,
+        dialplans: Sequence[Path],
+        *,
+        dialplan_globals: Mapping[str, str] | None = None,
+        extra_modules: Sequence[str] = (),
+        sip_port: int = SIP_PORT,
+        carrier_port: int = CARRIER_PORT,
+    ) -> None:
+        self.rootfs = rootfs
+        self.run_dir = run_dir
+        self.dialplans = [Path(p) for p in dialplans]
+        self.dialplan_globals = dict(dialplan_globals or {})
+        self.module_dir = find_module_dir(rootfs)
+        self.modules = [*ASTERISK_MODULES, *extra_modules]
+        self.sip_port = sip_port
+        self.carrier_port = carrier_port
+        self.ami_port = 0
+        self._ami_secret = secrets.token_hex(8)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ami: _Ami | None = None
+
+    # -- paths
+
+    @property
+    def etc(self) -> RunDir:
+        return self.run_dir.sub("etc")
+
+    @property
+    def config_inside(self) -> str:
+        return str(self.etc.inside / "asterisk.conf")
+
+    @property
+    def full_log(self) -> Path:
+        return self.run_dir.host / "log" / "full"
+
+    @property
+    def output_log(self) -> Path:
+        return self.run_dir.host / "asterisk.out"
+
+    # -- lifecycle
+
+    def start(self, boot_timeout: float = 30) -> Asterisk:
+        ensure_port_free(self.sip_port)
+        self.ami_port = free_tcp_port()
+        for dialplan in self.dialplans:
+            if not dialplan.is_file():
+                raise HarnessError(f"dialplan file {dialplan} does not exist")
+        self._write_config()
+        started = time.monotonic()
+        cmd = ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-n", "-C", self.config_inside]
+        with self.output_log.open("wb") as out:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            self._wait_booted(boot_timeout)
+            self._check_modules()
+            self._ami = _Ami(self.ami_port, self.AMI_USER, self._ami_secret)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info(
+            "Asterisk up in %.1f s (pid %d, AMI port %d, config %s)",
+            time.monotonic() - started, self._proc.pid, self.ami_port, self.config_inside,
+        )  # fmt: skip
+        return self
+
+    def _wait_booted(self, timeout: float) -> None:
+        ctl = self.run_dir.host / "run" / "asterisk.ctl"
+        # `asterisk -rx` fails at once while the control socket is missing, so wait for it first.
+        if not _wait_until(lambda: ctl.exists() or self._exited(), timeout):
+            raise HarnessError(f"Asterisk made no control socket within {timeout} s\n{self.logs()}")
+        if self._exited():
+            status = self._proc.returncode if self._proc else None
+            raise HarnessError(f"Asterisk exited during start (status {status})\n{self.logs()}")
+        out = self.cli("core waitfullybooted", timeout=timeout)
+        if "fully booted" not in out:
+            raise HarnessError(f"Asterisk did not finish booting: {out!r}\n{self.logs()}")
+
+    def _check_modules(self) -> None:
+        # A module that declines to load (missing dependency, bad config) otherwise shows up much later
+        # as a baffling dialplan failure, so compare the list now.
+        shown = self.cli("module show")
+        # Columns are separated by runs of spaces; the status column reads "Running" or "Not Running".
+        rows = (re.split(r"\s{2,}", line.strip()) for line in shown.splitlines())
+        running = {row[0] for row in rows if "Running" in row}
+        missing = [m for m in self.modules if f"{m}.so" not in running]
+        if missing:
+            raise HarnessError(f"Asterisk modules not running: {', '.join(missing)}\n{self.logs()}")
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _exited(self) -> bool:
+        return self._proc is None or self._proc.poll() is not None
+
+    def stop(self) -> None:
+        """Stop Asterisk; safe to call more than once and after a failed start."""
+        if self._ami is not None:
+            self._ami.close()
+            self._ami = None
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            # A clean shutdown first, so that Asterisk releases its ports before the next module starts.
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                self.cli("core stop now", timeout=5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+        _kill_group(self._proc, grace=3)
+        self._proc = None
+
+    def __enter__(self) -> Asterisk:
+        return self.start() if self._proc is None else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- control
+
+    def cli(self, command: str, timeout: float = 10) -> str:
+        """Run one CLI command (``asterisk -rx``) and return its output."""
+        cmd = ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-C", self.config_inside, "-rx", command]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if result.returncode != 0 or result.stdout.startswith("Unable to connect"):
+            raise HarnessError(
+                f"`asterisk -rx {command!r}` failed (status {result.returncode}): "
+                f"{result.stdout}{result.stderr}\n{self.logs()}"
+            )
+        return result.stdout
+
+    def originate(
+        self,
+        number: str,
+        context: str,
+        *,
+        caller_id: str | None = None,
+        caller_name: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        timeout: float = 15,
+        hold: float = 0.5,
+    ) -> OriginateResult:
+        """Place a call to ``number`` in ``context`` and wait until it is answered or has failed.
+
+        The call is ``Local/NUMBER@CONTEXT``: its second half runs the dialplan under test with
+        ``caller_id`` as its caller ID and ``variables`` set; its first half, once answered, waits
+        ``hold`` seconds and hangs up. Blocked calls come back as not answered. Follow with
+        :meth:`wait_calls_settled` before looking at what the carrier received.
+        """
+        if self._ami is None:
+            raise HarnessError("Asterisk is not running")
+        headers: list[tuple[str, str]] = [
+            ("Channel", f"Local/{number}@{context}"),
+            ("Application", "Wait"),
+            ("Data", f"{hold:g}"),
+            ("Timeout", str(int(timeout * 1000))),
+        ]
+        if caller_id is not None or caller_name is not None:
+            headers.append(("CallerID", f'"{caller_name or ""}" <{caller_id or ""}>'))
+        headers += [("Variable", f"{name}={value}") for name, value in (variables or {}).items()]
+        try:
+            event = self._ami.originate(headers, timeout=timeout + 5)
+        except (TimeoutError, HarnessError) as exc:
+            raise HarnessError(f"originate {number}@{context} got no answer: {exc}\n{self.logs()}") from exc
+        result = OriginateResult(
+            number=number,
+            context=context,
+            response=event.get("Response", ""),
+            reason=int(event.get("Reason", "-1") or -1),
+            channel=event.get("Channel", ""),
+        )
+        logger.info("originated %s@%s caller %s: %s", number, context, caller_id, result)
+        return result
+
+    def active_channels(self) -> int:
+        out = self.cli("core show channels count")
+        match = _CHANNELS_COUNT.search(out)
+        if match is None:
+            raise HarnessError(f"cannot read the channel count from {out!r}")
+        return int(match.group(1))
+
+    def wait_calls_settled(self, timeout: float = 15) -> None:
+        """Wait until no channel is left, i.e. every call placed so far has finished."""
+        if not _wait_until(lambda: self.active_channels() == 0, timeout, interval=0.1):
+            raise HarnessError(
+                f"calls still up after {timeout} s:\n{self.cli('core show channels verbose')}\n{self.logs()}"
+            )
+
+    def logs(self) -> str:
+        return (
+            f"--- Asterisk output ({self.output_log}):\n{tail(self.output_log, 10)}\n"
+            f"--- Asterisk log ({self.full_log}):\n{tail(self.full_log, 40)}"
+        )
+
+    # -- configuration
+
+    def _write_config(self) -> None:
+        etc = self.etc
+        for name in ("run", "log", "spool", "db", "cache"):
+            self.run_dir.sub(name)
+        inside = self.run_dir.inside
+        files: dict[str, str] = {
+            "asterisk.conf": f"""\
+[directories]
+astetcdir => {etc.inside}
+astmoddir => {self.module_dir}
+astvarlibdir => /var/lib/asterisk
+astdbdir => {inside}/db
+astkeydir => /var/lib/asterisk
+astdatadir => /usr/share/asterisk
+astagidir => /usr/share/asterisk/agi-bin
+astspooldir => {inside}/spool
+astrundir => {inside}/run
+astlogdir => {inside}/log
+astcachedir => {inside}/cache
+astsbindir => /usr/sbin
+
+[options]
+verbose = 3
+""",
+            "modules.conf": "[modules]\nautoload = no\n" + "".join(f"load => {module}.so\n" for module in self.modules),
+            "logger.conf": """\
+[general]
+dateformat = %F %T.%3q
+
+[logfiles]
+full => notice,warning,error,verbose,dtmf
+""",
+            # Quiet the "Unable to load config file" errors a bare config dir causes.
+            "cdr.conf": "[general]\nenable = no\n",
+            "cel.conf": "[general]\nenable = no\n",
+            "features.conf": "",
+            "acl.conf": "",
+            "udptl.conf": "",
+            "ccss.conf": "",
+            "indications.conf": "#include /etc/asterisk/indications.conf\n",
+            "manager.conf": f"""\
+[general]
+enabled = yes
+bindaddr = {LOOPBACK}
+port = {self.ami_port}
+
+[{self.AMI_USER}]
+secret = {self._ami_secret}
+read = call
+write = originate,call,system
+; The harness only waits for OriginateResponse; dropping the rest keeps the socket quiet.
+eventfilter = Event: OriginateResponse
+""",
+            "pjsip.conf": f"""\
+[transport-udp]
+type = transport
+protocol = udp
+bind = {LOOPBACK}:{self.sip_port}
+
+[carrier]
+type = aor
+contact = sip:{LOOPBACK}:{self.carrier_port}
+
+[carrier]
+type = endpoint
+transport = transport-udp
+aors = carrier
+context = e2e-from-carrier
+disallow = all
+allow = ulaw,alaw
+direct_media = no
+send_rpid = no
+send_pai = no
+""",
+            "rtp.conf": "[general]\nrtpstart = 20000\nrtpend = 20999\n",
+        }
+        includes = []
+        for index, dialplan in enumerate(self.dialplans):
+            copy_name = f"dialplan-{index}-{dialplan.name}"
+            # The chroot cannot see the repository, so the dialplan travels as a copy.
+            (etc.host / copy_name).write_text(dialplan.read_text())
+            includes.append(f'#include "{etc.inside / copy_name}"')
+        globals_lines = "".join(f"{name}={value}\n" for name, value in self.dialplan_globals.items())
+        files["extensions.conf"] = (
+            "[general]\nstatic = yes\nwriteprotect = yes\nclearglobalvars = yes\n\n"
+            f"[globals]\n{globals_lines}\n"
+            "; Nothing should ever call in from the carrier.\n"
+            "[e2e-from-carrier]\nexten => _X.,1,Hangup(21)\n\n" + "\n".join(includes) + "\n"
+        )
+        for name, text in files.items():
+            (etc.host / name).write_text(text)
+        (etc.host / "manager.conf").chmod(0o600)
