@@ -57,6 +57,18 @@ def pytest_runtest_makereport(
     return report
 
 
+def _start_or_fail(component: Asterisk | SippCarrier) -> None:
+    # A rig that cannot start is a failure, not a skip; its message (with the logs) is all that matters,
+    # so it is reported outside the except block, without the chained traceback.
+    try:
+        component.start()
+    except HarnessError as exc:
+        message = str(exc)
+    else:
+        return
+    pytest.fail(message, pytrace=False)
+
+
 def _live(config: pytest.Config) -> list[Asterisk | SippCarrier]:
     return config.stash.setdefault(_LIVE, [])
 
@@ -77,7 +89,10 @@ def asterisk_rootfs() -> Path:
     if result.returncode != 0:
         log_tail = "\n".join(result.stderr.splitlines()[-25:])
         _cannot_run(f"{BUILD_SCRIPT.name} failed (status {result.returncode}):\n{log_tail}")
-    logger.info("%s", result.stderr.strip())
+    # Only the script's own lines: mmdebstrap's progress on a cold build is hundreds of lines.
+    for line in result.stderr.splitlines():
+        if line.startswith(f"{BUILD_SCRIPT.name}:"):
+            logger.info("%s", line)
     rootfs = Path(result.stdout.strip().splitlines()[-1])
     if not (rootfs / "usr/sbin/asterisk").is_file():
         _cannot_run(f"{BUILD_SCRIPT.name} reported {rootfs}, which has no usr/sbin/asterisk")
@@ -89,7 +104,11 @@ def e2e_run_dir(asterisk_rootfs: Path) -> Iterator[RunDir]:
     """This session's folder inside the root file system (configs, logs, traces); removed at the end."""
     run_dir = RunDir.create(asterisk_rootfs)
     yield run_dir
-    run_dir.remove()
+    if os.environ.get("RPOGUARD_E2E_KEEP") == "1":
+        # For a post-mortem; the next session removes it.
+        logger.warning("RPOGUARD_E2E_KEEP=1: keeping %s", run_dir.host)
+    else:
+        run_dir.remove()
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +119,7 @@ def sipp_carrier(request: pytest.FixtureRequest, asterisk_rootfs: Path, e2e_run_
     ``sipp_carrier.invites(since)``.
     """
     carrier = SippCarrier(asterisk_rootfs, e2e_run_dir)
-    try:
-        carrier.start()
-    except HarnessError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    _start_or_fail(carrier)
     _live(request.config).append(carrier)
     yield carrier
     _live(request.config).remove(carrier)
@@ -141,10 +157,7 @@ def start_asterisk(
             extra_modules=extra_modules,
         )
         started.append(asterisk)
-        try:
-            asterisk.start()
-        except HarnessError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        _start_or_fail(asterisk)
         _live(request.config).append(asterisk)
         return asterisk
 

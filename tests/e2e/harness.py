@@ -37,6 +37,7 @@ CARRIER_PORT = 5070
 LOOPBACK = "127.0.0.1"
 # Inside the chroot; the host sees it as <rootfs>/run/rpoguard-e2e.
 RUN_BASE = PurePosixPath("/run/rpoguard-e2e")
+PID_FILE = "process.pid"
 
 # autoload=no keeps boot fast and the behaviour explicit; this is everything a checked Dial needs.
 ASTERISK_MODULES: tuple[str, ...] = (
@@ -191,7 +192,7 @@ class RunDir:
     def create(cls, rootfs: Path) -> RunDir:
         base = rootfs / RUN_BASE.relative_to("/")
         base.mkdir(parents=True, exist_ok=True)
-        _remove_stale_run_dirs(base)
+        _remove_stale_run_dirs(rootfs)
         run_dir = cls(rootfs, RUN_BASE / f"{os.getpid()}-{secrets.token_hex(3)}")
         run_dir.host.mkdir()
         # Lets a later session tell an abandoned folder from one a concurrent session still uses.
@@ -202,8 +203,8 @@ class RunDir:
         shutil.rmtree(self.host, ignore_errors=True)
 
 
-def _remove_stale_run_dirs(base: Path) -> None:
-    for entry in base.iterdir():
+def _remove_stale_run_dirs(rootfs: Path) -> None:
+    for entry in (rootfs / RUN_BASE.relative_to("/")).iterdir():
         try:
             owner = int((entry / "owner.pid").read_text())
         except (OSError, ValueError):
@@ -211,7 +212,44 @@ def _remove_stale_run_dirs(base: Path) -> None:
         if owner and _pid_alive(owner):
             continue
         logger.info("removing %s left by an earlier session", entry)
+        _kill_leftovers(entry, RUN_BASE / entry.name)
         shutil.rmtree(entry, ignore_errors=True)
+
+
+def _kill_leftovers(host_dir: Path, inside: PurePosixPath) -> None:
+    """Kill the Asterisk/SIPp a killed session left running, or they would keep ports 5060/5070.
+
+    Only process groups recorded by :func:`_spawn` whose command line names this very folder are
+    touched, so a recycled pid never hits an unrelated process.
+    """
+    for pid_file in host_dir.rglob(PID_FILE):
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if f"{inside}/" in _cmdline(pid):
+            logger.warning("killing process group %d left by an earlier session", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            # The ports are free only once the process is really gone (a zombie has an empty cmdline).
+            _wait_until(lambda pid=pid: not _cmdline(pid), timeout=5)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _spawn(cmd: Sequence[str], run_dir: RunDir, output: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own process group (so that stopping it stops everything it forked)."""
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (run_dir.host / PID_FILE).write_text(f"{proc.pid}\n")
+    return proc
 
 
 # --------------------------------------------------------------------------------------------- SIPp
@@ -303,25 +341,19 @@ class SippCarrier:
             "-nostdin",  # no terminal under pytest
             "-f", "60",  # its statistics screen is noise in sipp.out
         ]  # fmt: skip
-        with self.output_log.open("wb") as out:
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        proc = self._proc = _spawn(cmd, self.run_dir, self.output_log)
         # Ready when the SIP port is taken, which SIPp does once its scenario is loaded.
-        if not _wait_until(lambda: self._proc_exited() or not _udp_port_free(self.port), timeout):
+        if not _wait_until(lambda: proc.poll() is not None or not _udp_port_free(self.port), timeout):
             self.stop()
             raise HarnessError(f"SIPp did not bind UDP {self.port} within {timeout} s\n{self.logs()}")
-        if self._proc.poll() is not None:
-            raise HarnessError(f"SIPp exited at start (status {self._proc.returncode})\n{self.logs()}")
-        logger.info("SIPp carrier listening on %s:%d (pid %d)", LOOPBACK, self.port, self._proc.pid)
+        if proc.poll() is not None:
+            raise HarnessError(f"SIPp exited at start (status {proc.returncode})\n{self.logs()}")
+        logger.info("SIPp carrier listening on %s:%d (pid %d)", LOOPBACK, self.port, proc.pid)
         return self
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    def _proc_exited(self) -> bool:
-        return self._proc is not None and self._proc.poll() is not None
 
     def invites(self, since: int = 0) -> list[Invite]:
         """INVITEs received so far; ``since`` is a :meth:`checkpoint` taken earlier."""
@@ -546,14 +578,14 @@ class Asterisk:
         self._write_config()
         started = time.monotonic()
         cmd = ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-n", "-C", self.config_inside]
-        with self.output_log.open("wb") as out:
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self._proc = _spawn(cmd, self.run_dir, self.output_log)
         try:
             self._wait_booted(boot_timeout)
             self._check_modules()
-            self._ami = _Ami(self.ami_port, self.AMI_USER, self._ami_secret)
+            try:
+                self._ami = _Ami(self.ami_port, self.AMI_USER, self._ami_secret)
+            except OSError as exc:
+                raise HarnessError(f"cannot use AMI on port {self.ami_port}: {exc}\n{self.logs()}") from exc
         except BaseException:
             self.stop()
             raise
@@ -566,9 +598,9 @@ class Asterisk:
     def _wait_booted(self, timeout: float) -> None:
         ctl = self.run_dir.host / "run" / "asterisk.ctl"
         # `asterisk -rx` fails at once while the control socket is missing, so wait for it first.
-        if not _wait_until(lambda: ctl.exists() or self._exited(), timeout):
+        if not _wait_until(lambda: ctl.exists() or not self.running, timeout):
             raise HarnessError(f"Asterisk made no control socket within {timeout} s\n{self.logs()}")
-        if self._exited():
+        if not self.running:
             status = self._proc.returncode if self._proc else None
             raise HarnessError(f"Asterisk exited during start (status {status})\n{self.logs()}")
         out = self.cli("core waitfullybooted", timeout=timeout)
@@ -589,9 +621,6 @@ class Asterisk:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    def _exited(self) -> bool:
-        return self._proc is None or self._proc.poll() is not None
 
     def stop(self) -> None:
         """Stop Asterisk; safe to call more than once and after a failed start."""
@@ -640,16 +669,24 @@ class Asterisk:
         variables: Mapping[str, str] | None = None,
         timeout: float = 15,
         hold: float = 0.5,
+        check_dialplan: bool = True,
     ) -> OriginateResult:
         """Place a call to ``number`` in ``context`` and wait until it is answered or has failed.
 
         The call is ``Local/NUMBER@CONTEXT``: its second half runs the dialplan under test with
         ``caller_id`` as its caller ID and ``variables`` set; its first half, once answered, waits
         ``hold`` seconds and hangs up. Blocked calls come back as not answered. Follow with
-        :meth:`wait_calls_settled` before looking at what the carrier received.
+        :meth:`wait_calls_settled` before looking at what the carrier received. Unless
+        ``check_dialplan`` is false, it first makes sure the dialplan has an extension for the call.
         """
         if self._ami is None:
             raise HarnessError("Asterisk is not running")
+        if check_dialplan:
+            # A mistyped context or an unmatched number fails exactly like a blocked call would, and a
+            # test expecting "no INVITE" would then pass for the wrong reason.
+            shown = self.cli(f"dialplan show {number}@{context}")
+            if "There is no existence" in shown:
+                raise HarnessError(f"nothing in the dialplan matches {number}@{context}: {shown.strip()}")
         headers: list[tuple[str, str]] = [
             ("Channel", f"Local/{number}@{context}"),
             ("Application", "Wait"),
@@ -734,6 +771,7 @@ full => notice,warning,error,verbose,dtmf
             "acl.conf": "",
             "udptl.conf": "",
             "ccss.conf": "",
+            "pjproject.conf": "",
             "indications.conf": "#include /etc/asterisk/indications.conf\n",
             "manager.conf": f"""\
 [general]
@@ -744,7 +782,7 @@ port = {self.ami_port}
 [{self.AMI_USER}]
 secret = {self._ami_secret}
 read = call
-write = originate,call,system
+write = originate
 ; The harness only waits for OriginateResponse; dropping the rest keeps the socket quiet.
 eventfilter = Event: OriginateResponse
 """,
