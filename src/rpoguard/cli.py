@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from rpoguard import __version__
+from rpoguard.agi.routes import build_routes
+from rpoguard.agi.server import FastAgiServer, serve_until_signalled
+from rpoguard.agi.stdio import serve_stdio
 from rpoguard.audit import export_rows, verify_chain
 from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
@@ -279,6 +282,29 @@ async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Confi
     return EXIT_OK
 
 
+async def cmd_serve(args: argparse.Namespace, store: Store, config: Config) -> int:
+    serve = config.serve
+    server = FastAgiServer(
+        build_routes(Gate(store, config)),
+        host=args.host or serve.host,
+        port=serve.port if args.port is None else args.port,
+        session_deadline=serve.session_deadline,
+        max_connections=serve.max_connections,
+        allowed_clients=serve.allowed_clients,
+    )
+    await server.start()
+    log.warning("rpoguard %s: FastAGI gate listening on %s:%d (database %s)", __version__,
+                args.host or serve.host, server.port, config.db)
+    await serve_until_signalled(server)
+    log.warning("rpoguard stopped")
+    return EXIT_OK
+
+
+async def cmd_agi(args: argparse.Namespace, store: Store, config: Config) -> int:
+    return await serve_stdio(build_routes(Gate(store, config)), args.route,
+                             session_deadline=config.serve.session_deadline)
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 
 Handler = Callable[[argparse.Namespace, Store, Config], Awaitable[int]]
@@ -402,6 +428,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", type=_time_arg, metavar="TIME", help="decide for this time instead of now")
     p.add_argument("-o", "--output", metavar="OUT.csv", help="write the results here (default: standard output)")
 
+    p = commands.add_parser("serve", help="run the FastAGI gate for Asterisk (127.0.0.1:4573 by default)",
+                            description="Run the FastAGI gate. Asterisk asks it before each call with "
+                                        "AGI(agi://127.0.0.1:4573/check?campaign=C,NUMBER); see "
+                                        "dialplan/rpoguard.conf. "
+                                        "Stops cleanly on SIGTERM, finishing the calls in flight.")
+    p.set_defaults(handler=cmd_serve)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; another address needs "
+                                  "[serve] allowed_clients in the config: FastAGI has no authentication)")
+    p.add_argument("--port", type=int, help="port to listen on (default 4573)")
+
+    p = commands.add_parser("agi", help="the same routes as a classic AGI program (one process per call)",
+                            description="Serve one classic AGI session on standard input/output, for "
+                                        "AGI(rpoguard-agi,check,NUMBER,CAMPAIGN) from agi-bin. Slower than "
+                                        "'serve': a new process per call.")
+    p.set_defaults(handler=cmd_agi)
+    p.add_argument("route", nargs="?", help="check or optout (default: the first AGI argument)")
+    p.add_argument("agi_args", nargs="*", help=argparse.SUPPRESS)
+
     audit = group("audit", "the decision log: verify its hash chain, export it")
     p = command(audit, "verify", cmd_audit_verify,
                 "check that no decision was changed, removed, inserted or reordered (exit 1 if so)")
@@ -442,6 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     sys.exit(main())
+
+
+def agi_main() -> int:
+    """`rpoguard-agi`: what Asterisk runs from agi-bin; the same as `rpoguard agi`."""
+    return main(["agi", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

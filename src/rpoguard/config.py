@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 ENV_DB = "RPOGUARD_DB"
 ENV_CONFIG = "RPOGUARD_CONFIG"
 DEFAULT_DB = "rpoguard.db"
+# Read when neither --config nor RPOGUARD_CONFIG is given, so that Asterisk's agi-bin program and the
+# systemd service find the same settings as the operator's commands.
+SYSTEM_CONFIG = "/etc/rpoguard/rpoguard.toml"
 
 
 class ConfigError(Exception):
@@ -56,6 +59,8 @@ def _expect(table: dict[str, object], key: str, kind: type, where: str) -> objec
 def load_config(path: str | None = None, db: str | None = None) -> Config:
     """Build the configuration from (in rising priority) defaults, the TOML file, env and --db."""
     path = path or os.environ.get(ENV_CONFIG)
+    if not path and os.path.exists(SYSTEM_CONFIG):
+        path = SYSTEM_CONFIG
     data: dict[str, object] = {}
     if path:
         try:

@@ -501,8 +501,8 @@ def _facts_from_row(number: str | None, line_type: str | None, row: Any) -> Fact
                        _opt_dt(bound_us))
     listing = None
     if listing_j:
-        import_id, _listed_us = json.loads(listing_j)
-        listing = ListingFacts(import_id, import_id)
+        import_id, listed_us = json.loads(listing_j)
+        listing = ListingFacts(import_id, _opt_dt(listed_us))
     consents = tuple(
         ConsentFacts(cid, from_us(given), evidence, bool(auto), _opt_dt(expires), _opt_dt(revoked), purpose)
         for cid, given, evidence, auto, expires, revoked, purpose in json.loads(consents_j or "[]")

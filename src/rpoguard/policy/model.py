@@ -34,8 +34,10 @@ class RpoFacts:
 
 @dataclass(frozen=True, slots=True)
 class ListingFacts:
-    listing_id: int
+    """The number is in the public directory; `import_id` names the directory file it came from."""
+
     import_id: int | None
+    listed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

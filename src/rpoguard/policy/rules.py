@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from rpoguard.constants import (
     ALLOW,
@@ -62,7 +62,7 @@ class _Evaluation:
         self.call_day = rome_date(ctx.at)
         self.live_consents = tuple(c for c in facts.consents if _consent_in_force(c, self.at))
         self.live_contract = next((c for c in facts.contracts if self._contract_alive(c)), None)
-        bound = facts.rpo.registration_bound if facts.rpo else None
+        bound = _registration_bound(facts)
         # DPR 26/2022 art. 7 c.7; L. 5/2018 art. 1 [1][20][29][38]: registering in the RPO revokes every
         # consent given before it. Consent given to this principal after registration survives [28][29].
         # An automatic registration of an unlisted fixed number would not revoke (art. 7 c.10 [9]), but
@@ -93,6 +93,19 @@ class _Evaluation:
         if self.live_contract is not None:
             return self.live_consents
         return self.post_registration_consents
+
+
+def _registration_bound(facts: Facts) -> datetime | None:
+    """The moment a consent must postdate. The store derives it from the answer history; if a registered
+    answer comes without one, its own registration date or, failing that, its check date bounds it."""
+    rpo = facts.rpo
+    if rpo is None:
+        return None
+    if rpo.registration_bound is not None:
+        return rpo.registration_bound
+    if rpo.registered:
+        return rpo.registered_at or rpo.checked_at
+    return None
 
 
 def _consent_in_force(consent: ConsentFacts, at: datetime) -> bool:
@@ -132,7 +145,8 @@ def rule_rpo_fresh(ev: _Evaluation) -> str | None:
     if rpo is None:
         return None
     expires = rpo.checked_at.astimezone(ROME) + timedelta(days=ev.ctx.rpo_validity_days)
-    return None if ev.at < expires else RPO_EXPIRED
+    # Compared as instants: two Europe/Rome datetimes compare by wall clock and would ignore DST's fold.
+    return None if ev.at.astimezone(UTC) < expires.astimezone(UTC) else RPO_EXPIRED
 
 
 def rule_not_registered(ev: _Evaluation) -> str | None:
@@ -230,15 +244,24 @@ def _basis(ev: _Evaluation) -> tuple[str, dict[str, object]]:
     campaign = facts.campaign
     rpo = facts.rpo
     needs_consent = facts.listing is None or (campaign is not None and campaign.automated)
-    if rpo is not None and rpo.registered and not ev.post_registration_consents:
-        assert ev.live_contract is not None  # rule_not_registered let the call through
-        return BASIS_CONTRACT, {"contract_id": ev.live_contract.id}
-    if needs_consent or (rpo is not None and rpo.registered):
+    consent_evidence: dict[str, object] = {}
+    if needs_consent:
+        # Rules 7 and 8 passed on a consent: name it, whatever carried the registration.
         consents = ev.usable_consents()
         if campaign is not None and campaign.automated:
             consents = tuple(c for c in consents if c.automated)
         chosen = max(consents, key=lambda c: c.given_at)
-        return BASIS_CONSENT, {"consent_id": chosen.id, "consent_evidence": chosen.evidence}
+        consent_evidence = {"consent_id": chosen.id, "consent_evidence": chosen.evidence}
+    if rpo is not None and rpo.registered:
+        if not ev.post_registration_consents:
+            assert ev.live_contract is not None  # rule_not_registered let the call through
+            return BASIS_CONTRACT, {"contract_id": ev.live_contract.id, **consent_evidence}
+        if not consent_evidence:
+            chosen = max(ev.post_registration_consents, key=lambda c: c.given_at)
+            consent_evidence = {"consent_id": chosen.id, "consent_evidence": chosen.evidence}
+        return BASIS_CONSENT, consent_evidence
+    if needs_consent:
+        return BASIS_CONSENT, consent_evidence
     return BASIS_LISTED, {}
 
 
@@ -251,7 +274,7 @@ def _evidence(ev: _Evaluation) -> dict[str, object]:
         evidence["rpo_checked_at"] = iso(facts.rpo.checked_at)
         evidence["rpo_registered"] = facts.rpo.registered
     if facts.listing is not None:
-        evidence["listing_id"] = facts.listing.listing_id
+        evidence["listing_import_id"] = facts.listing.import_id
     if ev.refusal is not None:
         evidence["optout_id"] = ev.refusal.id
     if ev.live_contract is not None:

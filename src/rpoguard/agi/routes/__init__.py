@@ -1,0 +1,14 @@
+"""The routes a FastAGI script path or classic AGI invocation can name; one route per module."""
+
+from __future__ import annotations
+
+from rpoguard.agi.protocol import Route
+from rpoguard.agi.routes.check import ROUTE_CHECK, CheckRoute
+from rpoguard.agi.routes.common import GateLike
+from rpoguard.agi.routes.optout import ROUTE_OPTOUT, VAR_OPTOUT, OptoutRoute
+
+__all__ = ["ROUTE_CHECK", "ROUTE_OPTOUT", "VAR_OPTOUT", "GateLike", "build_routes"]
+
+
+def build_routes(gate: GateLike) -> dict[str, Route]:
+    return {ROUTE_CHECK: CheckRoute(gate), ROUTE_OPTOUT: OptoutRoute(gate)}

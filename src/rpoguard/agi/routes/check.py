@@ -1,0 +1,86 @@
+"""The ``check`` route: ask the gate whether this call may go out and tell the dialplan.
+
+    same => n,Set(RPOGUARD_DECISION=BLOCK)
+    same => n,AGI(agi://127.0.0.1:4573/check?campaign=C,${EXTEN})
+    same => n,GotoIf($["${AGISTATUS}" = "SUCCESS" & "${RPOGUARD_DECISION}" = "ALLOW"]?dial:reject)
+
+Arguments: see routes/common.py (1 number, 2 campaign if not in the query, 3 caller ID).
+
+Sets RPOGUARD_REASON, RPOGUARD_REASONS, RPOGUARD_NUMBER, RPOGUARD_ID and then RPOGUARD_DECISION, last:
+the dialplan sets BLOCK before AGI(), so a session that dies anywhere before the last command leaves it
+at BLOCK. Each SET VARIABLE is a round trip and the commands cannot be pipelined (protocol.py), so this
+is five round trips; none can go, because a repeated check on the same channel must not inherit the
+previous decision's details.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from rpoguard.agi.protocol import AgiRequest, AgiSession
+from rpoguard.agi.routes.common import (
+    GateLike,
+    audit_extra,
+    caller_id_of,
+    campaign_of,
+    number_of,
+    source_of,
+)
+from rpoguard.constants import (
+    CHANNEL_ALLOW,
+    CHANNEL_BLOCK,
+    VAR_DECISION,
+    VAR_ID,
+    VAR_NUMBER,
+    VAR_REASON,
+    VAR_REASONS,
+)
+from rpoguard.gate import CallRequest, Verdict
+
+log = logging.getLogger(__name__)
+
+ROUTE_CHECK: Final = "check"
+
+
+def call_request(request: AgiRequest) -> CallRequest:
+    return CallRequest(
+        raw_number=number_of(request),
+        campaign_id=campaign_of(request),
+        # Never None: the gate always evaluates the caller ID rule for a live call.
+        caller_id=caller_id_of(request),
+        source=source_of(request),
+        uniqueid=request.uniqueid,
+        channel=request.channel,
+        extra=audit_extra(request),
+    )
+
+
+def channel_variables(verdict: Verdict) -> list[tuple[str, str]]:
+    """The variables for a verdict, in the order they must be set (decision last)."""
+    return [
+        (VAR_REASON, verdict.reasons[0] if verdict.reasons else ""),
+        (VAR_REASONS, ",".join(verdict.reasons)),
+        (VAR_NUMBER, verdict.number or ""),
+        (VAR_ID, verdict.decision_id or ""),
+        (VAR_DECISION, CHANNEL_ALLOW if verdict.allowed else CHANNEL_BLOCK),
+    ]
+
+
+class CheckRoute:
+    def __init__(self, gate: GateLike) -> None:
+        self._gate = gate
+
+    async def __call__(self, request: AgiRequest, session: AgiSession) -> None:
+        call = call_request(request)
+        verdict = await self._gate.check(call)
+        log.debug(
+            "check %s campaign %s on %s: %s %s",
+            call.raw_number,
+            call.campaign_id,
+            call.channel,
+            verdict.decision,
+            ",".join(verdict.reasons),
+        )
+        for name, value in channel_variables(verdict):
+            await session.set_variable(name, value)

@@ -1,0 +1,87 @@
+"""What the routes share: the gate interface and how a request names the number, campaign and caller ID.
+
+Argument order, the same for every route and for FastAGI and classic AGI:
+
+    agi_arg_1  the dialled number            (absent: agi_extension)
+    agi_arg_2  the campaign                  (used when the script's ``?campaign=`` is absent or empty)
+    agi_arg_3  the caller ID to be presented (absent or empty: agi_callerid)
+
+    AGI(agi://127.0.0.1:4573/check?campaign=C,${EXTEN})
+    AGI(agi://127.0.0.1:4573/check,${EXTEN},C,0694801234)
+    AGI(agi://127.0.0.1:4573/check?campaign=${URIENCODE(${ARG2})},${ARG1},${ARG2},${ARG3})  (rpoguard.conf)
+
+A number argument that is present but empty is checked as empty (and refused) rather than replaced by
+the extension, which inside a GoSub is ``s``. An empty caller ID argument means "the channel's own", as
+dialplan/rpoguard.conf passes ``${ARG3}`` whether or not the caller gave one.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from rpoguard.agi.protocol import AST_PRES_ALLOWED, AST_PRES_RESTRICTION, AgiRequest
+from rpoguard.constants import SOURCE_AGI, SOURCE_FASTAGI
+from rpoguard.gate import CallRequest, OptoutRequest, OptoutResult, Verdict
+
+ARG_NUMBER: Final = 1
+ARG_CAMPAIGN: Final = 2
+ARG_CALLER_ID: Final = 3
+QUERY_CAMPAIGN: Final = "campaign"
+# Asterisk's placeholder for a missing caller number (setup_env in res_agi.c).
+UNKNOWN: Final = "unknown"
+
+# Environment keys copied into CallRequest.extra so the audit log keeps the input exactly as received.
+_AUDIT_KEYS: Final = (
+    "agi_request",
+    "agi_network_script",
+    "agi_context",
+    "agi_extension",
+    "agi_callerid",
+    "agi_callingpres",
+    "agi_accountcode",
+)
+
+
+class GateLike(Protocol):
+    """The part of rpoguard.gate.Gate the routes use."""
+
+    async def check(self, call: CallRequest) -> Verdict: ...
+
+    async def optout(self, request: OptoutRequest) -> OptoutResult: ...
+
+
+def source_of(request: AgiRequest) -> str:
+    return SOURCE_FASTAGI if request.network else SOURCE_AGI
+
+
+def number_of(request: AgiRequest) -> str:
+    number = request.arg(ARG_NUMBER)
+    if number is None:
+        number = request.extension
+    return number or ""
+
+
+def campaign_of(request: AgiRequest) -> str | None:
+    return request.query.get(QUERY_CAMPAIGN) or request.arg(ARG_CAMPAIGN) or None
+
+
+def caller_id_of(request: AgiRequest) -> str:
+    """The caller ID the callee will see, or "" when it is withheld.
+
+    Withheld when the channel's presentation is anything but allowed: restricted (0x20), and also
+    unavailable (0x40, which Asterisk reports when there is no valid number) and reserved (0x60), since
+    the callee sees no number in those cases either. Asterisk folds the name's presentation into
+    agi_callingpres, so a restricted name also counts as withheld: a refusal, never a false allow.
+    """
+    pres = request.callingpres
+    if pres is not None and pres & AST_PRES_RESTRICTION != AST_PRES_ALLOWED:
+        return ""
+    caller_id = (request.arg(ARG_CALLER_ID) or "").strip() or (request.callerid or "").strip()
+    return "" if caller_id.lower() == UNKNOWN else caller_id
+
+
+def audit_extra(request: AgiRequest) -> dict[str, str]:
+    extra = {key: request.env[key] for key in _AUDIT_KEYS if key in request.env}
+    for index, value in enumerate(request.args, start=1):
+        extra[f"arg_{index}"] = value
+    return extra
