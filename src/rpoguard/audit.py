@@ -152,7 +152,7 @@ async def export_rows(rows: AsyncIterator[AuditRow] | AsyncIterable[AuditRow], o
     """Write rows as CSV or JSON Lines; returns the count. JSON Lines keeps values exactly as stored."""
     count = 0
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
         writer.writeheader()
         async for row in rows:
             writer.writerow({k: spreadsheet_safe(v) for k, v in export_record(row).items()})

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 from rpoguard import __version__
@@ -240,15 +243,27 @@ def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bo
           else "  not recorded (dry run)")
 
 
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
+    """Standard output, or a file that appears only complete: a failed run leaves the previous file."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            yield out
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> int:
     gate = Gate(store, config)
     at = args.at or datetime.now(UTC)
-    out: IO[str] = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
-    try:
+    with _output(args.output) as out:
         summary = await scrub(gate, args.file, args.campaign, at, out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     _print_problems(summary.problems, stored=False)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.most_common())
     print(f"scrub for campaign {args.campaign} at {at.isoformat()}: {summary.rows} number(s), "
@@ -272,13 +287,10 @@ async def cmd_audit_verify(args: argparse.Namespace, store: Store, config: Confi
 async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Config) -> int:
     start = to_us(args.since) if args.since else None
     end = to_us(args.until) if args.until else None
-    rows = store.audit_rows(start, end)
+    with _output(args.output) as out:
+        count = await export_rows(store.audit_rows(start, end), out, args.format)
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as out:
-            count = await export_rows(rows, out, args.format)
         print(f"{count} decision(s) written to {args.output}", file=sys.stderr)
-    else:
-        await export_rows(rows, sys.stdout, args.format)
     return EXIT_OK
 
 
@@ -301,6 +313,8 @@ async def cmd_serve(args: argparse.Namespace, store: Store, config: Config) -> i
 
 
 async def cmd_agi(args: argparse.Namespace, store: Store, config: Config) -> int:
+    # The AGI arguments also arrive as agi_arg_N in the environment, where the route reads them; the copies
+    # Asterisk puts on the command line are ignored so that a value starting with '-' cannot break parsing.
     return await serve_stdio(build_routes(Gate(store, config)), args.route,
                              session_deadline=config.serve.session_deadline)
 
@@ -443,8 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "AGI(rpoguard-agi,check,NUMBER,CAMPAIGN) from agi-bin. Slower than "
                                         "'serve': a new process per call.")
     p.set_defaults(handler=cmd_agi)
-    p.add_argument("route", nargs="?", help="check or optout (default: the first AGI argument)")
-    p.add_argument("agi_args", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--route", choices=("check", "optout"),
+                   help="the route to run (default: the first AGI argument, or the program name rpoguard-ROUTE)")
+    p.add_argument("agi_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     audit = group("audit", "the decision log: verify its hash chain, export it")
     p = command(audit, "verify", cmd_audit_verify,
@@ -489,8 +504,9 @@ def run() -> None:
 
 
 def agi_main() -> int:
-    """`rpoguard-agi`: what Asterisk runs from agi-bin; the same as `rpoguard agi`."""
-    return main(["agi", *sys.argv[1:]])
+    """`rpoguard-agi`: what Asterisk runs from agi-bin; the same as `rpoguard agi`. Its command-line
+    arguments are Asterisk's copies of the AGI arguments, read from the environment instead."""
+    return main(["agi"])
 
 
 if __name__ == "__main__":

@@ -82,6 +82,9 @@ VAR_REASON: Final = "RPOGUARD_REASON"
 VAR_REASONS: Final = "RPOGUARD_REASONS"
 VAR_NUMBER: Final = "RPOGUARD_NUMBER"
 VAR_ID: Final = "RPOGUARD_ID"
+# Set by the optout route once the refusal is stored; the dialplan logs an error without it.
+VAR_OPTOUT: Final = "RPOGUARD_OPTOUT"
+OPTOUT_OK: Final = "OK"
 
 # Where a decision or an opt-out came from, as recorded in the audit log.
 SOURCE_CLI: Final = "cli"

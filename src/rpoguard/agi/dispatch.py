@@ -79,7 +79,7 @@ async def run_session(
                 _write_failure(channel, session)
                 return Outcome.NO_ROUTE
             route_name, route, request = resolved
-            session = AgiSession(channel, deadline=deadline, command_timeout=command_timeout)
+            session = AgiSession(channel, deadline=deadline, command_timeout=command_timeout, guarded=True)
             await route(request, session)
             return Outcome.FAILED if session.failed else Outcome.DONE
     except TimeoutError:

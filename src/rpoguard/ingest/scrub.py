@@ -41,7 +41,9 @@ def _inputs(path: str | Path, problems: list[RowProblem]) -> Iterator[tuple[int,
 
 async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, out: IO[str]) -> ScrubSummary:
     summary = ScrubSummary()
-    writer = csv.writer(out, lineterminator="\n")
+    # The default "\r\n" terminator (RFC 4180) makes csv quote a cell with a bare CR, so no cell can
+    # spill into a new row.
+    writer = csv.writer(out)
     writer.writerow(OUTPUT_FIELDS)
     for line, raw in _inputs(path, summary.problems):
         call = CallRequest(raw_number=raw, campaign_id=campaign_id, caller_id=None, source=SOURCE_CLI)

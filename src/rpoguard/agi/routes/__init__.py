@@ -5,9 +5,9 @@ from __future__ import annotations
 from rpoguard.agi.protocol import Route
 from rpoguard.agi.routes.check import ROUTE_CHECK, CheckRoute
 from rpoguard.agi.routes.common import GateLike
-from rpoguard.agi.routes.optout import ROUTE_OPTOUT, VAR_OPTOUT, OptoutRoute
+from rpoguard.agi.routes.optout import ROUTE_OPTOUT, OptoutRoute
 
-__all__ = ["ROUTE_CHECK", "ROUTE_OPTOUT", "VAR_OPTOUT", "GateLike", "build_routes"]
+__all__ = ["ROUTE_CHECK", "ROUTE_OPTOUT", "GateLike", "build_routes"]
 
 
 def build_routes(gate: GateLike) -> dict[str, Route]:

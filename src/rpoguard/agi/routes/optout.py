@@ -14,12 +14,10 @@ from typing import Final
 
 from rpoguard.agi.protocol import AgiFailure, AgiRequest, AgiSession
 from rpoguard.agi.routes.common import GateLike, campaign_of, number_of, source_of
+from rpoguard.constants import OPTOUT_OK, VAR_OPTOUT
 from rpoguard.gate import GateError, OptoutRequest
 
 ROUTE_OPTOUT: Final = "optout"
-# Belongs in rpoguard.constants with the other channel variables; here until it moves.
-VAR_OPTOUT: Final = "RPOGUARD_OPTOUT"
-OPTOUT_OK: Final = "OK"
 
 
 def optout_request(request: AgiRequest) -> OptoutRequest:
