@@ -1,0 +1,178 @@
+"""`rpoguard serve` as a process: a fake Asterisk over a real socket, the real database, SIGTERM.
+
+These drive the installed console script, so they prove the wiring the unit and protocol tests cannot:
+config -> store opened once -> gate -> routes -> server, decisions recorded with the channel's uniqueid,
+an opt-out said on one session blocking the next, and a clean stop that finishes the call in flight.
+The decisions here do not depend on the wall clock: every assertion holds at any hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agi_fakes import make_env, play
+
+from rpoguard.constants import (
+    CHANNEL_BLOCK,
+    OPTOUT,
+    RPO_NOT_CHECKED,
+    RPO_REGISTERED,
+    VAR_DECISION,
+    VAR_ID,
+    VAR_NUMBER,
+    VAR_OPTOUT,
+    VAR_REASON,
+    VAR_REASONS,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CliRunner = Callable[..., Any]
+
+REGISTERED = "02 1234 5678"  # registered in examples/rpo-answers.csv, no consent, no contract
+LISTED = "06 4567 8901"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def prepared_db(db_path: Path, run_cli: CliRunner) -> Path:
+    for args in (
+        ("principal", "add", "acme", "--name", "ACME Energia", "--caller-id", "06 9480 1234"),
+        ("campaign", "add", "autunno26", "--principal", "acme"),
+        ("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
+        ("directory", "import", EXAMPLES / "directory.txt"),
+    ):
+        result = run_cli(*args)
+        assert result.code == 0, result.err
+    return db_path
+
+
+@pytest.fixture
+def server(prepared_db: Path, tmp_path: Path, cli_script: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = _free_port()
+    env = {**os.environ, "RPOGUARD_DB": str(prepared_db)}
+    env.pop("RPOGUARD_CONFIG", None)
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([cli_script, "serve", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                pytest.fail(f"rpoguard serve did not start:\n{(tmp_path / 'serve.log').read_text()}")
+            time.sleep(0.05)
+    # The probe above was a bare TCP connect, exactly the health check that hangs panoramisk; the server
+    # must have answered it with failure and kept serving.
+    try:
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _audit(run_cli: CliRunner) -> list[dict[str, object]]:
+    result = run_cli("audit", "export", "--format", "jsonl")
+    assert result.code == 0, result.err
+    return [json.loads(line) for line in result.out.splitlines()]
+
+
+def test_check_sets_every_variable_and_records_the_uniqueid(server: tuple[subprocess.Popen[bytes], int],
+                                                            run_cli: CliRunner) -> None:
+    _, port = server
+    env = make_env("check?campaign=autunno26", (REGISTERED,), overrides={"agi_uniqueid": "1764000000.42"})
+    transcript = asyncio.run(play(port, env))
+
+    assert transcript.agistatus == "SUCCESS" and not transcript.failure
+    assert not transcript.dialplan_allows
+    variables = transcript.variables
+    assert variables[VAR_DECISION] == CHANNEL_BLOCK
+    assert variables[VAR_NUMBER] == "+390212345678"
+    reasons = variables[VAR_REASONS].split(",")
+    assert RPO_REGISTERED in reasons and variables[VAR_REASON] == reasons[0]
+    # The decision is set last, so a session cut short leaves the dialplan's default BLOCK in place.
+    assert transcript.commands[-1].startswith(f"SET VARIABLE {VAR_DECISION} ".encode())
+
+    [row] = _audit(run_cli)
+    assert row["decision_id"] == variables[VAR_ID]
+    assert row["uniqueid"] == "1764000000.42"
+    assert row["source"] == "fastagi" and row["campaign_id"] == "autunno26" and row["principal_id"] == "acme"
+    assert row["number"] == "+390212345678" and row["raw_number"] == REGISTERED
+    assert row["caller_id"] == "0694801234"  # agi_callerid of the recorded session
+
+
+def test_optout_on_one_session_blocks_the_next(server: tuple[subprocess.Popen[bytes], int],
+                                               run_cli: CliRunner) -> None:
+    _, port = server
+    before = asyncio.run(play(port, make_env("check?campaign=autunno26", (LISTED,))))
+    assert OPTOUT not in before.variables[VAR_REASONS].split(",")
+
+    said_no = asyncio.run(play(port, make_env("optout?campaign=autunno26", (LISTED,))))
+    assert said_no.agistatus == "SUCCESS" and said_no.variables[VAR_OPTOUT] == "OK"
+
+    after = asyncio.run(play(port, make_env("check?campaign=autunno26", (LISTED,))))
+    assert after.variables[VAR_DECISION] == CHANNEL_BLOCK
+    assert after.variables[VAR_REASON] == OPTOUT
+
+
+def test_unknown_number_is_blocked_not_checked(server: tuple[subprocess.Popen[bytes], int]) -> None:
+    _, port = server
+    transcript = asyncio.run(play(port, make_env("check?campaign=autunno26", ("338 000 1111",))))
+    assert transcript.variables[VAR_DECISION] == CHANNEL_BLOCK
+    assert RPO_NOT_CHECKED in transcript.variables[VAR_REASONS].split(",")
+
+
+def test_sigterm_finishes_the_session_in_flight_then_exits(server: tuple[subprocess.Popen[bytes], int],
+                                                           run_cli: CliRunner) -> None:
+    proc, port = server
+    env = make_env("check?campaign=autunno26", (REGISTERED,), overrides={"agi_uniqueid": "1764000000.77"})
+    half = env.index(b"agi_callerid")
+
+    async def session_across_sigterm() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(env[:half])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        # A new call after SIGTERM is turned away (connection refused: Asterisk reads AGISTATUS=FAILURE,
+        # or a failure line), never left waiting.
+        try:
+            late = await asyncio.wait_for(play(port, make_env("check?campaign=autunno26", (LISTED,))), 5)
+        except ConnectionRefusedError:
+            pass
+        else:
+            assert late.failed_closed
+        writer.write(env[half:])
+        await writer.drain()
+        decision = None
+        while line := await asyncio.wait_for(reader.readline(), 5):
+            if line.startswith(f"SET VARIABLE {VAR_DECISION} ".encode()):
+                decision = line
+            writer.write(b"200 result=1\n")
+            await writer.drain()
+        writer.close()
+        assert decision == f'SET VARIABLE {VAR_DECISION} "{CHANNEL_BLOCK}"\n'.encode()
+
+    asyncio.run(session_across_sigterm())
+    assert proc.wait(timeout=10) == 0
+    assert [row["uniqueid"] for row in _audit(run_cli)] == ["1764000000.77"]
