@@ -149,7 +149,10 @@ class Gate:
             decision=decision.decision,
             reasons=",".join(decision.reasons),
             basis=decision.basis,
-            evidence=canonical_evidence(decision.evidence),
+            # The channel's own words (presentation, raw arguments) go with the evidence, so a withheld
+            # or odd caller ID can be shown as Asterisk reported it.
+            evidence=canonical_evidence({**decision.evidence, "input": call.extra} if call.extra
+                                        else decision.evidence),
             source=call.source,
             uniqueid=call.uniqueid,
             channel=call.channel,

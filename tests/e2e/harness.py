@@ -519,8 +519,9 @@ class Asterisk:
     """One Asterisk 22 in the root file system, configured from scratch for the e2e rig.
 
     Loads only :data:`ASTERISK_MODULES`, has one PJSIP endpoint ``carrier`` (the SIPp UAS on
-    127.0.0.1:5070), and a dialplan made of the given files, ``#include``d after a ``[globals]``
-    section holding ``dialplan_globals``. Use as a context manager or call :meth:`stop`.
+    127.0.0.1:5070), and a dialplan made of the given files, ``#include``d before a ``[globals]``
+    section holding ``dialplan_globals`` (the last value of a global wins, so these override a default
+    that an included file such as dialplan/rpoguard.conf sets). Use as a context manager or call :meth:`stop`.
     """
 
     AMI_USER = "e2e"
@@ -818,9 +819,11 @@ send_pai = no
         globals_lines = "".join(f"{name}={value}\n" for name, value in self.dialplan_globals.items())
         files["extensions.conf"] = (
             "[general]\nstatic = yes\nwriteprotect = yes\nclearglobalvars = yes\n\n"
-            f"[globals]\n{globals_lines}\n"
             "; Nothing should ever call in from the carrier.\n"
-            "[e2e-from-carrier]\nexten => _X.,1,Hangup(21)\n\n" + "\n".join(includes) + "\n"
+            "[e2e-from-carrier]\nexten => _X.,1,Hangup(21)\n\n" + "\n".join(includes) + "\n\n"
+            # After the includes: Asterisk applies every [globals] section in file order, so the test's
+            # values win over defaults in the included files (rpoguard.conf sets RPOGUARD_AGI).
+            f"[globals]\n{globals_lines}"
         )
         for name, text in files.items():
             (etc.host / name).write_text(text)

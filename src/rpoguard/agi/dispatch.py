@@ -79,6 +79,12 @@ async def run_session(
                 _write_failure(channel, session)
                 return Outcome.NO_ROUTE
             route_name, route, request = resolved
+            if getattr(route, "needs_live_call", False) and channel.peer_finished():
+                # Asterisk gave up on this call while it waited (a stalled server, the dialplan's time
+                # limit). A check now would record a decision for a call that never went out; an opt-out,
+                # by contrast, is still recorded: the person said no whether or not the line is up.
+                log.warning("%s: Asterisk ended the session before route %r ran; not run", peer, route_name)
+                return Outcome.PEER_GONE
             session = AgiSession(channel, deadline=deadline, command_timeout=command_timeout, guarded=True)
             await route(request, session)
             return Outcome.FAILED if session.failed else Outcome.DONE

@@ -327,6 +327,10 @@ class LineChannel(Protocol):
 
     async def drain(self) -> None: ...
 
+    def peer_finished(self) -> bool:
+        """True when Asterisk already ended its side: end of input, or a queued HANGUP line."""
+        ...
+
 
 class AgiSession:
     """Commands and replies for one AGI session, one command at a time.
@@ -549,6 +553,9 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
         if self._reading_paused and self._queued < _HIGH_WATER // 2 and self._error is None:
             self._set_reading(paused=False)
         return line
+
+    def peer_finished(self) -> bool:
+        return self._eof or b"HANGUP" in self._lines
 
     def write(self, data: bytes) -> None:
         transport = self.transport

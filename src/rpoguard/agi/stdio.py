@@ -338,6 +338,11 @@ class _StdioChannel:
     async def readline(self) -> bytes | None:
         return await self._reader.readline()
 
+    def peer_finished(self) -> bool:
+        # Asterisk starts this process when it asks and waits for it: no request can sit in a backlog
+        # that Asterisk has given up on, as a FastAGI connection can.
+        return False
+
     def write(self, data: bytes) -> None:
         self._writer.write(data)
 

@@ -141,6 +141,10 @@ class SqliteStore(Store):
     async def open(self) -> None:
         # Start-up only, never on the per-call path.
         is_new = self.path != ":memory:" and not Path(self.path).exists()  # noqa: ASYNC240
+        folder = Path(self.path).parent
+        if self.path != ":memory:" and not folder.is_dir():
+            # Checked here because a failed aiosqlite.connect leaves its worker thread to die noisily.
+            raise StoreError(f"cannot open database {self.path}: the folder {folder} does not exist")
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
@@ -284,10 +288,13 @@ class SqliteStore(Store):
 
     # -- imports -----------------------------------------------------------------------------------
 
-    async def _begin_import(self, meta: ImportMeta) -> tuple[int | None, ImportSummary | None]:
-        """Open the import transaction; returns (import id, None) or (None, summary) if already imported."""
+    async def _begin_import(
+        self, meta: ImportMeta, *, additive: bool = True
+    ) -> tuple[int | None, ImportSummary | None]:
+        """Open the import transaction; returns (import id, None) or (None, summary) if already imported.
+        Only an additive import can be skipped as a repeat: a replacing one must replace again."""
         await self.db.execute("BEGIN IMMEDIATE")
-        if meta.sha256:
+        if meta.sha256 and additive:
             prior = await self._fetchone(
                 "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
                 " WHERE kind = ? AND sha256 = ? AND checked_us IS ?",
@@ -335,7 +342,12 @@ class SqliteStore(Store):
                     await self.db.executemany(
                         "INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
                         " VALUES (?, ?, ?, ?, ?) ON CONFLICT(number, checked_us) DO UPDATE SET"
-                        " registered = excluded.registered, registered_us = excluded.registered_us,"
+                        # Two answers for one number at one check time disagree: "registered" wins (fail
+                        # closed), with the earlier registration date if both carry one.
+                        " registered = max(registered, excluded.registered),"
+                        " registered_us = CASE WHEN registered_us IS NULL THEN excluded.registered_us"
+                        "   WHEN excluded.registered_us IS NULL THEN registered_us"
+                        "   ELSE min(registered_us, excluded.registered_us) END,"
                         " import_id = excluded.import_id",
                         rows,
                     )
@@ -357,7 +369,7 @@ class SqliteStore(Store):
         now_us = to_us(datetime.now().astimezone())
         async with self._write_lock:
             try:
-                import_id, prior = await self._begin_import(meta)
+                import_id, prior = await self._begin_import(meta, additive=not replace)
                 if prior is not None:
                     return prior
                 summary = ImportSummary(import_id)
@@ -436,16 +448,16 @@ class SqliteStore(Store):
     async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]:
         if await self.get_principal(principal_id) is None:
             raise NotFoundError(f"principal {principal_id!r} does not exist")
-        cursor = await self._write(
+        key = (number, principal_id, start.isoformat())
+        lookup = "SELECT id FROM contracts WHERE number = ? AND principal_id = ? AND start_date = ?"
+        existed = await self._fetchone(lookup, key)
+        await self._write(
             "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us) VALUES (?,?,?,?,?)"
             " ON CONFLICT(number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date",
-            (number, principal_id, start.isoformat(), end.isoformat() if end else None,
-             to_us(datetime.now().astimezone())),
+            (*key, end.isoformat() if end else None, to_us(datetime.now().astimezone())),
         )
-        row = await self._fetchone(
-            "SELECT id, created_us FROM contracts WHERE number = ? AND principal_id = ? AND start_date = ?",
-            (number, principal_id, start.isoformat()))
-        return int(row[0]), cursor.lastrowid == row[0]
+        row = await self._fetchone(lookup, key)
+        return int(row[0]), existed is None
 
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
                          reference: str | None) -> int:

@@ -68,6 +68,10 @@ def channel_variables(verdict: Verdict) -> list[tuple[str, str]]:
 
 
 class CheckRoute:
+    # A decision is for a call about to be dialled: if Asterisk already gave up on the call, none is taken
+    # (dispatch.py), so the audit log never holds a decision for a call that could not go out.
+    needs_live_call: Final = True
+
     def __init__(self, gate: GateLike) -> None:
         self._gate = gate
 
