@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +31,7 @@ from rpoguard.ingest import registry as registry_import
 from rpoguard.ingest.csvfile import FileError
 from rpoguard.ingest.scrub import scrub
 from rpoguard.numbers import NumberError, normalize, normalize_caller_id
+from rpoguard.policy import CampaignFacts
 from rpoguard.timeutil import TimeFormatError, iso, parse_date, parse_time, to_us
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,22 @@ async def cmd_principal_add(args: argparse.Namespace, store: Store, config: Conf
 async def cmd_campaign_add(args: argparse.Namespace, store: Store, config: Config) -> int:
     if (args.max_attempts is None) != (args.per_days is None):
         raise UsageError("--max-attempts and --per-days go together (N calls per D days)")
-    created = await store.add_campaign(args.id, args.principal, args.automated, args.max_attempts, args.per_days)
-    cap = f"; at most {args.max_attempts} call(s) per {args.per_days} day(s) per number" if args.max_attempts else ""
-    kind = "automated" if args.automated else "with live operators"
-    print(f"campaign {args.id} {'added' if created else 'updated'}: principal {args.principal}, {kind}{cap}")
+    before = await store.get_campaign(args.id)
+    await store.add_campaign(args.id, args.principal, args.automated, args.max_attempts, args.per_days)
+    after = await store.get_campaign(args.id)
+    assert after is not None
+    print(f"campaign {args.id} {'added' if before is None else 'updated'}: {_describe_campaign(after)}")
+    if before is not None and _describe_campaign(before) != _describe_campaign(after):
+        # Re-running `campaign add` replaces every setting: say what changed, since it matters legally.
+        print(f"  was: {_describe_campaign(before)}")
     return EXIT_OK
+
+
+def _describe_campaign(campaign: CampaignFacts) -> str:
+    kind = "automated" if campaign.automated else "with live operators"
+    cap = (f", at most {campaign.max_attempts} call(s) per {campaign.per_days} day(s) per number"
+           if campaign.max_attempts else ", no attempt cap")
+    return f"principal {campaign.principal_id}, {kind}{cap}"
 
 
 def _print_import(summary: ImportSummary, problems: list[RowProblem], what: str) -> None:
@@ -125,6 +137,9 @@ def _print_problems(problems: Sequence[RowProblem], stored: bool) -> None:
 
 
 async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if args.checked_at > datetime.now(UTC) + timedelta(days=1):
+        # A mistyped year would keep the answers "fresh" for as long: no check can be in the future.
+        raise UsageError(f"--checked-at {args.checked_at.isoformat()} is in the future")
     if args.file and (args.submitted or args.registered):
         raise UsageError("give either FILE or --submitted and --registered, not both")
     if args.file:
@@ -161,6 +176,8 @@ async def cmd_consent_add(args: argparse.Namespace, store: Store, config: Config
 async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Config) -> int:
     number = _number(args.number)
     at = args.at or datetime.now(UTC)
+    if await store.get_principal(args.principal) is None:
+        raise UsageError(f"principal {args.principal!r} does not exist")
     count = await store.revoke_consents(number, args.principal, at)
     print(f"{count} consent(s) of {number} to {args.principal} revoked at {at.isoformat()}"
           if count else f"no consent of {number} to {args.principal} was in force at {at.isoformat()}")
@@ -266,11 +283,12 @@ async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> i
         summary = await scrub(gate, args.file, args.campaign, at, out)
     _print_problems(summary.problems, stored=False)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.most_common())
+    unread = f"; {len(summary.problems)} unreadable row(s) listed above" if summary.problems else ""
     print(f"scrub for campaign {args.campaign} at {at.isoformat()}: {summary.rows} number(s), "
           f"{summary.allowed} allowed, {summary.rows - summary.allowed} blocked"
-          f"{' (' + reasons + ')' if reasons else ''}; caller ID not checked; nothing recorded",
+          f"{' (' + reasons + ')' if reasons else ''}; caller ID not checked; nothing recorded{unread}",
           file=sys.stderr)
-    return EXIT_OK
+    return EXIT_ERROR if summary.problems else EXIT_OK
 
 
 async def cmd_audit_verify(args: argparse.Namespace, store: Store, config: Config) -> int:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 from rpoguard.audit import AuditEntry, canonical_evidence
 from rpoguard.config import Config
-from rpoguard.constants import ALLOW, BLOCK, ENGINE_ERROR
-from rpoguard.db.store import Store
+from rpoguard.constants import ALLOW, ATTEMPT_LIMIT, BLOCK, ENGINE_ERROR
+from rpoguard.db.store import AttemptCap, AttemptCapReached, Store
 from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id
 from rpoguard.policy import CallContext, Decision, Facts, decide
 from rpoguard.timeutil import to_us
@@ -157,8 +157,17 @@ class Gate:
             uniqueid=call.uniqueid,
             channel=call.channel,
         )
+        cap = _attempt_cap(decision, facts, at)
         try:
-            await self.store.append_decision(entry)
+            try:
+                await self.store.append_decision(entry, cap)
+            except AttemptCapReached as reached:
+                # Another call to this number took the last attempt while this one was decided.
+                decision = replace(decision, decision=BLOCK, reasons=(ATTEMPT_LIMIT,), basis=None,
+                                   evidence={**decision.evidence, "recent_allows": reached.allows})
+                entry = replace(entry, decision=BLOCK, reasons=ATTEMPT_LIMIT, basis=None,
+                                evidence=canonical_evidence(decision.evidence))
+                await self.store.append_decision(entry)
         except Exception as exc:
             # A call whose decision cannot be recorded is not placed (fail closed).
             log.error("cannot record decision: %s", _describe(exc))
@@ -187,6 +196,16 @@ class Gate:
                 principal = campaign.principal_id
         optout_id = await self.store.add_optout(number, principal, at, request.source, request.uniqueid)
         return OptoutResult(number, principal, optout_id)
+
+
+def _attempt_cap(decision: Decision, facts: Facts, at: datetime) -> AttemptCap | None:
+    campaign = facts.campaign
+    if decision.decision != ALLOW or campaign is None or facts.number is None:
+        return None
+    if not campaign.max_attempts or not campaign.per_days:
+        return None
+    since = to_us(at) - campaign.per_days * 86_400_000_000
+    return AttemptCap(facts.number, campaign.principal_id, since, campaign.max_attempts)
 
 
 def _now() -> datetime:

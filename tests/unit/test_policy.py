@@ -838,3 +838,14 @@ def test_more_facts_against_never_unblock(f: Facts, ctx: CallContext) -> None:
     assert d.decision == c.BLOCK
     if not ctx.number_error:
         assert c.OPTOUT in d.reasons
+
+
+@pytest.mark.parametrize(
+    ("checked_at", "expected"),
+    [
+        pytest.param(NOW, (), id="checked at the very call time: valid"),
+        pytest.param(NOW + MINUTE, (c.RPO_NOT_CHECKED,), id="checked after the call: no evidence at call time"),
+    ],
+)
+def test_an_answer_from_after_the_call_is_no_evidence_for_it(checked_at: datetime, expected: tuple[str, ...]) -> None:
+    assert blocks(facts(rpo=checked(checked_at))) == expected

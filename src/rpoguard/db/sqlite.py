@@ -25,6 +25,8 @@ import aiosqlite
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
 from rpoguard.config import secure_path
 from rpoguard.db.store import (
+    AttemptCap,
+    AttemptCapReached,
     ConsentRecord,
     ImportMeta,
     ImportSummary,
@@ -146,6 +148,16 @@ class SqliteStore(Store):
             # Checked here because a failed aiosqlite.connect leaves its worker thread to die noisily.
             raise StoreError(f"cannot open database {self.path}: the folder {folder} does not exist")
         try:
+            # A plain probe first: a failed aiosqlite.connect leaves its worker thread to stop on a loop
+            # that may be closed by then (tracebacks after the clean error). Start-up only.
+            probe = sqlite3.connect(self.path)
+            try:
+                probe.execute("PRAGMA schema_version")
+            finally:
+                probe.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await self._db.execute("PRAGMA journal_mode = WAL")
@@ -216,10 +228,19 @@ class SqliteStore(Store):
             raise _store_error(exc, self.path) from exc
         return _facts_from_row(number, line_type, row)
 
-    async def append_decision(self, entry: AuditEntry) -> AuditRow:
+    async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
         async with self._write_lock:
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
+                if cap is not None:
+                    allows = (await self._fetchone(
+                        "SELECT count(*) FROM audit_log WHERE number = ? AND principal_id = ? AND decision = 'allow'"
+                        " AND ts_us > ? AND ts_us <= ?",
+                        (cap.number, cap.principal_id, cap.since_us, entry.ts_us),
+                    ))[0]
+                    if allows >= cap.max_allows:
+                        await self.db.execute("ROLLBACK")
+                        raise AttemptCapReached(allows)
                 last = await self._fetchone("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
                 digest = chain_hash(seq, entry, prev)
@@ -297,8 +318,11 @@ class SqliteStore(Store):
         if meta.sha256 and additive:
             prior = await self._fetchone(
                 "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
-                " WHERE kind = ? AND sha256 = ? AND checked_us IS ?",
-                (meta.kind, meta.sha256, _opt_us(meta.checked_at)),
+                " WHERE kind = ? AND sha256 = ? AND checked_us IS ?"
+                # A replacing import since then undid it: then it is no repeat.
+                " AND id > (SELECT coalesce(max(id), 0) FROM imports"
+                "           WHERE kind = ? AND json_extract(detail, '$.removed') IS NOT NULL)",
+                (meta.kind, meta.sha256, _opt_us(meta.checked_at), meta.kind),
             )
             if prior is not None:
                 await self.db.execute("ROLLBACK")

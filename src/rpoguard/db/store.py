@@ -25,6 +25,23 @@ class NotFoundError(StoreError):
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptCap:
+    """An ALLOW may be appended only while fewer than `max_allows` ALLOWs for the number and principal
+    exist since `since_us`: checked inside the append, so concurrent calls cannot pass the cap together."""
+
+    number: str
+    principal_id: str
+    since_us: int
+    max_allows: int
+
+
+class AttemptCapReached(StoreError):
+    def __init__(self, allows: int) -> None:
+        super().__init__(f"attempt cap reached ({allows} allowed calls in the window)")
+        self.allows = allows
+
+
+@dataclass(frozen=True, slots=True)
 class RpoAnswer:
     number: str
     registered: bool
@@ -119,8 +136,9 @@ class Store(ABC):
         """Everything one decision needs, in one round; `number` None gives only the campaign."""
 
     @abstractmethod
-    async def append_decision(self, entry: AuditEntry) -> AuditRow:
-        """Append to the hash-chained log; returns only once the row is durable."""
+    async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
+        """Append to the hash-chained log; returns only once the row is durable. With `cap`, raises
+        AttemptCapReached instead of appending when the cap is already reached."""
 
     # -- reference data ----------------------------------------------------------------------------
 

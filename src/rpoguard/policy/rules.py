@@ -134,7 +134,9 @@ def rule_no_refusal(ev: _Evaluation) -> str | None:
 def rule_rpo_checked(ev: _Evaluation) -> str | None:
     # DPR 26/2022 art. 8 c.3 [2]: the register cannot be copied; only the operator's own per-number check
     # results exist, and a number without one must be refused (regulation.md §0.1).
-    return RPO_NOT_CHECKED if ev.facts.rpo is None else None
+    # An answer checked after the call time (a decision for a past moment) was no evidence then.
+    rpo = ev.facts.rpo
+    return RPO_NOT_CHECKED if rpo is None or rpo.checked_at > ev.at else None
 
 
 def rule_rpo_fresh(ev: _Evaluation) -> str | None:
@@ -142,7 +144,7 @@ def rule_rpo_fresh(ev: _Evaluation) -> str | None:
     # wall-clock arithmetic in Europe/Rome, so a date-only check (00:00) expires at 00:00 fifteen days later
     # across a DST change too.
     rpo = ev.facts.rpo
-    if rpo is None:
+    if rpo is None or rpo.checked_at > ev.at:
         return None
     expires = rpo.checked_at.astimezone(ROME) + timedelta(days=ev.ctx.rpo_validity_days)
     # Compared as instants: two Europe/Rome datetimes compare by wall clock and would ignore DST's fold.

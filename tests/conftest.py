@@ -1,0 +1,186 @@
+"""Shared fixtures: a temporary database, an opened SqliteStore, and the real `rpoguard` console script.
+
+There is no pytest-asyncio here. The `run` fixture owns one event loop per test and runs coroutines on it,
+so an opened store (whose aiosqlite connection lives on that loop) can be used by every step of a test:
+
+    def test_something(store, run):
+        run(store.add_principal("acme", "ACME", []))
+
+`run_cli` runs the installed console script (the one next to sys.executable, i.e. .venv/bin/rpoguard) as
+a subprocess, with RPOGUARD_DB pointing at the test's own database and the working directory in the
+test's temporary folder, so nothing ever lands in the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple, Protocol, TypeVar
+
+import pytest
+
+from rpoguard.audit import AuditEntry
+from rpoguard.db.sqlite import SqliteStore
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+CLI_TIMEOUT = 60
+
+
+class Runner(Protocol):
+    def __call__(self, awaitable: Awaitable[T], /) -> T: ...
+
+
+class CliResult(NamedTuple):
+    """What one run of the console script gave back; unpacks as (code, out, err)."""
+
+    code: int
+    out: str
+    err: str
+
+
+class CliRunner(Protocol):
+    def __call__(
+        self, *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, stdin: str | None = None
+    ) -> CliResult: ...
+
+
+def console_script() -> str:
+    """The `rpoguard` script installed beside the interpreter running the tests (the venv's bin dir)."""
+    beside = Path(sys.executable).parent / "rpoguard"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("rpoguard", path=str(Path(sys.executable).parent)) or shutil.which("rpoguard")
+    if found is None:
+        pytest.fail("the rpoguard console script is not installed (pip install -e . in the venv)", pytrace=False)
+    return found
+
+
+@pytest.fixture
+def run() -> Iterator[Runner]:
+    """Run a coroutine to completion on this test's own event loop."""
+    loop = asyncio.new_event_loop()
+
+    def runner(awaitable: Awaitable[T], /) -> T:
+        async def wrapped() -> T:
+            return await awaitable
+
+        return loop.run_until_complete(wrapped())
+
+    try:
+        yield runner
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A database path that does not exist yet (the store creates it on first open)."""
+    return tmp_path / "rpoguard.db"
+
+
+@pytest.fixture
+def store(db_path: Path, run: Runner) -> Iterator[SqliteStore]:
+    """An opened, migrated SqliteStore on db_path; closed after the test."""
+    opened = SqliteStore(db_path)
+    run(opened.open())
+    try:
+        yield opened
+    finally:
+        run(opened.close())
+
+
+@pytest.fixture
+def cli_env(db_path: Path) -> dict[str, str]:
+    """The environment the console script runs in: this test's database, no configuration file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPOGUARD_")}
+    env["RPOGUARD_DB"] = str(db_path)
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.pop("COVERAGE_PROCESS_START", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def cli_script() -> str:
+    """Path of the installed `rpoguard` console script."""
+    return console_script()
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, cli_env: dict[str, str], cli_script: str) -> CliRunner:
+    """Run the real `rpoguard` console script; returns CliResult(code, out, err)."""
+    script = cli_script
+
+    def runner(
+        *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, stdin: str | None = None
+    ) -> CliResult:
+        full_env = dict(cli_env)
+        if env:
+            full_env.update(env)
+        done = subprocess.run(
+            [script, *map(str, args)],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            env=full_env,
+            cwd=tmp_path,
+            input=stdin,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return runner
+
+
+@pytest.fixture
+def write_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write text (or bytes) to a file in the test's folder and return its path."""
+
+    def writer(name: str, content: str | bytes, encoding: str = "utf-8") -> Path:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding=encoding, newline="")
+        return path
+
+    return writer
+
+
+@pytest.fixture
+def make_entry() -> Callable[..., AuditEntry]:
+    """Build an AuditEntry for a decision; every field has a plausible default and can be overridden."""
+    counter = iter(range(1, 1_000_000))
+
+    def factory(**fields: object) -> AuditEntry:
+        n = next(counter)
+        values: dict[str, object] = {
+            "decision_id": f"00000000-0000-4000-8000-{n:012d}",
+            "ts_us": 1_795_514_400_000_000 + n,  # 2026-11-24T10:00:00Z (11:00 Europe/Rome), a Tuesday
+            "number": "+390645678901",
+            "raw_number": "06 4567 8901",
+            "campaign_id": "spring26",
+            "principal_id": "acme",
+            "caller_id": None,
+            "decision": "allow",
+            "reasons": "",
+            "basis": "listed",
+            "evidence": "{}",
+            "source": "cli",
+            "uniqueid": None,
+            "channel": None,
+        }
+        values.update(fields)
+        return AuditEntry(**values)  # type: ignore[arg-type]
+
+    return factory
