@@ -18,6 +18,11 @@ ASCII digits; a fullwidth or Arabic-Indic digit means an encoding or copy-paste 
 (fail closed, with a message naming the input) is safer than silently folding it as libphonenumber would.
 Separators, on the other hand, may be any Unicode space or dash, because spreadsheets and word processors
 put non-breaking spaces and en dashes into numbers that were typed correctly.
+
+Imports of tens of millions of rows call ``normalize_for_import``: a fast path (``normalize_fast``) answers
+the clean fixed and mobile numbers that make up nearly all of them with regexes compiled once from
+libphonenumber's own +39 metadata, and hands everything else to ``normalize``. libphonenumber stays the
+authority: the fast path only ever gives the answer ``normalize`` gives, and says None when it is not sure.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import phonenumbers
-from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from phonenumbers import PhoneMetadata, PhoneNumberDesc, PhoneNumberFormat, PhoneNumberType
 
 from rpoguard.constants import (
     FOREIGN_NUMBER,
@@ -39,7 +45,15 @@ from rpoguard.constants import (
     UNSUPPORTED_NUMBER_TYPE,
 )
 
-__all__ = ["Number", "NumberError", "is_withheld", "normalize", "normalize_caller_id"]
+__all__ = [
+    "Number",
+    "NumberError",
+    "is_withheld",
+    "normalize",
+    "normalize_caller_id",
+    "normalize_fast",
+    "normalize_for_import",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +241,50 @@ def is_withheld(raw: str | None) -> bool:
     return value in _WITHHELD_MARKERS
 
 
+def normalize_fast(raw: str) -> Number | None:
+    """``normalize(raw)`` for the common clean forms, without calling libphonenumber; None when not sure.
+
+    Answers, after the separator removal ``normalize`` does, only for ``+39…``, ``0039…``, a national
+    number (``0…`` fixed, ``3…``/``43…`` mobile), and ``39…`` when just one of its two readings (national
+    39x… mobile, or 39 as country code) can be a valid number at all. The number must be an Italian fixed
+    or mobile number by libphonenumber's metadata. Everything else gives None, never an exception: errors,
+    foreign, Vatican and AGCOM numbers, toll-free, premium, VoIP and the other types, ambiguous ``39…``,
+    non-ASCII digits, non-str input. None means "ask ``normalize``", not "invalid".
+
+    A Number it returns is the one ``normalize(raw)`` returns (same e164, same line type): the regexes
+    are built at import from the metadata libphonenumber validates with, under the rules it applies
+    (see ``_build_fast_tables``), so the two cannot drift apart when phonenumberslite is upgraded.
+    No trunk prefix: a PBX's dialled string goes to ``normalize(raw, trunk_prefix=...)``.
+    """
+    if not isinstance(raw, str) or len(raw) > _MAX_RAW_CHARS:
+        return None
+    # Bare digits and E.164 are the bulk of an import, and have nothing for _SEPARATORS to remove.
+    digits = raw[1:] if raw.startswith("+") else raw
+    cleaned = raw if digits.isascii() and digits.isdigit() else _SEPARATORS.sub("", raw)
+    if len(cleaned) > _MAX_CLEAN_CHARS:
+        return None
+    # The same cases, in the same order, as _spellings: each branch is the reading normalize would try.
+    if cleaned.startswith("+"):
+        return _fast_number(cleaned[len(_PLUS_CC) :]) if cleaned.startswith(_PLUS_CC) else None
+    if cleaned.startswith("00"):
+        return _fast_number(cleaned[len(_IDD_CC) :]) if cleaned.startswith(_IDD_CC) else None
+    if cleaned.startswith(_COUNTRY_CODE):
+        return _fast_two_readings(cleaned)
+    return _fast_number(cleaned)
+
+
+def normalize_for_import(raw: str) -> Number:
+    """``normalize(raw)`` with no trunk prefix, fast on clean input: importers call this once a row.
+
+    Same result as ``normalize(raw)`` for every input, the same NumberError (reason, message, e164) when
+    it refuses: ``normalize_fast`` answers when it is sure and ``normalize`` answers everything else.
+    """
+    number = normalize_fast(raw)
+    if number is not None:
+        return number
+    return normalize(raw)
+
+
 @functools.lru_cache(maxsize=1024)
 def _caller_id(raw: str) -> tuple[str | None, str]:
     """(E.164, "") or (None, message); errors are cached as data, never as exception objects to re-raise."""
@@ -345,3 +403,165 @@ def _shown(raw: str) -> str:
     if len(raw) > _SHOWN_CHARS:
         return repr(raw[:_SHOWN_CHARS]) + "..."
     return repr(raw)
+
+
+# --- Fast path tables ----------------------------------------------------------------------------------
+#
+# phonenumbers.parse("+39" + digits) keeps the digits as they are as the national significant number (NSN):
+# Italy has no national prefix to strip and the leading 0 is kept (italian_leading_zero), so the E.164 form
+# is "+39" + NSN. is_valid_number and number_type then look, for region IT, at the NSN only. The tables
+# below reproduce that check for NSNs whose answer is fixed or mobile, from the same metadata.
+
+_PLUS_CC: Final = "+" + _COUNTRY_CODE
+_IDD_CC: Final = "00" + _COUNTRY_CODE
+_FIXED_OR_MOBILE_DESCS: Final = frozenset({"general_desc", "fixed_line", "mobile"})
+
+
+class _FastTables(NamedTuple):
+    # NSN length -> regex that fully matches exactly the NSNs libphonenumber calls Italian fixed or
+    # mobile; the named group that matched ("both", "fixed", "mobile") is the line type.
+    classifiers: dict[int, re.Pattern[str]]
+    # NSN length -> regex matching every NSN that could be valid for any +39 region (a superset).
+    plausible: dict[int, re.Pattern[str]]
+
+
+def _fast_number(nsn: str) -> Number | None:
+    line_type = _fast_line_type(nsn, _FAST_TABLES)
+    if line_type is None:
+        return None
+    return Number(_PLUS_CC + nsn, line_type)
+
+
+def _fast_two_readings(cleaned: str) -> Number | None:
+    """A 39… string: the one valid reading, or None when both readings might be valid (_spellings)."""
+    if not (cleaned.isascii() and cleaned.isdigit()):
+        return None
+    international = cleaned[len(_COUNTRY_CODE) :]
+    national = _fast_number(cleaned)
+    if national is not None:
+        return None if _fast_plausible(international, _FAST_TABLES) else national
+    if _fast_plausible(cleaned, _FAST_TABLES):
+        # The national reading may be valid (a 39x… number of another type, say), so "+39" + rest might
+        # be ambiguous; only normalize can tell.
+        return None
+    return _fast_number(international)
+
+
+def _fast_line_type(nsn: str, tables: _FastTables) -> str | None:
+    classifier = tables.classifiers.get(len(nsn))
+    # ASCII only: \d in the metadata patterns would also match other scripts' digits, which normalize refuses.
+    if classifier is None or not (nsn.isascii() and nsn.isdigit()):
+        return None
+    match = classifier.fullmatch(nsn)
+    if match is None:
+        return None
+    group = match.lastgroup
+    if group == "both":
+        # normalize's FIXED_LINE_OR_MOBILE rule, so that a metadata release merging ranges changes both alike.
+        return LINE_FIXED if nsn.startswith("0") else LINE_MOBILE
+    return LINE_FIXED if group == "fixed" else LINE_MOBILE
+
+
+def _fast_plausible(nsn: str, tables: _FastTables) -> bool:
+    plausible = tables.plausible.get(len(nsn))
+    return plausible is not None and plausible.fullmatch(nsn) is not None
+
+
+def _desc_regex(desc: PhoneNumberDesc | None, length: int) -> str | None:
+    """Regex text for phonenumbers' _is_number_matching_desc at one NSN length, or None if it never matches.
+
+    That function says no for a missing desc or an empty pattern, no when the desc lists possible lengths
+    and the NSN's length is not one of them, and otherwise asks for a full match of the pattern.
+    """
+    if desc is None or not desc.national_number_pattern:
+        return None
+    if desc.possible_length and length not in desc.possible_length:
+        return None
+    return f"(?:{desc.national_number_pattern})"
+
+
+def _build_fast_tables(main: PhoneMetadata, others: Sequence[PhoneMetadata]) -> _FastTables:
+    """Compile the classifiers from ``main`` (the region libphonenumber parses +39 with and tries first).
+
+    For an NSN of length n the classifier is, in phonenumbers' terms (_number_type_helper):
+
+    * general_desc matches (else the type is UNKNOWN and the number invalid for the region);
+    * no other desc of the region matches at all. phonenumbers tests premium, toll-free, shared-cost,
+      VoIP, personal, pager, UAN and voicemail before fixed line, so any of them wins; refusing every
+      desc that is not general/fixed/mobile is a superset of that order and needs no copy of it;
+    * then "both" when fixed line and mobile both match (FIXED_LINE_OR_MOBILE, or fixed line alone when
+      the metadata declares the two patterns the same), "fixed", or "mobile", tried in that order as
+      phonenumbers does.
+
+    A number whose type for ``main`` is known belongs to ``main`` (region_code_for_number stops at the
+    first region without leading digits whose type is not UNKNOWN), so the answer is Italian. The leading
+    digits of the regions after it (Vatican City's 06698) are refused anyway: it costs nothing and keeps
+    the fast path away from numbers whose region a metadata change could move.
+    """
+    other_descs = [
+        desc
+        for name, desc in vars(main).items()
+        if isinstance(desc, PhoneNumberDesc) and name not in _FIXED_OR_MOBILE_DESCS
+    ]
+    not_other_regions = "".join(f"(?!(?:{other.leading_digits}))" for other in others if other.leading_digits)
+    classifiers: dict[int, re.Pattern[str]] = {}
+    plausible: dict[int, re.Pattern[str]] = {}
+    for length in range(1, _MAX_CLEAN_CHARS + 1):
+        generals = [text for meta in (main, *others) if (text := _desc_regex(meta.general_desc, length))]
+        if generals:
+            plausible[length] = re.compile("|".join(generals))
+
+        general = _desc_regex(main.general_desc, length)
+        fixed = _desc_regex(main.fixed_line, length)
+        mobile = _desc_regex(main.mobile, length)
+        alternatives: list[tuple[str, str]] = []
+        if main.same_mobile_and_fixed_line_pattern:
+            if fixed:
+                alternatives.append(("both", fixed))
+        else:
+            if fixed and mobile:
+                alternatives.append(("both", rf"(?={mobile}\Z){fixed}"))
+            if fixed:
+                alternatives.append(("fixed", fixed))
+            if mobile:
+                alternatives.append(("mobile", mobile))
+        if general is None or not alternatives:
+            continue
+        others_here = [text for desc in other_descs if (text := _desc_regex(desc, length))]
+        parts = [not_other_regions, rf"(?={general}\Z)"]
+        if others_here:
+            parts.append(rf"(?!(?:{'|'.join(others_here)})\Z)")
+        parts.append("(?:" + "|".join(f"(?P<{name}>{text})" for name, text in alternatives) + ")")
+        classifier = re.compile("".join(parts))
+        if classifier.groups != len(alternatives):
+            # A capturing group inside a metadata pattern would make lastgroup unreliable.
+            raise ValueError(f"metadata pattern with a capturing group (NSN length {length})")
+        classifiers[length] = classifier
+    return _FastTables(classifiers, plausible)
+
+
+def _italian_fast_tables() -> _FastTables:
+    """The tables for +39, or empty ones (every number to normalize) if the metadata breaks an assumption."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(_COUNTRY_CODE), ())
+    metadata = [PhoneMetadata.metadata_for_region(region, None) for region in regions]
+    main = metadata[0] if metadata else None
+    if (
+        main is None
+        or regions[0] != _REGION
+        or phonenumbers.region_code_for_country_code(int(_COUNTRY_CODE)) != _REGION
+        or None in metadata
+        # With leading digits the region would be chosen by prefix, not by type; with a national prefix
+        # to strip, the NSN would no longer be the digits after +39.
+        or main.leading_digits is not None
+        or main.national_prefix_for_parsing
+    ):
+        logger.warning("phonenumbers' +39 metadata is not shaped as expected; fast number path disabled")
+        return _FastTables({}, {})
+    try:
+        return _build_fast_tables(main, [meta for meta in metadata[1:] if meta is not None])
+    except (re.error, ValueError) as exc:
+        logger.warning("fast number path disabled: %s", exc)
+        return _FastTables({}, {})
+
+
+_FAST_TABLES: Final = _italian_fast_tables()

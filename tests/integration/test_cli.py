@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from rpoguard.db.sqlite import audit_path
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
@@ -438,7 +440,7 @@ def test_audit_verify_then_tamper(run_cli: Cli, seeded: Path) -> None:
     assert code == 0
     assert "audit log intact: 3 decision(s)" in out
 
-    with sqlite3.connect(seeded) as con:
+    with sqlite3.connect(audit_path(seeded)) as con:
         con.execute("DROP TRIGGER audit_log_no_update")
         con.execute("UPDATE audit_log SET decision = 'allow', reasons = '', basis = 'listed' WHERE seq = 2")
     con.close()

@@ -25,7 +25,7 @@ from rpoguard.audit import (
     spreadsheet_safe,
     verify_chain,
 )
-from rpoguard.db.sqlite import SqliteStore
+from rpoguard.db.sqlite import SqliteStore, audit_path
 from rpoguard.timeutil import parse_time, to_us
 
 T0 = to_us(parse_time("2026-11-24T11:00"))  # Tuesday, Europe/Rome
@@ -74,7 +74,7 @@ def log(store: SqliteStore, run: Callable, make_entry: Callable[..., AuditEntry]
 def attacker(db_path: Path, log: list[AuditRow]) -> Iterator[sqlite3.Connection]:
     """A raw connection to the database with the append-only triggers dropped, as someone with write access
     to the file would do."""
-    con = sqlite3.connect(db_path, isolation_level=None)
+    con = sqlite3.connect(audit_path(db_path), isolation_level=None)
     con.execute("DROP TRIGGER audit_log_no_update")
     con.execute("DROP TRIGGER audit_log_no_delete")
     yield con

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rpoguard.audit import AuditEntry
-from rpoguard.db.sqlite import SqliteStore, _migrations
+from rpoguard.db.sqlite import SqliteStore, _migrations, audit_path
 from rpoguard.db.store import (
     ConsentRecord,
     ImportMeta,
@@ -51,8 +51,11 @@ def facts(
     return run(store.facts(number, "fixed", campaign, at))
 
 
+AUDIT_TABLES = frozenset({"audit_log", "optouts"})
+
+
 def raw_count(db_path: Path, table: str) -> int:
-    with sqlite3.connect(db_path) as con:
+    with sqlite3.connect(audit_path(db_path) if table in AUDIT_TABLES else db_path) as con:
         return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
@@ -109,11 +112,11 @@ def test_facts_returns_every_part_in_one_statement(
         run(store.append_decision(entry))
 
     statements: list[str] = []
-    run(store.db.set_trace_callback(statements.append))
+    run(store.read_db.set_trace_callback(statements.append))
     try:
         got = facts(run, store)
     finally:
-        run(store.db.set_trace_callback(None))
+        run(store.read_db.set_trace_callback(None))
 
     assert len(statements) == 1, statements
     assert got.number == NUM
@@ -318,7 +321,7 @@ def test_import_whose_rows_raise_midway_stores_nothing(
 ) -> None:
     rpo_import(run, acme, "2026-11-20", [RpoAnswer(NUM, True)])
     before = facts(run, acme).rpo
-    counts = {table: raw_count(db_path, table) for table in ("imports", "rpo_results", "rpo_current")}
+    counts = {table: raw_count(db_path, table) for table in ("imports", "rpo_results")}
 
     # More than one batch (10 000 rows) goes to the database before the reader fails.
     with pytest.raises(type(error)):
@@ -436,7 +439,8 @@ def test_contract_update_on_the_same_connection_is_not_reported_as_created(acme:
 
 
 def test_migrations_set_the_schema_version_and_reopen_is_idempotent(db_path: Path, run: Callable) -> None:
-    latest = max(version for version, _ in _migrations())
+    latest = max(version for version, _ in _migrations("data"))
+    latest_audit = max(version for version, _ in _migrations("audit"))
     first = SqliteStore(db_path)
     run(first.open())
     try:
@@ -448,18 +452,12 @@ def test_migrations_set_the_schema_version_and_reopen_is_idempotent(db_path: Pat
         assert con.execute("PRAGMA user_version").fetchone()[0] == latest
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {
-        "principals",
-        "campaigns",
-        "imports",
-        "rpo_results",
-        "rpo_current",
-        "directory",
-        "consents",
-        "contracts",
-        "optouts",
-        "audit_log",
-    } <= tables
+    assert {"principals", "campaigns", "imports", "rpo_results", "directory", "consents", "contracts"} <= tables
+    with sqlite3.connect(audit_path(db_path)) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == latest_audit
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"optouts", "audit_log"} <= tables
 
     for _ in range(2):
         again = SqliteStore(db_path)
@@ -475,10 +473,12 @@ def test_migrations_set_the_schema_version_and_reopen_is_idempotent(db_path: Pat
 
 def test_database_file_is_created_owner_only(db_path: Path, store: SqliteStore, run: Callable) -> None:
     run(store.add_principal("acme", "ACME", []))  # something in the WAL too
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(str(db_path) + suffix)
-        if path.exists():
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for base in (db_path, audit_path(db_path)):
+        assert base.exists()
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(str(base) + suffix)
+            if path.exists():
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def test_audit_log_refuses_update_and_delete(
@@ -488,7 +488,7 @@ def test_audit_log_refuses_update_and_delete(
     second = run(store.append_decision(make_entry()))
     assert (first.seq, second.seq) == (1, 2)
     assert second.prev_hash == first.hash
-    with sqlite3.connect(db_path) as con:
+    with sqlite3.connect(audit_path(db_path)) as con:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             con.execute("UPDATE audit_log SET decision = 'allow', reasons = '' WHERE seq = 1")
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -496,7 +496,7 @@ def test_audit_log_refuses_update_and_delete(
         assert con.execute("SELECT count(*) FROM audit_log").fetchone()[0] == 2
     # The store's own connection is refused the same way.
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        run(store.db.execute("DELETE FROM audit_log"))
+        run(store.audit_db.execute("DELETE FROM audit_log"))
 
 
 # -- the attempt cap under concurrent calls ----------------------------------------------------------------

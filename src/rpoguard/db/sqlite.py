@@ -1,9 +1,17 @@
-"""SQLite implementation of the Store, on aiosqlite, in WAL mode (one writer, many readers).
+"""SQLite implementation of the Store, on aiosqlite, in WAL mode (one writer, many readers per file).
 
-Writers (imports, the decision log) take the database lock with BEGIN IMMEDIATE so that two processes
-never interleave, and an asyncio lock so that two coroutines on this connection never interleave inside
-one transaction. Every import runs in one transaction: readers keep seeing the previous data until the
-commit, and a crash leaves the previous data in place (WAL rollback).
+Two files, because they are written by different people at different rates:
+- the data file (`--db`): principals, campaigns, RPO answers, listings, consents, contracts. Imports
+  write it, each in one transaction: readers keep the previous data until the commit, and a crash or
+  kill -9 leaves the previous data in place (WAL rollback).
+- the audit file beside it (`rpoguard.audit.db` for `rpoguard.db`): decisions and refusals, written by
+  the gate on every call. Its own write lock means a 30-million-row import never holds up a call.
+
+Three connections: one reads both files in one statement (the audit file attached) and never writes,
+one writes the data file, one writes the audit file. A connection with an attached file would take the
+write lock of both files on BEGIN IMMEDIATE, which is exactly what the split avoids. Writers use BEGIN
+IMMEDIATE so two processes never interleave, and an asyncio lock per writer so two coroutines on one
+connection never interleave inside one transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import date, datetime
 from importlib import resources
 from itertools import islice
@@ -32,6 +40,7 @@ from rpoguard.db.store import (
     ImportSummary,
     NotFoundError,
     PrincipalInfo,
+    Progress,
     RpoAnswer,
     Store,
     StoreError,
@@ -43,8 +52,9 @@ from rpoguard.policy.model import (
     Facts,
     ListingFacts,
     OptoutFacts,
-    RpoFacts,
+    RpoAnswerFacts,
 )
+from rpoguard.policy.rpo import summarize_rpo
 from rpoguard.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -53,8 +63,8 @@ BATCH = 10_000
 DAY_US = 86_400_000_000
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("rpoguard.db") / "migrations"
+def _migrations(kind: str) -> list[tuple[int, str]]:
+    folder = resources.files("rpoguard.db") / "migrations" / kind
     found = []
     for item in folder.iterdir():
         name = item.name
@@ -63,64 +73,51 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-# One statement returns every fact of one decision: campaign, RPO answer, listing, consents, contracts,
-# refusals and the ALLOW count in the cap window. Each part is a primary-key or index probe.
+# One statement returns every fact of one decision: campaign, the number's RPO answers, listing, consents,
+# contracts, refusals and the ALLOW count in the cap window. Each part is a primary-key or index probe.
 FACTS_SQL = """
 WITH c AS (SELECT id, principal_id, automated, max_attempts, per_days FROM campaigns WHERE id = :campaign)
 SELECT
   (SELECT json_array(c.id, c.principal_id, c.automated, c.max_attempts, c.per_days,
           (SELECT json_group_array(p.number) FROM principal_caller_ids p WHERE p.principal_id = c.principal_id))
      FROM c),
-  (SELECT json_array(result_id, checked_us, registered, registered_us, import_id, bound_us)
-     FROM rpo_current WHERE number = :number),
+  (SELECT json_group_array(json_array(id, checked_us, registered, registered_us, import_id))
+     FROM rpo_results WHERE number = :number),
   (SELECT json_array(import_id, listed_us) FROM directory WHERE number = :number),
   (SELECT json_group_array(json_array(id, given_us, evidence, automated, expires_us, revoked_us, purpose))
      FROM consents WHERE number = :number AND principal_id = (SELECT principal_id FROM c)),
   (SELECT json_group_array(json_array(id, start_date, end_date))
      FROM contracts WHERE number = :number AND principal_id = (SELECT principal_id FROM c)),
   (SELECT json_group_array(json_array(id, principal_id, at_us))
-     FROM optouts WHERE number = :number
+     FROM audit.optouts WHERE number = :number
       AND (principal_id IS NULL OR principal_id = (SELECT principal_id FROM c))),
-  (SELECT count(*) FROM audit_log
+  (SELECT count(*) FROM audit.audit_log
     WHERE number = :number AND principal_id = (SELECT principal_id FROM c) AND decision = 'allow'
       AND ts_us > :now_us - (SELECT per_days FROM c) * 86400000000 AND ts_us <= :now_us)
 """
-
-# Rebuilds the per-number summary from the full answer history of every number the import touched, so
-# an older file imported late still gives the right latest answer and registration bound.
-#   R: latest "registered" answer; N: latest "not registered" answer before R; S: first answer of the
-#   unbroken registered run that ends at R. The bound is R's registered_at when it carries one, else S.
-RECOMPUTE_SQL = """
-WITH r AS (
-  SELECT t.number,
-         (SELECT max(checked_us) FROM rpo_results WHERE number = t.number AND registered = 1) AS rr
-    FROM touched t),
-n AS (
-  SELECT r.number, r.rr,
-         (SELECT max(checked_us) FROM rpo_results
-           WHERE number = r.number AND registered = 0 AND checked_us < r.rr) AS nn
-    FROM r),
-s AS (
-  SELECT n.number,
-         (SELECT min(checked_us) FROM rpo_results
-           WHERE number = n.number AND registered = 1 AND checked_us > coalesce(n.nn, -9223372036854775807))
-           AS ss,
-         (SELECT registered_us FROM rpo_results WHERE number = n.number AND checked_us = n.rr) AS rreg
-    FROM n)
-INSERT OR REPLACE INTO rpo_current
-  (number, result_id, checked_us, registered, registered_us, import_id, run_start_us, bound_us)
-SELECT s.number, l.id, l.checked_us, l.registered, l.registered_us, l.import_id,
-       CASE WHEN l.registered = 1 THEN s.ss END,
-       coalesce(s.rreg, s.ss)
-  FROM s JOIN rpo_results l
-    ON l.id = (SELECT id FROM rpo_results WHERE number = s.number ORDER BY checked_us DESC, id DESC LIMIT 1)
-"""
-
 
 def _batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+async def _overlapped(items: Iterable[Any], convert: Callable[[list[Any]], list[tuple[Any, ...]]],
+                      write: Callable[[list[tuple[Any, ...]]], Awaitable[Any]]) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Write batches while the next one is read: reading and normalising rows (Python, this thread) and
+    inserting them (SQLite, which releases the GIL, in aiosqlite's thread) then use both cores."""
+    pending: asyncio.Future[Any] | None = None
+    try:
+        for batch in _batches(items):
+            converted = convert(batch)
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(write(converted))
+            yield converted
+    finally:
+        # Also when reading failed (a rejected file): the last insert must finish before the rollback.
+        if pending is not None:
+            await pending
 
 
 def _opt_us(value: datetime | None) -> int | None:
@@ -131,87 +128,140 @@ def _opt_dt(value: int | None) -> datetime | None:
     return from_us(value) if value is not None else None
 
 
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements (triggers included) so they can run inside our transaction;
+    executescript would commit it first."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer
+            buffer = ""
+    if buffer.strip() and not all(not ln.strip() or ln.strip().startswith("--") for ln in buffer.splitlines()):
+        raise StoreError(f"incomplete statement at the end of a migration: {buffer[:60]!r}")
+
+
+def audit_path(path: str | Path) -> Path:
+    """The audit file that belongs to a data file: rpoguard.db -> rpoguard.audit.db."""
+    data = Path(path)
+    return data.with_name(f"{data.stem}.audit{data.suffix}" if data.suffix else f"{data.name}.audit")
+
+
+def _prepare_file(path: Path, kind: str, busy_timeout_ms: int) -> None:
+    """Create or migrate one file with plain sqlite3, at start-up. Also the probe that turns an unusable
+    path into a clean StoreError: a failed aiosqlite.connect leaves its worker thread to stop on a loop
+    that may already be closed (tracebacks after the clean message)."""
+    is_new = not path.exists()
+    try:
+        con = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    try:
+        con.execute("PRAGMA journal_mode = WAL")
+        for version, sql in _migrations(kind):
+            # The version is read inside the write transaction: processes that start together on a new
+            # database (the gate and an operator's command) migrate it once, one after the other.
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                if con.execute("PRAGMA user_version").fetchone()[0] < version:
+                    log.info("migrating %s to schema version %d", path, version)
+                    for statement in _statements(sql):
+                        con.execute(statement)
+                    con.execute(f"PRAGMA user_version = {version}")
+                con.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+    except sqlite3.Error as exc:
+        raise _store_error(exc, str(path)) from exc
+    finally:
+        con.close()
+    if is_new:
+        secure_path(path)
+
+
 class SqliteStore(Store):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000) -> None:
         self.path = str(path)
+        self.audit_path = str(audit_path(path))
         self.busy_timeout_ms = busy_timeout_ms
-        self._db: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._data: aiosqlite.Connection | None = None
+        self._audit: aiosqlite.Connection | None = None
+        self._read: aiosqlite.Connection | None = None
+        self._data_lock = asyncio.Lock()
+        self._audit_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        # Start-up only, never on the per-call path.
-        is_new = self.path != ":memory:" and not Path(self.path).exists()  # noqa: ASYNC240
+        # Start-up only, never on the per-call path: plain blocking calls are fine here.
         folder = Path(self.path).parent
-        if self.path != ":memory:" and not folder.is_dir():
-            # Checked here because a failed aiosqlite.connect leaves its worker thread to die noisily.
+        if not folder.is_dir():
             raise StoreError(f"cannot open database {self.path}: the folder {folder} does not exist")
+        _prepare_file(Path(self.path), "data", self.busy_timeout_ms)
+        _prepare_file(Path(self.audit_path), "audit", self.busy_timeout_ms)
         try:
-            # A plain probe first: a failed aiosqlite.connect leaves its worker thread to stop on a loop
-            # that may be closed by then (tracebacks after the clean error). Start-up only.
-            probe = sqlite3.connect(self.path)
-            try:
-                probe.execute("PRAGMA schema_version")
-            finally:
-                probe.close()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
-        try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            # FULL: a decision is answered only once its audit row survives a power cut (issue 5 groups
-            # the writes so this costs one fsync per group, not per call).
-            await self._db.execute("PRAGMA synchronous = FULL")
-            await self._db.execute("PRAGMA foreign_keys = ON")
-            if is_new:
-                secure_path(Path(self.path))
-            await self._migrate()
+            self._data = await self._connect(self.path)
+            self._audit = await self._connect(self.audit_path)
+            self._read = await self._connect(self.path)
+            await self._read.execute("ATTACH DATABASE ? AS audit", (self.audit_path,))
         except sqlite3.Error as exc:
             await self.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
+    async def _connect(self, path: str) -> aiosqlite.Connection:
+        con = await aiosqlite.connect(path, isolation_level=None)
+        await con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        # FULL: a decision is answered only once its audit row survives a power cut.
+        await con.execute("PRAGMA synchronous = FULL")
+        await con.execute("PRAGMA foreign_keys = ON")
+        return con
+
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        for name in ("_read", "_audit", "_data"):
+            con = getattr(self, name)
+            if con is not None:
+                setattr(self, name, None)
+                await con.close()
 
     @property
     def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+        """The data file's writer."""
+        if self._data is None:
             raise StoreError("database is not open")
-        return self._db
+        return self._data
 
-    async def _migrate(self) -> None:
-        async with self._write_lock:
-            current = (await self._fetchone("PRAGMA user_version"))[0]
-            for version, sql in _migrations():
-                if version <= current:
-                    continue
-                log.info("migrating %s to schema version %d", self.path, version)
-                try:
-                    await self.db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
-                except sqlite3.Error:
-                    await self._rollback()
-                    raise
+    @property
+    def audit_db(self) -> aiosqlite.Connection:
+        if self._audit is None:
+            raise StoreError("database is not open")
+        return self._audit
+
+    @property
+    def read_db(self) -> aiosqlite.Connection:
+        """Reads the data file with the audit file attached as `audit`; never writes."""
+        if self._read is None:
+            raise StoreError("database is not open")
+        return self._read
 
     async def schema_version(self) -> int:
         return int((await self._fetchone("PRAGMA user_version"))[0])
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    async def _fetchone(self, sql: str, params: Any = ()) -> Any:
-        rows = await self.db.execute_fetchall(sql, params)
+    async def _fetchone(self, sql: str, params: Any = (), con: aiosqlite.Connection | None = None) -> Any:
+        rows = await (con or self.db).execute_fetchall(sql, params)
         return next(iter(rows), None)
 
-    async def _rollback(self) -> None:
+    async def _rollback(self, con: aiosqlite.Connection | None = None) -> None:
         # An error may come after SQLite already ended the transaction: then there is nothing to undo.
         with contextlib.suppress(sqlite3.Error):
-            await self.db.execute("ROLLBACK")
+            await (con or self.db).execute("ROLLBACK")
 
     async def _write(self, sql: str, params: Any = ()) -> aiosqlite.Cursor:
-        async with self._write_lock:
+        async with self._data_lock:
             try:
                 return await self.db.execute(sql, params)
             except sqlite3.OperationalError as exc:
@@ -223,28 +273,29 @@ class SqliteStore(Store):
                     at: datetime) -> Facts:
         params = {"campaign": campaign_id, "number": number, "now_us": to_us(at)}
         try:
-            row = await self._fetchone(FACTS_SQL, params)
+            row = await self._fetchone(FACTS_SQL, params, self.read_db)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
         return _facts_from_row(number, line_type, row)
 
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
-        async with self._write_lock:
+        async with self._audit_lock:
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
+                await self.audit_db.execute("BEGIN IMMEDIATE")
                 if cap is not None:
                     allows = (await self._fetchone(
                         "SELECT count(*) FROM audit_log WHERE number = ? AND principal_id = ? AND decision = 'allow'"
                         " AND ts_us > ? AND ts_us <= ?",
-                        (cap.number, cap.principal_id, cap.since_us, entry.ts_us),
+                        (cap.number, cap.principal_id, cap.since_us, entry.ts_us), self.audit_db,
                     ))[0]
                     if allows >= cap.max_allows:
-                        await self.db.execute("ROLLBACK")
+                        await self.audit_db.execute("ROLLBACK")
                         raise AttemptCapReached(allows)
-                last = await self._fetchone("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                last = await self._fetchone("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", (),
+                                            self.audit_db)
                 seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
                 digest = chain_hash(seq, entry, prev)
-                await self.db.execute(
+                await self.audit_db.execute(
                     "INSERT INTO audit_log (seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id,"
                     " caller_id, decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -252,9 +303,9 @@ class SqliteStore(Store):
                      entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
                      entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest),
                 )
-                await self.db.execute("COMMIT")
+                await self.audit_db.execute("COMMIT")
             except sqlite3.Error as exc:
-                await self._rollback()
+                await self._rollback(self.audit_db)
                 raise _store_error(exc, self.path) from exc
         return AuditRow(seq, entry, prev, digest)
 
@@ -262,7 +313,7 @@ class SqliteStore(Store):
 
     async def add_principal(self, principal_id: str, name: str, caller_ids: Iterable[str]) -> bool:
         now = to_us(datetime.now().astimezone())
-        async with self._write_lock:
+        async with self._data_lock:
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 existed = await self._fetchone("SELECT 1 FROM principals WHERE id = ?", (principal_id,))
@@ -282,10 +333,10 @@ class SqliteStore(Store):
         return existed is None
 
     async def get_principal(self, principal_id: str) -> PrincipalInfo | None:
-        row = await self._fetchone("SELECT id, name FROM principals WHERE id = ?", (principal_id,))
+        row = await self._fetchone("SELECT id, name FROM principals WHERE id = ?", (principal_id,), self.read_db)
         if row is None:
             return None
-        numbers = await self.db.execute_fetchall(
+        numbers = await self.read_db.execute_fetchall(
             "SELECT number FROM principal_caller_ids WHERE principal_id = ? ORDER BY number", (principal_id,))
         return PrincipalInfo(row[0], row[1], tuple(n[0] for n in numbers))
 
@@ -346,39 +397,48 @@ class SqliteStore(Store):
         )
         await self.db.execute("COMMIT")
 
-    async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta) -> ImportSummary:
+    async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
+                         progress: Progress | None = None) -> ImportSummary:
         if meta.checked_at is None:
             raise ValueError("an RPO import needs the check date")
         checked_us = to_us(meta.checked_at)
-        async with self._write_lock:
+        async with self._data_lock:
             try:
                 import_id, prior = await self._begin_import(meta)
                 if prior is not None:
                     return prior
                 summary = ImportSummary(import_id)
-                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (number TEXT PRIMARY KEY) WITHOUT ROWID")
-                await self.db.execute("DELETE FROM touched")
+                # Rows land in an unindexed temp table first, then go into the keyed table in number order:
+                # SQLite sorts on disk with bounded memory, and sorted keys insert 3-4x faster than a
+                # file's own order (performance-facts.md: 700,000 against 150,000-290,000 rows/s).
+                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo"
+                                      " (number TEXT NOT NULL, registered INTEGER NOT NULL, registered_us INTEGER)")
+                await self.db.execute("DELETE FROM staged_rpo")
                 registered = 0
-                for batch in _batches(answers):
-                    rows = [(a.number, checked_us, int(a.registered), _opt_us(a.registered_at), import_id)
-                            for a in batch]
-                    registered += sum(1 for a in batch if a.registered)
-                    await self.db.executemany(
-                        "INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
-                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT(number, checked_us) DO UPDATE SET"
-                        # Two answers for one number at one check time disagree: "registered" wins (fail
-                        # closed), with the earlier registration date if both carry one.
-                        " registered = max(registered, excluded.registered),"
-                        " registered_us = CASE WHEN registered_us IS NULL THEN excluded.registered_us"
-                        "   WHEN excluded.registered_us IS NULL THEN registered_us"
-                        "   ELSE min(registered_us, excluded.registered_us) END,"
-                        " import_id = excluded.import_id",
-                        rows,
-                    )
-                    await self.db.executemany("INSERT OR IGNORE INTO touched (number) VALUES (?)",
-                                              [(a.number,) for a in batch])
+
+                def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
+                    return [(a.number, int(a.registered), _opt_us(a.registered_at)) for a in batch]
+
+                async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
+                        "INSERT INTO staged_rpo (number, registered, registered_us) VALUES (?, ?, ?)", b)):
+                    registered += sum(1 for row in batch if row[1])
                     summary.rows_stored += len(batch)
-                await self.db.execute(RECOMPUTE_SQL)
+                    if progress is not None:
+                        progress(summary.rows_stored + len(meta.rejected))
+                await self.db.execute(
+                    "INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
+                    " SELECT number, ?, registered, registered_us, ? FROM staged_rpo WHERE true ORDER BY number"
+                    " ON CONFLICT(number, checked_us) DO UPDATE SET"
+                    # Two answers for one number at one check time disagree: "registered" wins (fail closed),
+                    # with the earlier registration date if both carry one.
+                    " registered = max(registered, excluded.registered),"
+                    " registered_us = CASE WHEN registered_us IS NULL THEN excluded.registered_us"
+                    "   WHEN excluded.registered_us IS NULL THEN registered_us"
+                    "   ELSE min(registered_us, excluded.registered_us) END,"
+                    " import_id = excluded.import_id",
+                    (checked_us, import_id),
+                )
+                await self.db.execute("DELETE FROM staged_rpo")
                 summary.detail = {"registered": registered, "not_registered": summary.rows_stored - registered}
                 await self._finish_import(summary, meta)
             except sqlite3.Error as exc:
@@ -391,7 +451,7 @@ class SqliteStore(Store):
 
     async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
-        async with self._write_lock:
+        async with self._data_lock:
             try:
                 import_id, prior = await self._begin_import(meta, additive=not replace)
                 if prior is not None:
@@ -418,7 +478,7 @@ class SqliteStore(Store):
 
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
-        async with self._write_lock:
+        async with self._data_lock:
             try:
                 import_id, prior = await self._begin_import(meta)
                 if prior is not None:
@@ -487,10 +547,15 @@ class SqliteStore(Store):
                          reference: str | None) -> int:
         if principal_id is not None and await self.get_principal(principal_id) is None:
             raise NotFoundError(f"principal {principal_id!r} does not exist")
-        cursor = await self._write(
-            "INSERT INTO optouts (number, principal_id, at_us, source, reference, created_us) VALUES (?,?,?,?,?,?)",
-            (number, principal_id, to_us(at), source, reference, to_us(datetime.now().astimezone())),
-        )
+        async with self._audit_lock:
+            try:
+                cursor = await self.audit_db.execute(
+                    "INSERT INTO optouts (number, principal_id, at_us, source, reference, created_us)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (number, principal_id, to_us(at), source, reference, to_us(datetime.now().astimezone())),
+                )
+            except sqlite3.Error as exc:
+                raise _store_error(exc, self.audit_path) from exc
         return int(cursor.lastrowid or 0)
 
     # -- the decision log --------------------------------------------------------------------------
@@ -509,7 +574,7 @@ class SqliteStore(Store):
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY seq"
         try:
-            async with self.db.execute(sql, params) as cursor:
+            async with self.audit_db.execute(sql, params) as cursor:
                 async for r in cursor:
                     entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
                                        r[12], r[13], r[14])
@@ -530,11 +595,10 @@ def _facts_from_row(number: str | None, line_type: str | None, row: Any) -> Fact
         cid, principal, automated, max_attempts, per_days, caller_ids = json.loads(campaign_j)
         campaign = CampaignFacts(cid, principal, bool(automated), max_attempts, per_days,
                                  frozenset(caller_ids or ()))
-    rpo = None
-    if rpo_j:
-        result_id, checked_us, registered, registered_us, import_id, bound_us = json.loads(rpo_j)
-        rpo = RpoFacts(result_id, from_us(checked_us), bool(registered), _opt_dt(registered_us), import_id,
-                       _opt_dt(bound_us))
+    rpo = summarize_rpo([
+        RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), _opt_dt(registered_us), import_id)
+        for result_id, checked_us, registered, registered_us, import_id in json.loads(rpo_j or "[]")
+    ])
     listing = None
     if listing_j:
         import_id, listed_us = json.loads(listing_j)

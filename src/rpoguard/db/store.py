@@ -7,7 +7,7 @@ importers and the CLI never change with the backend.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import TracebackType
@@ -89,6 +89,8 @@ class ImportSummary:
 
 
 ImportResult = tuple[ImportSummary, list[RowProblem]]
+# Called now and then during a long import with the number of rows read so far.
+Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,8 @@ class Store(ABC):
     # -- imports: each lands whole or not at all -----------------------------------------------------
 
     @abstractmethod
-    async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta) -> ImportSummary:
+    async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
+                         progress: Progress | None = None) -> ImportSummary:
         """Store RPO answers checked at meta.checked_at in one transaction. If iterating `answers`
         raises, nothing is stored and the previous answers keep serving."""
 

@@ -10,8 +10,10 @@ from rpoguard.policy.model import (
     Facts,
     ListingFacts,
     OptoutFacts,
+    RpoAnswerFacts,
     RpoFacts,
 )
+from rpoguard.policy.rpo import summarize_rpo
 from rpoguard.policy.rules import CallContext, decide
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "Facts",
     "ListingFacts",
     "OptoutFacts",
+    "RpoAnswerFacts",
     "RpoFacts",
     "decide",
+    "summarize_rpo",
 ]

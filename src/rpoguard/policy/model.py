@@ -18,6 +18,17 @@ class CampaignFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class RpoAnswerFacts:
+    """One answer of the RPO for one number, as imported."""
+
+    result_id: int
+    checked_at: datetime
+    registered: bool
+    registered_at: datetime | None
+    import_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class RpoFacts:
     """The latest RPO answer for one number, plus what the answers before it say about registration."""
 

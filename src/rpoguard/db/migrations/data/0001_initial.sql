@@ -1,4 +1,6 @@
--- rpoguard schema v1. Times are INTEGER microseconds since the Unix epoch (UTC); dates are ISO TEXT.
+-- rpoguard data schema v1: what the operator imports and declares. Times are INTEGER microseconds since
+-- the Unix epoch (UTC); dates are ISO TEXT. Decisions and refusals live in the audit file (audit/), so
+-- that a long import here never holds up a call.
 
 CREATE TABLE principals (
     id          TEXT PRIMARY KEY,
@@ -37,7 +39,8 @@ CREATE TABLE imports (
     detail       TEXT                        -- JSON: counts by status etc.
 );
 
--- Every RPO answer ever imported (the history the registration bound is derived from).
+-- Every RPO answer ever imported. The decision reads a number's whole history (a handful of rows): the
+-- latest answer and the start of its latest registered run (policy/rpo.py).
 CREATE TABLE rpo_results (
     id              INTEGER PRIMARY KEY,
     number          TEXT NOT NULL,
@@ -47,20 +50,6 @@ CREATE TABLE rpo_results (
     import_id       INTEGER REFERENCES imports(id),
     UNIQUE (number, checked_us)
 );
-
--- The latest answer per number, kept by the importer so that a call costs one primary-key probe.
-CREATE TABLE rpo_current (
-    number          TEXT PRIMARY KEY,
-    result_id       INTEGER NOT NULL,
-    checked_us      INTEGER NOT NULL,
-    registered      INTEGER NOT NULL,
-    registered_us   INTEGER,
-    import_id       INTEGER,
-    -- first check of the current unbroken run of "registered" answers (NULL when not registered now)
-    run_start_us    INTEGER,
-    -- upper bound of the latest registration ever seen (see architecture.md §3)
-    bound_us        INTEGER
-) WITHOUT ROWID;
 
 CREATE TABLE directory (
     number      TEXT PRIMARY KEY,
@@ -94,44 +83,3 @@ CREATE TABLE contracts (
     UNIQUE (number, principal_id, start_date)
 );
 CREATE INDEX contracts_by_number ON contracts (number, principal_id);
-
--- In-call refusals and other opt-outs; principal_id NULL covers every principal.
-CREATE TABLE optouts (
-    id            INTEGER PRIMARY KEY,
-    number        TEXT NOT NULL,
-    principal_id  TEXT,
-    at_us         INTEGER NOT NULL,
-    source        TEXT NOT NULL,
-    reference     TEXT,
-    created_us    INTEGER NOT NULL
-);
-CREATE INDEX optouts_by_number ON optouts (number);
-
--- The decision log: append-only, hash-chained (audit.py).
-CREATE TABLE audit_log (
-    seq           INTEGER PRIMARY KEY,
-    decision_id   TEXT NOT NULL UNIQUE,
-    ts_us         INTEGER NOT NULL,
-    number        TEXT,
-    raw_number    TEXT NOT NULL,
-    campaign_id   TEXT,
-    principal_id  TEXT,
-    caller_id     TEXT,
-    decision      TEXT NOT NULL,
-    reasons       TEXT NOT NULL,
-    basis         TEXT,
-    evidence      TEXT NOT NULL,
-    source        TEXT NOT NULL,
-    uniqueid      TEXT,
-    channel       TEXT,
-    prev_hash     TEXT NOT NULL,
-    hash          TEXT NOT NULL
-);
-CREATE INDEX audit_by_time ON audit_log (ts_us);
--- Attempt caps count ALLOW decisions per number and principal in a window: one range probe.
-CREATE INDEX audit_allows ON audit_log (number, principal_id, ts_us) WHERE decision = 'allow';
-
-CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
