@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,16 +24,26 @@ from rpoguard.audit import export_rows, verify_chain
 from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
 from rpoguard.db import open_store
-from rpoguard.db.store import ConsentRecord, ImportRejected, ImportSummary, RowProblem, Store, StoreError
+from rpoguard.db.store import (
+    ConsentRecord,
+    EvidenceItem,
+    ImportRejected,
+    ImportSummary,
+    RowProblem,
+    Store,
+    StoreError,
+)
 from rpoguard.gate import CallRequest, Gate, GateError, Verdict
 from rpoguard.ingest import consents as consent_import
+from rpoguard.ingest import contracts as contract_import
 from rpoguard.ingest import directory as directory_import
+from rpoguard.ingest import optouts as optout_import
 from rpoguard.ingest import registry as registry_import
 from rpoguard.ingest.csvfile import FileError
 from rpoguard.ingest.scrub import scrub
-from rpoguard.numbers import NumberError, normalize, normalize_caller_id
+from rpoguard.numbers import NumberError, national_form, normalize, normalize_caller_id
 from rpoguard.policy import CampaignFacts
-from rpoguard.timeutil import TimeFormatError, iso, parse_date, parse_time, to_us
+from rpoguard.timeutil import ROME, TimeFormatError, iso, parse_date, parse_time, to_us
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +153,49 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
         raise UsageError(f"--checked-at {args.checked_at.isoformat()} is in the future")
     if args.file and (args.submitted or args.registered):
         raise UsageError("give either FILE or --submitted and --registered, not both")
-    if args.file:
-        summary, problems = await registry_import.import_csv(store, args.file, args.checked_at, args.skip_invalid)
-    elif args.submitted and args.registered:
-        summary, problems = await registry_import.import_lists(store, args.submitted, args.registered,
-                                                               args.checked_at, args.skip_invalid)
-    else:
-        raise UsageError("give the RPO answer FILE, or both --submitted and --registered")
+    started = time.monotonic()
+    progress = _Progress("rows read")
+    try:
+        if args.file:
+            summary, problems = await registry_import.import_csv(store, args.file, args.checked_at,
+                                                                 args.skip_invalid, progress)
+        elif args.submitted and args.registered:
+            summary, problems = await registry_import.import_lists(store, args.submitted, args.registered,
+                                                                   args.checked_at, args.skip_invalid, progress)
+        else:
+            raise UsageError("give the RPO answer FILE, or both --submitted and --registered")
+    finally:
+        progress.done()
     _print_import(summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}")
+    if not summary.already_imported:
+        print(f"  {time.monotonic() - started:.1f} s")
     return EXIT_OK
+
+
+class _Progress:
+    """A one-line counter on standard error during long imports, when a person is watching (a TTY)."""
+
+    INTERVAL = 0.5
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.shown = False
+        self.enabled = sys.stderr.isatty()
+        self.next_at = time.monotonic() + self.INTERVAL
+        self.started = time.monotonic()
+
+    def __call__(self, count: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now < self.next_at:
+            return
+        self.next_at = now + self.INTERVAL
+        rate = count / max(now - self.started, 1e-9)
+        print(f"\r  {count:,} {self.unit} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
 
 
 async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
@@ -198,6 +243,82 @@ async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Confi
     print(f"contract #{contract_id} {'recorded' if created else 'updated'}: {number} with {args.principal} from "
           f"{args.start.isoformat()}{' to ' + args.end.isoformat() if args.end else ' (running)'}")
     return EXIT_OK
+
+
+async def cmd_contract_import(args: argparse.Namespace, store: Store, config: Config) -> int:
+    summary, problems = await contract_import.import_file(store, args.file, args.skip_invalid)
+    _print_import(summary, problems, "contracts")
+    return EXIT_OK
+
+
+async def cmd_optout_import(args: argparse.Namespace, store: Store, config: Config) -> int:
+    summary, problems = await optout_import.import_file(store, args.file, args.skip_invalid)
+    _print_import(summary, problems, "opt-outs")
+    return EXIT_OK
+
+
+async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if args.campaign and await store.get_campaign(args.campaign) is None:
+        raise UsageError(f"campaign {args.campaign!r} does not exist")
+    now = datetime.now(UTC)
+    # A result is still good at `horizon` only if checked after horizon - validity (wall clock, Rome),
+    # the same arithmetic as the decision's rule 5.
+    horizon = now.astimezone(ROME) + timedelta(days=args.within)
+    stale_before = horizon - timedelta(days=config.rpo_validity_days)
+    problems: list[RowProblem] = []
+    candidates = registry_import.numbers_from_list(args.source, problems) if args.source else None
+    count = 0
+    with _output(args.output) as out:
+        async for number in store.due_numbers(candidates, args.campaign, stale_before):
+            out.write((national_form(number) if args.national else number) + "\n")
+            count += 1
+    _print_problems(problems, stored=False)
+    scope = (f"the numbers of {args.source}" if args.source else
+             f"the numbers of campaign {args.campaign}" if args.campaign else "every number rpoguard knows")
+    print(f"{count} number(s) to submit to the RPO ({scope}: no valid answer, or one that expires within "
+          f"{args.within} day(s)) written to {args.output}", file=sys.stderr)
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+async def cmd_evidence(args: argparse.Namespace, store: Store, config: Config) -> int:
+    number = _number(args.number)
+    if args.principal and await store.get_principal(args.principal) is None:
+        raise UsageError(f"principal {args.principal!r} does not exist")
+    items = await store.evidence(number, args.principal)
+    if args.json:
+        print(json.dumps({"number": number, "principal": args.principal, "generated_at": iso(datetime.now(UTC)),
+                          "items": [{"time": iso(i.at), "kind": i.kind, "principal": i.principal_id, **i.detail}
+                                    for i in items]}, ensure_ascii=False))
+        return EXIT_OK
+    print(f"Evidence for {number}{' and principal ' + args.principal if args.principal else ''}: "
+          f"{len(items)} record(s), oldest first (times in Europe/Rome)")
+    for item in items:
+        print(f"{item.at.astimezone(ROME):%Y-%m-%d %H:%M:%S}  {_describe_evidence(item)}")
+    return EXIT_OK
+
+
+def _describe_evidence(item: EvidenceItem) -> str:
+    d = item.detail
+    who = f" [{item.principal_id}]" if item.principal_id else ""
+    if item.kind == "rpo_answer":
+        status = "REGISTERED" if d["registered"] else "not registered"
+        since = f" since {d['registered_at']}" if d.get("registered_at") else ""
+        return (f"RPO answer: {status}{since} (result #{d['result_id']}, import #{d['import_id']} "
+                f"{d['file_name']}, {d['file_size']} bytes, sha256 {d['sha256']})")
+    if item.kind == "directory_listing":
+        return f"listed in the public directory (import #{d['import_id']} {d['file_name']}, sha256 {d['sha256']})"
+    if item.kind == "consent":
+        extra = "".join(f", {k.replace('_', ' ')} {d[k]}" for k in ("expires_at", "revoked_at") if d.get(k))
+        auto = ", covers automated calls" if d["automated"] else ""
+        return f"consent #{d['consent_id']}{who}: evidence {d['evidence']}{auto}{extra}"
+    if item.kind == "contract":
+        return f"contract #{d['contract_id']}{who}: from {d['start']}{' to ' + d['end'] if d['end'] else ' (running)'}"
+    if item.kind == "optout":
+        return f"refusal #{d['optout_id']} for {d['covers']} (source {d['source']}, reference {d['reference']})"
+    reasons = ",".join(d["reasons"]) or "-"
+    return (f"decision {str(d['decision']).upper()}{who} campaign {d['campaign_id']}: reasons {reasons}, "
+            f"basis {d['basis'] or '-'}, caller ID {d['caller_id']}, {d['source']} {d['uniqueid'] or ''} "
+            f"(log row {d['seq']}, id {d['decision_id']})")
 
 
 async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config) -> int:
@@ -400,6 +521,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones "
                    "(default: a file with any bad row is rejected whole)")
 
+    p = command(registry, "due", cmd_registry_due,
+                "write the numbers to submit to the RPO: no valid answer, or one that expires soon")
+    p.add_argument("--campaign", metavar="ID", help="only the numbers of this campaign's principal and calls")
+    p.add_argument("--within", type=int, default=0, metavar="DAYS",
+                   help="also numbers whose answer expires within DAYS days (default 0: already expired)")
+    p.add_argument("--from", dest="source", metavar="FILE",
+                   help="answer for the numbers of this list (one a line) instead of every number known")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to submit, one number a line")
+    p.add_argument("--national", action="store_true", help="write 0612345678 instead of +390612345678")
+
     directory = group("directory", "numbers listed in a public telephone directory (opt-out regime)")
     p = command(directory, "import", cmd_directory_import,
                 "import the public-directory numbers; by default the file replaces the previous listings")
@@ -435,11 +566,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", required=True, type=_date_arg, metavar="DATE")
     p.add_argument("--end", type=_date_arg, metavar="DATE", help="when it ended (omit while it runs)")
 
+    p = command(contracts, "import", cmd_contract_import,
+                "import contracts from a CSV with a header: number,principal,start[,end]")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+
     optouts = group("optout", "refusals: 'do not call me again' (final at once)")
     p = command(optouts, "add", cmd_optout_add, "record a refusal")
     p.add_argument("number", metavar="NUMBER")
     p.add_argument("--principal", metavar="ID", help="the principal refused (default: every principal)")
     p.add_argument("--at", type=_time_arg, metavar="TIME", help="when it was said (default now)")
+
+    p = command(optouts, "import", cmd_optout_import,
+                "import refusals from a CSV with a header: number,at[,principal,reference]")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+
+    p = commands.add_parser("evidence", help="everything rpoguard knows about one number, for the DPO",
+                            description="Everything rpoguard knows about one number, oldest first: RPO answers "
+                                        "with their files and hashes, directory listing, consents, contracts, "
+                                        "refusals, and every decision with its reasons.")
+    p.set_defaults(handler=cmd_evidence)
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--principal", metavar="ID", help="only what concerns this principal")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = commands.add_parser("check", help="decide one call now (or --at a time) and record the decision",
                             description="Decide one call as the gate would. Exit code 0 ALLOW, 1 BLOCK, 2 error.")

@@ -253,7 +253,8 @@ def normalize_fast(raw: str) -> Number | None:
 
     A Number it returns is the one ``normalize(raw)`` returns (same e164, same line type): the regexes
     are built at import from the metadata libphonenumber validates with, under the rules it applies
-    (see ``_build_fast_tables``), so the two cannot drift apart when phonenumberslite is upgraded.
+    (see ``_build_fast_tables``), so a metadata update moves both alike; if the metadata stops looking
+    the way those rules assume, the fast path switches itself off (always None) instead of guessing.
     No trunk prefix: a PBX's dialled string goes to ``normalize(raw, trunk_prefix=...)``.
     """
     if not isinstance(raw, str) or len(raw) > _MAX_RAW_CHARS:
@@ -565,3 +566,8 @@ def _italian_fast_tables() -> _FastTables:
 
 
 _FAST_TABLES: Final = _italian_fast_tables()
+
+
+def national_form(e164: str) -> str:
+    """The form Italians dial: +390612345678 -> 0612345678, +393331234567 -> 3331234567."""
+    return e164.removeprefix("+39") if e164.startswith("+39") else e164

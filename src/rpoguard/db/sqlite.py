@@ -22,7 +22,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, time
 from importlib import resources
 from itertools import islice
 from pathlib import Path
@@ -32,13 +32,17 @@ import aiosqlite
 
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
 from rpoguard.config import secure_path
+from rpoguard.constants import SOURCE_IMPORT
 from rpoguard.db.store import (
     AttemptCap,
     AttemptCapReached,
     ConsentRecord,
+    ContractRecord,
+    EvidenceItem,
     ImportMeta,
     ImportSummary,
     NotFoundError,
+    OptoutRecord,
     PrincipalInfo,
     Progress,
     RpoAnswer,
@@ -55,7 +59,7 @@ from rpoguard.policy.model import (
     RpoAnswerFacts,
 )
 from rpoguard.policy.rpo import summarize_rpo
-from rpoguard.timeutil import from_us, to_us
+from rpoguard.timeutil import ROME, from_us, iso, to_us
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,10 @@ async def _overlapped(items: Iterable[Any], convert: Callable[[list[Any]], list[
 
 def _opt_us(value: datetime | None) -> int | None:
     return to_us(value) if value is not None else None
+
+
+def _iso_opt(value: int | None) -> str | None:
+    return iso(from_us(value)) if value is not None else None
 
 
 def _opt_dt(value: int | None) -> datetime | None:
@@ -389,7 +397,9 @@ class SqliteStore(Store):
 
     async def _finish_import(self, summary: ImportSummary, meta: ImportMeta) -> None:
         summary.rows_rejected = len(meta.rejected)
-        summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0) + summary.rows_rejected
+        if not summary.rows_read:
+            summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
+        summary.rows_read += summary.rows_rejected
         await self.db.execute(
             "UPDATE imports SET rows_read = ?, rows_stored = ?, rows_rejected = ?, detail = ? WHERE id = ?",
             (summary.rows_read, summary.rows_stored, summary.rows_rejected, json.dumps(summary.detail),
@@ -414,23 +424,27 @@ class SqliteStore(Store):
                 await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo"
                                       " (number TEXT NOT NULL, registered INTEGER NOT NULL, registered_us INTEGER)")
                 await self.db.execute("DELETE FROM staged_rpo")
-                registered = 0
 
                 def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
                     return [(a.number, int(a.registered), _opt_us(a.registered_at)) for a in batch]
 
                 async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
                         "INSERT INTO staged_rpo (number, registered, registered_us) VALUES (?, ?, ?)", b)):
-                    registered += sum(1 for row in batch if row[1])
                     summary.rows_stored += len(batch)
                     if progress is not None:
                         progress(summary.rows_stored + len(meta.rejected))
+                # One answer per number: a number twice in the file, or in both the submitted and the
+                # registered list, is registered if any row says so (fail closed), with the earliest date.
+                await self.db.execute("DROP TABLE IF EXISTS temp.grouped_rpo")
+                await self.db.execute(
+                    "CREATE TEMP TABLE grouped_rpo AS SELECT number, max(registered) AS registered,"
+                    " min(registered_us) AS registered_us FROM staged_rpo GROUP BY number ORDER BY number")
+                await self.db.execute("DELETE FROM staged_rpo")
                 await self.db.execute(
                     "INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
-                    " SELECT number, ?, registered, registered_us, ? FROM staged_rpo WHERE true ORDER BY number"
+                    " SELECT number, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid"
                     " ON CONFLICT(number, checked_us) DO UPDATE SET"
-                    # Two answers for one number at one check time disagree: "registered" wins (fail closed),
-                    # with the earlier registration date if both carry one.
+                    # Another file answered for the same check time: the same rule across files.
                     " registered = max(registered, excluded.registered),"
                     " registered_us = CASE WHEN registered_us IS NULL THEN excluded.registered_us"
                     "   WHEN excluded.registered_us IS NULL THEN registered_us"
@@ -438,8 +452,11 @@ class SqliteStore(Store):
                     " import_id = excluded.import_id",
                     (checked_us, import_id),
                 )
-                await self.db.execute("DELETE FROM staged_rpo")
-                summary.detail = {"registered": registered, "not_registered": summary.rows_stored - registered}
+                numbers, registered = await self._fetchone(
+                    "SELECT count(*), coalesce(sum(registered), 0) FROM grouped_rpo")
+                await self.db.execute("DROP TABLE temp.grouped_rpo")
+                summary.rows_read, summary.rows_stored = summary.rows_stored, numbers
+                summary.detail = {"registered": registered, "not_registered": numbers - registered}
                 await self._finish_import(summary, meta)
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -476,8 +493,10 @@ class SqliteStore(Store):
                 raise
         return summary
 
-    async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
-        now_us = to_us(datetime.now().astimezone())
+    async def _rows_import(self, meta: ImportMeta, sql: str, rows: Iterable[tuple[Any, ...]],
+                           import_id_at: int | None) -> ImportSummary:
+        """One transaction for a CSV of records: rows already stored are counted as duplicates.
+        `import_id_at` is the position in each row tuple to fill with the new import's id."""
         async with self._data_lock:
             try:
                 import_id, prior = await self._begin_import(meta)
@@ -485,13 +504,11 @@ class SqliteStore(Store):
                     return prior
                 summary = ImportSummary(import_id)
                 read = 0
-                for batch in _batches(records):
+                for batch in _batches(rows):
+                    params = batch if import_id_at is None else [
+                        (*r[:import_id_at], import_id, *r[import_id_at + 1:]) for r in batch]
                     before = self.db.total_changes
-                    await self.db.executemany(
-                        "INSERT OR IGNORE INTO consents (number, principal_id, given_us, evidence, purpose,"
-                        " automated, expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
-                        [_consent_params(r, import_id, now_us) for r in batch],
-                    )
+                    await self.db.executemany(sql, params)
                     read += len(batch)
                     summary.rows_stored += self.db.total_changes - before
                 summary.detail["duplicates"] = read - summary.rows_stored
@@ -502,6 +519,67 @@ class SqliteStore(Store):
             except BaseException:
                 await self._rollback()
                 raise
+        return summary
+
+    async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
+        now_us = to_us(datetime.now().astimezone())
+        return await self._rows_import(
+            meta,
+            "INSERT OR IGNORE INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
+            " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
+            (_consent_params(r, None, now_us) for r in records),
+            import_id_at=7,
+        )
+
+    async def import_contracts(self, records: Iterable[ContractRecord], meta: ImportMeta) -> ImportSummary:
+        now_us = to_us(datetime.now().astimezone())
+        # The same contract again is a duplicate; a later end date for it is an update (changes() counts it).
+        return await self._rows_import(
+            meta,
+            "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date"
+            " WHERE end_date IS NOT excluded.end_date",
+            ((r.number, r.principal_id, r.start.isoformat(), r.end.isoformat() if r.end else None, now_us)
+             for r in records),
+            import_id_at=None,
+        )
+
+    async def import_optouts(self, records: Iterable[OptoutRecord], meta: ImportMeta) -> ImportSummary:
+        now_us = to_us(datetime.now().astimezone())
+        summary = ImportSummary(None)
+        # Refusals live in the audit file: stored there in one transaction, then the import is recorded in
+        # the data file. A crash in between leaves refusals without their import record, never the reverse,
+        # and a rerun stores nothing twice (unique index).
+        async with self._audit_lock:
+            try:
+                await self.audit_db.execute("BEGIN IMMEDIATE")
+                read = 0
+                for batch in _batches(records):
+                    before = self.audit_db.total_changes
+                    await self.audit_db.executemany(
+                        "INSERT OR IGNORE INTO optouts (number, principal_id, at_us, source, reference, created_us)"
+                        " VALUES (?,?,?,?,?,?)",
+                        [(r.number, r.principal_id, to_us(r.at), SOURCE_IMPORT, r.reference or meta.file_name,
+                          now_us) for r in batch],
+                    )
+                    read += len(batch)
+                    summary.rows_stored += self.audit_db.total_changes - before
+                await self.audit_db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback(self.audit_db)
+                raise _store_error(exc, self.audit_path) from exc
+            except BaseException:
+                await self._rollback(self.audit_db)
+                raise
+        summary.detail["duplicates"] = read - summary.rows_stored
+        async with self._data_lock:
+            try:
+                import_id, _ = await self._begin_import(meta, additive=False)
+                summary.import_id = import_id
+                await self._finish_import(summary, meta)
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _store_error(exc, self.path) from exc
         return summary
 
     async def add_consent(self, record: ConsentRecord) -> tuple[int, bool]:
@@ -549,14 +627,98 @@ class SqliteStore(Store):
             raise NotFoundError(f"principal {principal_id!r} does not exist")
         async with self._audit_lock:
             try:
-                cursor = await self.audit_db.execute(
-                    "INSERT INTO optouts (number, principal_id, at_us, source, reference, created_us)"
+                await self.audit_db.execute(
+                    "INSERT OR IGNORE INTO optouts (number, principal_id, at_us, source, reference, created_us)"
                     " VALUES (?,?,?,?,?,?)",
                     (number, principal_id, to_us(at), source, reference, to_us(datetime.now().astimezone())),
                 )
+                row = await self._fetchone(
+                    "SELECT id FROM optouts WHERE number = ? AND coalesce(principal_id, '') = ? AND at_us = ?"
+                    " AND source = ?", (number, principal_id or "", to_us(at), source), self.audit_db)
             except sqlite3.Error as exc:
                 raise _store_error(exc, self.audit_path) from exc
-        return int(cursor.lastrowid or 0)
+        return int(row[0])
+
+    # -- evidence and due lists -----------------------------------------------------------------------
+
+    async def evidence(self, number: str, principal_id: str | None) -> list[EvidenceItem]:
+        items: list[EvidenceItem] = []
+        db = self.read_db
+        for rid, checked, registered, reg_us, import_id, file_name, size, sha, imported in await db.execute_fetchall(
+            "SELECT r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name, i.file_size,"
+            " i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
+            " WHERE r.number = ? ORDER BY r.checked_us", (number,)):
+            items.append(EvidenceItem(from_us(checked), "rpo_answer", None, {
+                "result_id": rid, "registered": bool(registered),
+                "registered_at": _iso_opt(reg_us), "import_id": import_id, "file_name": file_name,
+                "file_size": size, "sha256": sha, "imported_at": _iso_opt(imported)}))
+        for import_id, listed, file_name, sha in await db.execute_fetchall(
+            "SELECT d.import_id, d.listed_us, i.file_name, i.sha256 FROM directory d"
+            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = ?", (number,)):
+            items.append(EvidenceItem(from_us(listed), "directory_listing", None,
+                                      {"import_id": import_id, "file_name": file_name, "sha256": sha}))
+        per_principal = (number, principal_id, principal_id)
+        for cid, principal, given, evidence, purpose, automated, expires, revoked, import_id in await db.execute_fetchall(  # noqa: E501
+            "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
+            " FROM consents WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal):
+            items.append(EvidenceItem(from_us(given), "consent", principal, {
+                "consent_id": cid, "evidence": evidence, "purpose": purpose, "automated": bool(automated),
+                "expires_at": _iso_opt(expires), "revoked_at": _iso_opt(revoked), "import_id": import_id}))
+        for kid, principal, start, end in await db.execute_fetchall(
+            "SELECT id, principal_id, start_date, end_date FROM contracts"
+            " WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal):
+            start_at = datetime.combine(date.fromisoformat(start), time(0, 0), tzinfo=ROME)
+            items.append(EvidenceItem(start_at, "contract", principal,
+                                      {"contract_id": kid, "start": start, "end": end}))
+        for oid, principal, at, source, reference in await db.execute_fetchall(
+            "SELECT id, principal_id, at_us, source, reference FROM audit.optouts WHERE number = ?"
+            " AND (? IS NULL OR principal_id IS NULL OR principal_id = ?)", per_principal):
+            items.append(EvidenceItem(from_us(at), "optout", principal,
+                                      {"optout_id": oid, "source": source, "reference": reference,
+                                       "covers": principal or "every principal"}))
+        for r in await db.execute_fetchall(
+            "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
+            " evidence, source, uniqueid, hash FROM audit.audit_log WHERE number = ?"
+            " AND (? IS NULL OR principal_id = ?) ORDER BY seq", per_principal):
+            items.append(EvidenceItem(from_us(r[2]), "decision", r[4], {
+                "seq": r[0], "decision_id": r[1], "campaign_id": r[3], "caller_id": r[5], "decision": r[6],
+                "reasons": [code for code in r[7].split(",") if code], "basis": r[8],
+                "evidence": json.loads(r[9]), "source": r[10], "uniqueid": r[11], "hash": r[12]}))
+        items.sort(key=lambda item: item.at)
+        return items
+
+    async def due_numbers(self, candidates: Iterable[str] | None, campaign_id: str | None,
+                          stale_before: datetime) -> AsyncIterator[str]:
+        db = self.read_db
+        # Temp tables live in this connection's own temp database: no lock on the data or audit file.
+        await db.execute("CREATE TEMP TABLE IF NOT EXISTS due_candidates (number TEXT PRIMARY KEY) WITHOUT ROWID")
+        await db.execute("DELETE FROM due_candidates")
+        try:
+            if candidates is not None:
+                for batch in _batches(candidates):
+                    await db.executemany("INSERT OR IGNORE INTO due_candidates VALUES (?)", [(n,) for n in batch])
+                source = "SELECT number FROM due_candidates"
+            elif campaign_id is not None:
+                source = ("SELECT number FROM consents WHERE principal_id = :principal"
+                          " UNION SELECT number FROM contracts WHERE principal_id = :principal"
+                          " UNION SELECT number FROM audit.audit_log WHERE campaign_id = :campaign"
+                          " AND number IS NOT NULL")
+            else:
+                source = ("SELECT number FROM rpo_results UNION SELECT number FROM directory"
+                          " UNION SELECT number FROM consents UNION SELECT number FROM contracts")
+            principal = await self._fetchone("SELECT principal_id FROM campaigns WHERE id = ?", (campaign_id,), db)
+            sql = (f"SELECT k.number FROM ({source}) k"
+                   " WHERE coalesce((SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number), -1)"
+                   " <= :stale ORDER BY k.number")
+            params = {"principal": principal[0] if principal else None, "campaign": campaign_id,
+                      "stale": to_us(stale_before)}
+            async with db.execute(sql, params) as cursor:
+                async for (number,) in cursor:
+                    yield number
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        finally:
+            await db.execute("DELETE FROM due_candidates")
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -105,6 +105,32 @@ class ConsentRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ContractRecord:
+    number: str
+    principal_id: str
+    start: date
+    end: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptoutRecord:
+    number: str
+    principal_id: str | None
+    at: datetime
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceItem:
+    """One thing the store knows about a number, for `rpoguard evidence`: when, what, and its details."""
+
+    at: datetime
+    kind: str
+    principal_id: str | None
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class PrincipalInfo:
     id: str
     name: str
@@ -181,6 +207,25 @@ class Store(ABC):
     @abstractmethod
     async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> int:
         """Revoke every consent of the number to the principal still in force at `at`; returns the count."""
+
+    @abstractmethod
+    async def import_contracts(self, records: Iterable[ContractRecord], meta: ImportMeta) -> ImportSummary: ...
+
+    @abstractmethod
+    async def import_optouts(self, records: Iterable[OptoutRecord], meta: ImportMeta) -> ImportSummary: ...
+
+    @abstractmethod
+    async def evidence(self, number: str, principal_id: str | None) -> list[EvidenceItem]:
+        """Everything known about one number, in time order: RPO answers with their import files,
+        listings, consents, contracts, refusals and decisions. `principal_id` narrows what is per
+        principal (refusals for every principal are always included)."""
+
+    @abstractmethod
+    def due_numbers(self, candidates: Iterable[str] | None, campaign_id: str | None,
+                    stale_before: datetime) -> AsyncIterator[str]:
+        """Numbers whose latest RPO answer was checked at or before `stale_before`, or that have none:
+        from `candidates` when given, else every number the store knows (of the campaign's principal and
+        the campaign's calls when `campaign_id` is given). Sorted, each once."""
 
     @abstractmethod
     async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]: ...

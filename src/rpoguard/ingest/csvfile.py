@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from rpoguard.db.store import ImportMeta, ImportRejected, RowProblem
+from rpoguard.db.store import ImportMeta, ImportRejected, RowProblem, Store
 from rpoguard.numbers import NumberError, normalize
+from rpoguard.timeutil import TimeFormatError
+
+T = TypeVar("T")
 
 # A cell longer than this is not a phone number, a date or an evidence reference: reject the row.
 MAX_FIELD = 4_096
@@ -102,3 +106,61 @@ def normalize_cell(value: str) -> str:
 def meta_for(kind: str, info: FileInfo, **extra: object) -> ImportMeta:
     return ImportMeta(kind=kind, file_name=info.path.name, file_size=info.size, sha256=info.sha256,
                       **extra)  # type: ignore[arg-type]
+
+
+def header_records(path: str | Path, meta: ImportMeta, required: tuple[str, ...], optional: tuple[str, ...],
+                   build: Callable[[Callable[[str], str]], T], skip_invalid: bool) -> Iterator[T]:
+    """Records from a CSV whose first line names its columns. `build(cell)` makes one record, where
+    `cell(name)` is the row's value for a column ('' when absent); a ValueError rejects the row."""
+    columns: dict[str, int] | None = None
+    for line, fields in read_rows(path, meta.rejected):
+        if columns is None:
+            names = [f.lower() for f in fields]
+            missing = [c for c in required if c not in names]
+            if missing:
+                raise FileError(f"{path}: line {line}: the header must name the columns {', '.join(required)} "
+                                f"(optional: {', '.join(optional) or 'none'}); missing: {', '.join(missing)}")
+            unknown = [n for n in names if n not in required + optional]
+            if unknown:
+                raise FileError(f"{path}: line {line}: unknown column(s) {', '.join(unknown)}")
+            columns = {name: i for i, name in enumerate(names)}
+            continue
+
+        def cell(name: str, fields: list[str] = fields, columns: dict[str, int] = columns) -> str:
+            index = columns.get(name)
+            return fields[index] if index is not None and index < len(fields) else ""
+
+        try:
+            for name in required:
+                if not cell(name):
+                    raise ValueError(f"{name} is empty")
+            record = build(cell)
+        except (ValueError, TimeFormatError) as exc:
+            meta.rejected.append(RowProblem(line, str(exc)))
+            continue
+        yield record
+    if columns is None:
+        raise FileError(f"{path}: empty file; expected a header line naming {', '.join(required)}")
+    require_clean(meta.rejected, skip_invalid)
+
+
+async def existing_principals(store: Store, path: str | Path) -> set[str]:
+    """The principals a headed CSV names that exist: looked up once each, before the write transaction."""
+    names: set[str] = set()
+    column: int | None = None
+    for _line, fields in read_rows(path, []):
+        if column is None:
+            lowered = [f.lower() for f in fields]
+            if "principal" not in lowered:
+                return set()
+            column = lowered.index("principal")
+            continue
+        if column < len(fields) and fields[column]:
+            names.add(fields[column])
+    return {name for name in names if await store.get_principal(name) is not None}
+
+
+def known_principal(name: str, known: set[str]) -> str:
+    if name not in known:
+        raise ValueError(f"principal {name[:40]!r} does not exist; add it with 'rpoguard principal add'")
+    return name

@@ -12,6 +12,8 @@ CREATE TABLE optouts (
     created_us    INTEGER NOT NULL
 );
 CREATE INDEX optouts_by_number ON optouts (number);
+-- The same refusal imported twice is stored once.
+CREATE UNIQUE INDEX optouts_once ON optouts (number, coalesce(principal_id, ''), at_us, source);
 
 -- The decision log: append-only, hash-chained (audit.py).
 CREATE TABLE audit_log (
