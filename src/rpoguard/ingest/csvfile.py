@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rpoguard.db.store import ImportMeta, ImportRejected, RowProblem, Store
-from rpoguard.numbers import NumberError, normalize
+from rpoguard.numbers import NumberError, normalize_for_import
 from rpoguard.timeutil import TimeFormatError
 
 T = TypeVar("T")
@@ -98,7 +98,7 @@ def require_clean(problems: list[RowProblem], skip_invalid: bool) -> None:
 def normalize_cell(value: str) -> str:
     """A number from an operator's file, as E.164; raises ValueError with a reason for the row."""
     try:
-        return normalize(value).e164
+        return normalize_for_import(value).e164
     except NumberError as exc:
         raise ValueError(str(exc)) from None
 
