@@ -18,7 +18,7 @@ from rpoguard.audit import AuditEntry, canonical_evidence
 from rpoguard.config import Config
 from rpoguard.constants import ALLOW, ATTEMPT_LIMIT, BLOCK, ENGINE_ERROR
 from rpoguard.db.store import AttemptCap, AttemptCapReached, Store
-from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id
+from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id, normalize_for_import
 from rpoguard.policy import CallContext, Decision, Facts, decide
 from rpoguard.timeutil import to_us
 
@@ -101,7 +101,10 @@ class Gate:
         e164: str | None = None
         line_type: str | None = None
         try:
-            parsed = normalize(call.raw_number, trunk_prefix=self.trunk_prefix)
+            # The fast path gives exactly normalize's answers (tests/unit/test_numbers_fast.py) in ~2 µs
+            # instead of ~40 µs; it does not know trunk prefixes.
+            parsed = (normalize(call.raw_number, trunk_prefix=self.trunk_prefix) if self.trunk_prefix
+                      else normalize_for_import(call.raw_number))
             e164, line_type = parsed.e164, parsed.line_type
         except NumberError as exc:
             number_error, e164 = exc.reason, exc.e164

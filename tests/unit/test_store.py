@@ -112,11 +112,13 @@ def test_facts_returns_every_part_in_one_statement(
         run(store.append_decision(entry))
 
     statements: list[str] = []
-    run(store.read_db.set_trace_callback(statements.append))
+    probe = store._probe
+    assert probe is not None
+    probe.set_trace_callback(statements.append)
     try:
         got = facts(run, store)
     finally:
-        run(store.read_db.set_trace_callback(None))
+        probe.set_trace_callback(None)
 
     assert len(statements) == 1, statements
     assert got.number == NUM
