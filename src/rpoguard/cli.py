@@ -25,6 +25,7 @@ from rpoguard.audit import export_rows, verify_chain
 from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
 from rpoguard.db import open_store
+from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
     ConsentRecord,
     EvidenceItem,
@@ -34,6 +35,7 @@ from rpoguard.db.store import (
     Store,
     StoreError,
 )
+from rpoguard.db.supervisor import SupervisedStore
 from rpoguard.gate import CallRequest, Gate, GateError, Verdict
 from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import contracts as contract_import
@@ -434,7 +436,19 @@ async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Confi
     return EXIT_OK
 
 
-async def cmd_serve(args: argparse.Namespace, store: Store, config: Config) -> int:
+async def cmd_serve(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    # The server opens the database itself, under supervision: it starts and stays up without one,
+    # blocking every call with engine_error until the database is (back) in place.
+    data = Path(config.db)
+    supervised = SupervisedStore(lambda: open_store(config.db), [data, audit_path(data)])
+    await supervised.start()
+    try:
+        return await _serve(args, supervised, config)
+    finally:
+        await supervised.close()
+
+
+async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Config) -> int:
     serve = config.serve
     server = FastAgiServer(
         build_routes(Gate(store, config)),
@@ -647,6 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
+    if handler is cmd_serve:
+        return await cmd_serve(args, None, config)
     async with open_store(config.db) as store:
         return await handler(args, store, config)
 

@@ -9,17 +9,19 @@ decision is durable. Whatever goes wrong in between becomes BLOCK with `engine_e
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
-from rpoguard.audit import AuditEntry, canonical_evidence
+from rpoguard.audit import AuditEntry, AuditRow, canonical_evidence
 from rpoguard.config import Config
 from rpoguard.constants import ALLOW, ATTEMPT_LIMIT, BLOCK, ENGINE_ERROR
-from rpoguard.db.store import AttemptCap, AttemptCapReached, Store
+from rpoguard.db.store import AttemptCap, AttemptCapReached, StoreUnavailable
 from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id, normalize_for_import
-from rpoguard.policy import CallContext, Decision, Facts, decide
+from rpoguard.policy import CallContext, CampaignFacts, Decision, Facts, decide
 from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,39 @@ class GateError(Exception):
         self.reason = reason
 
 
+class GateStore(Protocol):
+    """What the gate needs from storage: a Store, or the server's SupervisedStore around one."""
+
+    async def facts(self, number: str | None, line_type: str | None, campaign_id: str | None,
+                    at: datetime) -> Facts: ...
+
+    async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow: ...
+
+    async def get_campaign(self, campaign_id: str) -> CampaignFacts | None: ...
+
+    async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
+                         reference: str | None) -> int: ...
+
+
+class _OncePerCause:
+    """Logs an error the first time a cause appears and then at most once a minute: a database that is
+    down fails every call the same way, and the log must say so once, not a thousand times a second."""
+
+    INTERVAL = 60.0
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def error(self, what: str, exc: BaseException) -> None:
+        if isinstance(exc, StoreUnavailable):
+            return  # the supervisor that found the cause has logged it once already
+        cause = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if now - self._last.get(cause, -self.INTERVAL) >= self.INTERVAL:
+            self._last[cause] = now
+            log.error("%s: %s", what, cause)
+
+
 class Gate:
     """Normalise, fetch facts in one round, decide, record. Shared by every front end.
 
@@ -88,11 +123,12 @@ class Gate:
     nothing and use the real clock.
     """
 
-    def __init__(self, store: Store, config: Config, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, store: GateStore, config: Config, clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.trunk_prefix = config.trunk_prefix
         self.rpo_validity_days = config.rpo_validity_days
         self.clock = clock or _now
+        self._errors = _OncePerCause()
 
     async def evaluate(self, call: CallRequest, at: datetime | None = None) -> tuple[Decision, Facts]:
         """Decide without recording: what `check --dry-run` and `scrub` use."""
@@ -132,7 +168,7 @@ class Gate:
         try:
             decision, facts = await self.evaluate(call, at)
         except Exception as exc:
-            log.error("decision failed for campaign %r: %s", call.campaign_id, _describe(exc))
+            self._errors.error("cannot decide, call blocked", exc)
             decision = Decision(BLOCK, (ENGINE_ERROR,), None, {"error": type(exc).__name__},
                                 call.caller_id is not None)
             facts = Facts(None, None, None)
@@ -173,7 +209,7 @@ class Gate:
                 await self.store.append_decision(entry)
         except Exception as exc:
             # A call whose decision cannot be recorded is not placed (fail closed).
-            log.error("cannot record decision: %s", _describe(exc))
+            self._errors.error("cannot record the decision, call blocked", exc)
             reasons = tuple(dict.fromkeys((*decision.reasons, ENGINE_ERROR)))
             return Verdict(BLOCK, reasons, facts.number, None)
         return Verdict(decision.decision, decision.reasons, facts.number, decision_id, decision.basis)
@@ -213,7 +249,3 @@ def _attempt_cap(decision: Decision, facts: Facts, at: datetime) -> AttemptCap |
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"

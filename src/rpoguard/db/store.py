@@ -20,6 +20,10 @@ class StoreError(Exception):
     """Storage failed (locked, missing, corrupt, full). The message is safe to show an operator."""
 
 
+class StoreUnavailable(StoreError):
+    """The database is not open at all (missing, unreadable, corrupt): logged once where it is detected."""
+
+
 class NotFoundError(StoreError):
     """A referenced principal or campaign does not exist."""
 

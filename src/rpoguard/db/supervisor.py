@@ -1,0 +1,142 @@
+"""Keeps the gate's store usable for as long as the server runs, whatever happens to the files.
+
+The gate must stay up and block every call with `engine_error` while the database is missing,
+unreadable, replaced or corrupt, and serve again by itself once it is back. A SQLite connection keeps
+the inode it opened: a file deleted or replaced underneath would be read (and audited into) forever.
+So a watcher stats both files once a second, off the per-call path, and reopens when their identity
+changes or after a failed open; meanwhile every call fails fast with a StoreError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.db.store import AttemptCap, Store, StoreError, StoreUnavailable
+from rpoguard.policy.model import CampaignFacts, Facts
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 1.0
+
+FileIdentity = tuple[tuple[int, int] | None, ...]
+
+
+def _identity(paths: Sequence[Path]) -> FileIdentity:
+    ids: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            ids.append(None)
+            continue
+        # Readable by us is part of "usable": a chmod 000 must be noticed like a deletion.
+        ids.append((st.st_dev, st.st_ino) if os.access(path, os.R_OK | os.W_OK) else None)
+    return tuple(ids)
+
+
+class SupervisedStore:
+    """The four operations the gate needs, delegated to a store that is reopened when needed."""
+
+    def __init__(self, factory: Callable[[], Store], paths: Sequence[Path], interval: float = WATCH_INTERVAL) -> None:
+        self._factory = factory
+        self._paths = tuple(paths)
+        self._interval = interval
+        self._store: Store | None = None
+        self._identity: FileIdentity = ()
+        self._cause = "not opened yet"
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Try to open once and start watching; never raises, so the server can start without a database."""
+        await self._open()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        await self._drop()
+
+    @property
+    def available(self) -> bool:
+        return self._store is not None
+
+    def _current(self) -> Store:
+        if self._store is None:
+            raise StoreUnavailable(f"database unavailable: {self._cause}")
+        return self._store
+
+    async def _open(self) -> None:
+        try:
+            present = self._paths[0].exists()
+        except OSError as exc:
+            self._fail(f"{self._paths[0]}: {exc.strerror}")
+            return
+        if not present:
+            # Never create a fresh, empty database in place of a missing one: that would hide the loss.
+            self._fail(f"{self._paths[0]} does not exist")
+            return
+        store = self._factory()
+        try:
+            await store.open()
+        except StoreError as exc:
+            self._fail(str(exc))
+            return
+        except Exception as exc:  # an unexpected failure must not stop the watcher
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        self._store = store
+        self._identity = _identity(self._paths)
+        if self._cause != "not opened yet":
+            log.warning("database available again: %s", self._paths[0])
+        self._cause = ""
+
+    def _fail(self, cause: str) -> None:
+        if cause != self._cause:
+            # One line per cause, not per call or per retry.
+            log.error("database unavailable, every call is blocked (engine_error): %s", cause)
+        self._cause = cause
+
+    async def _drop(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                await store.close()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if self._store is None:
+                await self._open()
+                continue
+            current = _identity(self._paths)
+            if current != self._identity:
+                missing = [str(p) for p, i in zip(self._paths, current, strict=True) if i is None]
+                self._fail(f"{', '.join(missing)} missing or unreadable" if missing else "database files replaced")
+                await self._drop()
+                await self._open()
+
+    # -- what the gate uses ------------------------------------------------------------------------
+
+    async def facts(self, number: str | None, line_type: str | None, campaign_id: str | None,
+                    at: datetime) -> Facts:
+        return await self._current().facts(number, line_type, campaign_id, at)
+
+    async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
+        return await self._current().append_decision(entry, cap)
+
+    async def get_campaign(self, campaign_id: str) -> CampaignFacts | None:
+        return await self._current().get_campaign(campaign_id)
+
+    async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
+                         reference: str | None) -> int:
+        return await self._current().add_optout(number, principal_id, at, source, reference)

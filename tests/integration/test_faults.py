@@ -1,0 +1,259 @@
+"""Faults under a running `rpoguard serve`: nothing is let through, the server stays up, says so once, and
+recovers by itself.
+
+Each test drives the real server process with the fake Asterisk over a real socket. Decisions here never
+depend on the hour: the assertions are about BLOCK/failure versus ALLOW and about engine_error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agi_fakes import Transcript, make_env, play
+
+from rpoguard.constants import CHANNEL_ALLOW, ENGINE_ERROR, VAR_DECISION, VAR_ID, VAR_REASONS
+from rpoguard.db.sqlite import audit_path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LISTED = "06 4567 8901"  # listed, not registered in the examples: ALLOW in calling hours
+NOBODY = 65534
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+
+    def session(self, number: str = LISTED) -> Transcript:
+        return asyncio.run(play(self.port, make_env("check?campaign=autunno26", (number,)), patience=10))
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _setup(run_cli: Callable[..., Any], db: Path) -> None:
+    for args in (
+        ("--db", db, "principal", "add", "acme", "--name", "ACME", "--caller-id", "06 9480 1234"),
+        ("--db", db, "campaign", "add", "autunno26", "--principal", "acme"),
+        ("--db", db, "registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
+        ("--db", db, "directory", "import", EXAMPLES / "directory.txt"),
+    ):
+        result = run_cli(*args)
+        assert result.code == 0, result.err
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, cli_script: str) -> Iterator[Callable[..., Server]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(db: Path, *, user: int | None = None) -> Server:
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RPOGUARD_")}
+        env["RPOGUARD_DB"] = str(db)
+        log = tmp_path / f"serve-{port}.log"
+        command = [cli_script, "serve", "--port", str(port)]
+        if user is not None:
+            command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+        procs.append(proc)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return Server(proc, port, log)
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"rpoguard serve did not start:\n{log.read_text()}")
+                time.sleep(0.05)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _blocked_by_engine_error(t: Transcript) -> bool:
+    return not t.dialplan_allows and ENGINE_ERROR in t.variables.get(VAR_REASONS, ENGINE_ERROR).split(",")
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _served_normally(server: Server) -> Callable[[], bool]:
+    # Served by a working engine: whatever the hour, the reasons are not engine_error.
+    def check() -> bool:
+        t = server.session()
+        return t.agistatus == "SUCCESS" and ENGINE_ERROR not in t.variables.get(VAR_REASONS, ENGINE_ERROR)
+
+    return check
+
+
+def test_missing_database_blocks_every_call_then_recovers(
+    tmp_path: Path, run_cli: Callable[..., Any], start_server: Callable[..., Server]
+) -> None:
+    db = tmp_path / "gate.db"
+    server = start_server(db)  # no database yet: the server starts anyway
+    for _ in range(5):
+        assert _blocked_by_engine_error(server.session())
+    assert server.proc.poll() is None
+    # One clear line for the cause, not one per call; and the server did not create an empty database.
+    assert server.log_text().count("database unavailable") == 1, server.log_text()
+    assert not db.exists()
+
+    _setup(run_cli, db)
+    assert _wait_until(_served_normally(server)), server.log_text()
+    assert "database available again" in server.log_text()
+
+    # Taken away while serving (moved aside, as a botched restore would), then put back.
+    aside = tmp_path / "aside.db"
+    db.rename(aside)
+    assert _wait_until(lambda: _blocked_by_engine_error(server.session()))
+    aside.rename(db)
+    assert _wait_until(_served_normally(server))
+    assert server.proc.poll() is None
+
+
+def test_corrupt_database_blocks_with_engine_error_and_recovers(
+    tmp_path: Path, run_cli: Callable[..., Any], start_server: Callable[..., Server]
+) -> None:
+    db = tmp_path / "gate.db"
+    _setup(run_cli, db)
+    good = tmp_path / "good.db"
+    shutil.copyfile(db, good)
+    server = start_server(db)
+    assert _wait_until(_served_normally(server))
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(os.urandom(64 * 1024))
+    garbage.replace(db)  # a new file (new inode) full of noise
+    assert _wait_until(lambda: _blocked_by_engine_error(server.session()))
+    for _ in range(5):
+        assert _blocked_by_engine_error(server.session())
+    assert server.proc.poll() is None
+
+    good.replace(db)
+    assert _wait_until(_served_normally(server)), server.log_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to run the server as another user (so that chmod 000 bites)")
+def test_unreadable_database_blocks_then_recovers(
+    request: pytest.FixtureRequest, run_cli: Callable[..., Any], start_server: Callable[..., Server]
+) -> None:
+    # pytest's own folders are private to root: the unprivileged server gets one of its own.
+    folder = Path(tempfile.mkdtemp(prefix="rpoguard-faults-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    folder.chmod(0o755)
+    db = folder / "gate.db"
+    _setup(run_cli, db)
+    for path in (folder, db, audit_path(db)):
+        os.chown(path, NOBODY, NOBODY)
+    server = start_server(db, user=NOBODY)
+    assert _wait_until(_served_normally(server)), server.log_text()
+
+    db.chmod(0)
+    assert _wait_until(lambda: _blocked_by_engine_error(server.session())), server.log_text()
+    assert server.proc.poll() is None
+    db.chmod(0o600)
+    assert _wait_until(_served_normally(server)), server.log_text()
+
+
+def test_audit_file_locked_longer_than_the_deadline_lets_nothing_through(
+    tmp_path: Path, run_cli: Callable[..., Any], start_server: Callable[..., Server]
+) -> None:
+    db = tmp_path / "gate.db"
+    _setup(run_cli, db)
+    server = start_server(db)
+    assert _wait_until(_served_normally(server))
+
+    locker = sqlite3.connect(audit_path(db), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        outcomes = [server.session() for _ in range(3)]
+        elapsed = time.monotonic() - started
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    for t in outcomes:
+        # No decision can be recorded: the session ends in failure (deadline) and never in ALLOW.
+        assert not t.dialplan_allows
+        assert f'SET VARIABLE {VAR_DECISION} "{CHANNEL_ALLOW}"'.encode() not in t.written
+    assert elapsed < 3 * 5, elapsed  # each bounded by the 2 s session deadline, not the 5 s lock wait
+    assert server.proc.poll() is None
+    assert _wait_until(_served_normally(server))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs that can fill up")
+def test_disk_full_while_recording_blocks_and_loses_nothing(
+    request: pytest.FixtureRequest, run_cli: Callable[..., Any], start_server: Callable[..., Server]
+) -> None:
+    mount = Path(tempfile.mkdtemp(prefix="rpoguard-full-", dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+
+    def unmount() -> None:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)
+
+    request.addfinalizer(unmount)
+    db = mount / "gate.db"
+    _setup(run_cli, db)
+    server = start_server(db)
+    assert _wait_until(_served_normally(server))
+    before = _verify(run_cli, db)
+
+    filler = mount / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    outcomes = [server.session() for _ in range(20)]
+    # A call whose decision cannot be recorded is not placed: each is either recorded as usual (SQLite
+    # reused space it already had) or blocked with engine_error; and the full disk does show.
+    for t in outcomes:
+        recorded = t.variables.get(VAR_ID, "") != "" and ENGINE_ERROR not in t.variables.get(VAR_REASONS, "")
+        assert recorded or _blocked_by_engine_error(t), t.written
+    assert any(_blocked_by_engine_error(t) for t in outcomes), [t.variables for t in outcomes]
+    assert server.proc.poll() is None
+
+    filler.unlink()
+    assert _wait_until(_served_normally(server))
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+    after = _verify(run_cli, db)
+    # Nothing recorded before the disk filled was lost, and the chain still verifies.
+    assert after >= before + 1
+
+
+def _verify(run_cli: Callable[..., Any], db: Path) -> int:
+    result = run_cli("--db", db, "audit", "verify")
+    assert result.code == 0, (result.out, result.err)
+    return int(result.out.split("intact: ")[1].split(" ")[0])
