@@ -21,7 +21,16 @@ from rpoguard import __version__
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
 from rpoguard.agi.stdio import serve_stdio
-from rpoguard.audit import export_rows, verify_chain
+from rpoguard.anchor import (
+    AnchorError,
+    AnchorWriter,
+    configure,
+    load_key,
+    report_lines,
+    verify_anchored,
+    writer_from_config,
+)
+from rpoguard.audit import export_rows
 from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
 from rpoguard.db import open_store
@@ -83,6 +92,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -415,15 +434,52 @@ async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> i
     return EXIT_ERROR if summary.problems else EXIT_OK
 
 
+def _anchor_options(args: argparse.Namespace, config: Config) -> tuple[str | None, bytes | None]:
+    """The anchor file and key: the options, else the configuration ([audit])."""
+    path = args.anchors or config.audit.anchor_file
+    key_file = args.anchor_key or (config.audit.anchor_key_file if not args.anchors else None)
+    if key_file and not path:
+        raise UsageError("--anchor-key checks the lines of an anchor file: give --anchors FILE too")
+    return path, load_key(key_file) if key_file else None
+
+
 async def cmd_audit_verify(args: argparse.Namespace, store: Store, config: Config) -> int:
-    report = await verify_chain(store.audit_rows())
-    if report.intact:
-        print(f"audit log intact: {report.rows} decision(s), head {report.head_hash}")
+    path, key = _anchor_options(args, config)
+    try:
+        chain, anchors = await verify_anchored(store.audit_rows(), path, key)
+    except AnchorError as exc:
+        raise UsageError(str(exc)) from None
+    for line in report_lines(chain, anchors):
+        print(line)
+    return EXIT_OK if chain.intact and (anchors is None or anchors.intact) else EXIT_BLOCK
+
+
+async def cmd_audit_anchor(args: argparse.Namespace, store: Store, config: Config) -> int:
+    path, key = _anchor_options(args, config)
+    if not path:
+        raise UsageError("no anchor file: give --anchors FILE or set [audit] anchor_file")
+    # Anchoring a log that does not verify would vouch for the tampering.
+    try:
+        chain, anchors = await verify_anchored(store.audit_rows(), path, key, missing_ok=True)
+    except AnchorError as exc:
+        raise UsageError(str(exc)) from None
+    if not chain.intact or (anchors is not None and not anchors.intact):
+        for line in report_lines(chain, anchors):
+            print(line)
+        print(f"not anchored: the log does not verify against {path}")
+        return EXIT_BLOCK
+    if chain.rows == 0:
+        print("the audit log is empty: nothing to anchor")
         return EXIT_OK
-    print(f"audit log BROKEN: {len(report.problems)} problem(s) in {report.rows} row(s) read")
-    for problem in report.problems:
-        print(f"  row {problem.seq}: {problem.problem}")
-    return EXIT_BLOCK
+    writer = AnchorWriter(path, key)
+    try:
+        written = writer.append(chain.rows, chain.head_hash)
+    except OSError as exc:
+        raise UsageError(f"cannot append to anchor file {path}: {exc}") from None
+    writer.log_head(chain.rows, chain.head_hash)
+    print(f"{'anchored' if written else 'already anchored (by this or a later row)'}: row {chain.rows} "
+          f"head {chain.head_hash} in {path}{' with HMAC' if key else ''}")
+    return EXIT_OK
 
 
 async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Config) -> int:
@@ -543,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(registry, "due", cmd_registry_due,
                 "write the numbers to submit to the RPO: no valid answer, or one that expires soon")
     p.add_argument("--campaign", metavar="ID", help="only the numbers of this campaign's principal and calls")
-    p.add_argument("--within", type=int, default=0, metavar="DAYS",
+    p.add_argument("--within", type=_non_negative_int, default=0, metavar="DAYS",
                    help="also numbers whose answer expires within DAYS days (default 0: already expired)")
     p.add_argument("--from", dest="source", metavar="FILE",
                    help="answer for the numbers of this list (one a line) instead of every number known")
@@ -651,6 +707,25 @@ def build_parser() -> argparse.ArgumentParser:
     audit = group("audit", "the decision log: verify its hash chain, export it")
     p = command(audit, "verify", cmd_audit_verify,
                 "check that no decision was changed, removed, inserted or reordered (exit 1 if so)")
+    p.description = (
+        "Check that no decision was changed, removed, inserted or reordered: exit 0 intact, 1 if not. The hash "
+        "chain alone cannot show rows removed from the end, or a chain rewritten from some row on with every "
+        "hash recomputed; the anchor file can. Every anchor line must be well formed, carry a valid HMAC "
+        "(with a key), come after the line before it, name a row the log still has, with the hash the log "
+        "has for it. An auditor uses a copy of the anchor file taken from where the gate's users cannot "
+        "rewrite it, and compares the head printed with the last 'audit chain head' line in the system log "
+        "(journalctl -u rpoguard). README: 'What an auditor checks'.")
+    p.add_argument("--anchors", metavar="FILE",
+                   help="the anchor file to check the log against (default: [audit] anchor_file)")
+    p.add_argument("--anchor-key", metavar="FILE",
+                   help="the key file its lines are signed with (default: [audit] anchor_key_file); "
+                        "without it, forged lines cannot be told apart")
+    p = command(audit, "anchor", cmd_audit_anchor,
+                "verify the log, then append its current head to the anchor file (once after enabling "
+                "anchors on an existing log, or from cron to a second anchor file kept elsewhere)")
+    p.add_argument("--anchors", metavar="FILE", help="the anchor file (default: [audit] anchor_file)")
+    p.add_argument("--anchor-key", metavar="FILE", help="sign the line with this key (default: [audit] "
+                                                        "anchor_key_file)")
     p = command(audit, "export", cmd_audit_export, "write decisions as CSV or JSON Lines")
     p.add_argument("--from", dest="since", type=_time_arg, metavar="TIME", help="from this time (inclusive)")
     p.add_argument("--to", dest="until", type=_time_arg, metavar="TIME", help="up to this time (exclusive)")
@@ -661,6 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
+    # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
+    configure(writer_from_config(config.audit, config.db))
     if handler is cmd_serve:
         return await cmd_serve(args, None, config)
     async with open_store(config.db) as store:

@@ -36,12 +36,26 @@ class ServeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """Anchors for the decision log (rpoguard.anchor): where chain heads are kept outside the database."""
+
+    # An append-only file outside the database folder; None: only the hash chain protects the log.
+    anchor_file: str | None = None
+    # A key kept away from the database (owner-only): anchor lines carry an HMAC made with it.
+    anchor_key_file: str | None = None
+    # Seconds between chain heads logged on rpoguard.audit.anchor (journald); None: 60 with an anchor
+    # file, off without; 0: off.
+    anchor_log_interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     db: str = DEFAULT_DB
     # A trunk-access prefix the PBX puts before every dialled number (e.g. "0"); stripped once.
     trunk_prefix: str = ""
     rpo_validity_days: int = DEFAULT_RPO_VALIDITY_DAYS
     serve: ServeConfig = field(default_factory=ServeConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     source: str | None = None
 
 
@@ -71,7 +85,7 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     where = path or "config"
-    known = {"database", "numbers", "policy", "serve"}
+    known = {"database", "numbers", "policy", "serve", "audit"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -93,6 +107,7 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
             raise ConfigError(f"{where} [policy]: rpo_validity_days must be 1..15, not {days}")
         values["rpo_validity_days"] = days
     values["serve"] = _serve(_table(data, "serve", where), f"{where} [serve]")
+    values["audit"] = _audit(_table(data, "audit", where), f"{where} [audit]")
     env_db = os.environ.get(ENV_DB)
     if env_db:
         values["db"] = env_db
@@ -123,6 +138,19 @@ def _serve(table: dict[str, object], where: str) -> ServeConfig:
     if "allowed_clients" in values:
         values["allowed_clients"] = tuple(str(v) for v in values["allowed_clients"])  # type: ignore[attr-defined]
     return ServeConfig(**values)  # type: ignore[arg-type]
+
+
+def _audit(table: dict[str, object], where: str) -> AuditConfig:
+    kinds: dict[str, type] = {"anchor_file": str, "anchor_key_file": str, "anchor_log_interval": float}
+    unknown = set(table) - set(kinds)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    values = {key: _expect(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    if "anchor_key_file" in values and "anchor_file" not in values:
+        raise ConfigError(f"{where}: anchor_key_file signs the lines of anchor_file; set anchor_file too")
+    if values.get("anchor_log_interval", 0.0) < 0:  # type: ignore[operator]
+        raise ConfigError(f"{where}: anchor_log_interval must be 0 (off) or more seconds")
+    return AuditConfig(**values)  # type: ignore[arg-type]
 
 
 def secure_path(path: Path) -> None:

@@ -234,6 +234,11 @@ class _AuditAppender:
         self._pending: list[tuple[AuditEntry, AttemptCap | None, asyncio.Future[AuditRow]]] = []
         self._task: asyncio.Task[None] | None = None
         self.groups = 0  # commits so far, for tests and the benchmark
+        # The process's anchor writer (rpoguard.anchor), looked up per group: configured once per process,
+        # possibly after this store was opened.
+        from rpoguard.anchor import current_writer  # noqa: PLC0415 -- the anchor hook is local to this class
+
+        self._anchor = current_writer
 
     async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
         loop = asyncio.get_running_loop()
@@ -318,6 +323,10 @@ class _AuditAppender:
                 con.execute("ROLLBACK")
             raise
         self.groups += 1
+        anchor = self._anchor()
+        if rows and anchor is not None:
+            # Before the callers are answered, so every answered decision is anchored; never raises.
+            anchor.record(seq, prev)
         return results
 
     async def close(self) -> None:
@@ -328,6 +337,9 @@ class _AuditAppender:
             con, self._con = self._con, None
             await loop.run_in_executor(self._executor, con.close)
         self._executor.shutdown(wait=True)
+        anchor = self._anchor()
+        if anchor is not None:
+            anchor.flush()
 
 
 class SqliteStore(Store):
@@ -839,7 +851,9 @@ class SqliteStore(Store):
                           " AND number IS NOT NULL")
             else:
                 source = ("SELECT number FROM rpo_results UNION SELECT number FROM directory"
-                          " UNION SELECT number FROM consents UNION SELECT number FROM contracts")
+                          " UNION SELECT number FROM consents UNION SELECT number FROM contracts"
+                          # Numbers the gate refused for want of an answer are exactly the ones to submit.
+                          " UNION SELECT number FROM audit.audit_log WHERE number IS NOT NULL")
             principal = await self._fetchone("SELECT principal_id FROM campaigns WHERE id = ?", (campaign_id,), db)
             sql = (f"SELECT k.number FROM ({source}) k"
                    " WHERE coalesce((SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number), -1)"
