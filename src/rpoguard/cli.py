@@ -22,6 +22,7 @@ from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
 from rpoguard.agi.stdio import serve_stdio
 from rpoguard.anchor import (
+    DEFAULT_LOG_INTERVAL,
     AnchorError,
     AnchorWriter,
     configure,
@@ -437,7 +438,8 @@ async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> i
 def _anchor_options(args: argparse.Namespace, config: Config) -> tuple[str | None, bytes | None]:
     """The anchor file and key: the options, else the configuration ([audit])."""
     path = args.anchors or config.audit.anchor_file
-    key_file = args.anchor_key or (config.audit.anchor_key_file if not args.anchors else None)
+    # The configured key also for another file: an off-machine copy is signed with the same key.
+    key_file = args.anchor_key or config.audit.anchor_key_file
     if key_file and not path:
         raise UsageError("--anchor-key checks the lines of an anchor file: give --anchors FILE too")
     return path, load_key(key_file) if key_file else None
@@ -471,7 +473,9 @@ async def cmd_audit_anchor(args: argparse.Namespace, store: Store, config: Confi
     if chain.rows == 0:
         print("the audit log is empty: nothing to anchor")
         return EXIT_OK
-    writer = AnchorWriter(path, key)
+    # This command's anchor writer, so that the head also goes to the system log like the gate's.
+    writer = AnchorWriter(path, key, DEFAULT_LOG_INTERVAL)
+    configure(writer)
     try:
         written = writer.append(chain.rows, chain.head_hash)
     except OSError as exc:
