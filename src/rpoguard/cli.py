@@ -40,6 +40,7 @@ from rpoguard.db.store import (
     ConsentRecord,
     EvidenceItem,
     ImportRejected,
+    ImportResult,
     ImportSummary,
     RowProblem,
     Store,
@@ -86,24 +87,21 @@ def _date_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
+def _int_from(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {minimum} or more")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+_positive_int = _int_from(1)
+_non_negative_int = _int_from(0)
 
 
 def _number(text: str) -> str:
@@ -252,10 +250,20 @@ async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Con
     return EXIT_OK
 
 
-async def cmd_consent_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    summary, problems = await consent_import.import_file(store, args.file, args.skip_invalid)
-    _print_import(summary, problems, "consents")
-    return EXIT_OK
+def _csv_import(importer: Callable[[Store, str, bool], Awaitable[ImportResult]], what: str) -> Handler:
+    """The handler of a `... import FILE [--skip-invalid]` command for headed CSV records."""
+
+    async def handler(args: argparse.Namespace, store: Store, config: Config) -> int:
+        summary, problems = await importer(store, args.file, args.skip_invalid)
+        _print_import(summary, problems, what)
+        return EXIT_OK
+
+    return handler
+
+
+cmd_consent_import = _csv_import(consent_import.import_file, "consents")
+cmd_contract_import = _csv_import(contract_import.import_file, "contracts")
+cmd_optout_import = _csv_import(optout_import.import_file, "opt-outs")
 
 
 async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Config) -> int:
@@ -265,18 +273,6 @@ async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Confi
     contract_id, created = await store.add_contract(number, args.principal, args.start, args.end)
     print(f"contract #{contract_id} {'recorded' if created else 'updated'}: {number} with {args.principal} from "
           f"{args.start.isoformat()}{' to ' + args.end.isoformat() if args.end else ' (running)'}")
-    return EXIT_OK
-
-
-async def cmd_contract_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    summary, problems = await contract_import.import_file(store, args.file, args.skip_invalid)
-    _print_import(summary, problems, "contracts")
-    return EXIT_OK
-
-
-async def cmd_optout_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    summary, problems = await optout_import.import_file(store, args.file, args.skip_invalid)
-    _print_import(summary, problems, "opt-outs")
     return EXIT_OK
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from agi_fakes import Transcript, make_env, play
+from serve_process import clean_env, start_serve, stop
 
 from rpoguard.constants import CHANNEL_ALLOW, ENGINE_ERROR, VAR_DECISION, VAR_ID, VAR_REASONS
 from rpoguard.db.sqlite import audit_path
@@ -29,12 +29,6 @@ from rpoguard.db.sqlite import audit_path
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LISTED = "06 4567 8901"  # listed, not registered in the examples: ALLOW in calling hours
 NOBODY = 65534
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -64,34 +58,14 @@ def start_server(tmp_path: Path, cli_script: str) -> Iterator[Callable[..., Serv
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(db: Path, *, user: int | None = None) -> Server:
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RPOGUARD_")}
-        env["RPOGUARD_DB"] = str(db)
-        log = tmp_path / f"serve-{port}.log"
-        command = [cli_script, "serve", "--port", str(port)]
-        if user is not None:
-            command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+        wrapper = () if user is None else ("setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups")
+        proc, port, log = start_serve(cli_script, clean_env(db), tmp_path, wrapper=wrapper)
         procs.append(proc)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return Server(proc, port, log)
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"rpoguard serve did not start:\n{log.read_text()}")
-                time.sleep(0.05)
+        return Server(proc, port, log)
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
 
 
 def _blocked_by_engine_error(t: Transcript) -> bool:

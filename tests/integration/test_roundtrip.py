@@ -15,9 +15,7 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -26,6 +24,7 @@ from typing import Any
 
 import pytest
 from agi_fakes import make_env, play
+from serve_process import running_serve
 
 from rpoguard.constants import (
     CHANNEL_BLOCK,
@@ -479,38 +478,10 @@ def test_optout_import(run_cli: Cli, registered_listed: None, write_file: Callab
 # -- the FastAGI gate sees what is imported while it runs -------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(seeded: Path, tmp_path: Path, cli_env: dict[str, str], cli_script: str) -> Iterator[int]:
-    port = _free_port()
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([cli_script, "serve", "--port", str(port)], env=cli_env, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"rpoguard serve did not start:\n{log_path.read_text()}")
-                time.sleep(0.05)
+    with running_serve(cli_script, cli_env, tmp_path) as (_, port):
         yield port
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _session(port: int, number: str) -> tuple[str, list[str]]:

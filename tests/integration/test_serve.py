@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agi_fakes import make_env, play
+from serve_process import clean_env, running_serve
 
 from rpoguard.constants import (
     CHANNEL_BLOCK,
@@ -42,12 +40,6 @@ REGISTERED = "02 1234 5678"  # registered in examples/rpo-answers.csv, no consen
 LISTED = "06 4567 8901"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def prepared_db(db_path: Path, run_cli: CliRunner) -> Path:
     for args in (
@@ -63,31 +55,8 @@ def prepared_db(db_path: Path, run_cli: CliRunner) -> Path:
 
 @pytest.fixture
 def server(prepared_db: Path, tmp_path: Path, cli_script: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port()
-    env = {**os.environ, "RPOGUARD_DB": str(prepared_db)}
-    env.pop("RPOGUARD_CONFIG", None)
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([cli_script, "serve", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=tmp_path)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                pytest.fail(f"rpoguard serve did not start:\n{(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.05)
-    # The probe above was a bare TCP connect, exactly the health check that hangs panoramisk; the server
-    # must have answered it with failure and kept serving.
-    try:
+    with running_serve(cli_script, clean_env(prepared_db), tmp_path) as (proc, port):
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def _audit(run_cli: CliRunner) -> list[dict[str, object]]:

@@ -1,0 +1,71 @@
+"""`rpoguard serve` as a child process for the integration tests: started on a free port, ready when it
+accepts connections, always stopped (SIGTERM, then SIGKILL) at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serve(cli_script: str, env: Mapping[str, str], folder: Path, *,
+                wrapper: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start the server and wait until it accepts; returns (process, port, log file)."""
+    port = free_port()
+    log = folder / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*wrapper, cli_script, "serve", "--port", str(port)], env=dict(env), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=folder)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            # A bare TCP connect is the health check that hangs some FastAGI servers: ours answers failure.
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port, log
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                pytest.fail(f"rpoguard serve did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_serve(
+    cli_script: str, env: Mapping[str, str], folder: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    proc, port, _ = start_serve(cli_script, env, folder)
+    try:
+        yield proc, port
+    finally:
+        stop(proc)
+
+
+def clean_env(db: Path) -> dict[str, str]:
+    """The test's environment with only this database: no RPOGUARD_* setting from the host leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPOGUARD_")}
+    env["RPOGUARD_DB"] = str(db)
+    return env
