@@ -20,7 +20,7 @@ from rpoguard.audit import AuditEntry, AuditRow, canonical_evidence
 from rpoguard.config import Config
 from rpoguard.constants import ALLOW, ATTEMPT_LIMIT, BLOCK, ENGINE_ERROR
 from rpoguard.db.store import AttemptCap, AttemptCapReached, StoreUnavailable
-from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id, normalize_for_import
+from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id, normalize_for_import, redact
 from rpoguard.policy import CallContext, CampaignFacts, Decision, Facts, decide
 from rpoguard.timeutil import to_us
 
@@ -109,7 +109,7 @@ class _OncePerCause:
     def error(self, what: str, exc: BaseException) -> None:
         if isinstance(exc, StoreUnavailable):
             return  # the supervisor that found the cause has logged it once already
-        cause = f"{type(exc).__name__}: {exc}"
+        cause = f"{type(exc).__name__}: {redact(exc)}"
         now = time.monotonic()
         if now - self._last.get(cause, -self.INTERVAL) >= self.INTERVAL:
             self._last[cause] = now

@@ -26,6 +26,7 @@ from rpoguard.agi.protocol import (
     Route,
     read_request,
 )
+from rpoguard.numbers import redact
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,13 @@ async def run_session(
         log.info("%s: Asterisk closed the connection during route %r", peer, route_name)
         return Outcome.PEER_GONE
     except AgiTimeoutError as exc:
-        log.warning("%s: route %r: %s; answered failure", peer, route_name, exc)
+        log.warning("%s: route %r: %s; answered failure", peer, route_name, redact(exc))
     except AgiFailure as exc:
-        log.warning("%s: route %r refused the request: %s; answered failure", peer, route_name, exc)
+        log.warning("%s: route %r refused the request: %s; answered failure", peer, route_name, redact(exc))
     except AgiCommandError as exc:
-        log.error("%s: route %r: Asterisk answered %s; answered failure", peer, route_name, exc)
+        log.error("%s: route %r: Asterisk answered %s; answered failure", peer, route_name, redact(exc))
     except AgiProtocolError as exc:
-        log.warning("%s: route %r: protocol error: %s; answered failure", peer, route_name, exc)
+        log.warning("%s: route %r: protocol error: %s; answered failure", peer, route_name, redact(exc))
     except asyncio.CancelledError:
         log.warning("%s: route %r cancelled (server stopping); answered failure", peer, route_name)
         _write_failure(channel, session)

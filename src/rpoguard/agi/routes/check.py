@@ -37,6 +37,7 @@ from rpoguard.constants import (
     VAR_REASONS,
 )
 from rpoguard.gate import CallRequest, Verdict
+from rpoguard.numbers import redact
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class CheckRoute:
         verdict = await self._gate.check(call)
         log.debug(
             "check %s campaign %s on %s: %s %s",
-            call.raw_number,
+            redact(call.raw_number),
             call.campaign_id,
             call.channel,
             verdict.decision,
