@@ -492,13 +492,15 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._discarding = False
         self._linger_handle: asyncio.TimerHandle | None = None
-        self.transport: asyncio.BaseTransport | None = None
+        # Typed as a full Transport and never tested with isinstance: uvloop's transports implement the
+        # methods without subclassing asyncio's classes, and an isinstance test would drop every write.
+        self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._recv_view
@@ -559,7 +561,7 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.write(data)
 
     async def drain(self) -> None:
@@ -599,7 +601,7 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
         if timeout <= 0 or self._eof:
             transport.close()
             return
-        if isinstance(transport, asyncio.WriteTransport) and transport.can_write_eof():
+        if transport is not None and transport.can_write_eof():
             transport.write_eof()
         self._set_reading(paused=False)
         loop = asyncio.get_running_loop()
@@ -607,7 +609,7 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
 
     def _linger_expired(self) -> None:
         transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.abort()
 
     # internals
@@ -647,7 +649,7 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
 
     def _set_reading(self, *, paused: bool) -> None:
         transport = self.transport
-        if paused == self._reading_paused or not isinstance(transport, asyncio.ReadTransport):
+        if paused == self._reading_paused or transport is None:
             return
         if transport.is_closing():
             return

@@ -74,7 +74,7 @@ class _Connection(AgiLineProtocol):
 
     def abort(self) -> None:
         transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.abort()
 
 

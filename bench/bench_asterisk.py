@@ -1,0 +1,215 @@
+"""Part 4 of the gate benchmarks: the time the gate adds to call setup in a real Asterisk 22.
+
+    python bench/bench_asterisk.py [--calls 200]       (as root; builds a 1 M store of its own)
+    python bench/bench_gate.py --asterisk ...          (uses bench_gate's store)
+
+Asterisk runs from the e2e root file system (tests/e2e/harness.py; cached under /var/cache/rpoguard-e2e,
+built by scripts/build-asterisk-rootfs). Each call is originated into one of these contexts, in turn, so
+that the modes are interleaved call by call:
+
+* ``none``: no check at all;
+* ``astdb``: the same numbers checked with Asterisk's own AstDB, ``DB_EXISTS(rpo/NUMBER)``;
+* ``agi``: ``AGI(agi://127.0.0.1:PORT/check?campaign=C,NUMBER,C,)`` straight to `rpoguard serve`;
+* ``gate``: the product's subroutine, ``GoSub(rpoguard-check,s,1(NUMBER,C))`` from dialplan/rpoguard.conf,
+  as an administrator installs it (time limit, both fail-closed checks).
+
+The dialplan stamps the time with ``STRFTIME(,,%s.%6q)`` (µs) right before and right after the check and
+logs both with Verbose; the log is parsed afterwards. A BLOCK ends inside the product's subroutine with
+Hangup(21), so there the second stamp is taken by a hangup handler: it also counts the subroutine's own
+Verbose and Hangup (tens of µs). What is reported is each mode's time minus the ``none`` mode's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    bench_dir,
+    empty_config,
+    free_port,
+    markdown_table,
+    percentile,
+    rpoguard_env,
+    venv_bin,
+    wait_for_port,
+)
+
+ROOTFS = Path("/var/cache/rpoguard-e2e/rootfs")
+CAMPAIGN = "bench"
+MODES = ("none", "astdb", "agi", "gate")
+TARGET_MS = 2.0
+
+DIALPLAN = r"""
+; rpoguard bench: the time a check adds to call setup.
+[bench-none]
+exten => _X.,1,Set(T0=${STRFTIME(,,%s.%6q)})
+ same => n,Set(T1=${STRFTIME(,,%s.%6q)})
+ same => n,Verbose(1,bench-timing none ${UNIQUEID} ${T0} ${T1} none)
+ same => n,Hangup()
+
+[bench-astdb]
+exten => _X.,1,Set(T0=${STRFTIME(,,%s.%6q)})
+ same => n,Set(FOUND=${DB_EXISTS(rpo/${EXTEN})})
+ same => n,Set(T1=${STRFTIME(,,%s.%6q)})
+ same => n,Verbose(1,bench-timing astdb ${UNIQUEID} ${T0} ${T1} found=${FOUND})
+ same => n,Hangup()
+
+[bench-agi]
+exten => _X.,1,Set(RPOGUARD_DECISION=BLOCK)
+ same => n,Set(T0=${STRFTIME(,,%s.%6q)})
+ same => n,AGI(${BENCH_AGI}/check?campaign=__CAMPAIGN__,${EXTEN},__CAMPAIGN__,)
+ same => n,Set(T1=${STRFTIME(,,%s.%6q)})
+ same => n,Verbose(1,bench-timing agi ${UNIQUEID} ${T0} ${T1} ${AGISTATUS}/${RPOGUARD_DECISION})
+ same => n,Hangup()
+
+[bench-gate]
+exten => _X.,1,Set(CHANNEL(hangup_handler_push)=bench-gate-blocked,s,1)
+ same => n,Set(T0=${STRFTIME(,,%s.%6q)})
+ same => n,GoSub(rpoguard-check,s,1(${EXTEN},__CAMPAIGN__))
+ same => n,Set(T1=${STRFTIME(,,%s.%6q)})
+ same => n,Set(LOGGED=1)
+ same => n,Verbose(1,bench-timing gate ${UNIQUEID} ${T0} ${T1} ${RPOGUARD_DECISION})
+ same => n,Hangup()
+
+[bench-gate-blocked]
+exten => s,1,GotoIf($["${LOGGED}" = "1"]?done)
+ same => n,Verbose(1,bench-timing gate ${UNIQUEID} ${T0} ${STRFTIME(,,%s.%6q)} ${RPOGUARD_DECISION}/${RPOGUARD_REASON})
+ same => n(done),Return()
+""".replace("__CAMPAIGN__", CAMPAIGN)
+
+_TIMING = re.compile(r"bench-timing (\w+) (\S+) ([\d.]+) ([\d.]+) ([^\s\"]*)")
+
+
+def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, calls: int | None = None) -> None:
+    """Print part 4's tables; `numbers` are national numbers present in the store at `db`."""
+    from tests.e2e.harness import Asterisk, HarnessError, RunDir  # noqa: PLC0415
+
+    print()
+    print("## 4. Real Asterisk 22: time the check adds to call setup")
+    print()
+    calls = calls or (60 if quick else 200)
+    if not (ROOTFS / "usr/sbin/asterisk").is_file():
+        print(f"No Asterisk root file system at {ROOTFS} (scripts/build-asterisk-rootfs builds it): skipped.")
+        return
+    folder = bench_dir()
+    dialplan = folder / "bench-asterisk.conf"
+    dialplan.write_text(DIALPLAN)
+    port = free_port()
+    server_log = folder / "rpoguard-asterisk.log"
+    with server_log.open("wb") as fh:
+        server = subprocess.Popen([venv_bin("rpoguard"), "serve", "--port", str(port)],
+                                  env=dict(env, RPOGUARD_DB=str(db)), stdout=fh, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    run_dir = RunDir.create(ROOTFS)
+    asterisk = None
+    try:
+        wait_for_port(port, server)
+        agi_url = f"agi://127.0.0.1:{port}"
+        asterisk = Asterisk(ROOTFS, run_dir, [REPO / "dialplan" / "rpoguard.conf", dialplan],
+                            dialplan_globals={"RPOGUARD_AGI": agi_url, "BENCH_AGI": agi_url},
+                            extra_modules=("func_db",))
+        try:
+            asterisk.start()
+        except HarnessError as exc:
+            print(f"Asterisk did not start: {str(exc)[:2000]}")
+            return
+        # Level 1: our Verbose lines are logged, the per-priority "Executing" lines (level 3) are not, so
+        # the longer subroutine does not pay for more log lines than the one-priority AstDB check.
+        asterisk.cli("core set verbose 1")
+        chosen = list(numbers[:calls])
+        started = time.perf_counter()
+        for number in chosen:
+            asterisk.cli(f"database put rpo {number} 1")
+        fill_s = time.perf_counter() - started
+        # Warm-up: the first calls of each mode load code and open files.
+        for number in chosen[:5]:
+            for mode in MODES:
+                asterisk.originate(number, f"bench-{mode}", caller_id="0694801234", timeout=10, hold=0,
+                                   check_dialplan=False)
+        asterisk.wait_calls_settled()
+        mark = asterisk.full_log.stat().st_size
+        started = time.perf_counter()
+        for number in chosen:
+            for mode in MODES:
+                asterisk.originate(number, f"bench-{mode}", caller_id="0694801234", timeout=10, hold=0,
+                                   check_dialplan=False)
+        asterisk.wait_calls_settled()
+        wall = time.perf_counter() - started
+        time.sleep(0.5)
+        with asterisk.full_log.open("rb") as fh:
+            fh.seek(mark)
+            log = fh.read().decode(errors="replace")
+    finally:
+        if asterisk is not None:
+            asterisk.stop()
+        run_dir.remove()
+        server.terminate()
+        server.wait(10)
+
+    samples: dict[str, list[float]] = {mode: [] for mode in MODES}
+    outcomes: dict[str, dict[str, int]] = {mode: {} for mode in MODES}
+    for line in log.splitlines():
+        match = _TIMING.search(line)
+        if match is None or "Executing [" in line:
+            continue  # the echo of the Verbose() application itself, with its arguments
+        mode, _, t0, t1, result = match.groups()
+        if mode in samples:
+            samples[mode].append((float(t1) - float(t0)) * 1000)
+            outcomes[mode][result] = outcomes[mode].get(result, 0) + 1
+    for values in samples.values():
+        values.sort()
+    print(f"{len(chosen)} calls per mode, interleaved call by call ({wall:.1f} s in all); AstDB filled with "
+          f"{len(chosen)} keys in {fill_s:.1f} s. Times from the dialplan's own clock (µs stamps).")
+    print()
+    base = statistics.fmean(samples["none"]) if samples["none"] else 0.0
+    rows = []
+    for mode in MODES:
+        values = samples[mode]
+        if not values:
+            rows.append([mode, "0", "-", "-", "-", "-", "-"])
+            continue
+        mean = statistics.fmean(values)
+        rows.append([mode, str(len(values)), f"{percentile(values, 0.5):.3f}", f"{percentile(values, 0.99):.3f}",
+                     f"{mean:.3f}", f"{mean - base:+.3f}",
+                     ", ".join(f"{k} {v}" for k, v in sorted(outcomes[mode].items()))])
+    print(markdown_table(["check", "calls", "p50 ms", "p99 ms", "mean ms", "added vs none (mean ms)", "results"],
+                         rows, "lrrrrrl"))
+    print()
+    if samples["gate"] and samples["astdb"]:
+        extra = statistics.fmean(samples["gate"]) - statistics.fmean(samples["astdb"])
+        extra_p50 = percentile(samples["gate"], 0.5) - percentile(samples["astdb"], 0.5)
+        verdict = "met" if extra <= TARGET_MS else f"MISSED by {extra - TARGET_MS:.2f} ms"
+        print(f"- target: the gate's added call-setup time within {TARGET_MS:g} ms of the AstDB check: the gate "
+              f"adds {extra:.2f} ms more on average ({extra_p50:.2f} ms at the median): {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per mode")
+    parser.add_argument("--size", type=float, default=1.0, help="store size in millions (default 1)")
+    args = parser.parse_args()
+    import bench_gate  # noqa: PLC0415
+
+    folder = bench_dir()
+    env = rpoguard_env(empty_config(folder))
+    store = bench_gate.build_store(folder / "asterisk-bench.db", int(args.size * 1e6), bench_gate.call_time(), env)
+    try:
+        run(store.path, bench_gate.draw_numbers(store.layout, args.calls, seed=11), env, quick=False,
+            calls=args.calls)
+    finally:
+        bench_gate.remove_db(store.path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""A FastAGI load generator that plays Asterisk, in its own process: sessions at a steady rate, each timed.
+
+    python bench/fastagi_load.py --port P --numbers FILE --out RESULTS.csv [--rate 200] [--duration S]
+
+Each session is what ``AGI(agi://127.0.0.1:P/check?campaign=C,NUMBER)`` does in Asterisk: connect, send
+the agi_* environment ending with a blank line, answer every command line with ``200 result=1``, read
+until the server closes. A new connection per call. Sessions start on a fixed schedule (open loop: the
+i-th at start + i/rate, whether or not earlier ones finished), so a slow server is seen as slow and not
+hidden by a client that waits for it.
+
+It runs until --duration seconds have passed or it receives SIGTERM/SIGINT, then waits for the sessions
+in flight (at most --timeout s) and writes one CSV line per session:
+
+    scheduled,started,ended,outcome,decision
+
+times on time.monotonic(), the clock every process of the machine shares, so a parent can tell which
+sessions ran before, during and after something it did. ``outcome`` is ``ok`` (the server set
+RPOGUARD_DECISION and closed), ``failure`` (it wrote a line starting with "failure"), ``no_decision``
+(closed without setting RPOGUARD_DECISION), ``timeout`` or ``error:<exception>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+VAR_DECISION = b"RPOGUARD_DECISION"
+
+
+def environment(number: str, campaign: str, uniqueid: str, port: int, caller_id: str) -> bytes:
+    """The environment Asterisk 22 sends for AGI(agi://127.0.0.1:PORT/check?campaign=C,NUMBER)."""
+    script = f"check?campaign={campaign}"
+    lines = [
+        ("agi_network", "yes"),
+        ("agi_network_script", script),
+        ("agi_request", f"agi://127.0.0.1:{port}/{script}"),
+        ("agi_channel", f"Local/{number}@outbound-bench-{uniqueid};2"),
+        ("agi_language", "it"),
+        ("agi_type", "Local"),
+        ("agi_uniqueid", uniqueid),
+        ("agi_version", "22.1.0"),
+        ("agi_callerid", caller_id),
+        ("agi_calleridname", "Bench"),
+        ("agi_callingpres", "0"),
+        ("agi_callingani2", "0"),
+        ("agi_callington", "0"),
+        ("agi_callingtns", "0"),
+        ("agi_dnid", "unknown"),
+        ("agi_rdnis", "unknown"),
+        ("agi_context", "rpoguard-check"),
+        ("agi_extension", "s"),
+        ("agi_priority", "4"),
+        ("agi_enhanced", "0.0"),
+        ("agi_accountcode", ""),
+        ("agi_threadid", "140170378913344"),
+        ("agi_arg_1", number),
+        ("agi_arg_2", campaign),
+    ]
+    return "".join(f"{key}: {value}\n" for key, value in lines).encode() + b"\n"
+
+
+@dataclass(slots=True)
+class Session:
+    scheduled: float
+    started: float = 0.0
+    ended: float = 0.0
+    outcome: str = "pending"
+    decision: str = ""
+
+
+async def one_session(host: str, port: int, env: bytes, record: Session, give_up: float) -> None:
+    record.started = time.monotonic()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(give_up):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(env)
+            failed = False
+            while line := await reader.readline():
+                if line[:7].lower() == b"failure":
+                    failed = True
+                    continue
+                parts = line.rstrip(b"\r\n").split(b" ", 3)
+                if len(parts) == 4 and parts[0] == b"SET" and parts[1] == b"VARIABLE" and parts[2] == VAR_DECISION:
+                    record.decision = parts[3].strip(b'"').decode(errors="replace")
+                # Asterisk answers every command; 200 result=1 is what SET VARIABLE gets.
+                writer.write(b"200 result=1\n")
+            record.ended = time.monotonic()
+            if failed:
+                record.outcome = "failure"
+            elif not record.decision:
+                record.outcome = "no_decision"
+            else:
+                record.outcome = "ok"
+    except TimeoutError:
+        record.ended = time.monotonic()
+        record.outcome = "timeout"
+    except OSError as exc:
+        record.ended = time.monotonic()
+        record.outcome = f"error:{type(exc).__name__}"
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def drive(host: str, port: int, numbers: list[str], campaign: str, caller_id: str, rate: float,
+                duration: float, give_up: float) -> list[Session]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sessions: list[Session] = []
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.monotonic() + 0.05
+    end = start + duration if duration > 0 else float("inf")
+    for index, number in enumerate(itertools.cycle(numbers)):
+        scheduled = start + index / rate
+        if scheduled >= end or stop.is_set():
+            break
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                break
+        record = Session(scheduled)
+        sessions.append(record)
+        env = environment(number, campaign, f"{int(scheduled)}.{index}", port, caller_id)
+        task = asyncio.create_task(one_session(host, port, env, record, give_up))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=give_up + 1)
+    return sessions
+
+
+def write_results(path: Path, sessions: list[Session]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        out.write("scheduled,started,ended,outcome,decision\n")
+        for s in sessions:
+            out.write(f"{s.scheduled:.6f},{s.started:.6f},{s.ended:.6f},{s.outcome},{s.decision}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--numbers", type=Path, required=True, help="numbers to dial, one a line (cycled)")
+    parser.add_argument("--campaign", default="bench")
+    parser.add_argument("--caller-id", default="0694801234")
+    parser.add_argument("--rate", type=float, default=200.0, help="sessions started per second")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds; 0: until SIGTERM")
+    parser.add_argument("--timeout", type=float, default=10.0, help="give up on a session after this many s")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fastagi_load %(message)s")
+    numbers = [line.strip() for line in args.numbers.read_text().splitlines() if line.strip()]
+    sessions = asyncio.run(drive(args.host, args.port, numbers, args.campaign, args.caller_id, args.rate,
+                                 args.duration, args.timeout))
+    write_results(args.out, sessions)
+    log.info("%d sessions written to %s", len(sessions), args.out)
+
+
+if __name__ == "__main__":
+    main()
