@@ -37,6 +37,8 @@ MAX_LINE_BYTES: Final = AGI_BUF_LEN
 # the rest of a longer line as a second command. A value could then smuggle a command, so we refuse.
 MAX_COMMAND_BYTES: Final = AGI_BUF_LEN - 1
 # Asterisk sends about 23 lines plus one per argument (at most 127): 512 is generous and still bounded.
+MAX_USAGE_LINES: Final = 200
+MAX_USAGE_BYTES: Final = 16 * 1024
 MAX_ENV_LINES: Final = 512
 MAX_QUERY_FIELDS: Final = 64
 
@@ -424,8 +426,14 @@ class AgiSession:
                 continue
             if text.startswith("520-"):
                 block = [text]
+                size = len(text)
                 while not block[-1].startswith("520 "):
+                    if len(block) >= MAX_USAGE_LINES or size > MAX_USAGE_BYTES:
+                        # Asterisk's usage texts are a few dozen short lines: anything longer is not
+                        # Asterisk, and must not make us hold it all.
+                        raise AgiProtocolError("520 usage block too long")
                     block.append(await self._next_line(line))
+                    size += len(block[-1])
                 return AgiReply(code=CODE_USAGE, text="\n".join(block))
             return parse_reply(text)
 
@@ -601,8 +609,13 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
         if timeout <= 0 or self._eof:
             transport.close()
             return
-        if transport is not None and transport.can_write_eof():
-            transport.write_eof()
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:
+                # The peer is already gone (its kernel answered with a reset): nothing to wait for.
+                transport.close()
+                return
         self._set_reading(paused=False)
         loop = asyncio.get_running_loop()
         self._linger_handle = loop.call_later(timeout, self._linger_expired)

@@ -140,6 +140,10 @@ def header_records(path: str | Path, meta: ImportMeta, required: tuple[str, ...]
             continue
         yield record
     if columns is None:
+        if meta.rejected:
+            # Every line was unreadable (a UTF-16 file shows as NUL bytes): say so, not "empty".
+            raise FileError(f"{path}: no readable header line; {meta.rejected[0]} (save the file as UTF-8 CSV "
+                            f"with a header naming {', '.join(required)})")
         raise FileError(f"{path}: empty file; expected a header line naming {', '.join(required)}")
     require_clean(meta.rejected, skip_invalid)
 
