@@ -16,19 +16,11 @@ import random
 import time
 from collections.abc import Callable
 
+from common import AREA_CODES, MOBILE_PREFIXES
+
 from rpoguard.numbers import Number, NumberError, normalize, normalize_fast, normalize_for_import
 
 DIGITS = "0123456789"
-MOBILE_PREFIXES = (
-    "320", "324", "327", "328", "329", "330", "331", "333", "334", "335", "336", "337", "338", "339", "340",
-    "342", "345", "346", "347", "348", "349", "350", "351", "366", "370", "377", "380", "388", "389", "391",
-    "392", "393",
-)  # fmt: skip
-AREA_CODES = (
-    "02", "06", "010", "011", "030", "035", "039", "040", "041", "045", "049", "050", "051", "055", "059",
-    "070", "071", "075", "080", "081", "089", "090", "091", "095", "0331", "0362", "0471", "0521", "0541",
-    "0583", "0721", "0823", "0884", "0932",
-)  # fmt: skip
 # Rows no operator means to call, and rows that are not numbers at all; each is one error path or another.
 DIRTY = (
     "3012345678", "300 123 4567", "+39 305 1234567",  # 30x: no such mobile range
