@@ -7,6 +7,7 @@ turn green there by silently skipping its most important tests.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import os
@@ -100,7 +101,16 @@ def asterisk_rootfs() -> Path:
 
 
 @pytest.fixture(scope="session")
-def e2e_run_dir(asterisk_rootfs: Path) -> Iterator[RunDir]:
+def e2e_host_lock(asterisk_rootfs: Path) -> Iterator[None]:
+    """One e2e session at a time on this host: Asterisk and SIPp need the fixed ports 5060/5070, so a
+    second session (another checkout, a developer's run next to CI's) waits here instead of failing."""
+    with (asterisk_rootfs.parent / "e2e-session.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="session")
+def e2e_run_dir(asterisk_rootfs: Path, e2e_host_lock: None) -> Iterator[RunDir]:
     """This session's folder inside the root file system (configs, logs, traces); removed at the end."""
     run_dir = RunDir.create(asterisk_rootfs)
     yield run_dir
