@@ -30,7 +30,7 @@ class ServeConfig:
     port: int = DEFAULT_FASTAGI_PORT
     # Asterisk waits for a FastAGI server forever; the server must give up first (agi-protocol.md).
     session_deadline: float = 2.0
-    max_connections: int = 1024
+    max_connections: int = 4096
     # FastAGI has no authentication: binding beyond loopback needs an explicit list of PBX addresses.
     allowed_clients: tuple[str, ...] = ()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import resource
 import signal
 import time
 from collections.abc import Collection, Iterable, Mapping
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_SESSION_DEADLINE",
     "FastAgiServer",
     "Route",
+    "fit_open_file_limit",
     "serve_until_signalled",
 ]
 
@@ -41,7 +43,9 @@ log = logging.getLogger(__name__)
 # From accept to close. The gate answers in well under a millisecond; 2 s leaves room for a slow disk
 # while a dialler's call still fails fast if the server is stuck (Asterisk itself would wait forever).
 DEFAULT_SESSION_DEADLINE: Final = 2.0
-DEFAULT_MAX_CONNECTIONS: Final = 1024
+# Above what a PBX ever has in flight (a session lasts about a millisecond) so that a few thousand idle or
+# slow-dripping connections, each cut at its own deadline, cannot take every slot from real calls.
+DEFAULT_MAX_CONNECTIONS: Final = 4096
 # Call bursts from a dialler arrive together; the kernel caps this at net.core.somaxconn anyway.
 DEFAULT_BACKLOG: Final = 512
 # How long a closing connection waits for Asterisk to read "failure" and hang up (see linger_close).
@@ -51,6 +55,8 @@ DEFAULT_LINGER: Final = 0.5
 DEFAULT_LOG_INTERVAL: Final = 10.0
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
+# Descriptors besides the connections: the listener, the database and audit files, logs, the event loop.
+_FD_RESERVE: Final = 64
 
 
 class _Connection(AgiLineProtocol):
@@ -192,6 +198,7 @@ class FastAgiServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("the FastAGI server was already started")
+        self._max_connections = fit_open_file_limit(self._max_connections)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self),
@@ -321,6 +328,43 @@ class FastAgiServer:
             conn.abort()
         if stuck:
             await asyncio.wait([conn.closed for conn in stuck], timeout=1.0)
+
+
+def fit_open_file_limit(max_connections: int) -> int:
+    """The session cap the process's open-file limit can hold, raising the soft limit when it must.
+
+    Each session holds a descriptor, and connections turned away hold one while they linger (up to as many
+    again, see _turn_away). Past the limit, accept() fails with EMFILE and asyncio stops accepting for a
+    second: every call in that second would wait, then fail. Turning the excess away with ``failure``
+    instead needs the cap to stay below the limit. The soft limit is raised only when it is too low (the
+    systemd unit sets LimitNOFILE high enough, so its syscall filter never sees setrlimit).
+    """
+    needed = 2 * max_connections + _FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return max_connections
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+        else:
+            log.info("open-file limit raised from %d to %d for %d sessions", soft, target, max_connections)
+            soft = target
+    if soft >= needed:
+        return max_connections
+    fitted = max(1, (soft - _FD_RESERVE) // 2)
+    log.warning(
+        "open-file limit %d (hard limit %s) is too low for %d sessions: serving at most %d at once; raise "
+        "the limit (systemd: LimitNOFILE=) to at least %d",
+        soft,
+        "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        max_connections,
+        fitted,
+        needed,
+    )
+    return fitted
 
 
 def _format_sockname(sockname: Any) -> str:
