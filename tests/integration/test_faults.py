@@ -183,6 +183,9 @@ def test_audit_file_locked_longer_than_the_deadline_lets_nothing_through(
         assert f'SET VARIABLE {VAR_DECISION} "{CHANNEL_ALLOW}"'.encode() not in t.written
     assert elapsed < 3 * 5, elapsed  # each bounded by the 2 s session deadline, not the 5 s lock wait
     assert server.proc.poll() is None
+    # The cause in one line: three deadlines (6 s) outlast the writer's 5 s wait for the lock.
+    assert server.log_text().count("decision log cannot be written, calls are blocked (engine_error)") == 1, (
+        server.log_text())
     assert _wait_until(_served_normally(server))
 
 

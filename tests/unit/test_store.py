@@ -598,3 +598,28 @@ def test_a_decision_whose_caller_gave_up_before_its_commit_is_not_written(
 
 async def _collect(rows: AsyncIterator[AuditRow]) -> list[AuditRow]:
     return [row async for row in rows]
+
+
+def test_a_decision_whose_caller_gave_up_while_the_log_was_locked_is_not_written(
+    store: SqliteStore, db_path: Path, run: Callable, make_entry: Callable[..., AuditEntry]
+) -> None:
+    # Another writer holds the decision log; the caller's deadline passes while the group writer waits
+    # for the lock (up to the busy timeout). Once the lock is released, nothing is written for it.
+    late, later = make_entry(), make_entry()
+    locker = sqlite3.connect(audit_path(db_path), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+
+    async def scenario() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await store.append_decision(late)
+        locker.execute("ROLLBACK")
+        # The writer, still in the same group, now gets the lock; a later decision is written as usual.
+        await store.append_decision(later)
+
+    try:
+        run(scenario())
+    finally:
+        locker.close()
+    ids = [row.entry.decision_id for row in run(_collect(store.audit_rows()))]
+    assert ids == [later.decision_id]

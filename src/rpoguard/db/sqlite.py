@@ -21,12 +21,14 @@ import contextlib
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time
 from importlib import resources
 from itertools import islice
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import aiosqlite
@@ -204,6 +206,8 @@ _INSERT_AUDIT = (
 # memory only).
 PROBE_MMAP_BYTES = 8 << 30
 PROBE_BUSY_TIMEOUT_MS = 100
+# A decision log that cannot be written is logged once per cause, then at most once a minute.
+FAILURE_LOG_INTERVAL = 60.0
 
 
 def _open_probe(path: str, audit: str) -> sqlite3.Connection:
@@ -220,7 +224,8 @@ class _AuditAppender:
     """Group commit for the decision log. A decision is answered only once its row is durable
     (synchronous=FULL: one fsync per commit), so decisions that arrive while a commit is in progress wait
     and go into the next transaction together: one fsync for the group instead of one per call, and one
-    thread hop. None is ever dropped; each caller gets its own row or its own error.
+    thread hop. No decision whose caller still waits is dropped; each caller gets its own row or its own
+    error. A caller that gave up (its session deadline passed) gets no row: its call was refused.
 
     The writer is a plain sqlite3 connection owned by one dedicated thread, so a whole group (chain heads,
     cap checks, inserts, commit) is one hop off the event loop.
@@ -231,9 +236,11 @@ class _AuditAppender:
         self.busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpoguard-audit")
         self._con: sqlite3.Connection | None = None
-        self._pending: list[tuple[AuditEntry, AttemptCap | None, asyncio.Future[AuditRow]]] = []
+        self._pending: list[tuple[AuditEntry, AttemptCap | None, asyncio.Future[AuditRow], threading.Event]] = []
         self._task: asyncio.Task[None] | None = None
         self.groups = 0  # commits so far, for tests and the benchmark
+        # Causes of failed writes reported by _report since the last good one, with when: once per minute.
+        self._failing: dict[str, float] = {}
         # The process's anchor writer (rpoguard.anchor), looked up per group: configured once per process,
         # possibly after this store was opened.
         from rpoguard.anchor import current_writer  # noqa: PLC0415 -- the anchor hook is local to this class
@@ -243,10 +250,16 @@ class _AuditAppender:
     async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AuditRow] = loop.create_future()
-        self._pending.append((entry, cap, future))
+        # Set when the caller gives up; read by the writer thread once it holds the write lock.
+        gave_up = threading.Event()
+        self._pending.append((entry, cap, future, gave_up))
         if self._task is None:
             self._task = loop.create_task(self._drain())
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            gave_up.set()
+            raise
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -259,19 +272,29 @@ class _AuditAppender:
                 if not group:
                     continue
                 try:
-                    results = await loop.run_in_executor(self._executor, self._write, [(e, c) for e, c, _ in group])
+                    results = await loop.run_in_executor(self._executor, self._write,
+                                                         [(e, c, g) for e, c, _, g in group])
                 except sqlite3.Error as exc:
-                    for _, _, future in group:
-                        if not future.done():
-                            future.set_exception(_store_error(exc, self.path))
+                    error = _store_error(exc, self.path)
+                    waiting = [future for _, _, future, _ in group if not future.done()]
+                    for future in waiting:
+                        future.set_exception(error)
+                    if not waiting:
+                        # Every caller already gave up (the write waited past their deadlines, e.g. on
+                        # another writer's lock), so the gate, which logs its errors once per cause, never
+                        # hears of it: say it here, as the gate would.
+                        self._report(error)
                     continue
                 except BaseException as exc:
-                    for _, _, future in group:
+                    for _, _, future, _ in group:
                         if not future.done():
                             future.set_exception(StoreError(f"audit log: {type(exc).__name__}: {exc}"))
                     raise
-                for (_, _, future), result in zip(group, results, strict=True):
-                    if future.done():
+                if self._failing:
+                    log.warning("decision log writable again: %s", self.path)
+                    self._failing.clear()
+                for (_, _, future, _), result in zip(group, results, strict=True):
+                    if future.done() or result is None:
                         continue
                     if isinstance(result, AttemptCapReached):
                         future.set_exception(result)
@@ -280,23 +303,37 @@ class _AuditAppender:
         finally:
             self._task = None
 
+    def _report(self, error: StoreError) -> None:
+        cause = str(error)
+        now = monotonic()
+        if now - self._failing.get(cause, -FAILURE_LOG_INTERVAL) >= FAILURE_LOG_INTERVAL:
+            self._failing[cause] = now
+            log.error("decision log cannot be written, calls are blocked (engine_error): %s", cause)
+
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
             self._con = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
             self._con.execute("PRAGMA synchronous = FULL")
         return self._con
 
-    def _write(self, items: list[tuple[AuditEntry, AttemptCap | None]]) -> list[AuditRow | AttemptCapReached]:
-        """Runs in the writer thread: one transaction for the whole group."""
+    def _write(
+        self, items: list[tuple[AuditEntry, AttemptCap | None, threading.Event]]
+    ) -> list[AuditRow | AttemptCapReached | None]:
+        """Runs in the writer thread: one transaction for the whole group; None for a caller that gave up."""
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
             last = con.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
             allowed_in_group: dict[tuple[str, str], list[int]] = {}
-            results: list[AuditRow | AttemptCapReached] = []
+            results: list[AuditRow | AttemptCapReached | None] = []
             rows = []
-            for entry, cap in items:
+            for entry, cap, gave_up in items:
+                if gave_up.is_set():
+                    # Its session deadline passed while another writer held the log (BEGIN IMMEDIATE can
+                    # wait up to the busy timeout): the call was refused, so no decision is recorded.
+                    results.append(None)
+                    continue
                 if cap is not None:
                     stored = con.execute(
                         "SELECT count(*) FROM audit_log WHERE number = ? AND principal_id = ? AND decision = 'allow'"

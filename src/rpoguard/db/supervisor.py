@@ -121,7 +121,9 @@ class SupervisedStore:
             current = _identity(self._paths)
             if current != self._identity:
                 missing = [str(p) for p, i in zip(self._paths, current, strict=True) if i is None]
-                self._fail(f"{', '.join(missing)} missing or unreadable" if missing else "database files replaced")
+                # Not logged here: the reopen below names the cause in one line (or serves the new files),
+                # and a second line for the same event would make one cause look like two.
+                self._cause = f"{', '.join(missing)} missing or unreadable" if missing else "database files replaced"
                 await self._drop()
                 await self._open()
 
