@@ -35,11 +35,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import loadgen
 from bench_gate import CALLER_ID, CAMPAIGN, build_store, call_time, draw_numbers, proc_status, start_server
 from common import (
     bench_dir,
@@ -54,6 +56,10 @@ from common import (
 )
 
 GENERATOR = Path(__file__).resolve().with_name("fastagi_load.py")
+GENERATORS = {
+    "c": "bench/loadgen.py's C program (epoll, a few µs of CPU per session), one run per interval",
+    "python": "bench/fastagi_load.py (asyncio streams, a few hundred µs of CPU per session), one run streaming",
+}
 # Lines of the generator are read after each interval ends, once its 0.2 s flush has passed.
 SETTLE_S = 0.5
 
@@ -77,6 +83,7 @@ class Report:
     duration_s: float
     interval_s: float
     store_size: int
+    generator: str
     windows: list[Window] = field(default_factory=list)
     sessions: int = 0
     ok: int = 0
@@ -112,10 +119,92 @@ def _reader(stream: object, lines: queue.SimpleQueue[str]) -> None:
         lines.put(line)
 
 
-def _window(ended: list[tuple[float, str, str]], elapsed: float, ok_total: int, errors_total: int, rss: int,
-            rows: int) -> Window:
-    latencies = sorted(lat for lat, _, _ in ended)
-    return Window(round(elapsed, 1), len(ended), ok_total, errors_total,
+@dataclass(slots=True)
+class Batch:
+    """What one interval's sessions did, whichever generator ran them."""
+
+    latencies_s: list[float] = field(default_factory=list)
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str, count: int = 1) -> None:
+        if count:
+            self.errors[kind] = self.errors.get(kind, 0) + count
+
+
+def python_batches(args: argparse.Namespace, port: int, numbers_path: Path) -> Iterator[tuple[float, Batch]]:
+    """fastagi_load.py for the whole run, its sessions cut into intervals by the time each ended."""
+    generator = subprocess.Popen(
+        [sys.executable, str(GENERATOR), "--port", str(port), "--numbers", str(numbers_path), "--campaign",
+         CAMPAIGN, "--caller-id", CALLER_ID, "--rate", str(args.rate), "--duration", str(args.duration),
+         "--timeout", str(args.timeout), "--stream"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1 << 16)
+    try:
+        lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=_reader, args=(generator.stdout, lines), daemon=True).start()
+        # The generator schedules its first session 0.05 s after it starts; intervals count from there.
+        t0 = time.monotonic() + 0.05
+        pending: list[tuple[float, float, str, str]] = []
+        boundary = t0 + args.interval
+        finished = False
+        while not finished:
+            time.sleep(max(0.0, boundary + SETTLE_S - time.monotonic()))
+            finished = generator.poll() is not None
+            while True:
+                try:
+                    raw = lines.get_nowait()
+                except queue.Empty:
+                    break
+                scheduled, _started, ended, outcome, decision = raw.rstrip("\n").split(",", 4)
+                pending.append((float(ended), float(ended) - float(scheduled), outcome, decision))
+            limit = float("inf") if finished else boundary
+            batch = Batch()
+            for end, latency, outcome, decision in pending:
+                if end >= limit:
+                    continue
+                batch.latencies_s.append(latency)
+                if outcome == "ok":
+                    batch.ok += 1
+                    batch.decisions[decision] = batch.decisions.get(decision, 0) + 1
+                else:
+                    batch.error(outcome)
+            pending = [item for item in pending if item[0] >= limit]
+            if batch.latencies_s or not finished:
+                yield min(boundary, time.monotonic()) - t0, batch
+            boundary += args.interval
+        generator.wait()
+    finally:
+        if generator.poll() is None:
+            generator.terminate()
+            generator.wait(10)
+
+
+def c_batches(args: argparse.Namespace, port: int, numbers_path: Path, template: Path,
+              folder: Path) -> Iterator[tuple[float, Batch]]:
+    """loadgen.py's C generator, one run per interval back to back (each waits for its own sessions, a few
+    ms when the server keeps up): a few µs of CPU per session, so the generator leaves the cores to the
+    server being measured."""
+    binary = loadgen.build(folder)
+    t0 = time.monotonic()
+    done = 0.0
+    while done < args.duration - 1e-9:
+        span = min(args.interval, args.duration - done)
+        result = loadgen.run_fastagi(binary, port=port, numbers=numbers_path, template=template, workdir=folder,
+                                     rate=args.rate, duration=span, warmup=0.0)
+        done += span
+        batch = Batch(latencies_s=[ns / 1e9 for ns in result.latencies_ns], ok=result.allow + result.block,
+                      decisions={"ALLOW": result.allow, "BLOCK": result.block})
+        for kind, count in result.outcomes.items():
+            if kind != "done":
+                batch.error(kind, count)
+        batch.error("no_decision", result.no_decision)
+        batch.error("not_started", result.dropped)
+        yield time.monotonic() - t0, batch
+
+
+def _window(latencies: list[float], elapsed: float, ok_total: int, errors_total: int, rss: int, rows: int) -> Window:
+    return Window(round(elapsed, 1), len(latencies), ok_total, errors_total,
                   round(percentile(latencies, 0.50) * 1e3, 2) if latencies else 0.0,
                   round(percentile(latencies, 0.99) * 1e3, 2) if latencies else 0.0,
                   round(latencies[-1] * 1e3, 2) if latencies else 0.0, rss, rows)
@@ -129,7 +218,7 @@ def run(args: argparse.Namespace, out: object = sys.stdout) -> Report:
     folder.mkdir(parents=True, exist_ok=True)
     env = rpoguard_env(empty_config(folder))
     db = folder / "load.db"
-    report = Report(args.rate, args.duration, args.interval, args.size)
+    report = Report(args.rate, args.duration, args.interval, args.size, args.generator)
     say(f"# rpoguard serve under load: {args.rate:g} sessions/s for {args.duration:g} s")
     say()
     say(markdown_table(["machine", ""], [*machine_description(),
@@ -142,65 +231,35 @@ def run(args: argparse.Namespace, out: object = sys.stdout) -> Report:
     say()
     say(f"Store: {store.rows['rpo_results']:,} RPO results, {store.rows['directory']:,} listed, "
         f"{store.rows['consents']:,} consents, built in {store.build_s:.1f} s; {len(numbers):,} numbers dialled "
-        "in turn. The server decides at the real time, so the mix of ALLOW and BLOCK depends on the hour.")
+        "in turn. The server decides at the real time, so the mix of ALLOW and BLOCK depends on the hour. "
+        f"Generator: {GENERATORS[args.generator]}.")
     port = free_port()
     server = start_server("rpoguard-load", [venv_bin("rpoguard"), "serve", "--port", str(port)], port,
                           dict(env, RPOGUARD_DB=str(db)), folder, numbers_path)
     rows_before = audit_rows(db)
-    generator: subprocess.Popen[str] | None = None
     try:
-        generator = subprocess.Popen(
-            [sys.executable, str(GENERATOR), "--port", str(port), "--numbers", str(numbers_path), "--campaign",
-             CAMPAIGN, "--caller-id", CALLER_ID, "--rate", str(args.rate), "--duration", str(args.duration),
-             "--timeout", str(args.timeout), "--stream"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1 << 16)
-        lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        threading.Thread(target=_reader, args=(generator.stdout, lines), daemon=True).start()
-        # The generator schedules its first session 0.05 s after it starts; intervals count from there.
-        t0 = time.monotonic() + 0.05
         say()
         headers = ["elapsed s", "sessions", "ok total", "errors total", "p50 ms", "p99 ms", "max ms",
                    "RssAnon MiB", "audit rows"]
         say("| " + " | ".join(headers) + " |")
         say("|" + "|".join("-" * (len(h) + 1) + ":" for h in headers) + "|")
-        pending: list[tuple[float, float, str, str]] = []
-        boundary = t0 + args.interval
-        finished = False
-        while not finished:
-            time.sleep(max(0.0, boundary + SETTLE_S - time.monotonic()))
-            finished = generator.poll() is not None
+        batches = (python_batches(args, port, numbers_path) if args.generator == "python"
+                   else c_batches(args, port, numbers_path, server.template, folder))
+        for elapsed, batch in batches:
             rss = proc_status(server.proc.pid).get("RssAnon", 0)
             rows = audit_rows(db) - rows_before
-            while True:
-                try:
-                    raw = lines.get_nowait()
-                except queue.Empty:
-                    break
-                scheduled, _started, ended, outcome, decision = raw.rstrip("\n").split(",", 4)
-                pending.append((float(ended), float(ended) - float(scheduled), outcome, decision))
-            limit = float("inf") if finished else boundary
-            current = [(lat, outcome, decision) for end, lat, outcome, decision in pending if end < limit]
-            pending = [p for p in pending if p[0] >= limit]
-            for _lat, outcome, decision in current:
-                report.sessions += 1
-                if outcome == "ok":
-                    report.ok += 1
-                    report.decisions[decision] = report.decisions.get(decision, 0) + 1
-                else:
-                    report.errors[outcome] = report.errors.get(outcome, 0) + 1
-            if current or not finished:
-                window = _window(current, min(boundary, time.monotonic()) - t0, report.ok,
-                                 sum(report.errors.values()), rss, rows)
-                report.windows.append(window)
-                say(f"| {window.elapsed_s:g} | {window.sessions:,} | {window.ok_total:,} | {window.errors_total:,} "
-                    f"| {window.p50_ms:.2f} | {window.p99_ms:.2f} | {window.max_ms:.2f} "
-                    f"| {window.rss_anon_kib / 1024:.1f} | {window.audit_rows:,} |")
-            boundary += args.interval
-        generator.wait()
+            report.sessions += len(batch.latencies_s) + batch.errors.get("not_started", 0)
+            report.ok += batch.ok
+            for kind, count in batch.errors.items():
+                report.errors[kind] = report.errors.get(kind, 0) + count
+            for kind, count in batch.decisions.items():
+                report.decisions[kind] = report.decisions.get(kind, 0) + count
+            window = _window(sorted(batch.latencies_s), elapsed, report.ok, sum(report.errors.values()), rss, rows)
+            report.windows.append(window)
+            say(f"| {window.elapsed_s:g} | {window.sessions:,} | {window.ok_total:,} | {window.errors_total:,} "
+                f"| {window.p50_ms:.2f} | {window.p99_ms:.2f} | {window.max_ms:.2f} "
+                f"| {window.rss_anon_kib / 1024:.1f} | {window.audit_rows:,} |")
     finally:
-        if generator is not None and generator.poll() is None:
-            generator.terminate()
-            generator.wait(10)
         server.stop()
     report.audit_rows_added = audit_rows(db) - rows_before
     verify = subprocess.run([venv_bin("rpoguard"), "--db", str(db), "audit", "verify"], env=env, capture_output=True,
@@ -267,6 +326,9 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="where the store and logs go (default: a new bench folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store, its audit log and the server log")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.add_argument("--generator", choices=sorted(GENERATORS),
+                        default="c" if shutil.which("gcc") else "python",
+                        help="c (needs gcc; the default when it is there) or python")
     args = parser.parse_args()
     for name in ("rate", "duration", "interval"):
         if getattr(args, name) <= 0:

@@ -38,7 +38,7 @@ def test_sustained_load_every_session_decided_and_recorded_memory_flat(
     result = subprocess.run(
         [sys.executable, str(BENCH), "--rate", str(RATE), "--duration", str(DURATION), "--interval", str(INTERVAL),
          "--size", "20000", "--folder", str(tmp_path), "--keep", "--json", str(report_path),
-         "--rss-growth-mib", str(RSS_GROWTH_MIB)],
+         "--rss-growth-mib", str(RSS_GROWTH_MIB), "--generator", "python"],
         capture_output=True, text=True, check=False, timeout=DURATION + 120,
     )
     print(result.stdout)
