@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import sqlite3
 import subprocess
@@ -60,9 +61,15 @@ def enough_descriptors() -> Iterator[None]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = 3 * SLOW_CLIENTS + 1024
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        if hard != resource.RLIM_INFINITY and hard < wanted:
-            pytest.fail(f"the hard open-file limit {hard} is below the {wanted} this test needs (ulimit -Hn)")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        new_hard = hard if hard == resource.RLIM_INFINITY or hard >= wanted else wanted
+        try:
+            # Raising the hard limit needs root (CI runs as root); the soft one never does.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, new_hard))
+        except (OSError, ValueError):
+            reason = f"the hard open-file limit {hard} is below the {wanted} this test needs (ulimit -Hn)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason)
+            pytest.skip(reason)
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -105,11 +112,15 @@ class SlowClient:
         self.received = b""
         self.closed_by_server = False
         self.connected = asyncio.Event()
-        self._writer: asyncio.StreamWriter | None = None
+        self.connect_error: OSError | None = None
 
     async def run(self, port: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        self._writer = writer
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as exc:
+            self.connect_error = exc
+            self.connected.set()
+            return
         try:
             writer.write(PARTIAL_ENV)
             await writer.drain()
@@ -144,6 +155,8 @@ async def _open_slow(port: int, count: int) -> tuple[list[SlowClient], list[asyn
         batch = clients[start:start + 200]
         tasks += [asyncio.create_task(c.run(port)) for c in batch]
         await asyncio.gather(*(c.connected.wait() for c in batch))
+    refused = [c.connect_error for c in clients if c.connect_error is not None]
+    assert not refused, f"{len(refused)} slow clients could not connect: {refused[:3]}"
     return clients, tasks
 
 
