@@ -30,6 +30,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -233,55 +234,58 @@ def run(args: argparse.Namespace, out: object = sys.stdout) -> Report:
         f"{store.rows['consents']:,} consents, built in {store.build_s:.1f} s; {len(numbers):,} numbers dialled "
         "in turn. The server decides at the real time, so the mix of ALLOW and BLOCK depends on the hour. "
         f"Generator: {GENERATORS[args.generator]}.")
-    port = free_port()
-    server = start_server("rpoguard-load", [venv_bin("rpoguard"), "serve", "--port", str(port)], port,
-                          dict(env, RPOGUARD_DB=str(db)), folder, numbers_path)
-    rows_before = audit_rows(db)
     try:
+        port = free_port()
+        server = start_server("rpoguard-load", [venv_bin("rpoguard"), "serve", "--port", str(port)], port,
+                              dict(env, RPOGUARD_DB=str(db)), folder, numbers_path)
+        rows_before = audit_rows(db)
+        try:
+            say()
+            headers = ["elapsed s", "sessions", "ok total", "errors total", "p50 ms", "p99 ms", "max ms",
+                       "RssAnon MiB", "audit rows"]
+            say("| " + " | ".join(headers) + " |")
+            say("|" + "|".join("-" * (len(h) + 1) + ":" for h in headers) + "|")
+            batches = (python_batches(args, port, numbers_path) if args.generator == "python"
+                       else c_batches(args, port, numbers_path, server.template, folder))
+            for elapsed, batch in batches:
+                rss = proc_status(server.proc.pid).get("RssAnon", 0)
+                rows = audit_rows(db) - rows_before
+                report.sessions += len(batch.latencies_s) + batch.errors.get("not_started", 0)
+                report.ok += batch.ok
+                for kind, count in batch.errors.items():
+                    report.errors[kind] = report.errors.get(kind, 0) + count
+                for kind, count in batch.decisions.items():
+                    report.decisions[kind] = report.decisions.get(kind, 0) + count
+                window = _window(sorted(batch.latencies_s), elapsed, report.ok, sum(report.errors.values()), rss, rows)
+                report.windows.append(window)
+                say(f"| {window.elapsed_s:g} | {window.sessions:,} | {window.ok_total:,} | {window.errors_total:,} "
+                    f"| {window.p50_ms:.2f} | {window.p99_ms:.2f} | {window.max_ms:.2f} "
+                    f"| {window.rss_anon_kib / 1024:.1f} | {window.audit_rows:,} |")
+        finally:
+            server.stop()
+        report.audit_rows_added = audit_rows(db) - rows_before
+        verify = subprocess.run([venv_bin("rpoguard"), "--db", str(db), "audit", "verify"], env=env,
+                                capture_output=True, text=True, check=False)
+        report.verify_exit, report.verify_output = verify.returncode, (verify.stdout + verify.stderr).strip()
+        judge(report, args)
         say()
-        headers = ["elapsed s", "sessions", "ok total", "errors total", "p50 ms", "p99 ms", "max ms",
-                   "RssAnon MiB", "audit rows"]
-        say("| " + " | ".join(headers) + " |")
-        say("|" + "|".join("-" * (len(h) + 1) + ":" for h in headers) + "|")
-        batches = (python_batches(args, port, numbers_path) if args.generator == "python"
-                   else c_batches(args, port, numbers_path, server.template, folder))
-        for elapsed, batch in batches:
-            rss = proc_status(server.proc.pid).get("RssAnon", 0)
-            rows = audit_rows(db) - rows_before
-            report.sessions += len(batch.latencies_s) + batch.errors.get("not_started", 0)
-            report.ok += batch.ok
-            for kind, count in batch.errors.items():
-                report.errors[kind] = report.errors.get(kind, 0) + count
-            for kind, count in batch.decisions.items():
-                report.decisions[kind] = report.decisions.get(kind, 0) + count
-            window = _window(sorted(batch.latencies_s), elapsed, report.ok, sum(report.errors.values()), rss, rows)
-            report.windows.append(window)
-            say(f"| {window.elapsed_s:g} | {window.sessions:,} | {window.ok_total:,} | {window.errors_total:,} "
-                f"| {window.p50_ms:.2f} | {window.p99_ms:.2f} | {window.max_ms:.2f} "
-                f"| {window.rss_anon_kib / 1024:.1f} | {window.audit_rows:,} |")
+        say(f"sessions {report.sessions:,} (expected {int(args.rate * args.duration):,}), with a decision "
+            f"{report.ok:,} {report.decisions}, errors {report.errors or 0}")
+        say(f"audit rows added {report.audit_rows_added:,}; audit verify (exit {report.verify_exit}): "
+            f"{report.verify_output.splitlines()[0] if report.verify_output else ''}")
+        say(f"p99 first interval {report.p99_first_ms:.2f} ms, last {report.p99_last_ms:.2f} ms; RssAnon first "
+            f"{report.rss_first_kib / 1024:.1f} MiB, last {report.rss_last_kib / 1024:.1f} MiB, max "
+            f"{report.rss_max_kib / 1024:.1f} MiB")
+        say(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        say(f"VERDICT: {report.verdict}")
+        if args.json:
+            args.json.write_text(json.dumps(asdict(report), indent=1))
     finally:
-        server.stop()
-    report.audit_rows_added = audit_rows(db) - rows_before
-    verify = subprocess.run([venv_bin("rpoguard"), "--db", str(db), "audit", "verify"], env=env, capture_output=True,
-                            text=True, check=False)
-    report.verify_exit, report.verify_output = verify.returncode, (verify.stdout + verify.stderr).strip()
-    judge(report, args)
-    say()
-    say(f"sessions {report.sessions:,} (expected {int(args.rate * args.duration):,}), with a decision "
-        f"{report.ok:,} {report.decisions}, errors {report.errors or 0}")
-    say(f"audit rows added {report.audit_rows_added:,}; audit verify (exit {report.verify_exit}): "
-        f"{report.verify_output.splitlines()[0] if report.verify_output else ''}")
-    say(f"p99 first interval {report.p99_first_ms:.2f} ms, last {report.p99_last_ms:.2f} ms; RssAnon first "
-        f"{report.rss_first_kib / 1024:.1f} MiB, last {report.rss_last_kib / 1024:.1f} MiB, max "
-        f"{report.rss_max_kib / 1024:.1f} MiB")
-    say(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    say(f"VERDICT: {report.verdict}")
-    if args.json:
-        args.json.write_text(json.dumps(asdict(report), indent=1))
-    if not args.keep:
-        remove_db(db)
-        if args.folder is None:
-            shutil.rmtree(folder, ignore_errors=True)
+        # Also when interrupted: the store and its audit log are rebuilt for every run.
+        if not args.keep:
+            remove_db(db)
+            if args.folder is None:
+                shutil.rmtree(folder, ignore_errors=True)
     return report
 
 
@@ -333,6 +337,8 @@ def main() -> None:
     for name in ("rate", "duration", "interval"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
+    # SIGTERM too unwinds through run()'s cleanup: the server is stopped and the store removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.suppress(KeyboardInterrupt):
         report = run(args)
         sys.exit(0 if report.verdict_ok else 1)
