@@ -42,8 +42,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import clockshift
 import loadgen
-from bench_gate import CALLER_ID, CAMPAIGN, build_store, call_time, draw_numbers, proc_status, start_server
+from bench_gate import (
+    CALLER_ID,
+    CAMPAIGN,
+    build_store,
+    call_time,
+    draw_numbers,
+    proc_status,
+    shift_to,
+    start_server,
+)
 from common import (
     bench_dir,
     empty_config,
@@ -232,12 +242,17 @@ def run(args: argparse.Namespace, out: object = sys.stdout) -> Report:
     say()
     say(f"Store: {store.rows['rpo_results']:,} RPO results, {store.rows['directory']:,} listed, "
         f"{store.rows['consents']:,} consents, built in {store.build_s:.1f} s; {len(numbers):,} numbers dialled "
-        "in turn. The server decides at the real time, so the mix of ALLOW and BLOCK depends on the hour. "
-        f"Generator: {GENERATORS[args.generator]}.")
+        "in turn. " + ("The server decides at the real time, so the mix of ALLOW and BLOCK depends on the hour. "
+                       if args.real_clock else f"The server's wall clock is shifted to {store.at.isoformat()} "
+                       "(bench/clockshift.py), inside the calling hours. ")
+        + f"Generator: {GENERATORS[args.generator]}.")
     try:
         port = free_port()
+        # Inside the calling hours, so that ALLOW (cap check, longer audit row) is measured too; the product has
+        # no clock switch: a preloaded shim shifts the server's wall clock (bench/clockshift.py).
+        shift = {} if args.real_clock else clockshift.environ(shift_to(store.at), folder)
         server = start_server("rpoguard-load", [venv_bin("rpoguard"), "serve", "--port", str(port)], port,
-                              dict(env, RPOGUARD_DB=str(db)), folder, numbers_path)
+                              dict(env, RPOGUARD_DB=str(db), **shift), folder, numbers_path)
         rows_before = audit_rows(db)
         try:
             say()
@@ -298,7 +313,10 @@ def judge(report: Report, args: argparse.Namespace) -> None:
         report.rss_max_kib = max(w.rss_anon_kib for w in report.windows)
     problems = []
     expected = int(args.rate * args.duration)
-    if abs(report.sessions - expected) > 1:
+    # The generator may start one session fewer than scheduled when it wakes after the end of its run: at
+    # most one per run, so one per interval with the C generator (a run each).
+    slack = len(report.windows) if args.generator == "c" else 1
+    if abs(report.sessions - expected) > slack:
         problems.append(f"{report.sessions:,} sessions ended, {expected:,} scheduled")
     if report.errors:
         problems.append(f"errors {report.errors}")
@@ -330,10 +348,14 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="where the store and logs go (default: a new bench folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store, its audit log and the server log")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.add_argument("--real-clock", action="store_true",
+                        help="decide at the real time (default: the server's clock shifted into the calling hours, "
+                        "which needs gcc; without gcc, the real time)")
     parser.add_argument("--generator", choices=sorted(GENERATORS),
                         default="c" if shutil.which("gcc") else "python",
                         help="c (needs gcc; the default when it is there) or python")
     args = parser.parse_args()
+    args.real_clock = args.real_clock or shutil.which("gcc") is None
     for name in ("rate", "duration", "interval"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
