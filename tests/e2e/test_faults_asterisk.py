@@ -96,6 +96,12 @@ def assert_blocked_engine_error(outcome: CallOutcome, agistatus: str) -> None:
     assert outcome.logged(f"rpoguard: call {outcome.uniqueid} blocked: {ENGINE_ERROR} (AGISTATUS={agistatus})"), (
         outcome
     )
+    # What the rest of the dialplan sees once the subroutine is done (dialplan_gate.conf's hangup handler):
+    # BLOCK, engine_error, and no decision id, since none was recorded.
+    hangup = [line for line in outcome.gate_log if line.startswith(f"e2e hangup: {outcome.uniqueid} ")]
+    assert len(hangup) == 1, outcome
+    assert f"decision [BLOCK] reason [{ENGINE_ERROR}] " in hangup[0], outcome
+    assert " id [] " in hangup[0], outcome
 
 
 def _faulty_calls(rig: FaultRig, label: str, agistatus: str) -> list[CallOutcome]:
