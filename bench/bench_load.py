@@ -191,17 +191,24 @@ def python_batches(args: argparse.Namespace, port: int, numbers_path: Path) -> I
             generator.wait(10)
 
 
-def c_batches(args: argparse.Namespace, port: int, numbers_path: Path, template: Path,
+def c_batches(args: argparse.Namespace, port: int, numbers: list[str], template: Path,
               folder: Path) -> Iterator[tuple[float, Batch]]:
     """loadgen.py's C generator, one run per interval back to back (each waits for its own sessions, a few
     ms when the server keeps up): a few µs of CPU per session, so the generator leaves the cores to the
     server being measured."""
     binary = loadgen.build(folder)
+    chunk_path = folder / "load-numbers-run.txt"
     t0 = time.monotonic()
     done = 0.0
+    at = 0
     while done < args.duration - 1e-9:
         span = min(args.interval, args.duration - done)
-        result = loadgen.run_fastagi(binary, port=port, numbers=numbers_path, template=template, workdir=folder,
+        # Each run dials from the first line of its file: give it the numbers the whole run has reached, so
+        # that the same ones are not called again every interval (the campaign's attempt cap would block them).
+        count = int(args.rate * span) + 16
+        chunk_path.write_text("\n".join(numbers[(at + i) % len(numbers)] for i in range(count)) + "\n")
+        at = (at + int(args.rate * span)) % len(numbers)
+        result = loadgen.run_fastagi(binary, port=port, numbers=chunk_path, template=template, workdir=folder,
                                      rate=args.rate, duration=span, warmup=0.0)
         done += span
         batch = Batch(latencies_s=[ns / 1e9 for ns in result.latencies_ns], ok=result.allow + result.block,
@@ -261,7 +268,7 @@ def run(args: argparse.Namespace, out: object = sys.stdout) -> Report:
             say("| " + " | ".join(headers) + " |")
             say("|" + "|".join("-" * (len(h) + 1) + ":" for h in headers) + "|")
             batches = (python_batches(args, port, numbers_path) if args.generator == "python"
-                       else c_batches(args, port, numbers_path, server.template, folder))
+                       else c_batches(args, port, numbers, server.template, folder))
             for elapsed, batch in batches:
                 rss = proc_status(server.proc.pid).get("RssAnon", 0)
                 rows = audit_rows(db) - rows_before
