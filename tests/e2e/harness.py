@@ -534,6 +534,7 @@ class Asterisk:
         *,
         dialplan_globals: Mapping[str, str] | None = None,
         extra_modules: Sequence[str] = (),
+        extra_files: Mapping[str, str] | None = None,
         sip_port: int = SIP_PORT,
         carrier_port: int = CARRIER_PORT,
     ) -> None:
@@ -543,6 +544,9 @@ class Asterisk:
         self.dialplan_globals = dict(dialplan_globals or {})
         self.module_dir = find_module_dir(rootfs)
         self.modules = [*ASTERISK_MODULES, *extra_modules]
+        # More configuration files (http.conf, ari.conf...), written beside the harness's own; a name the
+        # harness writes itself is refused so a test cannot silently replace the rig's configuration.
+        self.extra_files = dict(extra_files or {})
         self.sip_port = sip_port
         self.carrier_port = carrier_port
         self.ami_port = 0
@@ -825,6 +829,12 @@ send_pai = no
             # values win over defaults in the included files (rpoguard.conf sets RPOGUARD_AGI).
             f"[globals]\n{globals_lines}"
         )
+        clash = sorted(set(files) & set(self.extra_files))
+        if clash:
+            raise HarnessError(f"extra_files may not replace the harness's own {', '.join(clash)}")
+        files.update(self.extra_files)
         for name, text in files.items():
             (etc.host / name).write_text(text)
-        (etc.host / "manager.conf").chmod(0o600)
+        for name in ("manager.conf", *self.extra_files):
+            # They may hold secrets (AMI, ARI passwords).
+            (etc.host / name).chmod(0o600)
