@@ -141,6 +141,10 @@ class CutProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    @property
+    def blackholed(self) -> bool:
+        return self._blackholed
+
     def blackhole(self) -> None:
         self._blackholed = True
 
@@ -322,10 +326,19 @@ def rig(
 
 @pytest.fixture(autouse=True)
 def _gate_ready(rig: Rig, ari_gate: AriProcess, proxy: CutProxy, request: pytest.FixtureRequest) -> Iterator[None]:
-    proxy.cut()  # whatever an earlier (maybe failed) test left: forwarding again
-    ari_gate.ensure(WORKDAY)
+    # Each test starts with the gate connected on the working-day clock, whatever an earlier test left.
+    _restore(ari_gate, proxy)
     rig.test = request.node.name.removeprefix("test_")
     yield
+    _restore(ari_gate, proxy)
+
+
+def _restore(ari_gate: AriProcess, proxy: CutProxy) -> None:
+    if proxy.blackholed:
+        before = ari_gate.connections()
+        proxy.cut()
+        if ari_gate.running:
+            ari_gate.wait_connected(before + 1)
     ari_gate.ensure(WORKDAY)
 
 
