@@ -23,7 +23,7 @@ from rpoguard.constants import ALLOW, BLOCK, ENGINE_ERROR
 from rpoguard.gate import CallRequest, OptoutRequest, OptoutResult, Verdict
 
 USER = "dialer"
-PASSWORD = "s3cret-Passw0rd"  # noqa: S105 (a test double's password)
+PASSWORD = "s3cret-Passw0rd"
 APP = "rpoguard"
 
 
