@@ -60,6 +60,8 @@ class FakeAri:
     failing: set[str] = field(default_factory=set)
     # While set, the events WebSocket is refused with this status.
     refuse_ws: int | None = None
+    # False: the WebSocket never answers pings, as a connection a firewall silently dropped.
+    autoping: bool = True
     ws_attempts: int = 0
     ws_connections: int = 0
     bad_auth: int = 0
@@ -155,7 +157,7 @@ class FakeAri:
             return web.json_response({"message": "refused"}, status=self.refuse_ws)
         if request.query.get("app") != APP:
             return web.json_response({"message": "wrong app"}, status=400)
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(autoping=self.autoping)
         await ws.prepare(request)
         self.ws_connections += 1
         self._sockets.append(ws)

@@ -316,6 +316,23 @@ def test_decision_in_flight_over_a_reconnect_is_answered_once(arun: Callable[...
     arun(scenario())
 
 
+def test_silently_dead_connection_is_noticed_by_its_heartbeat(arun: Callable[..., Any]) -> None:
+    gate = FakeGate(allow={ALLOWED})
+
+    async def scenario() -> None:
+        fake = await FakeAri().start()
+        fake.autoping = False  # the first connection goes silent: no pong, no close
+        async with running(gate, fake=fake) as (fake, ari):
+            await connected(fake, ari)
+            fake.autoping = True
+            await until(lambda: fake.ws_connections == 2, "a new connection after the missed pongs")
+            await connected(fake, ari)
+            fake.enter(channel("c17", ALLOWED))
+            await until(lambda: "c17" in fake.continued, "c17 continued on the new connection")
+
+    arun(scenario())
+
+
 def test_retries_with_backoff_and_logs_each_cause_once(arun: Callable[..., Any],
                                                         caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate(allow={ALLOWED})

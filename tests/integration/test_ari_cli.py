@@ -37,6 +37,14 @@ def test_ari_section_of_the_configuration(write_file: Callable[..., Path]) -> No
             load_config(str(write_file("c.toml", text)))
 
 
+def test_shipped_configuration_has_a_usable_ari_section() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "rpoguard.toml"
+    ari = load_config(str(shipped)).ari
+    assert (ari.url, ari.app, ari.user) == ("http://127.0.0.1:8088", "rpoguard", "rpoguard")
+    # The password stays out of the shared file.
+    assert ari.password is None and ari.password_file == "/etc/rpoguard/ari.password"
+
+
 def test_usage_errors_name_what_is_missing(run_cli: Callable[..., tuple[int, str, str]],
                                            write_file: Callable[..., Path]) -> None:
     code, _, err = run_cli("ari", env={"RPOGUARD_CONFIG": str(write_file("e.toml", ""))})
