@@ -10,7 +10,9 @@ the tests can blackhole and cut, as a flaky network or a restarted proxy would.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import logging
 import re
 import secrets
@@ -19,6 +21,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +58,7 @@ logger = logging.getLogger(__name__)
 DIALPLAN = Path(__file__).with_name("dialplan_ari.conf")
 CONTEXT = "rpoguard-e2e-ari-out"
 UNKNOWN_CAMPAIGN_CONTEXT = "rpoguard-e2e-ari-unknown-campaign"
+DIALER_CONTEXT = "rpoguard-e2e-ari-dialer"
 APP = "rpoguard"
 ARI_USER = "rpoguard-e2e"
 # What a Stasis application needs in Asterisk 22 with autoload=no (res_ari links to res_websocket_client
@@ -488,3 +493,42 @@ def test_call_whose_event_was_lost_is_decided_after_reconnecting(
     outcome = pending.result(timeout=60)
     assert_allowed(outcome, LISTED, "listed")
     assert "ari_resync" in str(outcome.decision["evidence"]), f"not decided by the resync\n{outcome}"
+
+
+def ari_request(asterisk: Asterisk, password: str, method: str, path: str, params: Mapping[str, str]) -> object:
+    """One ARI REST call straight to Asterisk, as a dialer makes it."""
+    query = urllib.parse.urlencode(params)
+    url = f"http://{LOOPBACK}:{asterisk.http_port}/ari{path}?{query}"  # type: ignore[attr-defined]
+    token = base64.b64encode(f"{ARI_USER}:{password}".encode()).decode()
+    request = urllib.request.Request(url, method=method, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def test_dialer_originating_through_ari_is_gated(rig: Rig, ari_password: str) -> None:
+    # The way README tells an ARI dialer to originate: a Local/ channel into the gated dialplan.
+    mark = rig._log_size()
+    since = rig.carrier.checkpoint()
+    ari_request(rig.asterisk, ari_password, "POST", "/channels", {
+        "endpoint": f"Local/{LISTED}@{CONTEXT}", "context": DIALER_CONTEXT, "extension": "s", "priority": "1",
+        "callerId": f'"{CALLER_NAME}" <{CALLER_ID}>', "timeout": "15",
+    })
+    rig.asterisk.wait_calls_settled(timeout=20)
+    uniqueid, gate_log = rig._dialplan_lines(mark, LISTED)
+    invites = rig.carrier.invites(since)
+    rows = [row for row in rig.audit_rows() if row["uniqueid"] == uniqueid]
+    assert [i.number for i in invites] == [e164(LISTED)], (invites, gate_log)
+    assert [(r["decision"], r["source"]) for r in rows] == [("allow", "ari")], rows
+    assert any(f"allowed {e164(LISTED)} decision {rows[0]['decision_id']}" in line for line in gate_log), gate_log
+
+    # Straight into the application, never through the dialplan: hung up, undecided, nothing out.
+    since = rig.carrier.checkpoint()
+    created = ari_request(rig.asterisk, ari_password, "POST", "/channels/create", {
+        "endpoint": f"PJSIP/{e164(LISTED)}@carrier", "app": APP, "appArgs": f"{LISTED},{CAMPAIGN}",
+    })
+    assert isinstance(created, dict)
+    rig.asterisk.wait_calls_settled(timeout=20)
+    assert rig.carrier.invites(since) == [], "a channel created into the application got out"
+    assert [row for row in rig.audit_rows() if row["uniqueid"] == created["id"]] == []
+    assert f"channel {created['id']} was created into the application" in rig.server.log_text()  # type: ignore[attr-defined]

@@ -147,6 +147,23 @@ def test_ari_url_forms_and_errors() -> None:
 # --------------------------------------------------------------------------------------------- failures
 
 
+def test_channel_created_into_the_application_is_hung_up_undecided(arun: Callable[..., Any]) -> None:
+    gate = FakeGate(allow={ALLOWED})
+
+    async def scenario() -> None:
+        async with running(gate) as (fake, ari):
+            await connected(fake, ari)
+            # A dialer's POST /channels/create?endpoint=PJSIP/...&app=rpoguard: in the app, never dialled.
+            created = channel("c18", ALLOWED)
+            created["state"] = "Down"
+            fake.enter(created)
+            await until(lambda: fake.hung_up == [("c18", "21")], "c18 hung up")
+            assert fake.actions("c18") == ["hangup 21"] and fake.continued == []
+
+    arun(scenario())
+    assert gate.calls == []
+
+
 def test_channel_gone_before_the_decision_is_not_decided(arun: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 

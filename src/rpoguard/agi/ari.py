@@ -60,6 +60,9 @@ UNKNOWN: Final = "unknown"
 PRESENTATION_VARIABLE: Final = "CALLERID(pres)"
 PRESENTATION_ALLOWED: Final = "allowed"
 STASIS_APP: Final = "Stasis"
+# The state of a channel created by POST /channels/create and not dialled yet. A channel the dialplan
+# sends to Stasis() is Ring (not answered yet) or Up (checked with Asterisk 22).
+STATE_CREATED: Final = "Down"
 
 ARG_NUMBER: Final = 0
 ARG_CAMPAIGN: Final = 1
@@ -479,6 +482,14 @@ class AriGate:
 
     async def _decide(self, channel_id: str, entry: _Entry, channel: Mapping[str, Any], args: list[str],
                       resync: bool) -> None:
+        if channel.get("state") == STATE_CREATED:
+            # Put into the application by POST /channels/create, not by the dialplan: there is no dialplan
+            # to continue in, and the caller ID the callee would see is not the one the channel carries.
+            log.warning("ARI: channel %s was created into the application, not sent by the dialplan; hanging "
+                        "it up undecided (originate through a Local/ channel into the gated dialplan instead)",
+                        channel_id)
+            await self._hangup(channel_id, entry)
+            return
         # Read from the channel itself, not from an argument: it is what the callee will be shown.
         presentation = await self.client.get_variable(channel_id, PRESENTATION_VARIABLE)
         if entry.ended:
