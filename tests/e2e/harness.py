@@ -81,6 +81,35 @@ ASTERISK_MODULES: tuple[str, ...] = (
     "res_timing_timerfd",
 )
 
+# What a Stasis application (`rpoguard ari`) needs on top, with autoload=no: res_ari links to
+# res_websocket_client and the stasis recording/playback modules even when they are not used.
+ARI_MODULES: tuple[str, ...] = (
+    "res_http_websocket",
+    "res_websocket_client",
+    "res_stasis",
+    "res_stasis_answer",
+    "res_stasis_playback",
+    "res_stasis_recording",
+    "res_stasis_snoop",
+    "res_ari",
+    "res_ari_model",
+    "res_ari_channels",
+    "res_ari_events",
+    "res_ari_applications",
+    "app_stasis",
+)
+
+
+def ari_files(http_port: int, user: str, password: str) -> dict[str, str]:
+    """http.conf and ari.conf for an ARI on loopback with one user (Asterisk.extra_files)."""
+    return {
+        "http.conf": f"[general]\nenabled = yes\nbindaddr = {LOOPBACK}\nbindport = {http_port}\n",
+        "ari.conf": (
+            "[general]\nenabled = yes\n\n"
+            f"[{user}]\ntype = user\nread_only = no\npassword = {password}\npassword_format = plain\n"
+        ),
+    }
+
 
 class HarnessError(RuntimeError):
     """Something in the test rig (not the product) went wrong; the message carries the logs' tails."""

@@ -29,7 +29,17 @@ from pathlib import Path
 
 import pytest
 
-from .harness import LOOPBACK, Asterisk, HarnessError, SippCarrier, StartAsterisk, free_tcp_port, tail
+from .harness import (
+    ARI_MODULES,
+    LOOPBACK,
+    Asterisk,
+    HarnessError,
+    SippCarrier,
+    StartAsterisk,
+    ari_files,
+    free_tcp_port,
+    tail,
+)
 from .test_gate import (  # noqa: F401 (cli_env and libfaketime are fixtures this module uses)
     CALLER_ID,
     CALLER_NAME,
@@ -61,23 +71,6 @@ UNKNOWN_CAMPAIGN_CONTEXT = "rpoguard-e2e-ari-unknown-campaign"
 DIALER_CONTEXT = "rpoguard-e2e-ari-dialer"
 APP = "rpoguard"
 ARI_USER = "rpoguard-e2e"
-# What a Stasis application needs in Asterisk 22 with autoload=no (res_ari links to res_websocket_client
-# and the stasis recording/playback modules even when they are not used).
-ARI_MODULES = (
-    "res_http_websocket",
-    "res_websocket_client",
-    "res_stasis",
-    "res_stasis_answer",
-    "res_stasis_playback",
-    "res_stasis_recording",
-    "res_stasis_snoop",
-    "res_ari",
-    "res_ari_model",
-    "res_ari_channels",
-    "res_ari_events",
-    "res_ari_applications",
-    "app_stasis",
-)
 _ARI_TIMEOUT = re.compile(r"^RPOGUARD_ARI_TIMEOUT=(\d+)\s*$", re.MULTILINE)
 CONNECTED = "ARI: application 'rpoguard' connected"
 
@@ -280,13 +273,7 @@ def ari_password() -> str:
 @pytest.fixture(scope="module")
 def ari_asterisk(start_asterisk: StartAsterisk, ari_password: str) -> Iterator[Asterisk]:
     http_port = free_tcp_port()
-    files = {
-        "http.conf": f"[general]\nenabled = yes\nbindaddr = {LOOPBACK}\nbindport = {http_port}\n",
-        "ari.conf": (
-            "[general]\nenabled = yes\n\n"
-            f"[{ARI_USER}]\ntype = user\nread_only = no\npassword = {ari_password}\npassword_format = plain\n"
-        ),
-    }
+    files = ari_files(http_port, ARI_USER, ari_password)
     asterisk = start_asterisk(
         PRODUCT_DIALPLAN, DIALPLAN, extra_modules=(*EXTRA_MODULES, *ARI_MODULES), extra_files=files
     )

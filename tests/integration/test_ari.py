@@ -54,10 +54,15 @@ async def connected(fake: FakeAri, ari: AriGate) -> None:
     await until(lambda: fake.connected.is_set() and ari.ready.is_set(), "the gate connected and resynced")
 
 
-def expected_variables(decision: str, reason: str, number: str, decision_id: str) -> list[str]:
-    """The channel variables in the order the FastAGI check route sets them: the decision last."""
-    return [f"set {VAR_REASON}={reason}", f"set {VAR_REASONS}={reason}", f"set {VAR_NUMBER}={number}",
-            f"set {VAR_ID}={decision_id}", f"set {VAR_DECISION}={decision}"]
+def assert_answered(actions: list[str], decision: str, reason: str, number: str, decision_id: str,
+                    last: str) -> None:
+    """The FastAGI check route's variables (the details in any order, the decision after them), then
+    ``last`` (continue or hang-up)."""
+    details = {f"set {VAR_REASON}={reason}", f"set {VAR_REASONS}={reason}", f"set {VAR_NUMBER}={number}",
+               f"set {VAR_ID}={decision_id}"}
+    assert len(actions) == 6, actions
+    assert set(actions[:4]) == details, actions
+    assert actions[4:] == [f"set {VAR_DECISION}={decision}", last], actions
 
 
 # --------------------------------------------------------------------------------------------- per call
@@ -71,7 +76,7 @@ def test_allowed_channel_gets_the_variables_then_continues(arun: Callable[..., A
             await connected(fake, ari)
             fake.enter(channel("c1", ALLOWED, "C1"))
             await until(lambda: "c1" in fake.continued, "c1 continued")
-            assert fake.actions("c1") == [*expected_variables("ALLOW", "", "+39" + ALLOWED, "id-1"), "continue"]
+            assert_answered(fake.actions("c1"), "ALLOW", "", "+39" + ALLOWED, "id-1", "continue")
             assert fake.hung_up == []
 
     arun(scenario())
@@ -90,8 +95,7 @@ def test_blocked_channel_gets_the_variables_then_is_hung_up_with_cause_21(arun: 
             await connected(fake, ari)
             fake.enter(channel("c2", BLOCKED))
             await until(lambda: fake.hung_up != [], "c2 hung up")
-            assert fake.actions("c2") == [
-                *expected_variables("BLOCK", "rpo_registered", "+39" + BLOCKED, "id-1"), "hangup 21"]
+            assert_answered(fake.actions("c2"), "BLOCK", "rpo_registered", "+39" + BLOCKED, "id-1", "hangup 21")
             assert fake.continued == []
 
     arun(scenario())
@@ -370,6 +374,39 @@ def test_retries_with_backoff_and_logs_each_cause_once(arun: Callable[..., Any],
     refusals = [r for r in caplog.records if "cannot connect" in r.getMessage()]
     assert len(refusals) == 1, [r.getMessage() for r in refusals]
     assert "HTTP 503" in refusals[0].getMessage()
+
+
+class RecordingGate(AriGate):
+    """Records every wait between connection attempts instead of guessing it from the clock."""
+
+    waits: list[float]
+
+    async def _sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await super()._sleep(seconds)
+
+
+def test_failing_resync_backs_off_instead_of_spinning(arun: Callable[..., Any]) -> None:
+    async def scenario() -> None:
+        fake = await FakeAri().start()
+        fake.failing.add("/channels")  # the WebSocket opens, but listing the channels fails every time
+        client = AriClient(fake.url, USER, PASSWORD)
+        options = AriOptions(app=APP, reconnect_min=0.01, reconnect_max=0.04)
+        ari = RecordingGate(client, FakeGate(), options)
+        ari.waits = []
+        task = asyncio.get_running_loop().create_task(ari.run())
+        try:
+            await until(lambda: len(ari.waits) >= 5, "five waits")
+            assert not ari.ready.is_set()
+        finally:
+            ari.stop()
+            await asyncio.wait_for(task, 5)
+            await client.close()
+            await fake.stop()
+        assert ari.waits[:5] == [0.01, 0.02, 0.04, 0.04, 0.04]
+        assert fake.ws_connections >= 5
+
+    arun(scenario())
 
 
 def test_wrong_password_is_reported_without_the_password(arun: Callable[..., Any],

@@ -312,7 +312,12 @@ class AriGate:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Connect, resync, answer events; reconnect with exponential backoff until stop()."""
+        """Connect, resync, answer events; reconnect with exponential backoff until stop().
+
+        A connection that served for a while is followed by an immediate reconnection (calls are being
+        rejected meanwhile); one that failed, or broke soon after opening, waits and doubles the wait, so a
+        PBX in trouble is not hammered.
+        """
         delay = self.options.reconnect_min
         while not self._stopping.is_set():
             try:
@@ -323,18 +328,24 @@ class AriGate:
                 delay = min(delay * 2, self.options.reconnect_max)
                 continue
             self.connections += 1
-            delay = self.options.reconnect_min
             self._last_error = ""
             log.warning("ARI: application %r connected to %s", self.app, getattr(self.client, "base", "Asterisk"))
+            opened = time.monotonic()
             try:
-                await self._serve(ws)
+                served = await self._serve(ws)
             finally:
                 self.ready.clear()
                 with contextlib.suppress(Exception):
                     await ws.close()
-            if not self._stopping.is_set():
-                log.warning("ARI: events connection lost; reconnecting (calls meanwhile get STASISSTATUS=FAILED "
-                            "and are rejected by the dialplan)")
+            if self._stopping.is_set():
+                break
+            log.warning("ARI: events connection lost; reconnecting (calls meanwhile get STASISSTATUS=FAILED "
+                        "and are rejected by the dialplan)")
+            if served and time.monotonic() - opened >= self.options.reconnect_max:
+                delay = self.options.reconnect_min
+            else:
+                await self._sleep(delay)
+                delay = min(delay * 2, self.options.reconnect_max)
         await self._drain()
 
     async def _sleep(self, seconds: float) -> None:
@@ -348,12 +359,13 @@ class AriGate:
                       self.options.reconnect_max)
             self._last_error = cause
 
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
+        """Resync, then answer events until the socket closes or stop(); False when the resync failed."""
         try:
             await self.resync()
         except AriError as exc:
             log.error("ARI: cannot list the channels after connecting (%s); reconnecting", exc)
-            return
+            return False
         self.ready.set()
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -364,12 +376,12 @@ class AriGate:
                     receive.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await receive
-                    return
+                    return True
                 message = receive.result()
                 if message.type != aiohttp.WSMsgType.TEXT:
                     if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                                         aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                        return
+                        return True
                     continue
                 try:
                     event = json.loads(message.data)
@@ -500,8 +512,15 @@ class AriGate:
                   call.channel, verdict.decision, ",".join(verdict.reasons))
         if entry.ended:
             return
-        for name, value in channel_variables(verdict):
-            await self.client.set_variable(channel_id, name, value)
+        # The details go out together (each is a REST round trip), the decision only after all of them:
+        # a channel that somehow continued early still reads BLOCK, as the dialplan set it.
+        *details, (decision_name, decision_value) = channel_variables(verdict)
+        results = await asyncio.gather(*(self.client.set_variable(channel_id, name, value)
+                                         for name, value in details), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        await self.client.set_variable(channel_id, decision_name, decision_value)
         if verdict.allowed:
             entry.state = State.ANSWERED
             entry.since = time.monotonic()
