@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from rpoguard.constants import ALLOW, BLOCK, ENGINE_ERROR
-from rpoguard.gate import CallRequest, OptoutRequest, OptoutResult, Verdict
+from rpoguard.gate import CallRequest, OptoutRequest, OptoutResult, PendingVerdict, Verdict
 
 USER = "dialer"
 PASSWORD = "s3cret-Passw0rd"
@@ -234,6 +234,8 @@ class FakeGate:
         self.hold: asyncio.Event | None = None
         self.entered = asyncio.Event()
         self.fail = False
+        # When set: the verdict the record ends with, whatever the provisional one was.
+        self.final: Verdict | None = None
 
     async def check(self, call: CallRequest) -> Verdict:
         self.calls.append(call)
@@ -245,6 +247,15 @@ class FakeGate:
         if call.raw_number in self.allow:
             return Verdict(ALLOW, (), "+39" + call.raw_number, f"id-{len(self.calls)}", "listed")
         return Verdict(BLOCK, ("rpo_registered",), "+39" + call.raw_number, f"id-{len(self.calls)}")
+
+    async def begin(self, call: CallRequest) -> PendingVerdict:
+        provisional = await self.check(call)
+        if self.final is None:
+            return PendingVerdict.settled(provisional)
+        # The record landed differently (the attempt cap was taken meanwhile, the log out of reach).
+        recorded: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        recorded.set_result(self.final)
+        return PendingVerdict(provisional, recorded)
 
     async def optout(self, request: OptoutRequest) -> OptoutResult:
         raise AssertionError("the ARI gate never records opt-outs")

@@ -15,9 +15,9 @@ from ari_fakes import APP, PASSWORD, USER, FakeAri, FakeGate, channel
 
 from rpoguard.agi.ari import AriClient, AriError, AriGate, AriOptions, ari_base, call_request, stasis_args
 from rpoguard.config import Config
-from rpoguard.constants import SOURCE_ARI, VAR_DECISION, VAR_ID, VAR_NUMBER, VAR_REASON, VAR_REASONS
+from rpoguard.constants import BLOCK, SOURCE_ARI, VAR_DECISION, VAR_ID, VAR_NUMBER, VAR_REASON, VAR_REASONS
 from rpoguard.db.sqlite import SqliteStore
-from rpoguard.gate import Gate
+from rpoguard.gate import Gate, Verdict
 
 ALLOWED = "0612345678"
 BLOCKED = "3477654321"
@@ -198,6 +198,25 @@ def test_engine_error_blocks(arun: Callable[..., Any]) -> None:
             await until(lambda: fake.hung_up != [], "c7 hung up")
             assert fake.variables["c7"][VAR_DECISION] == "BLOCK"
             assert fake.variables["c7"][VAR_REASON] == "engine_error"
+            assert fake.continued == []
+
+    arun(scenario())
+
+
+def test_final_verdict_differing_from_the_provisional_one_wins(arun: Callable[..., Any]) -> None:
+    gate = FakeGate(allow={ALLOWED})
+    gate.final = Verdict(BLOCK, ("attempt_limit",), "+39" + ALLOWED, "id-final")
+
+    async def scenario() -> None:
+        async with running(gate) as (fake, ari):
+            await connected(fake, ari)
+            fake.enter(channel("c19", ALLOWED))
+            await until(lambda: fake.hung_up != [], "c19 hung up")
+            actions = fake.actions("c19")
+            # The provisional ALLOW's details, then the final BLOCK's, then the decision: never ALLOW.
+            assert f"set {VAR_ID}=id-1" in actions[:4] and actions[-2:] == [f"set {VAR_DECISION}=BLOCK", "hangup 21"]
+            assert fake.variables["c19"][VAR_REASON] == "attempt_limit"
+            assert fake.variables["c19"][VAR_ID] == "id-final"
             assert fake.continued == []
 
     arun(scenario())

@@ -2,7 +2,7 @@
 
     same => n,Stasis(rpoguard,NUMBER,CAMPAIGN[,CALLER_ID])      (dialplan/rpoguard.conf: rpoguard-check-ari)
 
-A channel that enters the application is decided by the same Gate.check as FastAGI (same engine, same audit
+A channel that enters the application is decided by the same Gate as FastAGI (same engine, same audit
 record, same channel variables). An ALLOW sets the variables (RPOGUARD_DECISION last) and continues the
 channel in the dialplan; a BLOCK sets them and hangs the channel up with cause 21; anything that goes wrong
 hangs up, and nothing ever continues a channel without a recorded ALLOW.
@@ -41,9 +41,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from rpoguard.agi.routes.check import channel_variables
+from rpoguard.agi.routes.check import detail_variables
 from rpoguard.agi.routes.common import GateLike
-from rpoguard.constants import SOURCE_ARI
+from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, SOURCE_ARI, VAR_DECISION
 from rpoguard.gate import CallRequest
 from rpoguard.numbers import redact
 
@@ -507,26 +507,39 @@ class AriGate:
         if entry.ended:
             return  # hung up while waiting: no decision for a call that cannot go out (as FastAGI)
         call = call_request(channel, args, presentation, self.app, resync=resync)
-        verdict = await self.gate.check(call)
+        # As the FastAGI check route: the details go while the decision's audit record is being committed
+        # (an fsync they do not depend on), all four at once since each is a REST round trip, and
+        # RPOGUARD_DECISION only once the record is durable, after the details of the final verdict.
+        pending = await self.gate.begin(call)
+        sent = detail_variables(pending.provisional)
+        try:
+            if not entry.ended:
+                await self._set_variables(channel_id, sent)
+        except BaseException:
+            await pending.final()  # recorded all the same: the decision was taken
+            raise
+        verdict = await pending.final()
         log.debug("ARI check %s campaign %s on %s: %s %s", redact(call.raw_number), call.campaign_id,
                   call.channel, verdict.decision, ",".join(verdict.reasons))
         if entry.ended:
             return
-        # The details go out together (each is a REST round trip), the decision only after all of them:
-        # a channel that somehow continued early still reads BLOCK, as the dialplan set it.
-        *details, (decision_name, decision_value) = channel_variables(verdict)
-        results = await asyncio.gather(*(self.client.set_variable(channel_id, name, value)
-                                         for name, value in details), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        await self.client.set_variable(channel_id, decision_name, decision_value)
+        details = detail_variables(verdict)
+        if details != sent:
+            await self._set_variables(channel_id, details)
+        await self.client.set_variable(channel_id, VAR_DECISION, CHANNEL_ALLOW if verdict.allowed else CHANNEL_BLOCK)
         if verdict.allowed:
             entry.state = State.ANSWERED
             entry.since = time.monotonic()
             await self.client.continue_in_dialplan(channel_id)
         else:
             await self._hangup(channel_id, entry)
+
+    async def _set_variables(self, channel_id: str, variables: Sequence[tuple[str, str]]) -> None:
+        results = await asyncio.gather(*(self.client.set_variable(channel_id, name, value)
+                                         for name, value in variables), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _hangup(self, channel_id: str, entry: _Entry) -> None:
         try:
