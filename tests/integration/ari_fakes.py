@@ -236,6 +236,7 @@ class FakeGate:
         self.fail = False
         # When set: the verdict the record ends with, whatever the provisional one was.
         self.final: Verdict | None = None
+        self.record_stuck = False
 
     async def check(self, call: CallRequest) -> Verdict:
         self.calls.append(call)
@@ -250,6 +251,9 @@ class FakeGate:
 
     async def begin(self, call: CallRequest) -> PendingVerdict:
         provisional = await self.check(call)
+        if self.record_stuck:
+            # The audit commit never completes (a disk that hangs): final() never returns.
+            return PendingVerdict(provisional, asyncio.get_running_loop().create_future())
         if self.final is None:
             return PendingVerdict.settled(provisional)
         # The record landed differently (the attempt cap was taken meanwhile, the log out of reach).

@@ -238,6 +238,24 @@ def test_decision_past_the_deadline_hangs_up(arun: Callable[..., Any]) -> None:
     arun(scenario())
 
 
+def test_decision_whose_record_never_lands_is_never_given(arun: Callable[..., Any]) -> None:
+    gate = FakeGate(allow={ALLOWED})
+    gate.record_stuck = True
+
+    async def scenario() -> None:
+        options = AriOptions(app=APP, decision_deadline=0.2, reconnect_min=0.01, reconnect_max=0.05)
+        async with running(gate, options) as (fake, ari):
+            await connected(fake, ari)
+            fake.enter(channel("c20", ALLOWED))
+            await until(lambda: fake.hung_up != [], "c20 hung up")
+            # The provisional ALLOW's details went out during the commit; the decision never did.
+            assert fake.variables["c20"][VAR_ID] == "id-1"
+            assert VAR_DECISION not in fake.variables["c20"]
+            assert fake.hung_up == [("c20", "21")] and fake.continued == []
+
+    arun(scenario())
+
+
 def test_failed_variable_never_continues(arun: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 

@@ -515,8 +515,10 @@ class AriGate:
         try:
             if not entry.ended:
                 await self._set_variables(channel_id, sent)
-        except BaseException:
-            await pending.final()  # recorded all the same: the decision was taken
+        except Exception:
+            # Recorded all the same: the decision was taken. (On the deadline's cancellation nothing is
+            # awaited: a stuck store must not keep the channel from being hung up.)
+            await pending.final()
             raise
         verdict = await pending.final()
         log.debug("ARI check %s campaign %s on %s: %s %s", redact(call.raw_number), call.campaign_id,
