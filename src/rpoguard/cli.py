@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rpoguard import __version__
+from rpoguard.agi.ari import AriClient, AriGate, AriOptions
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
 from rpoguard.agi.stdio import serve_stdio
@@ -526,6 +528,67 @@ async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Confi
     return EXIT_OK
 
 
+ENV_ARI_PASSWORD = "RPOGUARD_ARI_PASSWORD"  # noqa: S105 (the name of a variable, not a password)
+
+
+def _ari_password(args: argparse.Namespace, config: Config) -> str:
+    """--password, else RPOGUARD_ARI_PASSWORD, else [ari] password_file, else [ari] password."""
+    if args.password is not None:
+        return str(args.password)
+    from_env = os.environ.get(ENV_ARI_PASSWORD)
+    if from_env:
+        return from_env
+    ari = config.ari
+    if ari.password_file:
+        try:
+            text = Path(ari.password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the ARI password file {ari.password_file}: {exc.strerror}") from exc
+        # One line; a trailing newline from an editor is not part of the password.
+        password = text.rstrip("\r\n")
+        if not password:
+            raise UsageError(f"the ARI password file {ari.password_file} is empty")
+        return password
+    if ari.password:
+        return ari.password
+    raise UsageError(f"no ARI password: set {ENV_ARI_PASSWORD}, [ari] password_file in the config, or --password")
+
+
+async def cmd_ari(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    ari = config.ari
+    user = args.user or ari.user
+    if not user:
+        raise UsageError("no ARI user: give --user or set [ari] user in the config (a user of Asterisk's ari.conf)")
+    try:
+        client = AriClient(args.url or ari.url, user, _ari_password(args, config))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    options = AriOptions(app=args.app or ari.app, decision_deadline=ari.decision_deadline,
+                         reconnect_max=ari.reconnect_max)
+    if not options.app or "," in options.app:
+        raise UsageError(f"--app {options.app!r}: must be a non-empty name without commas")
+    # As `serve`: the database is opened under supervision, so a missing one blocks with engine_error.
+    data = Path(config.db)
+    supervised = SupervisedStore(lambda: open_store(config.db), [data, audit_path(data)])
+    await supervised.start()
+    gate = AriGate(client, Gate(supervised, config), options)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, gate.stop)
+    log.warning("rpoguard %s: ARI gate for Stasis(%s,...) on %s as %s (database %s)", __version__, options.app,
+                client.base, user, config.db)
+    try:
+        await gate.run()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await client.close()
+        await supervised.close()
+    log.warning("rpoguard ari stopped")
+    return EXIT_OK
+
+
 async def cmd_agi(args: argparse.Namespace, store: Store, config: Config) -> int:
     # The AGI arguments also arrive as agi_arg_N in the environment, where the route reads them; the copies
     # Asterisk puts on the command line are ignored so that a value starting with '-' cannot break parsing.
@@ -695,6 +758,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "[serve] allowed_clients in the config: FastAGI has no authentication)")
     p.add_argument("--port", type=int, help="port to listen on (default 4573)")
 
+    p = commands.add_parser("ari", help="run the ARI gate: a Stasis application deciding like FastAGI's check",
+                            description="Run the ARI gate. A channel entering Stasis(APP,NUMBER,CAMPAIGN"
+                                        "[,CALLER_ID]) is decided as FastAGI's check decides it: an allowed "
+                                        "one continues in the dialplan, a blocked one is hung up with cause "
+                                        "21. See rpoguard-check-ari in dialplan/rpoguard.conf. Options "
+                                        "default to the [ari] section of the config. Reconnects by itself; "
+                                        "stops on SIGTERM.")
+    p.set_defaults(handler=cmd_ari)
+    p.add_argument("--url", help="Asterisk's HTTP server (http.conf), default http://127.0.0.1:8088")
+    p.add_argument("--app", help="the Stasis application name (default rpoguard)")
+    p.add_argument("--user", help="an ari.conf user")
+    p.add_argument("--password", help=f"its password; better {ENV_ARI_PASSWORD} or [ari] password_file, "
+                                      "since a command line is visible to every local user")
+
     p = commands.add_parser("agi", help="the same routes as a classic AGI program (one process per call)",
                             description="Serve one classic AGI session on standard input/output, for "
                                         "AGI(rpoguard-agi,check,NUMBER,CAMPAIGN) from agi-bin. Slower than "
@@ -738,8 +815,9 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
     # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
     configure(writer_from_config(config.audit, config.db))
-    if handler is cmd_serve:
-        return await cmd_serve(args, None, config)
+    if handler is cmd_serve or handler is cmd_ari:
+        # The servers open the database themselves, under supervision.
+        return await handler(args, None, config)  # type: ignore[arg-type]
     async with open_store(config.db) as store:
         return await handler(args, store, config)
 
