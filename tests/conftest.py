@@ -25,7 +25,6 @@ from typing import NamedTuple, Protocol, TypeVar
 import pytest
 
 from rpoguard.audit import AuditEntry
-from rpoguard.db.sqlite import SqliteStore
 from rpoguard.db.store import Store
 
 # The PostgreSQL server and per-test databases (tests/pgfixtures.py).
@@ -121,7 +120,7 @@ def store_url(backend: str, db_path: Path, request: pytest.FixtureRequest) -> st
 @pytest.fixture
 def store(store_url: str, run: Runner) -> Iterator[Store]:
     """An opened, migrated store on this test's database (SQLite and PostgreSQL); closed after the test."""
-    from rpoguard.db import open_store  # noqa: PLC0415
+    from rpoguard.db import open_store
 
     opened = open_store(store_url)
     run(opened.open())

@@ -46,7 +46,7 @@ def unavailable(reason: str) -> None:
 
 
 async def _admin(url: str, *statements: str) -> None:
-    import asyncpg  # noqa: PLC0415 -- only the PostgreSQL tests need it
+    import asyncpg
 
     con = await asyncpg.connect(url, timeout=10)
     try:
@@ -57,7 +57,7 @@ async def _admin(url: str, *statements: str) -> None:
 
 
 async def _migrate(url: str) -> None:
-    from rpoguard.db.postgres import PostgresStore  # noqa: PLC0415
+    from rpoguard.db.postgres import PostgresStore
 
     store = PostgresStore(url, pool_min=1, pool_max=1)
     await store.open()
