@@ -34,7 +34,7 @@ from rpoguard.anchor import (
 from rpoguard.audit import export_rows
 from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
-from rpoguard.db import open_store
+from rpoguard.db import is_postgres_url, open_store
 from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
     ConsentRecord,
@@ -47,6 +47,7 @@ from rpoguard.db.store import (
     StoreError,
 )
 from rpoguard.db.supervisor import SupervisedStore
+from rpoguard.db.urls import display_name
 from rpoguard.gate import CallRequest, Gate, GateError, Verdict
 from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import contracts as contract_import
@@ -496,7 +497,9 @@ async def cmd_serve(args: argparse.Namespace, store: Store | None, config: Confi
     # The server opens the database itself, under supervision: it starts and stays up without one,
     # blocking every call with engine_error until the database is (back) in place.
     data = Path(config.db)
-    supervised = SupervisedStore(lambda: open_store(config.db), [data, audit_path(data)])
+    # PostgreSQL has no files to watch: the pool reconnects by itself, and a failed open is retried.
+    paths = [] if is_postgres_url(config.db) else [data, audit_path(data)]
+    supervised = SupervisedStore(lambda: open_store(config.db), paths)
     await supervised.start()
     try:
         return await _serve(args, supervised, config)
@@ -520,9 +523,31 @@ async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Confi
     gc.collect()
     gc.freeze()
     log.warning("rpoguard %s: FastAGI gate listening on %s:%d (database %s)", __version__,
-                args.host or serve.host, server.port, config.db)
+                args.host or serve.host, server.port, display_name(config.db))
     await serve_until_signalled(server)
     log.warning("rpoguard stopped")
+    return EXIT_OK
+
+
+async def cmd_db_migrate(args: argparse.Namespace, store: Store, config: Config) -> int:
+    # Opening the store brought the schema up to date; a second run changes nothing.
+    version = await store.schema_version()  # type: ignore[attr-defined]
+    print(f"database {display_name(config.db)}: "
+          f"schema up to date (version {version})")
+    return EXIT_OK
+
+
+async def cmd_db_copy(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    from rpoguard.db.copy import copy_database  # noqa: PLC0415 -- only this command needs it
+
+    source = args.source or config.db
+    report = await copy_database(source, args.target)
+    where = display_name(args.target)
+    for table, count in report.counts.items():
+        print(f"{table}: {count} row(s)")
+    print(f"copied to {where}; decision log: {report.target_chain.rows} row(s), head "
+          f"{report.target_chain.head_hash}, {'intact' if report.target_chain.intact else 'NOT INTACT'} "
+          "(as in the source)")
     return EXIT_OK
 
 
@@ -551,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpoguard", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rpoguard {__version__}")
-    parser.add_argument("--db", help="database file (env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
+    parser.add_argument("--db", help="database file, or postgresql://user:pass@host/db for several PBXs "
+                                     "(env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
     parser.add_argument("--config", help="TOML configuration file (env RPOGUARD_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on standard error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -731,6 +757,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="until", type=_time_arg, metavar="TIME", help="up to this time (exclusive)")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+
+    database = group("db", "the database itself: schema, moving from SQLite to PostgreSQL")
+    command(database, "migrate", cmd_db_migrate,
+            "create the database or bring its schema up to date (every command does it on open; this one "
+            "does nothing else)")
+    p = command(database, "copy", cmd_db_copy,
+                "copy everything (principals, campaigns, imports, RPO answers, listings, consents, contracts, "
+                "refusals and the decision log with its hash chain) into an empty database")
+    p.add_argument("--from", dest="source", metavar="URL",
+                   help="the database to copy from: a SQLite file or postgresql://... (default: --db)")
+    p.add_argument("--to", dest="target", required=True, metavar="URL",
+                   help="the empty database to copy into: a SQLite file or postgresql://user:pass@host/db")
     return parser
 
 
@@ -738,8 +776,9 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
     # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
     configure(writer_from_config(config.audit, config.db))
-    if handler is cmd_serve:
-        return await cmd_serve(args, None, config)
+    if handler is cmd_serve or handler is cmd_db_copy:
+        # These open their databases themselves.
+        return await handler(args, None, config)  # type: ignore[arg-type]
     async with open_store(config.db) as store:
         return await handler(args, store, config)
 

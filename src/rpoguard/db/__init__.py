@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.db.store import Store, StoreError
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(POSTGRES_SCHEMES)
+from rpoguard.db.urls import is_postgres_url
 
 
 def open_store(url: str) -> Store:

@@ -25,7 +25,6 @@ from datetime import date, datetime, time
 from importlib import resources
 from itertools import islice
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -48,6 +47,7 @@ from rpoguard.db.store import (
     StoreError,
     StoreUnavailable,
 )
+from rpoguard.db.urls import redact_url
 from rpoguard.policy.model import (
     CampaignFacts,
     ConsentFacts,
@@ -81,19 +81,6 @@ def _migrations() -> list[tuple[int, str]]:
         if item.name.endswith(".sql"):
             found.append((int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8")))
     return sorted(found)
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://(unparsable URL)"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))
 
 
 def _pg_error(exc: BaseException, where: str) -> StoreError:
