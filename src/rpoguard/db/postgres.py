@@ -163,7 +163,7 @@ _HEAD_SQL = """
 SELECT h.seq, h.hash,
   ARRAY(SELECT (SELECT count(*) FROM audit_log a
                  WHERE a.number = k.number AND a.principal_id = k.principal AND a.decision = 'allow'
-                   AND a.ts_us > k.since AND a.ts_us <= k.until)
+                   AND a.ts_us > k.since AND a.ts_us < k.until)
           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY
                AS k(number, principal, since, until, i)
          ORDER BY k.i) AS allows
@@ -180,6 +180,11 @@ WITH added AS (
 )
 UPDATE audit_head SET seq = $18::bigint, hash = $19::text WHERE id = 1
 """
+
+
+def _until(entry: AuditEntry, cap: AttemptCap) -> int:
+    """The end (exclusive) of the cap's window around a decision: as long after it as the window is before."""
+    return entry.ts_us + (entry.ts_us - cap.since_us)
 
 
 def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -249,7 +254,12 @@ class _PgAuditAppender:
             # BEGIN and the lock in one round trip (simple query protocol); the lock waits for any other
             # node's group to commit.
             await con.execute("BEGIN; SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
-            caps = [(cap.number, cap.principal_id, cap.since_us, entry.ts_us) for entry, cap in items if cap]
+            # The window reaches as far after the decision as before it. Decisions of several nodes (and the
+            # concurrent sessions of one) are stamped when they start and committed in lock order, so an
+            # ALLOW stamped a few milliseconds later may already be in: it must count, or two calls would
+            # each see the other "in the future" and both pass the cap. Only a check back-dated with
+            # --at sees more ALLOWs than its own past window: more cautious, never less.
+            caps = [(cap.number, cap.principal_id, cap.since_us, _until(entry, cap)) for entry, cap in items if cap]
             head = await con.fetchrow(_HEAD_SQL, *([list(col) for col in zip(*caps, strict=True)] if caps
                                                    else [[], [], [], []]))
             if head is None:
@@ -263,7 +273,7 @@ class _PgAuditAppender:
                 if cap is not None:
                     stored = next(stored_allows)
                     earlier = allowed_in_group.get((cap.number, cap.principal_id), [])
-                    allows = stored + sum(1 for ts in earlier if cap.since_us < ts <= entry.ts_us)
+                    allows = stored + sum(1 for ts in earlier if cap.since_us < ts < _until(entry, cap))
                     if allows >= cap.max_allows:
                         results.append(AttemptCapReached(allows))
                         continue
@@ -362,14 +372,15 @@ class PostgresStore(Store):
         self._appender = _PgAuditAppender(self._connect, self.where)
 
     async def _migrate(self, con: asyncpg.Connection) -> None:
-        await con.execute("CREATE TABLE IF NOT EXISTS rpoguard_schema (version INTEGER PRIMARY KEY,"
-                          " applied_us BIGINT NOT NULL)")
-        for version, sql in _migrations():
-            # Read under the lock, inside the transaction: nodes that start together migrate once.
-            async with con.transaction():
-                await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                done = await con.fetchval("SELECT 1 FROM rpoguard_schema WHERE version = $1", version)
-                if done is None:
+        # One transaction under a lock: nodes and commands that start together on a new database migrate
+        # it once, one after the other (even CREATE TABLE IF NOT EXISTS races without the lock).
+        async with con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await con.execute("CREATE TABLE IF NOT EXISTS rpoguard_schema (version INTEGER PRIMARY KEY,"
+                              " applied_us BIGINT NOT NULL)")
+            done = {row[0] for row in await con.fetch("SELECT version FROM rpoguard_schema")}
+            for version, sql in _migrations():
+                if version not in done:
                     log.info("migrating %s to schema version %d", self.where, version)
                     await con.execute(sql)
                     await con.execute("INSERT INTO rpoguard_schema (version, applied_us) VALUES ($1, $2)",
