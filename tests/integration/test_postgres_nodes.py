@@ -196,7 +196,7 @@ def test_an_import_runs_while_both_nodes_serve(
         return seen
 
     during = asyncio.run(sessions_while(importing))
-    out, err = importing.communicate(timeout=120)
+    _, err = importing.communicate(timeout=120)
     assert importing.returncode == 0, err
     assert all(t.variables[VAR_DECISION] == CHANNEL_ALLOW for t in during), [
         t.variables.get(VAR_REASONS) for t in during if t.variables[VAR_DECISION] != CHANNEL_ALLOW]
