@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -267,3 +268,52 @@ async def _drop(admin_url: str, name: str) -> None:
         await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await con.close()
+
+
+def test_a_node_blocks_while_postgresql_is_down_and_serves_again_when_it_returns(
+    pg_server: Any, tmp_path: Path, cli_script: str, run_cli: CliRunner
+) -> None:
+    """A cluster of this test's own (the session's is shared), stopped and started under a serving node."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "pg-throwaway"
+    # Not under tmp_path: as root the server runs as 'postgres', which cannot enter pytest's 0700 folders.
+    folder = Path(tempfile.mkdtemp(prefix="rpoguard-pg-down-"))
+    folder.rmdir()
+    started = subprocess.run([str(script), "start", str(folder), "--no-fsync"], capture_output=True, text=True,
+                             check=False, timeout=120)
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    try:
+        for args in (("principal", "add", "acme", "--name", "ACME", "--caller-id", CALLER),
+                     ("campaign", "add", "open", "--principal", "acme"),
+                     ("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
+                     ("directory", "import", EXAMPLES / "directory.txt")):
+            result = run_cli(*args, env={"RPOGUARD_DB": url})
+            assert result.code == 0, result.err
+        proc, port, log = start_serve(cli_script, node_env(url, libfaketime()), tmp_path)
+        try:
+            first = asyncio.run(play(port, check_env("open", LISTED, "r.1")))
+            assert first.variables[VAR_DECISION] == CHANNEL_ALLOW, first.variables
+
+            subprocess.run([str(script), "halt", str(folder)], check=True, timeout=60)
+            down = [asyncio.run(play(port, check_env("open", LISTED, f"r.down.{i}"))) for i in range(3)]
+            # Failing closed: answered at once, blocked, engine_error; nothing waits for the database.
+            assert all(t.agistatus == "SUCCESS" for t in down)
+            assert [t.variables[VAR_DECISION] for t in down] == [CHANNEL_BLOCK] * 3
+            assert all(ENGINE_ERROR in t.variables[VAR_REASONS].split(",") for t in down)
+
+            subprocess.run([str(script), "resume", str(folder)], check=True, timeout=60)
+            deadline = time.monotonic() + 30
+            while True:
+                back = asyncio.run(play(port, check_env("open", LISTED, "r.back")))
+                if back.variables[VAR_DECISION] == CHANNEL_ALLOW or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert back.variables[VAR_DECISION] == CHANNEL_ALLOW, back.variables
+        finally:
+            stop(proc)
+        result = run_cli("audit", "verify", env={"RPOGUARD_DB": url})
+        assert result.code == 0, result.out
+        text = log.read_text(errors="replace")
+        assert url.split(":")[2].split("@", maxsplit=1)[0] not in text  # the password
+    finally:
+        subprocess.run([str(script), "stop", str(folder)], check=False, timeout=60)

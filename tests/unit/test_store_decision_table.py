@@ -19,9 +19,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from rawdb import RawDb
 from test_policy import NUMBER, ORDER_ROWS, RULE_ROWS
 
+from rawdb import RawDb
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import ConsentRecord, ImportMeta, RpoAnswer, Store
 from rpoguard.policy import CallContext, Facts, RpoFacts, decide
