@@ -252,8 +252,11 @@ class _PgAuditAppender:
         con = self._con
         try:
             # BEGIN and the lock in one round trip (simple query protocol); the lock waits for any other
-            # node's group to commit.
-            await con.execute("BEGIN; SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+            # node's group to commit. READ COMMITTED whatever the server's default: the next statement
+            # must see what the previous holder of the lock committed (under a REPEATABLE READ or
+            # SERIALIZABLE default the lock fails with a serialisation error instead).
+            await con.execute("BEGIN ISOLATION LEVEL READ COMMITTED;"
+                              " SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
             # The window reaches as far after the decision as before it. Decisions of several nodes (and the
             # concurrent sessions of one) are stamped when they start and committed in lock order, so an
             # ALLOW stamped a few milliseconds later may already be in: it must count, or two calls would
