@@ -436,7 +436,7 @@ class PostgresStore(Store):
         numbers = list(caller_ids)
 
         async def work() -> bool:
-            async with self.pool.acquire() as con, con.transaction():
+            async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
                 # xmax = 0 on the returned row: it was inserted, not updated.
                 created = await con.fetchval(
                     "INSERT INTO principals (id, name, created_us) VALUES ($1, $2, $3)"
@@ -517,7 +517,7 @@ class PostgresStore(Store):
     async def _in_transaction(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run an import in one transaction: whole or not at all, also when reading its rows raises."""
         async def run() -> T:
-            async with self.pool.acquire() as con, con.transaction():
+            async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
                 return await work(con)
 
         return await self._call(run)
