@@ -22,18 +22,21 @@ Verbose and Hangup (tens of µs). What is reported is each mode's time minus the
 from __future__ import annotations
 
 import argparse
+import fcntl
 import re
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import clockshift  # noqa: E402
 from common import (  # noqa: E402
     bench_dir,
     empty_config,
@@ -91,8 +94,10 @@ exten => s,1,GotoIf($["${LOGGED}" = "1"]?done)
 _TIMING = re.compile(r"bench-timing (\w+) (\S+) ([\d.]+) ([\d.]+) ([^\s\"]*)")
 
 
-def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, calls: int | None = None) -> None:
-    """Print part 4's tables; `numbers` are national numbers present in the store at `db`."""
+def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, calls: int | None = None,
+        at: datetime | None = None) -> None:
+    """Print part 4's tables; `numbers` are national numbers present in the store at `db`. With `at`, the
+    gate's wall clock is shifted there (bench/clockshift.py), so that it decides as in the calling hours."""
     from tests.e2e.harness import Asterisk, HarnessError, RunDir  # noqa: PLC0415
 
     print()
@@ -108,9 +113,13 @@ def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, c
     port = free_port()
     server_log = folder / "rpoguard-asterisk.log"
     with server_log.open("wb") as fh:
+        shift = clockshift.environ(int(at.timestamp() - time.time()), folder) if at is not None else {}
         server = subprocess.Popen([venv_bin("rpoguard"), "serve", "--port", str(port)],
-                                  env=dict(env, RPOGUARD_DB=str(db)), stdout=fh, stderr=subprocess.STDOUT,
+                                  env=dict(env, RPOGUARD_DB=str(db), **shift), stdout=fh, stderr=subprocess.STDOUT,
                                   start_new_session=True)
+    # Asterisk needs the fixed SIP ports the e2e tests use: wait for a test session to finish first.
+    host_lock = (ROOTFS.parent / "e2e-session.lock").open("w")
+    fcntl.flock(host_lock, fcntl.LOCK_EX)
     run_dir = RunDir.create(ROOTFS)
     asterisk = None
     try:
@@ -154,6 +163,7 @@ def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, c
         if asterisk is not None:
             asterisk.stop()
         run_dir.remove()
+        host_lock.close()
         server.terminate()
         server.wait(10)
 
@@ -206,7 +216,7 @@ def main() -> None:
     store = bench_gate.build_store(folder / "asterisk-bench.db", int(args.size * 1e6), bench_gate.call_time(), env)
     try:
         run(store.path, bench_gate.draw_numbers(store.layout, args.calls, seed=11), env, quick=False,
-            calls=args.calls)
+            calls=args.calls, at=store.at)
     finally:
         bench_gate.remove_db(store.path)
 

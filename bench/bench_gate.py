@@ -51,6 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import clockshift
 import loadgen
 from common import (
     MOBILE_PREFIXES,
@@ -652,8 +653,14 @@ def decision_check(runs: Sequence[Run], name: str, rows_added: int) -> str:
     sets = sum(r.result.set_variables for r in mine)
     done = allow + block + none
     return (f"{name}: {done:,} measured sessions: ALLOW {allow:,}, BLOCK {block:,}, no decision {none:,}; "
-            f"{sets / max(done, 1):.1f} SET VARIABLE per session; {with_id:,} carried a decision id; the audit "
+            f"{sets / max(done, 1):.1f} variable-setting commands per session; {with_id:,} carried a decision id; "
+            f"the audit "
             f"log grew by {rows_added:,} rows over the whole run (warm-ups and drains included)")
+
+
+def shift_to(at: datetime) -> int:
+    """Seconds to add to the wall clock so that a server started now decides at `at` (give or take the run)."""
+    return int(at.timestamp() - time.time())
 
 
 def server_bench(store: Store, args: argparse.Namespace, folder: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -661,7 +668,7 @@ def server_bench(store: Store, args: argparse.Namespace, folder: Path, env: dict
     numbers = draw_numbers(store.layout, 50_000, seed=7)
     numbers_path = folder / "gate-numbers.txt"
     numbers_path.write_text("\n".join(numbers) + "\n")
-    server_env = dict(env, RPOGUARD_DB=str(store.path))
+    server_env = dict(env, RPOGUARD_DB=str(store.path), **clockshift.environ(shift_to(store.at), folder))
     python = sys.executable
     refserver = str(Path(__file__).resolve().parent / "refserver.py")
     servers: dict[str, Server] = {}
@@ -984,7 +991,8 @@ def main() -> None:
     at = call_time()
     out()
     out(f"Engine call time {at.isoformat()} (inside the calling hours); the store's RPO answers were checked a day "
-        f"before it. The servers decide at the real time, so their mix of ALLOW and BLOCK depends on the hour.")
+        f"before it. The servers run with their wall clock shifted to that time (bench/clockshift.py), so they "
+        f"decide ALLOW and BLOCK as they would in the calling hours whatever the hour of the run.")
 
     engine: list[EngineResult] = []
     stores: list[Store] = []
@@ -1009,7 +1017,8 @@ def main() -> None:
     if not args.no_asterisk and os.geteuid() == 0:
         import bench_asterisk  # noqa: PLC0415
 
-        bench_asterisk.run(stores[-1].path, draw_numbers(stores[-1].layout, 400, seed=11), env, quick=not full)
+        bench_asterisk.run(stores[-1].path, draw_numbers(stores[-1].layout, 400, seed=11), env, quick=not full,
+                           at=at)
     with contextlib.suppress(OSError):
         path.unlink()
     remove_db(path)

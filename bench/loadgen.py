@@ -10,8 +10,8 @@ being measured. Per call it does what res_agi does (agi-protocol.md; res_agi.c `
 * the environment as ``setup_env`` writes it: ``agi_network``, ``agi_network_script``, ``agi_request``,
   the 19 channel lines, ``agi_arg_1..N``, a blank line. Asterisk writes each line with its own write()
   (``ast_agi_send``), so the generator does too (``--env-writes lines``, the default);
-* every command is answered the way res_agi answers it (``SET VARIABLE`` -> ``200 result=1``, ``GET
-  VARIABLE`` -> ``200 result=0``, unknown -> ``510``), one at a time;
+* every command is answered the way res_agi answers it (``SET VARIABLE`` -> ``200 result=1``, ``EXEC
+  MSet`` -> ``200 result=0``, ``GET VARIABLE`` -> ``200 result=0``, unknown -> ``510``), one at a time;
 * a line starting with ``failure`` ends the session (AGISTATUS=FAILURE), as does the server's close;
   then, as ``run_agi`` does at its end when AGISIGHUP is not ``no``, it writes ``HANGUP`` and closes.
 
@@ -266,6 +266,13 @@ static void answer(slot_t *s, char *line) {
         } else {
             reply = "520 Invalid command syntax.  Proper usage not available.\n";
         }
+        s->sets++;
+    } else if (strncasecmp(line, "EXEC MSet ", 10) == 0) {
+        /* The gate's details in one command (AgiSession.set_variables); MSet answers 0. */
+        const char *id = strstr(line, id_var);
+        if (id && id[strlen(id_var)] == '=' && id[strlen(id_var) + 1] != ',' && id[strlen(id_var) + 1] != '"')
+            s->has_id = 1;
+        reply = "200 result=0\n";
         s->sets++;
     } else if (strncasecmp(line, "GET VARIABLE ", 13) == 0) {
         reply = "200 result=0\n";
@@ -559,6 +566,8 @@ def _classic_answer(line: bytes, state: dict[str, str]) -> bytes:
         name, _, value = rest.partition(" ")
         state[name] = value.strip().strip('"')
         return b"200 result=1\n"
+    if upper.startswith("EXEC MSET "):
+        return b"200 result=0\n"
     if upper.startswith("GET VARIABLE "):
         return b"200 result=0\n"
     if upper.startswith(("NOOP", "VERBOSE")):

@@ -8,6 +8,7 @@ decision is durable. Whatever goes wrong in between becomes BLOCK with `engine_e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -75,6 +76,43 @@ class OptoutResult:
     optout_id: int
 
 
+class PendingVerdict:
+    """A decision taken and being recorded (Gate.begin). `provisional` is what the decision will be if
+    its record lands as expected; only `final()` may be acted on."""
+
+    def __init__(self, provisional: Verdict, recording: asyncio.Future[Verdict]) -> None:
+        self.provisional = provisional
+        self._recording = recording
+        # The front end may never ask (its peer left): the outcome is still collected, never reported
+        # as "exception was never retrieved".
+        recording.add_done_callback(_collect)
+
+    @classmethod
+    def settled(cls, verdict: Verdict) -> PendingVerdict:
+        """A verdict that is already final (a front end or a test without a separate commit)."""
+        done: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        done.set_result(verdict)
+        return cls(verdict, done)
+
+    async def final(self) -> Verdict:
+        """The verdict once its record is durable. Cancelling the caller cancels the recording too,
+        so that a check whose caller gave up (deadline) is not recorded if its group has not started."""
+        try:
+            return await asyncio.shield(self._recording)
+        except asyncio.CancelledError:
+            self._recording.cancel()
+            raise
+
+    def abandon(self) -> None:
+        """The caller gave up before asking for the final verdict (its session deadline passed)."""
+        self._recording.cancel()
+
+
+def _collect(future: asyncio.Future[Verdict]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class GateError(Exception):
     """A request the gate cannot act on (bad number, unknown campaign); the message is safe to show."""
 
@@ -129,6 +167,7 @@ class Gate:
         self.rpo_validity_days = config.rpo_validity_days
         self.clock = clock or _now
         self._errors = _OncePerCause()
+        self._recording: set[asyncio.Task[Verdict]] = set()
 
     async def evaluate(self, call: CallRequest, at: datetime | None = None) -> tuple[Decision, Facts]:
         """Decide without recording: what `check --dry-run` and `scrub` use."""
@@ -164,6 +203,13 @@ class Gate:
     async def check(self, call: CallRequest, at: datetime | None = None) -> Verdict:
         """Decide and record. Never raises: anything that goes wrong is a recorded BLOCK if it can be
         recorded, and an unrecorded BLOCK (decision_id None) if even the log is out of reach."""
+        return await (await self.begin(call, at)).final()
+
+    async def begin(self, call: CallRequest, at: datetime | None = None) -> PendingVerdict:
+        """Decide, and start recording without waiting for it: the front end may tell the PBX the
+        details while the audit commit (an fsync) is in flight, and must give the decision itself only
+        from `final()`, which returns once the record is durable (and may differ from the provisional
+        verdict: attempt cap reached meanwhile, or the log out of reach)."""
         at = at or self.clock()
         try:
             decision, facts = await self.evaluate(call, at)
@@ -172,10 +218,18 @@ class Gate:
             decision = Decision(BLOCK, (ENGINE_ERROR,), None, {"error": type(exc).__name__},
                                 call.caller_id is not None)
             facts = Facts(None, None, None)
-        return await self.record(call, decision, facts, at)
-
-    async def record(self, call: CallRequest, decision: Decision, facts: Facts, at: datetime) -> Verdict:
         decision_id = str(uuid.uuid4())
+        provisional = Verdict(decision.decision, decision.reasons, facts.number, decision_id, decision.basis)
+        task = asyncio.get_running_loop().create_task(self.record(call, decision, facts, at, decision_id))
+        # The loop keeps only weak references to tasks: a record must not vanish with a front end that
+        # dropped its PendingVerdict.
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        return PendingVerdict(provisional, task)
+
+    async def record(self, call: CallRequest, decision: Decision, facts: Facts, at: datetime,
+                     decision_id: str | None = None) -> Verdict:
+        decision_id = decision_id or str(uuid.uuid4())
         campaign = facts.campaign
         entry = AuditEntry(
             decision_id=decision_id,

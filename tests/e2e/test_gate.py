@@ -358,7 +358,8 @@ class Rig:
             messages = [m.group("message") for m in map(_VERBOSE.search, text.splitlines()) if m]
             messages += [line for line in text.splitlines() if "ERROR" in line and "rpoguard" in line]
             calls = [m for m in map(_CALL_LINE.search, messages) if m and m.group("number") == number]
-            if calls:
+            # The call's hangup handler logs last (dialplan_gate.conf): once it has, the call's lines are all in.
+            if calls and any(m.startswith(f"e2e hangup: {calls[0].group('uniqueid')} ") for m in messages):
                 return calls[0].group("uniqueid"), messages
             if time.monotonic() >= deadline:
                 raise HarnessError(f"the dialplan never logged the call to {number}\n{self.asterisk.logs()}")
@@ -398,7 +399,8 @@ def evidence_table(outcomes: list[CallOutcome]) -> str:
     ]
     for index, o in enumerate(outcomes, start=1):
         audit = "; ".join(_decided(row) for row in o.decisions) or "no decision recorded"
-        gate = [line for line in o.gate_log if line.startswith(("rpoguard:", "e2e gate:", "e2e refusal:"))]
+        gate = [line for line in o.gate_log
+                if line.startswith(("rpoguard:", "e2e gate:", "e2e refusal:", "e2e hangup:"))]
         said = "; ".join(re.sub(r"^e2e gate: \S+ ", "", line) for line in gate) or "(no gate line)"
         invites = "; ".join(f'{i.request_uri}; "{i.caller_name}" <{i.caller_id}>' for i in o.invites) or "none"
         notes = f" — {' '.join(o.notes)}" if o.notes else ""
@@ -527,6 +529,8 @@ def assert_allowed(outcome: CallOutcome, number: str, basis: str, caller_id: str
     assert WORKDAY <= decided < WORKDAY + timedelta(minutes=30), f"decided at {decided}\n{outcome}"
     # The gate's time limit is gone once it answered, and the PBX's own limit is back.
     assert outcome.logged("exitonhangup []"), outcome
+    assert outcome.logged(f"e2e hangup: {outcome.uniqueid} decision [ALLOW] reason [] number [{e164(number)}] "
+                          f"id [{row['decision_id']}] reasons []"), f"channel variables differ\n{outcome}"
     assert re.search(r"timeout 35\d\d\.\d+ ", " ".join(outcome.gate_log)), f"TIMEOUT(absolute) not restored\n{outcome}"
 
 
@@ -539,6 +543,10 @@ def assert_blocked(outcome: CallOutcome, reason: str, number: str) -> None:
     assert row["number"] == e164(number), outcome
     assert outcome.logged(f"rpoguard: call {outcome.uniqueid} blocked: {reason} (AGISTATUS=SUCCESS)"), outcome
     assert not outcome.logged("e2e gate:"), f"the dialplan went on past the gate\n{outcome}"
+    # Every detail the gate set (in one EXEC MSet) arrived exactly, the comma-separated list included.
+    said = (f"e2e hangup: {outcome.uniqueid} decision [BLOCK] reason [{reason}] number [{e164(number)}] "
+            f"id [{row['decision_id']}] reasons [{row['reasons']}]")
+    assert outcome.logged(said), f"channel variables differ\n{outcome}"
 
 
 def assert_kept_in(outcome: CallOutcome, status: str) -> None:

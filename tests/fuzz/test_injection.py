@@ -21,7 +21,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import pytest
-from agi_fakes import FakeGate, Transcript, make_env, parse_args, play
+from agi_fakes import FakeGate, Transcript, make_env, parse_args, play, separate_app_args, strip_quoted
 from fuzz_helpers import fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -91,17 +91,25 @@ def expected(value: str) -> str:
 
 
 def commands_of(t: Transcript) -> dict[str, str]:
-    """Every SET VARIABLE split the res_agi way; checks the shape of each on the way."""
+    """Every SET VARIABLE, and every EXEC MSet, split the way Asterisk splits them (res_agi's parse_args,
+    then the application-argument parser); checks the shape of each on the way."""
     values: dict[str, str] = {}
     for raw in t.commands:
         assert b"\n" not in raw and b"\r" not in raw and b"\0" not in raw, raw
         assert len(raw) + 1 <= MAX_COMMAND_BYTES, len(raw)
         words = parse_args(raw.decode("utf-8"))
-        assert len(words) == 4, (raw, words)
-        assert [w.upper() for w in words[:2]] == ["SET", "VARIABLE"], raw
-        name, value = words[2], words[3]
-        assert name not in values, ("set twice", name)
-        values[name] = value
+        if [w.upper() for w in words[:2]] == ["EXEC", "MSET"]:
+            assert len(words) == 3, (raw, words)
+            pairs = [pair.partition("=") for pair in separate_app_args(words[2])]
+            assert all(sep for _, sep, _ in pairs), (raw, pairs)
+            settings = [(name, strip_quoted(value)) for name, _, value in pairs]
+        else:
+            assert len(words) == 4, (raw, words)
+            assert [w.upper() for w in words[:2]] == ["SET", "VARIABLE"], raw
+            settings = [(words[2], words[3])]
+        for name, value in settings:
+            assert name not in values, ("set twice", name)
+            values[name] = value
     return values
 
 

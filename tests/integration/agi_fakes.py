@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rpoguard.constants import ALLOW, BLOCK, CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION
-from rpoguard.gate import CallRequest, GateError, OptoutRequest, OptoutResult, Verdict
+from rpoguard.gate import CallRequest, GateError, OptoutRequest, OptoutResult, PendingVerdict, Verdict
 
 # What Asterisk 22 sends for AGI(agi://127.0.0.1:4573/check?campaign=C1,0612345678), byte for byte
 # (setup_env order; agi_accountcode is empty; a blank line ends it).
@@ -146,6 +146,48 @@ def parse_args(line: str) -> list[str]:
     return args
 
 
+def separate_app_args(text: str) -> list[str]:
+    """Split an application's argument the way Asterisk's app-argument parser does (ast_app_separate_args
+    with quote and backslash removal): ``,`` separates at bracket depth 0 outside quotes, ``"`` toggles
+    quoting and is dropped, ``\\`` makes the next character literal and is dropped, ``(``/``)`` and
+    ``[``/``]`` nest."""
+    args: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    depth = 0
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif quoted:
+            current.append(ch)
+        elif ch in "([":
+            depth += 1
+            current.append(ch)
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+            current.append(ch)
+        elif ch == "," and depth == 0:
+            args.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    args.append("".join(current))
+    return args
+
+
+def strip_quoted(value: str) -> str:
+    """MSet's ast_strip_quoted: surrounding blanks, then one pair of surrounding double quotes."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
 def asterisk_answer(command: bytes, variables: dict[str, str]) -> bytes:
     """What res_agi answers to the commands the gate uses, applying SET VARIABLE to ``variables``."""
     argv = parse_args(command.decode("utf-8", "surrogateescape"))
@@ -156,6 +198,14 @@ def asterisk_answer(command: bytes, variables: dict[str, str]) -> bytes:
         variables[argv[2]] = argv[3]
         return b"200 result=1\n"
     if words[:1] == ["NOOP"]:
+        return b"200 result=0\n"
+    if words[:1] == ["EXEC"] and len(argv) >= 2:
+        if argv[1].upper() != "MSET":
+            return b"200 result=-2\n"  # res_agi: no such application
+        for pair in separate_app_args(argv[2] if len(argv) > 2 else ""):
+            name, sep, value = pair.partition("=")
+            if sep:
+                variables[name.strip()] = strip_quoted(value)
         return b"200 result=0\n"
     if words == ["GET", "VARIABLE"] and len(argv) == 3:
         if argv[2] in variables:
@@ -311,6 +361,9 @@ class FakeGate:
             raise self.error
         self.finished += 1
         return self.verdict
+
+    async def begin(self, call: CallRequest) -> PendingVerdict:
+        return PendingVerdict.settled(await self.check(call))
 
     async def optout(self, request: OptoutRequest) -> OptoutResult:
         self.optouts.append(request)

@@ -30,21 +30,18 @@ from agi_fakes import (
 from rpoguard.agi.protocol import AgiRequest, AgiSession, AgiUsageError, Route
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
-from rpoguard.constants import SOURCE_FASTAGI, VAR_OPTOUT
-from rpoguard.gate import GateError
+from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
+from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
 
 EXPECTED_ALLOW = [
-    b'SET VARIABLE RPOGUARD_REASON ""',
-    b'SET VARIABLE RPOGUARD_REASONS ""',
-    b'SET VARIABLE RPOGUARD_NUMBER "+390612345678"',
-    b'SET VARIABLE RPOGUARD_ID "0193d5a0-allow"',
+    # The details in one round trip (AgiSession.set_variables), the decision last and on its own.
+    b'EXEC MSet "RPOGUARD_REASON=,RPOGUARD_REASONS=,RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-allow"',
     b'SET VARIABLE RPOGUARD_DECISION "ALLOW"',
 ]
 EXPECTED_BLOCK = [
-    b'SET VARIABLE RPOGUARD_REASON "rpo_registered"',
-    b'SET VARIABLE RPOGUARD_REASONS "rpo_registered,outside_hours"',
-    b'SET VARIABLE RPOGUARD_NUMBER "+390612345678"',
-    b'SET VARIABLE RPOGUARD_ID "0193d5a0-block"',
+    # The comma inside a value is escaped for MSet (\,), and that backslash for res_agi (\\,).
+    b'EXEC MSet "RPOGUARD_REASON=rpo_registered,RPOGUARD_REASONS=rpo_registered\\\\,outside_hours,'
+    b'RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-block"',
     b'SET VARIABLE RPOGUARD_DECISION "BLOCK"',
 ]
 
@@ -98,6 +95,69 @@ def test_recorded_allow_session_is_answered_byte_exact(arun: Any) -> None:
     assert call.extra["agi_accountcode"] == ""
     assert call.extra["agi_request"] == "agi://127.0.0.1:4573/check?campaign=C1"
     assert call.extra["arg_1"] == "0612345678"
+
+
+class ChangingGate(FakeGate):
+    """A verdict that changes while its record is committed: ALLOW provisionally, BLOCK(attempt_limit)
+    once durable, as when another call took the last attempt meanwhile. The commit waits for `release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def begin(self, call: CallRequest) -> PendingVerdict:
+        self.calls.append(call)
+
+        async def commit() -> Verdict:
+            await self.release.wait()
+            return Verdict(BLOCK, (ATTEMPT_LIMIT,), ALLOW_VERDICT.number, "0193d5a0-capped")
+
+        return PendingVerdict(ALLOW_VERDICT, asyncio.get_running_loop().create_task(commit()))
+
+
+def test_details_go_while_the_record_commits_and_the_decision_waits_for_it(arun: Any) -> None:
+    gate = ChangingGate()
+
+    def override(index: int, command: bytes, variables: dict[str, str]) -> bytes | None:
+        # Asterisk has the provisional details before the record is durable; then the commit ends.
+        if index == 0:
+            assert not gate.release.is_set()
+            gate.release.set()
+        return None
+
+    t = arun(one_session(build_routes(gate), RECORDED_CHECK_ENV, override=override))
+    assert t.commands[0] == EXPECTED_ALLOW[0]
+    # The final verdict differs: its details are sent again, and the decision is the final one.
+    assert t.commands[1:] == [
+        b'EXEC MSet "RPOGUARD_REASON=attempt_limit,RPOGUARD_REASONS=attempt_limit,'
+        b'RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-capped"',
+        b'SET VARIABLE RPOGUARD_DECISION "BLOCK"',
+    ]
+    assert not t.sent_allow and not t.dialplan_allows
+    assert t.variables["RPOGUARD_REASON"] == ATTEMPT_LIMIT and t.variables["RPOGUARD_ID"] == "0193d5a0-capped"
+
+
+def test_without_mset_the_variables_go_one_by_one(arun: Any) -> None:
+    # An Asterisk without MSet answers EXEC with result=-2: the route falls back and still ends right.
+    t = arun(one_session(build_routes(FakeGate(BLOCK_VERDICT)), RECORDED_CHECK_ENV,
+                         override=reply_at(0, b"200 result=-2\n")))
+    assert t.commands[1:] == [
+        b'SET VARIABLE RPOGUARD_REASON "rpo_registered"',
+        b'SET VARIABLE RPOGUARD_REASONS "rpo_registered,outside_hours"',
+        b'SET VARIABLE RPOGUARD_NUMBER "+390612345678"',
+        b'SET VARIABLE RPOGUARD_ID "0193d5a0-block"',
+        b'SET VARIABLE RPOGUARD_DECISION "BLOCK"',
+    ]
+    assert t.variables["RPOGUARD_REASONS"] == "rpo_registered,outside_hours"
+    assert t.agistatus == "SUCCESS"
+
+
+@pytest.mark.parametrize("odd", ['a"b', "a b", "a(b", "x\\y", "[1]", "a=b;c", "${X}"])
+def test_values_mset_could_misread_go_with_set_variable(arun: Any, odd: str) -> None:
+    verdict = Verdict(BLOCK, (odd,), "+390612345678", "id-1")
+    t = arun(one_session(build_routes(FakeGate(verdict)), RECORDED_CHECK_ENV))
+    assert not any(c.startswith(b"EXEC") for c in t.commands), t.commands
+    assert t.variables["RPOGUARD_REASON"] == odd and t.variables["RPOGUARD_REASONS"] == odd
 
 
 def test_block_session_sets_every_variable_and_the_decision_last(arun: Any) -> None:
@@ -247,7 +307,7 @@ def test_error_reply_to_the_first_command_answers_failure_and_never_allows(arun:
 
 def test_error_reply_to_the_decision_itself_still_reads_as_failure(arun: Any) -> None:
     # ALLOW was sent, but the failure line after it makes AGISTATUS=FAILURE: the dialplan's AND blocks.
-    t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(4, b"200 result=-1\n")))
+    t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(1, b"200 result=-1\n")))
     assert t.written == wire(EXPECTED_ALLOW) + b"failure\n"
     assert t.failed_closed
 
@@ -479,10 +539,10 @@ def test_gate_slower_than_the_deadline_answers_failure_and_no_allow(arun: Any) -
 
 
 def test_deadline_in_the_middle_of_the_commands_never_sends_allow(arun: Any) -> None:
-    # Asterisk answers each command after 0.15 s: the deadline hits before the fifth (the decision).
+    # Asterisk answers each command after 0.5 s: the deadline hits before the second (the decision).
     t = arun(
         one_session(
-            build_routes(FakeGate()), RECORDED_CHECK_ENV, server_options={"session_deadline": 0.4}, reply_delay=0.15
+            build_routes(FakeGate()), RECORDED_CHECK_ENV, server_options={"session_deadline": 0.4}, reply_delay=0.5
         )
     )
     assert t.failure and not t.sent_allow

@@ -20,7 +20,7 @@ import asyncio
 import collections
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final, Protocol
@@ -61,6 +61,10 @@ CODE_DEAD: Final = 511
 CODE_USAGE: Final = 520
 
 _VAR_NAME: Final = re.compile(r"[A-Za-z0-9_]+")
+# Values MSet passes through unchanged once "," is escaped (mset_argument).
+_MSET_SAFE_VALUE: Final = re.compile(r"[A-Za-z0-9_+.:,-]*")
+# EXEC's result when the application does not exist (res_agi handle_exec).
+EXEC_NO_SUCH_APPLICATION: Final = -2
 # "200 result=<n>", then optionally "(<data>)", then optionally " key=value" pairs.
 _REPLY_200: Final = re.compile(r"200 result=(-?\d+)(?= |$)")
 _REPLY_CODE: Final = re.compile(r"(\d{3})(?:[ -](.*))?")
@@ -296,6 +300,23 @@ def quote_arg(value: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def mset_argument(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """The argument of one ``EXEC MSet`` that sets ``pairs`` exactly, or None if one cannot be sure.
+
+    Asterisk splits MSet's argument twice: res_agi's parse_args (undone by quote_arg), then the
+    application-argument parser, which splits on ``,``, honours ``\\`` escapes, strips quotes and keeps
+    bracketed or parenthesised text together. So only values made of characters none of those rules touch
+    are sent this way (reason codes, E.164 numbers, decision ids), with ``,`` escaped; anything else is
+    None and goes out with SET VARIABLE, which stores a value verbatim.
+    """
+    parts = []
+    for name, value in pairs:
+        if not _MSET_SAFE_VALUE.fullmatch(value):
+            return None
+        parts.append(f"{validate_variable_name(name)}={value.replace(',', chr(92) + ',')}")
+    return ",".join(parts)
+
+
 def validate_variable_name(name: str) -> str:
     # Only plain names: "(" would make it a dialplan function call, space or quote would change argc.
     if not _VAR_NAME.fullmatch(name):
@@ -380,6 +401,24 @@ class AgiSession:
     async def set_variable(self, name: str, value: str) -> AgiReply:
         """SET VARIABLE with the name checked and the value quoted (see quote_arg)."""
         return await self.command(f"SET VARIABLE {validate_variable_name(name)} {quote_arg(value)}")
+
+    async def set_variables(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Set several variables in one round trip where that is safe, else one SET VARIABLE each.
+
+        One round trip is ``EXEC MSet "A=1,B=2"`` (see mset_argument): each command costs a read and
+        a write on both sides and a wait for Asterisk's AGI thread. A value MSet could misread, or an
+        Asterisk without MSet (EXEC answers result=-2), gets the one-by-one way.
+        """
+        argument = mset_argument(pairs) if len(pairs) > 1 else None
+        line = f"EXEC MSet {quote_arg(argument)}" if argument is not None else None
+        # Values that each fit a line of their own may not fit one together.
+        if line is not None and len(line) < MAX_COMMAND_BYTES:
+            reply = await self.command(line)
+            if reply.result != EXEC_NO_SUCH_APPLICATION:
+                return
+            log.warning("Asterisk has no MSet application: setting the variables one by one")
+        for name, value in pairs:
+            await self.set_variable(name, value)
 
     async def failure(self) -> None:
         """Write the line that makes Asterisk set AGISTATUS=FAILURE; the session is over afterwards."""

@@ -37,8 +37,11 @@ def is_pre_holiday(day: date) -> bool:
     return is_public_holiday(day + timedelta(days=1))
 
 
+@lru_cache(maxsize=64)
 def allowed_window(day: date) -> tuple[time, time] | None:
-    """The half-open calling window of a day in Europe/Rome, or None when no call is allowed."""
+    """The half-open calling window of a day in Europe/Rome, or None when no call is allowed.
+
+    Cached: every call of a day asks about the same day, and the holiday lookups cost a few µs."""
     if day.weekday() == SUNDAY or is_public_holiday(day):
         return None
     if day.weekday() == SATURDAY or is_pre_holiday(day):

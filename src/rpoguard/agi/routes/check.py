@@ -8,9 +8,13 @@ Arguments: see routes/common.py (1 number, 2 campaign if not in the query, 3 cal
 
 Sets RPOGUARD_REASON, RPOGUARD_REASONS, RPOGUARD_NUMBER, RPOGUARD_ID and then RPOGUARD_DECISION, last:
 the dialplan sets BLOCK before AGI(), so a session that dies anywhere before the last command leaves it
-at BLOCK. Each SET VARIABLE is a round trip and the commands cannot be pipelined (protocol.py), so this
-is five round trips; none can go, because a repeated check on the same channel must not inherit the
-previous decision's details.
+at BLOCK. None of the details can be left out, because a repeated check on the same channel must not
+inherit the previous decision's details. Commands cannot be pipelined (protocol.py), so the details go
+in one round trip (``EXEC MSet``, see AgiSession.set_variables) and they go while the decision's audit
+record is being committed (Gate.begin): that commit is an fsync, and the details do not depend on it.
+RPOGUARD_DECISION is sent only once the record is durable; if the final verdict differs from the
+provisional one (attempt cap reached meanwhile, audit log out of reach), the details are sent again
+first. Two round trips, and the fsync overlapped with one of them.
 """
 
 from __future__ import annotations
@@ -57,15 +61,19 @@ def call_request(request: AgiRequest) -> CallRequest:
     )
 
 
-def channel_variables(verdict: Verdict) -> list[tuple[str, str]]:
-    """The variables for a verdict, in the order they must be set (decision last)."""
+def detail_variables(verdict: Verdict) -> list[tuple[str, str]]:
+    """Everything the dialplan learns about a verdict except the decision itself."""
     return [
         (VAR_REASON, verdict.reasons[0] if verdict.reasons else ""),
         (VAR_REASONS, ",".join(verdict.reasons)),
         (VAR_NUMBER, verdict.number or ""),
         (VAR_ID, verdict.decision_id or ""),
-        (VAR_DECISION, CHANNEL_ALLOW if verdict.allowed else CHANNEL_BLOCK),
     ]
+
+
+def channel_variables(verdict: Verdict) -> list[tuple[str, str]]:
+    """The variables for a verdict, in the order they must be set (decision last)."""
+    return [*detail_variables(verdict), (VAR_DECISION, CHANNEL_ALLOW if verdict.allowed else CHANNEL_BLOCK)]
 
 
 class CheckRoute:
@@ -78,7 +86,16 @@ class CheckRoute:
 
     async def __call__(self, request: AgiRequest, session: AgiSession) -> None:
         call = call_request(request)
-        verdict = await self._gate.check(call)
+        pending = await self._gate.begin(call)
+        sent = detail_variables(pending.provisional)
+        try:
+            await session.set_variables(sent)
+        except Exception:
+            # The peer is gone or misbehaves: the decision is still recorded (it was taken), and the
+            # dialplan, which never got RPOGUARD_DECISION, blocks the call.
+            await pending.final()
+            raise
+        verdict = await pending.final()
         log.debug(
             "check %s campaign %s on %s: %s %s",
             redact(call.raw_number),
@@ -87,5 +104,7 @@ class CheckRoute:
             verdict.decision,
             ",".join(verdict.reasons),
         )
-        for name, value in channel_variables(verdict):
-            await session.set_variable(name, value)
+        details = detail_variables(verdict)
+        if details != sent:
+            await session.set_variables(details)
+        await session.set_variable(VAR_DECISION, CHANNEL_ALLOW if verdict.allowed else CHANNEL_BLOCK)

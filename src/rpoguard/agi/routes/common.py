@@ -21,7 +21,7 @@ from typing import Final, Protocol
 
 from rpoguard.agi.protocol import AST_PRES_ALLOWED, AST_PRES_RESTRICTION, AgiRequest
 from rpoguard.constants import SOURCE_AGI, SOURCE_FASTAGI
-from rpoguard.gate import CallRequest, OptoutRequest, OptoutResult, Verdict
+from rpoguard.gate import CallRequest, OptoutRequest, OptoutResult, PendingVerdict
 
 ARG_NUMBER: Final = 1
 ARG_CAMPAIGN: Final = 2
@@ -45,7 +45,7 @@ _AUDIT_KEYS: Final = (
 class GateLike(Protocol):
     """The part of rpoguard.gate.Gate the routes use."""
 
-    async def check(self, call: CallRequest) -> Verdict: ...
+    async def begin(self, call: CallRequest) -> PendingVerdict: ...
 
     async def optout(self, request: OptoutRequest) -> OptoutResult: ...
 
