@@ -36,7 +36,7 @@ from rpoguard.anchor import (
 from rpoguard.audit import export_rows
 from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
-from rpoguard.db import open_store
+from rpoguard.db import is_postgres_url, open_store
 from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
     ConsentRecord,
@@ -49,6 +49,7 @@ from rpoguard.db.store import (
     StoreError,
 )
 from rpoguard.db.supervisor import SupervisedStore
+from rpoguard.db.urls import display_name
 from rpoguard.gate import CallRequest, Gate, GateError, Verdict
 from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import contracts as contract_import
@@ -494,12 +495,19 @@ async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Confi
     return EXIT_OK
 
 
-async def cmd_serve(args: argparse.Namespace, store: Store | None, config: Config) -> int:
-    # The server opens the database itself, under supervision: it starts and stays up without one,
-    # blocking every call with engine_error until the database is (back) in place.
+async def _supervised_store(config: Config) -> SupervisedStore:
+    """The servers open the database themselves, under supervision: they start and stay up without one,
+    blocking every call with engine_error until the database is (back) in place."""
     data = Path(config.db)
-    supervised = SupervisedStore(lambda: open_store(config.db), [data, audit_path(data)])
+    # PostgreSQL has no files to watch: the pool reconnects by itself, and a failed open is retried.
+    paths = [] if is_postgres_url(config.db) else [data, audit_path(data)]
+    supervised = SupervisedStore(lambda: open_store(config.db), paths)
     await supervised.start()
+    return supervised
+
+
+async def cmd_serve(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    supervised = await _supervised_store(config)
     try:
         return await _serve(args, supervised, config)
     finally:
@@ -522,7 +530,7 @@ async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Confi
     gc.collect()
     gc.freeze()
     log.warning("rpoguard %s: FastAGI gate listening on %s:%d (database %s)", __version__,
-                args.host or serve.host, server.port, config.db)
+                args.host or serve.host, server.port, display_name(config.db))
     await serve_until_signalled(server)
     log.warning("rpoguard stopped")
     return EXIT_OK
@@ -568,9 +576,7 @@ async def cmd_ari(args: argparse.Namespace, store: Store | None, config: Config)
     if not options.app or "," in options.app:
         raise UsageError(f"--app {options.app!r}: must be a non-empty name without commas")
     # As `serve`: the database is opened under supervision, so a missing one blocks with engine_error.
-    data = Path(config.db)
-    supervised = SupervisedStore(lambda: open_store(config.db), [data, audit_path(data)])
-    await supervised.start()
+    supervised = await _supervised_store(config)
     gate = AriGate(client, Gate(supervised, config), options)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -586,6 +592,28 @@ async def cmd_ari(args: argparse.Namespace, store: Store | None, config: Config)
         await client.close()
         await supervised.close()
     log.warning("rpoguard ari stopped")
+    return EXIT_OK
+
+
+async def cmd_db_migrate(args: argparse.Namespace, store: Store, config: Config) -> int:
+    # Opening the store brought the schema up to date; a second run changes nothing.
+    version = await store.schema_version()  # type: ignore[attr-defined]
+    print(f"database {display_name(config.db)}: "
+          f"schema up to date (version {version})")
+    return EXIT_OK
+
+
+async def cmd_db_copy(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    from rpoguard.db.copy import copy_database  # noqa: PLC0415 -- only this command needs it
+
+    source = args.source or config.db
+    report = await copy_database(source, args.target)
+    where = display_name(args.target)
+    for table, count in report.counts.items():
+        print(f"{table}: {count} row(s)")
+    print(f"copied to {where}; decision log: {report.target_chain.rows} row(s), head "
+          f"{report.target_chain.head_hash}, {'intact' if report.target_chain.intact else 'NOT INTACT'} "
+          "(as in the source)")
     return EXIT_OK
 
 
@@ -614,7 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpoguard", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rpoguard {__version__}")
-    parser.add_argument("--db", help="database file (env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
+    parser.add_argument("--db", help="database file, or postgresql://user:pass@host/db for several PBXs "
+                                     "(env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
     parser.add_argument("--config", help="TOML configuration file (env RPOGUARD_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on standard error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -808,6 +837,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="until", type=_time_arg, metavar="TIME", help="up to this time (exclusive)")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+
+    database = group("db", "the database itself: schema, moving from SQLite to PostgreSQL")
+    command(database, "migrate", cmd_db_migrate,
+            "create the database or bring its schema up to date (every command does it on open; this one "
+            "does nothing else)")
+    p = command(database, "copy", cmd_db_copy,
+                "copy everything (principals, campaigns, imports, RPO answers, listings, consents, contracts, "
+                "refusals and the decision log with its hash chain) into an empty database")
+    p.add_argument("--from", dest="source", metavar="URL",
+                   help="the database to copy from: a SQLite file or postgresql://... (default: --db)")
+    p.add_argument("--to", dest="target", required=True, metavar="URL",
+                   help="the empty database to copy into: a SQLite file or postgresql://user:pass@host/db")
     return parser
 
 
@@ -815,8 +856,8 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
     # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
     configure(writer_from_config(config.audit, config.db))
-    if handler is cmd_serve or handler is cmd_ari:
-        # The servers open the database themselves, under supervision.
+    if handler in (cmd_serve, cmd_ari, cmd_db_copy):
+        # These open their databases themselves (the servers under supervision).
         return await handler(args, None, config)  # type: ignore[arg-type]
     async with open_store(config.db) as store:
         return await handler(args, store, config)

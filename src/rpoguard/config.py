@@ -109,8 +109,12 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
     values: dict[str, object] = {}
     database = _table(data, "database", where)
-    if "path" in database:
-        values["db"] = _expect(database, "path", str, f"{where} [database]")
+    if "path" in database and "url" in database:
+        raise ConfigError(f"{where} [database]: give either path (SQLite) or url (PostgreSQL), not both")
+    for key in ("path", "url"):
+        if key in database:
+            # url = "postgresql://user:pass@host/db" for several PBXs; path = a SQLite file for one.
+            values["db"] = _expect(database, key, str, f"{where} [database]")
     numbers = _table(data, "numbers", where)
     if "trunk_prefix" in numbers:
         prefix = _expect(numbers, "trunk_prefix", str, f"{where} [numbers]")
