@@ -12,6 +12,8 @@ that the modes are interleaved call by call:
 * ``agi``: ``AGI(agi://127.0.0.1:PORT/check?campaign=C,NUMBER,C,)`` straight to `rpoguard serve`;
 * ``gate``: the product's subroutine, ``GoSub(rpoguard-check,s,1(NUMBER,C))`` from dialplan/rpoguard.conf,
   as an administrator installs it (time limit, both fail-closed checks).
+* ``ari``: the ARI gate's subroutine, ``GoSub(rpoguard-check-ari,s,1(NUMBER,C))``, answered by `rpoguard ari`
+  over Asterisk's HTTP server on loopback (a BLOCK is hung up by rpoguard itself).
 
 The dialplan stamps the time with ``STRFTIME(,,%s.%6q)`` (µs) right before and right after the check and
 logs both with Verbose; the log is parsed afterwards. A BLOCK ends inside the product's subroutine with
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import re
+import secrets
 import statistics
 import subprocess
 import sys
@@ -50,7 +53,8 @@ from common import (  # noqa: E402
 
 ROOTFS = Path("/var/cache/rpoguard-e2e/rootfs")
 CAMPAIGN = "bench"
-MODES = ("none", "astdb", "agi", "gate")
+MODES = ("none", "astdb", "agi", "gate", "ari")
+ARI_USER = "bench"
 TARGET_MS = 2.0
 
 DIALPLAN = r"""
@@ -89,6 +93,20 @@ exten => _X.,1,Set(CHANNEL(hangup_handler_push)=bench-gate-blocked,s,1)
 exten => s,1,GotoIf($["${LOGGED}" = "1"]?done)
  same => n,Verbose(1,bench-timing gate ${UNIQUEID} ${T0} ${STRFTIME(,,%s.%6q)} ${RPOGUARD_DECISION}/${RPOGUARD_REASON})
  same => n(done),Return()
+
+[bench-ari]
+exten => _X.,1,Set(CHANNEL(hangup_handler_push)=bench-ari-blocked,s,1)
+ same => n,Set(T0=${STRFTIME(,,%s.%6q)})
+ same => n,GoSub(rpoguard-check-ari,s,1(${EXTEN},__CAMPAIGN__))
+ same => n,Set(T1=${STRFTIME(,,%s.%6q)})
+ same => n,Set(LOGGED=1)
+ same => n,Verbose(1,bench-timing ari ${UNIQUEID} ${T0} ${T1} ${RPOGUARD_DECISION})
+ same => n,Hangup()
+
+[bench-ari-blocked]
+exten => s,1,GotoIf($["${LOGGED}" = "1"]?done)
+ same => n,Verbose(1,bench-timing ari ${UNIQUEID} ${T0} ${STRFTIME(,,%s.%6q)} ${RPOGUARD_DECISION}/${RPOGUARD_REASON})
+ same => n(done),Return()
 """.replace("__CAMPAIGN__", CAMPAIGN)
 
 _TIMING = re.compile(r"bench-timing (\w+) (\S+) ([\d.]+) ([\d.]+) ([^\s\"]*)")
@@ -98,7 +116,7 @@ def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, c
         at: datetime | None = None) -> None:
     """Print part 4's tables; `numbers` are national numbers present in the store at `db`. With `at`, the
     gate's wall clock is shifted there (bench/clockshift.py), so that it decides as in the calling hours."""
-    from tests.e2e.harness import Asterisk, HarnessError, RunDir  # noqa: PLC0415
+    from tests.e2e.harness import ARI_MODULES, Asterisk, HarnessError, RunDir, ari_files  # noqa: PLC0415
 
     print()
     print("## 4. Real Asterisk 22: time the check adds to call setup")
@@ -122,17 +140,32 @@ def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, c
     fcntl.flock(host_lock, fcntl.LOCK_EX)
     run_dir = RunDir.create(ROOTFS)
     asterisk = None
+    ari_gate: subprocess.Popen[bytes] | None = None
     try:
         wait_for_port(port, server)
         agi_url = f"agi://127.0.0.1:{port}"
+        http_port = free_port()
+        password = secrets.token_urlsafe(24)
         asterisk = Asterisk(ROOTFS, run_dir, [REPO / "dialplan" / "rpoguard.conf", dialplan],
                             dialplan_globals={"RPOGUARD_AGI": agi_url, "BENCH_AGI": agi_url},
-                            extra_modules=("func_db",))
+                            extra_modules=("func_db", "func_timeout", "func_uri", *ARI_MODULES),
+                            extra_files=ari_files(http_port, ARI_USER, password))
         try:
             asterisk.start()
         except HarnessError as exc:
             print(f"Asterisk did not start: {str(exc)[:2000]}")
             return
+        with (folder / "rpoguard-ari.log").open("wb") as fh:
+            ari_gate = subprocess.Popen(
+                [venv_bin("rpoguard"), "ari", "--url", f"http://127.0.0.1:{http_port}", "--user", ARI_USER],
+                env=dict(env, RPOGUARD_DB=str(db), RPOGUARD_ARI_PASSWORD=password, **shift), stdout=fh,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while "connected" not in (folder / "rpoguard-ari.log").read_text(errors="replace"):
+            if ari_gate.poll() is not None or time.monotonic() > deadline:
+                print(f"rpoguard ari did not connect: {(folder / 'rpoguard-ari.log').read_text()[-2000:]}")
+                return
+            time.sleep(0.05)
         # Level 1: our Verbose lines are logged, the per-priority "Executing" lines (level 3) are not, so
         # the longer subroutine does not pay for more log lines than the one-priority AstDB check.
         asterisk.cli("core set verbose 1")
@@ -160,6 +193,9 @@ def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, c
             fh.seek(mark)
             log = fh.read().decode(errors="replace")
     finally:
+        if ari_gate is not None:
+            ari_gate.terminate()
+            ari_gate.wait(10)
         if asterisk is not None:
             asterisk.stop()
         run_dir.remove()
@@ -202,6 +238,11 @@ def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, c
         verdict = "met" if extra <= TARGET_MS else f"MISSED by {extra - TARGET_MS:.2f} ms"
         print(f"- target: the gate's added call-setup time within {TARGET_MS:g} ms of the AstDB check: the gate "
               f"adds {extra:.2f} ms more on average ({extra_p50:.2f} ms at the median): {verdict}")
+    if samples["ari"] and samples["gate"]:
+        extra = statistics.fmean(samples["ari"]) - statistics.fmean(samples["gate"])
+        extra_p50 = percentile(samples["ari"], 0.5) - percentile(samples["gate"], 0.5)
+        print(f"- the ARI gate against the FastAGI gate: {extra:+.2f} ms on average ({extra_p50:+.2f} ms at the "
+              f"median)")
 
 
 def main() -> None:

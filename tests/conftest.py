@@ -25,7 +25,12 @@ from typing import NamedTuple, Protocol, TypeVar
 import pytest
 
 from rpoguard.audit import AuditEntry
-from rpoguard.db.sqlite import SqliteStore
+from rpoguard.db.store import Store
+
+# The PostgreSQL server and per-test databases (tests/pgfixtures.py).
+pytest_plugins = ["pgfixtures"]
+
+BACKENDS = ("sqlite", "postgres")
 
 T = TypeVar("T")
 
@@ -88,10 +93,36 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "rpoguard.db"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: reads the SQLite files directly; runs on SQLite alone")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses a store runs on both backends, unless it is about SQLite's files."""
+    if "backend" in metafunc.fixturenames:
+        only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("backend", ["sqlite"] if only_sqlite else list(BACKENDS), indirect=True)
+
+
 @pytest.fixture
-def store(db_path: Path, run: Runner) -> Iterator[SqliteStore]:
-    """An opened, migrated SqliteStore on db_path; closed after the test."""
-    opened = SqliteStore(db_path)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(backend: str, db_path: Path, request: pytest.FixtureRequest) -> str:
+    """What --db would say for this test's database: the SQLite path, or a fresh PostgreSQL database."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(db_path)
+
+
+@pytest.fixture
+def store(store_url: str, run: Runner) -> Iterator[Store]:
+    """An opened, migrated store on this test's database (SQLite and PostgreSQL); closed after the test."""
+    from rpoguard.db import open_store
+
+    opened = open_store(store_url)
     run(opened.open())
     try:
         yield opened

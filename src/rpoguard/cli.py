@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rpoguard import __version__
+from rpoguard.agi.ari import AriClient, AriGate, AriOptions
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
 from rpoguard.agi.stdio import serve_stdio
@@ -34,7 +36,7 @@ from rpoguard.anchor import (
 from rpoguard.audit import export_rows
 from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
-from rpoguard.db import open_store
+from rpoguard.db import is_postgres_url, open_store
 from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
     ConsentRecord,
@@ -47,6 +49,7 @@ from rpoguard.db.store import (
     StoreError,
 )
 from rpoguard.db.supervisor import SupervisedStore
+from rpoguard.db.urls import display_name
 from rpoguard.gate import CallRequest, Gate, GateError, Verdict
 from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import contracts as contract_import
@@ -492,12 +495,19 @@ async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Confi
     return EXIT_OK
 
 
-async def cmd_serve(args: argparse.Namespace, store: Store | None, config: Config) -> int:
-    # The server opens the database itself, under supervision: it starts and stays up without one,
-    # blocking every call with engine_error until the database is (back) in place.
+async def _supervised_store(config: Config) -> SupervisedStore:
+    """The servers open the database themselves, under supervision: they start and stay up without one,
+    blocking every call with engine_error until the database is (back) in place."""
     data = Path(config.db)
-    supervised = SupervisedStore(lambda: open_store(config.db), [data, audit_path(data)])
+    # PostgreSQL has no files to watch: the pool reconnects by itself, and a failed open is retried.
+    paths = [] if is_postgres_url(config.db) else [data, audit_path(data)]
+    supervised = SupervisedStore(lambda: open_store(config.db), paths)
     await supervised.start()
+    return supervised
+
+
+async def cmd_serve(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    supervised = await _supervised_store(config)
     try:
         return await _serve(args, supervised, config)
     finally:
@@ -520,9 +530,90 @@ async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Confi
     gc.collect()
     gc.freeze()
     log.warning("rpoguard %s: FastAGI gate listening on %s:%d (database %s)", __version__,
-                args.host or serve.host, server.port, config.db)
+                args.host or serve.host, server.port, display_name(config.db))
     await serve_until_signalled(server)
     log.warning("rpoguard stopped")
+    return EXIT_OK
+
+
+ENV_ARI_PASSWORD = "RPOGUARD_ARI_PASSWORD"  # noqa: S105 (the name of a variable, not a password)
+
+
+def _ari_password(args: argparse.Namespace, config: Config) -> str:
+    """--password, else RPOGUARD_ARI_PASSWORD, else [ari] password_file, else [ari] password."""
+    if args.password is not None:
+        return str(args.password)
+    from_env = os.environ.get(ENV_ARI_PASSWORD)
+    if from_env:
+        return from_env
+    ari = config.ari
+    if ari.password_file:
+        try:
+            text = Path(ari.password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the ARI password file {ari.password_file}: {exc.strerror}") from exc
+        # One line; a trailing newline from an editor is not part of the password.
+        password = text.rstrip("\r\n")
+        if not password:
+            raise UsageError(f"the ARI password file {ari.password_file} is empty")
+        return password
+    if ari.password:
+        return ari.password
+    raise UsageError(f"no ARI password: set {ENV_ARI_PASSWORD}, [ari] password_file in the config, or --password")
+
+
+async def cmd_ari(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    ari = config.ari
+    user = args.user or ari.user
+    if not user:
+        raise UsageError("no ARI user: give --user or set [ari] user in the config (a user of Asterisk's ari.conf)")
+    try:
+        client = AriClient(args.url or ari.url, user, _ari_password(args, config))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    options = AriOptions(app=args.app or ari.app, decision_deadline=ari.decision_deadline,
+                         reconnect_max=ari.reconnect_max)
+    if not options.app or "," in options.app:
+        raise UsageError(f"--app {options.app!r}: must be a non-empty name without commas")
+    # As `serve`: the database is opened under supervision, so a missing one blocks with engine_error.
+    supervised = await _supervised_store(config)
+    gate = AriGate(client, Gate(supervised, config), options)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, gate.stop)
+    log.warning("rpoguard %s: ARI gate for Stasis(%s,...) on %s as %s (database %s)", __version__, options.app,
+                client.base, user, config.db)
+    try:
+        await gate.run()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await client.close()
+        await supervised.close()
+    log.warning("rpoguard ari stopped")
+    return EXIT_OK
+
+
+async def cmd_db_migrate(args: argparse.Namespace, store: Store, config: Config) -> int:
+    # Opening the store brought the schema up to date; a second run changes nothing.
+    version = await store.schema_version()  # type: ignore[attr-defined]
+    print(f"database {display_name(config.db)}: "
+          f"schema up to date (version {version})")
+    return EXIT_OK
+
+
+async def cmd_db_copy(args: argparse.Namespace, store: Store | None, config: Config) -> int:
+    from rpoguard.db.copy import copy_database  # noqa: PLC0415 -- only this command needs it
+
+    source = args.source or config.db
+    report = await copy_database(source, args.target)
+    where = display_name(args.target)
+    for table, count in report.counts.items():
+        print(f"{table}: {count} row(s)")
+    print(f"copied to {where}; decision log: {report.target_chain.rows} row(s), head "
+          f"{report.target_chain.head_hash}, {'intact' if report.target_chain.intact else 'NOT INTACT'} "
+          "(as in the source)")
     return EXIT_OK
 
 
@@ -551,7 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpoguard", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rpoguard {__version__}")
-    parser.add_argument("--db", help="database file (env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
+    parser.add_argument("--db", help="database file, or postgresql://user:pass@host/db for several PBXs "
+                                     "(env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
     parser.add_argument("--config", help="TOML configuration file (env RPOGUARD_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on standard error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -695,6 +787,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "[serve] allowed_clients in the config: FastAGI has no authentication)")
     p.add_argument("--port", type=int, help="port to listen on (default 4573)")
 
+    p = commands.add_parser("ari", help="run the ARI gate: a Stasis application deciding like FastAGI's check",
+                            description="Run the ARI gate. A channel entering Stasis(APP,NUMBER,CAMPAIGN"
+                                        "[,CALLER_ID]) is decided as FastAGI's check decides it: an allowed "
+                                        "one continues in the dialplan, a blocked one is hung up with cause "
+                                        "21. See rpoguard-check-ari in dialplan/rpoguard.conf. Options "
+                                        "default to the [ari] section of the config. Reconnects by itself; "
+                                        "stops on SIGTERM.")
+    p.set_defaults(handler=cmd_ari)
+    p.add_argument("--url", help="Asterisk's HTTP server (http.conf), default http://127.0.0.1:8088")
+    p.add_argument("--app", help="the Stasis application name (default rpoguard)")
+    p.add_argument("--user", help="an ari.conf user")
+    p.add_argument("--password", help=f"its password; better {ENV_ARI_PASSWORD} or [ari] password_file, "
+                                      "since a command line is visible to every local user")
+
     p = commands.add_parser("agi", help="the same routes as a classic AGI program (one process per call)",
                             description="Serve one classic AGI session on standard input/output, for "
                                         "AGI(rpoguard-agi,check,NUMBER,CAMPAIGN) from agi-bin. Slower than "
@@ -731,6 +837,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="until", type=_time_arg, metavar="TIME", help="up to this time (exclusive)")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+
+    database = group("db", "the database itself: schema, moving from SQLite to PostgreSQL")
+    command(database, "migrate", cmd_db_migrate,
+            "create the database or bring its schema up to date (every command does it on open; this one "
+            "does nothing else)")
+    p = command(database, "copy", cmd_db_copy,
+                "copy everything (principals, campaigns, imports, RPO answers, listings, consents, contracts, "
+                "refusals and the decision log with its hash chain) into an empty database")
+    p.add_argument("--from", dest="source", metavar="URL",
+                   help="the database to copy from: a SQLite file or postgresql://... (default: --db)")
+    p.add_argument("--to", dest="target", required=True, metavar="URL",
+                   help="the empty database to copy into: a SQLite file or postgresql://user:pass@host/db")
     return parser
 
 
@@ -738,8 +856,9 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
     # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
     configure(writer_from_config(config.audit, config.db))
-    if handler is cmd_serve:
-        return await cmd_serve(args, None, config)
+    if handler in (cmd_serve, cmd_ari, cmd_db_copy):
+        # These open their databases themselves (the servers under supervision).
+        return await handler(args, None, config)  # type: ignore[arg-type]
     async with open_store(config.db) as store:
         return await handler(args, store, config)
 

@@ -49,6 +49,23 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AriConfig:
+    """`rpoguard ari`: where Asterisk's ARI is and who we are there. The password is best kept out of this
+    file (RPOGUARD_ARI_PASSWORD or password_file); see README "FastAGI or ARI?"."""
+
+    url: str = "http://127.0.0.1:8088"
+    app: str = "rpoguard"
+    user: str = ""
+    password: str | None = None
+    # A file holding only the password (owner-only), e.g. one systemd's LoadCredential provides.
+    password_file: str | None = None
+    # From StasisStart to the answer; past it the channel is hung up (as [serve] session_deadline).
+    decision_deadline: float = 2.0
+    # Longest wait between reconnection attempts (the first waits 0.5 s, then doubling).
+    reconnect_max: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     db: str = DEFAULT_DB
     # A trunk-access prefix the PBX puts before every dialled number (e.g. "0"); stripped once.
@@ -56,6 +73,7 @@ class Config:
     rpo_validity_days: int = DEFAULT_RPO_VALIDITY_DAYS
     serve: ServeConfig = field(default_factory=ServeConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    ari: AriConfig = field(default_factory=AriConfig)
     source: str | None = None
 
 
@@ -85,14 +103,18 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     where = path or "config"
-    known = {"database", "numbers", "policy", "serve", "audit"}
+    known = {"database", "numbers", "policy", "serve", "audit", "ari"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
     values: dict[str, object] = {}
     database = _table(data, "database", where)
-    if "path" in database:
-        values["db"] = _expect(database, "path", str, f"{where} [database]")
+    if "path" in database and "url" in database:
+        raise ConfigError(f"{where} [database]: give either path (SQLite) or url (PostgreSQL), not both")
+    for key in ("path", "url"):
+        if key in database:
+            # url = "postgresql://user:pass@host/db" for several PBXs; path = a SQLite file for one.
+            values["db"] = _expect(database, key, str, f"{where} [database]")
     numbers = _table(data, "numbers", where)
     if "trunk_prefix" in numbers:
         prefix = _expect(numbers, "trunk_prefix", str, f"{where} [numbers]")
@@ -108,6 +130,7 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
         values["rpo_validity_days"] = days
     values["serve"] = _serve(_table(data, "serve", where), f"{where} [serve]")
     values["audit"] = _audit(_table(data, "audit", where), f"{where} [audit]")
+    values["ari"] = _ari(_table(data, "ari", where), f"{where} [ari]")
     env_db = os.environ.get(ENV_DB)
     if env_db:
         values["db"] = env_db
@@ -151,6 +174,23 @@ def _audit(table: dict[str, object], where: str) -> AuditConfig:
     if values.get("anchor_log_interval", 0.0) < 0:  # type: ignore[operator]
         raise ConfigError(f"{where}: anchor_log_interval must be 0 (off) or more seconds")
     return AuditConfig(**values)  # type: ignore[arg-type]
+
+
+def _ari(table: dict[str, object], where: str) -> AriConfig:
+    kinds: dict[str, type] = {"url": str, "app": str, "user": str, "password": str, "password_file": str,
+                              "decision_deadline": float, "reconnect_max": float}
+    unknown = set(table) - set(kinds)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    values = {key: _expect(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    if "password" in values and "password_file" in values:
+        raise ConfigError(f"{where}: set password or password_file, not both")
+    for key in ("decision_deadline", "reconnect_max"):
+        if key in values and not values[key] > 0:  # type: ignore[operator]
+            raise ConfigError(f"{where}: {key} must be more than 0 seconds")
+    if "app" in values and (not values["app"] or "," in str(values["app"])):
+        raise ConfigError(f"{where}: app must be a non-empty name without commas")
+    return AriConfig(**values)  # type: ignore[arg-type]
 
 
 def secure_path(path: Path) -> None:

@@ -140,7 +140,7 @@ def sipp_carrier(request: pytest.FixtureRequest, asterisk_rootfs: Path, e2e_run_
 def start_asterisk(
     request: pytest.FixtureRequest, asterisk_rootfs: Path, e2e_run_dir: RunDir, sipp_carrier: SippCarrier
 ) -> Iterator[StartAsterisk]:
-    """A factory: ``start_asterisk(dialplan, ..., dialplan_globals={...}, extra_modules=[...])``.
+    """A factory: ``start_asterisk(dialplan, ..., dialplan_globals={...}, extra_modules=[...], extra_files={...})``.
 
     Starts Asterisk with the given dialplan files ``#include``d, waits until it is fully booted and
     returns it. Only one Asterisk can hold 127.0.0.1:5060, so starting one stops the previous one;
@@ -154,6 +154,7 @@ def start_asterisk(
         *dialplans: Path,
         dialplan_globals: Mapping[str, str] | None = None,
         extra_modules: Sequence[str] = (),
+        extra_files: Mapping[str, str] | None = None,
     ) -> Asterisk:
         for previous in started:
             previous.stop()
@@ -165,6 +166,7 @@ def start_asterisk(
             dialplans,
             dialplan_globals=dialplan_globals,
             extra_modules=extra_modules,
+            extra_files=extra_files,
         )
         started.append(asterisk)
         _start_or_fail(asterisk)

@@ -81,6 +81,35 @@ ASTERISK_MODULES: tuple[str, ...] = (
     "res_timing_timerfd",
 )
 
+# What a Stasis application (`rpoguard ari`) needs on top, with autoload=no: res_ari links to
+# res_websocket_client and the stasis recording/playback modules even when they are not used.
+ARI_MODULES: tuple[str, ...] = (
+    "res_http_websocket",
+    "res_websocket_client",
+    "res_stasis",
+    "res_stasis_answer",
+    "res_stasis_playback",
+    "res_stasis_recording",
+    "res_stasis_snoop",
+    "res_ari",
+    "res_ari_model",
+    "res_ari_channels",
+    "res_ari_events",
+    "res_ari_applications",
+    "app_stasis",
+)
+
+
+def ari_files(http_port: int, user: str, password: str) -> dict[str, str]:
+    """http.conf and ari.conf for an ARI on loopback with one user (Asterisk.extra_files)."""
+    return {
+        "http.conf": f"[general]\nenabled = yes\nbindaddr = {LOOPBACK}\nbindport = {http_port}\n",
+        "ari.conf": (
+            "[general]\nenabled = yes\n\n"
+            f"[{user}]\ntype = user\nread_only = no\npassword = {password}\npassword_format = plain\n"
+        ),
+    }
+
 
 class HarnessError(RuntimeError):
     """Something in the test rig (not the product) went wrong; the message carries the logs' tails."""
@@ -534,6 +563,7 @@ class Asterisk:
         *,
         dialplan_globals: Mapping[str, str] | None = None,
         extra_modules: Sequence[str] = (),
+        extra_files: Mapping[str, str] | None = None,
         sip_port: int = SIP_PORT,
         carrier_port: int = CARRIER_PORT,
     ) -> None:
@@ -543,6 +573,9 @@ class Asterisk:
         self.dialplan_globals = dict(dialplan_globals or {})
         self.module_dir = find_module_dir(rootfs)
         self.modules = [*ASTERISK_MODULES, *extra_modules]
+        # More configuration files (http.conf, ari.conf...), written beside the harness's own; a name the
+        # harness writes itself is refused so a test cannot silently replace the rig's configuration.
+        self.extra_files = dict(extra_files or {})
         self.sip_port = sip_port
         self.carrier_port = carrier_port
         self.ami_port = 0
@@ -825,6 +858,12 @@ send_pai = no
             # values win over defaults in the included files (rpoguard.conf sets RPOGUARD_AGI).
             f"[globals]\n{globals_lines}"
         )
+        clash = sorted(set(files) & set(self.extra_files))
+        if clash:
+            raise HarnessError(f"extra_files may not replace the harness's own {', '.join(clash)}")
+        files.update(self.extra_files)
         for name, text in files.items():
             (etc.host / name).write_text(text)
-        (etc.host / "manager.conf").chmod(0o600)
+        for name in ("manager.conf", *self.extra_files):
+            # They may hold secrets (AMI, ARI passwords).
+            (etc.host / name).chmod(0o600)

@@ -23,6 +23,9 @@ from rpoguard.db.sqlite import SqliteStore, audit_path
 Cli = Callable[..., Any]
 KEY = b"an-anchor-key-of-32-bytes-000000"
 AT = "2026-11-24T11:00"  # Tuesday, 11:00 Europe/Rome
+# The console script here runs on the test's SQLite file (RPOGUARD_DB) and the attacks edit that file;
+# the same anchor checks on PostgreSQL's chain are in tests/unit/test_anchor.py (both backends).
+pytestmark = pytest.mark.sqlite_only
 COLUMNS = (
     "seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
     " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash"

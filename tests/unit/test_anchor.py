@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from rawdb import RawDb
 from rpoguard import anchor
 from rpoguard.anchor import (
     NO_ANCHORS_WARNING,
@@ -32,7 +32,8 @@ from rpoguard.anchor import (
 )
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, VerifyReport, chain_hash, verify_chain
 from rpoguard.config import AuditConfig, ConfigError, load_config
-from rpoguard.db.sqlite import SqliteStore, audit_path
+from rpoguard.db.sqlite import SqliteStore
+from rpoguard.db.store import Store
 
 KEY = b"0123456789abcdef0123456789abcdef"
 COLUMNS = (
@@ -85,21 +86,20 @@ def decisions(
 
 
 @pytest.fixture
-def attacker(db_path: Path, decisions: list[AuditRow]) -> Iterator[sqlite3.Connection]:
+def attacker(store: Store, run: Callable, decisions: list[AuditRow]) -> Iterator[RawDb]:
     """Someone with write access to the audit file, append-only triggers dropped."""
-    con = sqlite3.connect(audit_path(db_path), isolation_level=None)
-    con.execute("DROP TRIGGER audit_log_no_update")
-    con.execute("DROP TRIGGER audit_log_no_delete")
+    con = RawDb(store, run)
+    con.drop_append_only_guards()
     yield con
     con.close()
 
 
-def stored_rows(con: sqlite3.Connection) -> list[AuditRow]:
+def stored_rows(con: RawDb) -> list[AuditRow]:
     return [AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16])
             for r in con.execute(f"SELECT {COLUMNS} FROM audit_log ORDER BY seq")]
 
 
-def rewrite_from(con: sqlite3.Connection, first: int, change: Callable[[AuditEntry], AuditEntry]) -> None:
+def rewrite_from(con: RawDb, first: int, change: Callable[[AuditEntry], AuditEntry]) -> None:
     """Change row `first` (and, through `change`, any later one) and recompute every hash from there on,
     exactly as rpoguard would have: the chain holds again."""
     rows = stored_rows(con)
@@ -165,7 +165,7 @@ def test_anchor_file_is_created_not_writable_by_others(anchor_file: Path, decisi
 
 
 def test_rows_removed_from_the_end_pass_the_chain_but_not_the_anchors(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection, anchor_file: Path
+    store: SqliteStore, run: Callable, attacker: RawDb, anchor_file: Path
 ) -> None:
     attacker.execute("DELETE FROM audit_log WHERE seq > 7")
     assert run(verify_chain(store.audit_rows())).intact  # what the chain alone cannot see
@@ -180,7 +180,7 @@ def test_rows_removed_from_the_end_pass_the_chain_but_not_the_anchors(
 
 
 def test_every_row_removed_is_caught(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection, anchor_file: Path
+    store: SqliteStore, run: Callable, attacker: RawDb, anchor_file: Path
 ) -> None:
     attacker.execute("DELETE FROM audit_log")
     chain, report = check(run, store, anchor_file)
@@ -189,7 +189,7 @@ def test_every_row_removed_is_caught(
 
 
 def test_chain_rewritten_from_row_k_passes_the_chain_but_not_the_anchors(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection, anchor_file: Path
+    store: SqliteStore, run: Callable, attacker: RawDb, anchor_file: Path
 ) -> None:
     # Row 4 and every row after it rewritten consistently: row 4 turned into an ALLOW, all hashes redone.
     rewrite_from(attacker, 4, to_allow)
@@ -206,7 +206,7 @@ def test_chain_rewritten_from_row_k_passes_the_chain_but_not_the_anchors(
 
 
 def test_one_row_edited_and_later_hashes_recomputed_is_caught(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection, anchor_file: Path
+    store: SqliteStore, run: Callable, attacker: RawDb, anchor_file: Path
 ) -> None:
     # Row 8 sits inside the last group: no line names it, the group's line (row 10) covers it.
     rewrite_from(attacker, 8, to_allow)
@@ -218,7 +218,7 @@ def test_one_row_edited_and_later_hashes_recomputed_is_caught(
 
 
 def test_rewrite_with_forged_anchor_lines_is_caught_by_the_hmac(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection, anchor_file: Path
+    store: SqliteStore, run: Callable, attacker: RawDb, anchor_file: Path
 ) -> None:
     rewrite_from(attacker, 4, to_allow)
     rows = stored_rows(attacker)

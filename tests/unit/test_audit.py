@@ -8,12 +8,11 @@ import dataclasses
 import io
 import itertools
 import json
-import sqlite3
 from collections.abc import AsyncIterable, Callable, Iterator
-from pathlib import Path
 
 import pytest
 
+from rawdb import RawDb
 from rpoguard.audit import (
     EXPORT_FIELDS,
     GENESIS_HASH,
@@ -25,7 +24,8 @@ from rpoguard.audit import (
     spreadsheet_safe,
     verify_chain,
 )
-from rpoguard.db.sqlite import SqliteStore, audit_path
+from rpoguard.db.sqlite import SqliteStore
+from rpoguard.db.store import Store
 from rpoguard.timeutil import parse_time, to_us
 
 T0 = to_us(parse_time("2026-11-24T11:00"))  # Tuesday, Europe/Rome
@@ -71,17 +71,16 @@ def log(store: SqliteStore, run: Callable, make_entry: Callable[..., AuditEntry]
 
 
 @pytest.fixture
-def attacker(db_path: Path, log: list[AuditRow]) -> Iterator[sqlite3.Connection]:
+def attacker(store: Store, run: Callable, log: list[AuditRow]) -> Iterator[RawDb]:
     """A raw connection to the database with the append-only triggers dropped, as someone with write access
     to the file would do."""
-    con = sqlite3.connect(audit_path(db_path), isolation_level=None)
-    con.execute("DROP TRIGGER audit_log_no_update")
-    con.execute("DROP TRIGGER audit_log_no_delete")
+    con = RawDb(store, run)
+    con.drop_append_only_guards()
     yield con
     con.close()
 
 
-def raw_row(con: sqlite3.Connection, seq: int) -> tuple:
+def raw_row(con: RawDb, seq: int) -> tuple:
     return con.execute(f"SELECT {COLUMNS} FROM audit_log WHERE seq = ?", (seq,)).fetchone()
 
 
@@ -109,7 +108,7 @@ async def _collect(rows: AsyncIterable[AuditRow]) -> list[AuditRow]:
     return [row async for row in rows]
 
 
-def test_changed_field_is_found_at_its_row(store: SqliteStore, run: Callable, attacker: sqlite3.Connection) -> None:
+def test_changed_field_is_found_at_its_row(store: SqliteStore, run: Callable, attacker: RawDb) -> None:
     attacker.execute("UPDATE audit_log SET decision = 'allow', reasons = '', basis = 'listed' WHERE seq = 4")
     report = verify(run, store)
     assert not report.intact
@@ -117,7 +116,7 @@ def test_changed_field_is_found_at_its_row(store: SqliteStore, run: Callable, at
 
 
 def test_changed_field_with_its_hash_recomputed_breaks_the_next_link(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection, log: list[AuditRow]
+    store: SqliteStore, run: Callable, attacker: RawDb, log: list[AuditRow]
 ) -> None:
     forged = dataclasses.replace(log[1].entry, decision="allow", reasons="", basis="consent")
     attacker.execute(
@@ -132,7 +131,7 @@ def test_changed_field_with_its_hash_recomputed_breaks_the_next_link(
 
 
 def test_deleted_row_is_found_at_the_row_after_it(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection
+    store: SqliteStore, run: Callable, attacker: RawDb
 ) -> None:
     attacker.execute("DELETE FROM audit_log WHERE seq = 3")
     report = verify(run, store)
@@ -146,7 +145,7 @@ def test_deleted_row_is_found_at_the_row_after_it(
 def test_row_inserted_in_the_middle_with_renumbering_is_found(
     store: SqliteStore,
     run: Callable,
-    attacker: sqlite3.Connection,
+    attacker: RawDb,
     log: list[AuditRow],
     make_entry: Callable[..., AuditEntry],
 ) -> None:
@@ -174,7 +173,7 @@ def test_row_inserted_in_the_middle_with_renumbering_is_found(
 def test_row_inserted_without_a_valid_hash_is_found_at_itself(
     store: SqliteStore,
     run: Callable,
-    attacker: sqlite3.Connection,
+    attacker: RawDb,
     log: list[AuditRow],
     make_entry: Callable[..., AuditEntry],
 ) -> None:
@@ -191,7 +190,7 @@ def test_row_inserted_without_a_valid_hash_is_found_at_itself(
 
 
 def test_two_rows_reordered_are_found_at_the_first(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection
+    store: SqliteStore, run: Callable, attacker: RawDb
 ) -> None:
     attacker.execute("UPDATE audit_log SET seq = -2 WHERE seq = 2")
     attacker.execute("UPDATE audit_log SET seq = 2 WHERE seq = 3")
@@ -204,7 +203,7 @@ def test_two_rows_reordered_are_found_at_the_first(
 
 
 def test_rows_swapped_in_place_keeping_their_numbers_are_found(
-    store: SqliteStore, run: Callable, attacker: sqlite3.Connection
+    store: SqliteStore, run: Callable, attacker: RawDb
 ) -> None:
     two, three = raw_row(attacker, 2), raw_row(attacker, 3)
     attacker.execute("DELETE FROM audit_log WHERE seq IN (2, 3)")
@@ -215,7 +214,7 @@ def test_rows_swapped_in_place_keeping_their_numbers_are_found(
     assert seq == 2
 
 
-def test_verify_stops_after_max_problems(store: SqliteStore, run: Callable, attacker: sqlite3.Connection) -> None:
+def test_verify_stops_after_max_problems(store: SqliteStore, run: Callable, attacker: RawDb) -> None:
     attacker.execute("UPDATE audit_log SET raw_number = 'x'")
     report = run(verify_chain(store.audit_rows(), max_problems=2))
     assert [p.seq for p in report.problems] == [1, 2]

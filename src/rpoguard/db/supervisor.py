@@ -76,8 +76,9 @@ class SupervisedStore:
         return self._store
 
     async def _open(self) -> None:
+        # No paths: a database server (PostgreSQL), reached over the network, with nothing to stat.
         try:
-            present = self._paths[0].exists()
+            present = not self._paths or self._paths[0].exists()
         except OSError as exc:
             self._fail(f"{self._paths[0]}: {exc.strerror}")
             return
@@ -97,7 +98,7 @@ class SupervisedStore:
         self._store = store
         self._identity = _identity(self._paths)
         if self._cause != "not opened yet":
-            log.warning("database available again: %s", self._paths[0])
+            log.warning("database available again%s", f": {self._paths[0]}" if self._paths else "")
         self._cause = ""
 
     def _fail(self, cause: str) -> None:

@@ -19,6 +19,7 @@ first. Two round trips, and the fsync overlapped with one of them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Final
 
@@ -90,6 +91,11 @@ class CheckRoute:
         sent = detail_variables(pending.provisional)
         try:
             await session.set_variables(sent)
+        except asyncio.CancelledError:
+            # The session deadline passed: like a call whose peer left before the decision, it gets no
+            # record unless its commit has already begun.
+            pending.abandon()
+            raise
         except Exception:
             # The peer is gone or misbehaves: the decision is still recorded (it was taken), and the
             # dialplan, which never got RPOGUARD_DECISION, blocks the call.

@@ -1,0 +1,853 @@
+"""PostgreSQL implementation of the Store, on asyncpg: several gate processes (one per PBX) share one truth.
+
+What differs from SQLite, and why:
+- one database holds everything (SQLite splits data and decisions into two files only because a file has
+  one writer); MVCC lets an import and every node's appends run at once, readers see the previous data
+  until an import commits.
+- the per-call read is one prepared statement over a connection pool: one round trip per decision.
+- the decision log is ONE global hash chain serialised in the database. Every append transaction first
+  locks the single row of `audit_head` (SELECT ... FOR UPDATE); only then, in a new statement (so with a
+  snapshot taken after the lock: every earlier append is committed and visible), it reads the head and
+  counts the ALLOWs of the attempt cap, computes the hashes (rpoguard.audit.chain_hash) and inserts. Two
+  nodes therefore never pass a cap together, and `audit verify` walks one chain whatever node wrote a
+  row. Appends of one process are grouped into one transaction, as in SQLite: one commit for the group.
+- a decision is answered only after COMMIT with synchronous_commit on (set on the writer's session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from datetime import date, datetime, time
+from importlib import resources
+from itertools import islice
+from typing import Any, TypeVar
+
+import asyncpg
+
+from rpoguard.audit import AuditEntry, AuditRow, chain_hash
+from rpoguard.constants import ALLOW, SOURCE_IMPORT
+from rpoguard.db.store import (
+    AttemptCap,
+    AttemptCapReached,
+    ConsentRecord,
+    ContractRecord,
+    EvidenceItem,
+    ImportMeta,
+    ImportSummary,
+    NotFoundError,
+    OptoutRecord,
+    PrincipalInfo,
+    Progress,
+    RpoAnswer,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
+from rpoguard.db.urls import redact_url
+from rpoguard.policy.model import (
+    CampaignFacts,
+    ConsentFacts,
+    ContractFacts,
+    Facts,
+    ListingFacts,
+    OptoutFacts,
+    RpoAnswerFacts,
+)
+from rpoguard.policy.rpo import summarize_rpo
+from rpoguard.timeutil import ROME, from_us, iso, to_us
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BATCH = 10_000
+POOL_MIN = 1
+POOL_MAX = 8
+CONNECT_TIMEOUT = 5.0
+# Serialises migrations of one database across processes that start together (nodes and commands).
+MIGRATION_LOCK = 0x7270_6F67  # "rpog"
+# Serialises imports of one kind, so the same file imported from two nodes at once is stored once.
+IMPORT_LOCK = 0x7270_6F68
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("rpoguard.db") / "migrations" / "postgres"
+    found = []
+    for item in folder.iterdir():
+        if item.name.endswith(".sql"):
+            found.append((int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _pg_error(exc: BaseException, where: str) -> StoreError:
+    """A StoreError an operator can read; the connection's password never appears in it."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
+                        asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
+        return StoreUnavailable(f"database {where} unreachable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return StoreUnavailable(f"database {where} does not exist: {exc} (create it with createdb)")
+    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        return StoreUnavailable(f"database {where}: authentication failed: {exc}")
+    if isinstance(exc, asyncpg.DiskFullError):
+        return StoreError(f"database {where}: the disk is full ({exc})")
+    return StoreError(f"database {where}: {type(exc).__name__}: {exc}")
+
+
+# What the database or the way to it can raise; anything else (a rejected file, a bug) passes unchanged.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+def _batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _opt_us(value: datetime | None) -> int | None:
+    return to_us(value) if value is not None else None
+
+
+def _opt_dt(value: int | None) -> datetime | None:
+    return from_us(value) if value is not None else None
+
+
+def _iso_opt(value: int | None) -> str | None:
+    return iso(from_us(value)) if value is not None else None
+
+
+def _count(status: str) -> int:
+    """Rows touched, from a command status such as 'INSERT 0 12' or 'UPDATE 3'."""
+    try:
+        return int(status.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+# One statement returns every fact of one decision, as one JSON document: campaign, the number's RPO
+# answers, listing, consents, contracts, refusals and the ALLOW count in the cap window. The same parts,
+# order and NULL rules as SQLite's FACTS_SQL (db/sqlite.py), so both backends give identical Facts.
+FACTS_SQL = """
+WITH c AS (SELECT id, principal_id, automated, max_attempts, per_days FROM campaigns WHERE id = $1::text)
+SELECT json_build_array(
+  (SELECT json_build_array(c.id, c.principal_id, c.automated, c.max_attempts, c.per_days,
+      (SELECT coalesce(json_agg(p.number ORDER BY p.number), '[]'::json) FROM principal_caller_ids p
+        WHERE p.principal_id = c.principal_id)) FROM c),
+  (SELECT json_agg(json_build_array(id, checked_us, registered, registered_us, import_id) ORDER BY id)
+     FROM rpo_results WHERE number = $2::text),
+  (SELECT json_build_array(import_id, listed_us) FROM directory WHERE number = $2::text),
+  (SELECT json_agg(json_build_array(id, given_us, evidence, automated, expires_us, revoked_us, purpose) ORDER BY id)
+     FROM consents WHERE number = $2::text AND principal_id = (SELECT principal_id FROM c)),
+  (SELECT json_agg(json_build_array(id, start_date, end_date) ORDER BY id)
+     FROM contracts WHERE number = $2::text AND principal_id = (SELECT principal_id FROM c)),
+  (SELECT json_agg(json_build_array(id, principal_id, at_us) ORDER BY id)
+     FROM optouts WHERE number = $2::text
+      AND (principal_id IS NULL OR principal_id = (SELECT principal_id FROM c))),
+  (SELECT count(*) FROM audit_log
+    WHERE number = $2::text AND principal_id = (SELECT principal_id FROM c) AND decision = 'allow'
+      AND ts_us > $3::bigint - (SELECT per_days FROM c) * 86400000000::bigint AND ts_us <= $3::bigint)
+)::text
+"""
+
+_AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
+                  " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash")
+
+# Run after the head row is locked: a new statement, so a new snapshot in which every append that held
+# the lock before is committed. The ALLOW counts of the group's caps come back in the group's order.
+_HEAD_SQL = """
+SELECT h.seq, h.hash,
+  ARRAY(SELECT (SELECT count(*) FROM audit_log a
+                 WHERE a.number = k.number AND a.principal_id = k.principal AND a.decision = 'allow'
+                   AND a.ts_us > k.since AND a.ts_us < k.until)
+          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY
+               AS k(number, principal, since, until, i)
+         ORDER BY k.i) AS allows
+FROM audit_head h WHERE h.id = 1
+"""
+
+# The group's rows and the new head in one statement.
+_INSERT_SQL = f"""
+WITH added AS (
+  INSERT INTO audit_log ({_AUDIT_COLUMNS})
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                       $15::text[], $16::text[], $17::text[])
+)
+UPDATE audit_head SET seq = $18::bigint, hash = $19::text WHERE id = 1
+"""
+
+
+def _until(entry: AuditEntry, cap: AttemptCap) -> int:
+    """The end (exclusive) of the cap's window around a decision: as long after it as the window is before."""
+    return entry.ts_us + (entry.ts_us - cap.since_us)
+
+
+def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(17)]
+
+
+class _PgAuditAppender:
+    """Group commit for the decision log: decisions that arrive while a group's transaction is in flight
+    go into the next one together. None is dropped; each caller gets its own row or its own error. One
+    dedicated connection, so the head lock is taken once per group, not once per decision."""
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], where: str) -> None:
+        self._connect = connect
+        self._where = where
+        self._con: asyncpg.Connection | None = None
+        self._pending: list[tuple[AuditEntry, AttemptCap | None, asyncio.Future[AuditRow]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.groups = 0
+        from rpoguard.anchor import current_writer  # noqa: PLC0415 -- the anchor hook, as in SQLite's writer
+
+        self._anchor = current_writer
+
+    async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AuditRow] = loop.create_future()
+        self._pending.append((entry, cap, future))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                # A caller that gave up before its group started is not written: its call was refused.
+                group = [item for item in self._pending if not item[2].cancelled()]
+                self._pending = []
+                if not group:
+                    continue
+                try:
+                    results = await self._write([(e, c) for e, c, _ in group])
+                except Exception as exc:
+                    error = _pg_error(exc, self._where)
+                    for _, _, future in group:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                except BaseException as exc:
+                    for _, _, future in group:
+                        if not future.done():
+                            future.set_exception(StoreError(f"audit log: {type(exc).__name__}: {exc}"))
+                    raise
+                for (_, _, future), result in zip(group, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, AttemptCapReached):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._task = None
+
+    async def _write(self, items: list[tuple[AuditEntry, AttemptCap | None]]) -> list[AuditRow | AttemptCapReached]:
+        if self._con is None or self._con.is_closed():
+            self._con = await self._connect()
+        con = self._con
+        try:
+            # BEGIN and the lock in one round trip (simple query protocol); the lock waits for any other
+            # node's group to commit. READ COMMITTED whatever the server's default: the next statement
+            # must see what the previous holder of the lock committed (under a REPEATABLE READ or
+            # SERIALIZABLE default the lock fails with a serialisation error instead).
+            await con.execute("BEGIN ISOLATION LEVEL READ COMMITTED;"
+                              " SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+            # The window reaches as far after the decision as before it. Decisions of several nodes (and the
+            # concurrent sessions of one) are stamped when they start and committed in lock order, so an
+            # ALLOW stamped a few milliseconds later may already be in: it must count, or two calls would
+            # each see the other "in the future" and both pass the cap. Only a check back-dated with
+            # --at sees more ALLOWs than its own past window: more cautious, never less.
+            caps = [(cap.number, cap.principal_id, cap.since_us, _until(entry, cap)) for entry, cap in items if cap]
+            head = await con.fetchrow(_HEAD_SQL, *([list(col) for col in zip(*caps, strict=True)] if caps
+                                                   else [[], [], [], []]))
+            if head is None:
+                raise StoreError(f"database {self._where}: the audit chain head is missing")
+            seq, prev = int(head["seq"]), str(head["hash"])
+            stored_allows = iter(head["allows"])
+            allowed_in_group: dict[tuple[str, str], list[int]] = {}
+            results: list[AuditRow | AttemptCapReached] = []
+            rows: list[tuple[Any, ...]] = []
+            for entry, cap in items:
+                if cap is not None:
+                    stored = next(stored_allows)
+                    earlier = allowed_in_group.get((cap.number, cap.principal_id), [])
+                    allows = stored + sum(1 for ts in earlier if cap.since_us < ts < _until(entry, cap))
+                    if allows >= cap.max_allows:
+                        results.append(AttemptCapReached(allows))
+                        continue
+                seq += 1
+                digest = chain_hash(seq, entry, prev)
+                rows.append((seq, entry.decision_id, entry.ts_us, entry.number, entry.raw_number, entry.campaign_id,
+                             entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
+                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest))
+                results.append(AuditRow(seq, entry, prev, digest))
+                prev = digest
+                if entry.decision == ALLOW and entry.number and entry.principal_id:
+                    allowed_in_group.setdefault((entry.number, entry.principal_id), []).append(entry.ts_us)
+            if rows:
+                await con.execute(_INSERT_SQL, *_audit_columns(rows), seq, prev)
+            await con.execute("COMMIT")
+        except BaseException:
+            await self._abandon()
+            raise
+        self.groups += 1
+        anchor = self._anchor()
+        if rows and anchor is not None:
+            # Before the callers are answered, so every answered decision is anchored; never raises.
+            await asyncio.get_running_loop().run_in_executor(None, anchor.record, seq, prev)
+        return results
+
+    async def _abandon(self) -> None:
+        """Roll back after a failure; a connection in an unknown state is closed and made anew next time."""
+        con = self._con
+        if con is None or con.is_closed():
+            self._con = None
+            return
+        try:
+            await asyncio.wait_for(con.execute("ROLLBACK"), CONNECT_TIMEOUT)
+        except Exception:
+            self._con = None
+            con.terminate()
+
+    async def close(self) -> None:
+        while self._task is not None:
+            await self._task
+        if self._con is not None:
+            con, self._con = self._con, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(con.close(), CONNECT_TIMEOUT)
+        anchor = self._anchor()
+        if anchor is not None:
+            anchor.flush()
+
+
+async def _keep_session(con: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg's default sends a reset query (advisory locks, cursors,
+    LISTEN, settings) every time: a second round trip per decision. This store leaves none of those
+    behind (its locks are transaction-scoped, its temp tables ON COMMIT DROP), and an open transaction is
+    still rolled back by asyncpg before this runs."""
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX) -> None:
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        self.url = url
+        self.where = redact_url(url)
+        self.pool_min = pool_min
+        self.pool_max = pool_max
+        self._pool: asyncpg.Pool | None = None
+        self._appender: _PgAuditAppender | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection:
+        try:
+            # synchronous_commit on: a decision is answered only once its row is durable, whatever the
+            # cluster's default says.
+            return await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT,
+                                         server_settings={"application_name": "rpoguard",
+                                                          "synchronous_commit": "on"})
+        except Exception as exc:
+            raise _pg_error(exc, self.where) from exc
+
+    async def open(self) -> None:
+        con = await self._connect()
+        try:
+            await self._migrate(con)
+        except Exception as exc:
+            raise _pg_error(exc, self.where) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await con.close()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=self.pool_min, max_size=self.pool_max, timeout=CONNECT_TIMEOUT,
+                server_settings={"application_name": "rpoguard", "synchronous_commit": "on"},
+                reset=_keep_session)
+        except Exception as exc:
+            raise _pg_error(exc, self.where) from exc
+        self._appender = _PgAuditAppender(self._connect, self.where)
+
+    async def _migrate(self, con: asyncpg.Connection) -> None:
+        # One transaction under a lock: nodes and commands that start together on a new database migrate
+        # it once, one after the other (even CREATE TABLE IF NOT EXISTS races without the lock).
+        async with con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await con.execute("CREATE TABLE IF NOT EXISTS rpoguard_schema (version INTEGER PRIMARY KEY,"
+                              " applied_us BIGINT NOT NULL)")
+            done = {row[0] for row in await con.fetch("SELECT version FROM rpoguard_schema")}
+            for version, sql in _migrations():
+                if version not in done:
+                    log.info("migrating %s to schema version %d", self.where, version)
+                    await con.execute(sql)
+                    await con.execute("INSERT INTO rpoguard_schema (version, applied_us) VALUES ($1, $2)",
+                                      version, to_us(datetime.now().astimezone()))
+
+    async def close(self) -> None:
+        if self._appender is not None:
+            appender, self._appender = self._appender, None
+            await appender.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
+            except Exception:
+                pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("database is not open")
+        return self._pool
+
+    async def schema_version(self) -> int:
+        return int(await self._call(lambda: self.pool.fetchval("SELECT coalesce(max(version), 0)"
+                                                               " FROM rpoguard_schema")))
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except _DB_ERRORS as exc:
+            raise _pg_error(exc, self.where) from exc
+
+    # -- the per-call path -------------------------------------------------------------------------
+
+    async def facts(self, number: str | None, line_type: str | None, campaign_id: str | None,
+                    at: datetime) -> Facts:
+        # One prepared statement (asyncpg caches it per connection), one round trip.
+        document = await self._call(lambda: self.pool.fetchval(FACTS_SQL, campaign_id, number, to_us(at)))
+        return _facts_from_json(number, line_type, document)
+
+    async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
+        if self._appender is None:
+            raise StoreError("database is not open")
+        return await self._appender.append(entry, cap)
+
+    # -- reference data ----------------------------------------------------------------------------
+
+    async def add_principal(self, principal_id: str, name: str, caller_ids: Iterable[str]) -> bool:
+        now = to_us(datetime.now().astimezone())
+        numbers = list(caller_ids)
+
+        async def work() -> bool:
+            async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
+                # xmax = 0 on the returned row: it was inserted, not updated.
+                created = await con.fetchval(
+                    "INSERT INTO principals (id, name, created_us) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name RETURNING (xmax = 0)",
+                    principal_id, name, now)
+                if numbers:
+                    await con.execute(
+                        "INSERT INTO principal_caller_ids (principal_id, number)"
+                        " SELECT $1, n FROM unnest($2::text[]) AS n ON CONFLICT DO NOTHING", principal_id, numbers)
+                return bool(created)
+
+        return await self._call(work)
+
+    async def get_principal(self, principal_id: str) -> PrincipalInfo | None:
+        async def work() -> PrincipalInfo | None:
+            async with self.pool.acquire() as con:
+                row = await con.fetchrow("SELECT id, name FROM principals WHERE id = $1", principal_id)
+                if row is None:
+                    return None
+                numbers = await con.fetch(
+                    "SELECT number FROM principal_caller_ids WHERE principal_id = $1 ORDER BY number", principal_id)
+                return PrincipalInfo(row[0], row[1], tuple(n[0] for n in numbers))
+
+        return await self._call(work)
+
+    async def add_campaign(self, campaign_id: str, principal_id: str, automated: bool,
+                           max_attempts: int | None, per_days: int | None) -> bool:
+        if await self.get_principal(principal_id) is None:
+            raise NotFoundError(f"principal {principal_id!r} does not exist; add it with 'rpoguard principal add'")
+        created = await self._call(lambda: self.pool.fetchval(
+            "INSERT INTO campaigns (id, principal_id, automated, max_attempts, per_days, created_us)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET principal_id = excluded.principal_id,"
+            " automated = excluded.automated, max_attempts = excluded.max_attempts, per_days = excluded.per_days"
+            " RETURNING (xmax = 0)",
+            campaign_id, principal_id, automated, max_attempts, per_days, to_us(datetime.now().astimezone())))
+        return bool(created)
+
+    async def get_campaign(self, campaign_id: str) -> CampaignFacts | None:
+        facts = await self.facts(None, None, campaign_id, datetime.now().astimezone())
+        return facts.campaign
+
+    # -- imports -----------------------------------------------------------------------------------
+
+    async def _begin_import(self, con: asyncpg.Connection, meta: ImportMeta, *,
+                            additive: bool = True) -> tuple[int | None, ImportSummary | None]:
+        """Inside the import's transaction: (import id, None), or (None, summary) if already imported.
+        Only an additive import can be skipped as a repeat: a replacing one must replace again."""
+        await con.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", IMPORT_LOCK, meta.kind)
+        if meta.sha256 and additive:
+            prior = await con.fetchrow(
+                "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
+                " WHERE kind = $1 AND sha256 = $2 AND checked_us IS NOT DISTINCT FROM $3"
+                # A replacing import since then undid it: then it is no repeat.
+                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = $1 AND detail ? 'removed')"
+                " ORDER BY id LIMIT 1",
+                meta.kind, meta.sha256, _opt_us(meta.checked_at))
+            if prior is not None:
+                detail = json.loads(prior[4]) if prior[4] else {}
+                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True)
+        import_id = await con.fetchval(
+            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, imported_us)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            meta.kind, meta.file_name, meta.file_size, meta.sha256, _opt_us(meta.checked_at),
+            to_us(datetime.now().astimezone()))
+        return int(import_id), None
+
+    @staticmethod
+    async def _finish_import(con: asyncpg.Connection, summary: ImportSummary, meta: ImportMeta) -> None:
+        summary.rows_rejected = len(meta.rejected)
+        if not summary.rows_read:
+            summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
+        summary.rows_read += summary.rows_rejected
+        await con.execute(
+            "UPDATE imports SET rows_read = $1, rows_stored = $2, rows_rejected = $3, detail = $4 WHERE id = $5",
+            summary.rows_read, summary.rows_stored, summary.rows_rejected, json.dumps(summary.detail),
+            summary.import_id)
+
+    async def _in_transaction(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run an import in one transaction: whole or not at all, also when reading its rows raises."""
+        async def run() -> T:
+            async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
+                return await work(con)
+
+        return await self._call(run)
+
+    async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
+                         progress: Progress | None = None) -> ImportSummary:
+        if meta.checked_at is None:
+            raise ValueError("an RPO import needs the check date")
+        checked_us = to_us(meta.checked_at)
+
+        async def work(con: asyncpg.Connection) -> ImportSummary:
+            import_id, prior = await self._begin_import(con, meta)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            # COPY into an unindexed temp table, then one keyed insert in number order.
+            await con.execute("CREATE TEMP TABLE staged_rpo (number TEXT NOT NULL, registered BOOLEAN NOT NULL,"
+                              " registered_us BIGINT) ON COMMIT DROP")
+            read = 0
+            for batch in _batches(answers):
+                await con.copy_records_to_table(
+                    "staged_rpo", records=[(a.number, a.registered, _opt_us(a.registered_at)) for a in batch])
+                read += len(batch)
+                if progress is not None:
+                    progress(read + len(meta.rejected))
+            # One answer per number: registered if any row says so (fail closed), with the earliest date;
+            # another file for the same check time follows the same rule (least() skips NULLs).
+            status = await con.execute(
+                "INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
+                " SELECT number, $1, bool_or(registered), min(registered_us), $2 FROM staged_rpo"
+                " GROUP BY number ORDER BY number"
+                " ON CONFLICT (number, checked_us) DO UPDATE SET"
+                " registered = rpo_results.registered OR excluded.registered,"
+                " registered_us = least(rpo_results.registered_us, excluded.registered_us),"
+                " import_id = excluded.import_id",
+                checked_us, import_id)
+            numbers = _count(status)
+            registered = await con.fetchval(
+                "SELECT count(*) FROM (SELECT number FROM staged_rpo GROUP BY number HAVING bool_or(registered)) r")
+            summary.rows_read, summary.rows_stored = read, numbers
+            summary.detail = {"registered": int(registered), "not_registered": numbers - int(registered)}
+            await self._finish_import(con, summary, meta)
+            return summary
+
+        return await self._in_transaction(work)
+
+    async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
+        now_us = to_us(datetime.now().astimezone())
+
+        async def work(con: asyncpg.Connection) -> ImportSummary:
+            import_id, prior = await self._begin_import(con, meta, additive=not replace)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            if replace:
+                summary.detail["removed"] = _count(await con.execute("DELETE FROM directory"))
+            await con.execute("CREATE TEMP TABLE staged_directory (number TEXT NOT NULL) ON COMMIT DROP")
+            for batch in _batches(numbers):
+                await con.copy_records_to_table("staged_directory", records=[(n,) for n in batch])
+                summary.rows_stored += len(batch)
+            await con.execute(
+                "INSERT INTO directory (number, import_id, listed_us)"
+                " SELECT DISTINCT number, $1::bigint, $2::bigint FROM staged_directory"
+                " ON CONFLICT (number) DO UPDATE SET import_id = excluded.import_id", import_id, now_us)
+            await self._finish_import(con, summary, meta)
+            return summary
+
+        return await self._in_transaction(work)
+
+    async def _staged_import(self, meta: ImportMeta, columns: str, rows: Iterable[tuple[Any, ...]],
+                             insert: str, *, additive: bool = True) -> ImportSummary:
+        """One transaction for a CSV of records: rows land in a temp table `staged` (with their order in
+        `ord`), then `insert` (which reads `staged`, $1 = the import id) stores them; the rest are
+        duplicates."""
+        async def work(con: asyncpg.Connection) -> ImportSummary:
+            import_id, prior = await self._begin_import(con, meta, additive=additive)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            await con.execute(f"CREATE TEMP TABLE staged (ord BIGINT NOT NULL, {columns}) ON COMMIT DROP")
+            read = 0
+            for batch in _batches(rows):
+                await con.copy_records_to_table(
+                    "staged", records=[(read + i, *row) for i, row in enumerate(batch)])
+                read += len(batch)
+            summary.rows_stored = _count(await con.execute(insert, import_id))
+            summary.detail["duplicates"] = read - summary.rows_stored
+            await self._finish_import(con, summary, meta)
+            return summary
+
+        return await self._in_transaction(work)
+
+    async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
+        now_us = to_us(datetime.now().astimezone())
+        return await self._staged_import(
+            meta,
+            "number TEXT, principal_id TEXT, given_us BIGINT, evidence TEXT, purpose TEXT, automated BOOLEAN,"
+            " expires_us BIGINT, created_us BIGINT",
+            ((r.number, r.principal_id, to_us(r.given_at), r.evidence, r.purpose, r.automated,
+              _opt_us(r.expires_at), now_us) for r in records),
+            "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated, expires_us,"
+            " import_id, created_us) SELECT number, principal_id, given_us, evidence, purpose, automated,"
+            " expires_us, $1, created_us FROM staged ORDER BY ord ON CONFLICT DO NOTHING",
+        )
+
+    async def import_contracts(self, records: Iterable[ContractRecord], meta: ImportMeta) -> ImportSummary:
+        now_us = to_us(datetime.now().astimezone())
+        # The same contract again is a duplicate; a later end date for it is an update. Within one file
+        # the last row of a contract wins, as when the rows are applied one by one.
+        return await self._staged_import(
+            meta,
+            "number TEXT, principal_id TEXT, start_date DATE, end_date DATE, created_us BIGINT",
+            ((r.number, r.principal_id, r.start, r.end, now_us) for r in records),
+            "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
+            " SELECT number, principal_id, start_date, end_date, created_us FROM ("
+            "   SELECT DISTINCT ON (number, principal_id, start_date) * FROM staged"
+            "   WHERE $1::bigint IS NOT NULL ORDER BY number, principal_id, start_date, ord DESC) s"
+            " ON CONFLICT (number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date"
+            " WHERE contracts.end_date IS DISTINCT FROM excluded.end_date",
+        )
+
+    async def import_optouts(self, records: Iterable[OptoutRecord], meta: ImportMeta) -> ImportSummary:
+        now_us = to_us(datetime.now().astimezone())
+        # One transaction for the refusals and their import record (SQLite needs two, one per file).
+        return await self._staged_import(
+            meta,
+            "number TEXT, principal_id TEXT, at_us BIGINT, reference TEXT, created_us BIGINT",
+            ((r.number, r.principal_id, to_us(r.at), r.reference or meta.file_name, now_us) for r in records),
+            "INSERT INTO optouts (number, principal_id, at_us, source, reference, created_us)"
+            f" SELECT number, principal_id, at_us, '{SOURCE_IMPORT}', reference, created_us FROM staged"
+            " WHERE $1::bigint IS NOT NULL ORDER BY ord ON CONFLICT DO NOTHING",
+            # As in SQLite: a refusal file is never skipped as a repeat; its rows are then duplicates.
+            additive=False,
+        )
+
+    async def add_consent(self, record: ConsentRecord) -> tuple[int, bool]:
+        if await self.get_principal(record.principal_id) is None:
+            raise NotFoundError(f"principal {record.principal_id!r} does not exist")
+        now_us = to_us(datetime.now().astimezone())
+
+        async def work() -> tuple[int, bool]:
+            async with self.pool.acquire() as con:
+                created = await con.fetchval(
+                    "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
+                    " expires_us, created_us) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING RETURNING id",
+                    record.number, record.principal_id, to_us(record.given_at), record.evidence, record.purpose,
+                    record.automated, _opt_us(record.expires_at), now_us)
+                if created is not None:
+                    return int(created), True
+                found = await con.fetchval(
+                    "SELECT id FROM consents WHERE number = $1 AND principal_id = $2 AND given_us = $3"
+                    " AND evidence = $4", record.number, record.principal_id, to_us(record.given_at), record.evidence)
+                return int(found), False
+
+        return await self._call(work)
+
+    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> int:
+        at_us = to_us(at)
+        status = await self._call(lambda: self.pool.execute(
+            "UPDATE consents SET revoked_us = $1 WHERE number = $2 AND principal_id = $3 AND given_us <= $1"
+            " AND (revoked_us IS NULL OR revoked_us > $1) AND (expires_us IS NULL OR expires_us > $1)",
+            at_us, number, principal_id))
+        return _count(status)
+
+    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]:
+        if await self.get_principal(principal_id) is None:
+            raise NotFoundError(f"principal {principal_id!r} does not exist")
+        row = await self._call(lambda: self.pool.fetchrow(
+            "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us) VALUES ($1,$2,$3,$4,$5)"
+            " ON CONFLICT (number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date"
+            " RETURNING id, (xmax = 0)",
+            number, principal_id, start, end, to_us(datetime.now().astimezone())))
+        return int(row[0]), bool(row[1])
+
+    async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
+                         reference: str | None) -> int:
+        if principal_id is not None and await self.get_principal(principal_id) is None:
+            raise NotFoundError(f"principal {principal_id!r} does not exist")
+
+        async def work() -> int:
+            async with self.pool.acquire() as con:
+                created = await con.fetchval(
+                    "INSERT INTO optouts (number, principal_id, at_us, source, reference, created_us)"
+                    " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING id",
+                    number, principal_id, to_us(at), source, reference, to_us(datetime.now().astimezone()))
+                if created is not None:
+                    return int(created)
+                return int(await con.fetchval(
+                    "SELECT id FROM optouts WHERE number = $1 AND coalesce(principal_id, '') = $2 AND at_us = $3"
+                    " AND source = $4", number, principal_id or "", to_us(at), source))
+
+        return await self._call(work)
+
+    # -- evidence and due lists -----------------------------------------------------------------------
+
+    async def evidence(self, number: str, principal_id: str | None) -> list[EvidenceItem]:
+        async def work() -> list[EvidenceItem]:
+            # One snapshot for the whole answer.
+            async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
+                return await self._evidence(con, number, principal_id)
+
+        items = await self._call(work)
+        items.sort(key=lambda item: item.at)
+        return items
+
+    @staticmethod
+    async def _evidence(con: asyncpg.Connection, number: str, principal_id: str | None) -> list[EvidenceItem]:
+        items: list[EvidenceItem] = []
+        for rid, checked, registered, reg_us, import_id, file_name, size, sha, imported in await con.fetch(
+            "SELECT r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name, i.file_size,"
+            " i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
+            " WHERE r.number = $1 ORDER BY r.checked_us", number):
+            items.append(EvidenceItem(from_us(checked), "rpo_answer", None, {
+                "result_id": rid, "registered": bool(registered),
+                "registered_at": _iso_opt(reg_us), "import_id": import_id, "file_name": file_name,
+                "file_size": size, "sha256": sha, "imported_at": _iso_opt(imported)}))
+        for import_id, listed, file_name, sha in await con.fetch(
+            "SELECT d.import_id, d.listed_us, i.file_name, i.sha256 FROM directory d"
+            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = $1", number):
+            items.append(EvidenceItem(from_us(listed), "directory_listing", None,
+                                      {"import_id": import_id, "file_name": file_name, "sha256": sha}))
+        for cid, principal, given, evidence, purpose, automated, expires, revoked, import_id in await con.fetch(
+            "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
+            " FROM consents WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id",
+            number, principal_id):
+            items.append(EvidenceItem(from_us(given), "consent", principal, {
+                "consent_id": cid, "evidence": evidence, "purpose": purpose, "automated": bool(automated),
+                "expires_at": _iso_opt(expires), "revoked_at": _iso_opt(revoked), "import_id": import_id}))
+        for kid, principal, start, end in await con.fetch(
+            "SELECT id, principal_id, start_date, end_date FROM contracts"
+            " WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id", number, principal_id):
+            start_at = datetime.combine(start, time(0, 0), tzinfo=ROME)
+            items.append(EvidenceItem(start_at, "contract", principal, {
+                "contract_id": kid, "start": start.isoformat(), "end": end.isoformat() if end else None}))
+        for oid, principal, at, source, reference in await con.fetch(
+            "SELECT id, principal_id, at_us, source, reference FROM optouts WHERE number = $1"
+            " AND ($2::text IS NULL OR principal_id IS NULL OR principal_id = $2) ORDER BY id", number, principal_id):
+            items.append(EvidenceItem(from_us(at), "optout", principal,
+                                      {"optout_id": oid, "source": source, "reference": reference,
+                                       "covers": principal or "every principal"}))
+        for r in await con.fetch(
+            "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
+            " evidence, source, uniqueid, hash FROM audit_log WHERE number = $1"
+            " AND ($2::text IS NULL OR principal_id = $2) ORDER BY seq", number, principal_id):
+            items.append(EvidenceItem(from_us(r[2]), "decision", r[4], {
+                "seq": r[0], "decision_id": r[1], "campaign_id": r[3], "caller_id": r[5], "decision": r[6],
+                "reasons": [code for code in r[7].split(",") if code], "basis": r[8],
+                "evidence": json.loads(r[9]), "source": r[10], "uniqueid": r[11], "hash": r[12]}))
+        return items
+
+    async def due_numbers(self, candidates: Iterable[str] | None, campaign_id: str | None,
+                          stale_before: datetime) -> AsyncIterator[str]:
+        try:
+            async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
+                if candidates is not None:
+                    await con.execute("CREATE TEMP TABLE due_candidates (number TEXT PRIMARY KEY) ON COMMIT DROP")
+                    await con.execute("CREATE TEMP TABLE due_staged (number TEXT) ON COMMIT DROP")
+                    for batch in _batches(candidates):
+                        await con.copy_records_to_table("due_staged", records=[(n,) for n in batch])
+                    await con.execute("INSERT INTO due_candidates SELECT DISTINCT number FROM due_staged"
+                                      " WHERE number IS NOT NULL")
+                    source = "SELECT number FROM due_candidates"
+                elif campaign_id is not None:
+                    source = ("SELECT number FROM consents WHERE principal_id = $2"
+                              " UNION SELECT number FROM contracts WHERE principal_id = $2"
+                              " UNION SELECT number FROM audit_log WHERE campaign_id = $3 AND number IS NOT NULL")
+                else:
+                    source = ("SELECT number FROM rpo_results UNION SELECT number FROM directory"
+                              " UNION SELECT number FROM consents UNION SELECT number FROM contracts"
+                              # Numbers the gate refused for want of an answer are exactly the ones to submit.
+                              " UNION SELECT number FROM audit_log WHERE number IS NOT NULL")
+                principal = await con.fetchval("SELECT principal_id FROM campaigns WHERE id = $1", campaign_id)
+                sql = (f"SELECT k.number FROM ({source}) k"
+                       " WHERE coalesce((SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number), -1)"
+                       " <= $1::bigint ORDER BY k.number COLLATE \"C\"")
+                args: list[Any] = [to_us(stale_before)]
+                if candidates is None and campaign_id is not None:
+                    args += [principal, campaign_id]
+                async for record in con.cursor(sql, *args, prefetch=BATCH):
+                    yield record[0]
+        except _DB_ERRORS as exc:
+            raise _pg_error(exc, self.where) from exc
+
+    # -- the decision log --------------------------------------------------------------------------
+
+    async def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_log"
+        clauses, params = [], []
+        if start_us is not None:
+            params.append(start_us)
+            clauses.append(f"ts_us >= ${len(params)}")
+        if end_us is not None:
+            params.append(end_us)
+            clauses.append(f"ts_us < ${len(params)}")
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY seq"
+        try:
+            async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
+                async for r in con.cursor(sql, *params, prefetch=BATCH):
+                    entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
+                                       r[12], r[13], r[14])
+                    yield AuditRow(r[0], entry, r[15], r[16])
+        except _DB_ERRORS as exc:
+            raise _pg_error(exc, self.where) from exc
+
+
+def _facts_from_json(number: str | None, line_type: str | None, document: str | None) -> Facts:
+    campaign_j, rpo_j, listing_j, consents_j, contracts_j, optouts_j, allows = json.loads(document or "[]") or (
+        None, None, None, None, None, None, 0)
+    campaign = None
+    if campaign_j:
+        cid, principal, automated, max_attempts, per_days, caller_ids = campaign_j
+        campaign = CampaignFacts(cid, principal, bool(automated), max_attempts, per_days,
+                                 frozenset(caller_ids or ()))
+    rpo = summarize_rpo([
+        RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), _opt_dt(registered_us), import_id)
+        for result_id, checked_us, registered, registered_us, import_id in rpo_j or ()
+    ])
+    listing = None
+    if listing_j:
+        import_id, listed_us = listing_j
+        listing = ListingFacts(import_id, _opt_dt(listed_us))
+    consents = tuple(
+        ConsentFacts(cid, from_us(given), evidence, bool(auto), _opt_dt(expires), _opt_dt(revoked), purpose)
+        for cid, given, evidence, auto, expires, revoked, purpose in consents_j or ()
+    )
+    contracts = tuple(
+        ContractFacts(kid, date.fromisoformat(start), date.fromisoformat(end) if end else None)
+        for kid, start, end in contracts_j or ()
+    )
+    optouts = tuple(OptoutFacts(oid, principal, from_us(at)) for oid, principal, at in optouts_j or ())
+    return Facts(number, line_type, campaign, rpo, listing, consents, contracts, optouts, int(allows or 0))
