@@ -858,7 +858,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("facts read: the SQLite statement (on the loop, or in aiosqlite's thread)", ("_probe_facts", "aiosqlite/",
                                                                                  "FACTS_SQL")),
     ("audit append in the writer thread (COMMIT's fsync is disk wait, not CPU)", ("_write (rpoguard/db/sqlite.py",)),
-    ("facts -> Python objects (json, datetimes)", ("_facts_from_row", "summarize_rpo", "json/")),
+    ("facts -> Python objects (json, datetimes)", ("facts_from_document", "summarize_rpo", "json/")),
     ("policy decide", ("rpoguard/policy/",)),
     ("audit entry: uuid, evidence JSON, chain hash", ("uuid.py", "canonical_evidence", "chain_hash", "hashlib")),
     ("AGI protocol: env parsing, commands, lines", ("rpoguard/agi/protocol.py",)),

@@ -18,12 +18,12 @@ from typing import Any
 
 from rpoguard.audit import AuditEntry, AuditRow, VerifyReport, verify_chain
 from rpoguard.db import is_postgres_url, open_store
+from rpoguard.db.rows import BATCH
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.db.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-BATCH = 10_000
 
 # Columns whose SQLite and PostgreSQL types differ: SQLite keeps booleans as 0/1 and dates as ISO text.
 BOOL = "bool"

@@ -20,16 +20,27 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from datetime import date, datetime, time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import date, datetime
 from importlib import resources
-from itertools import islice
 from typing import Any, TypeVar
 
 import asyncpg
 
 from rpoguard.audit import AuditEntry, AuditRow, chain_hash
 from rpoguard.constants import ALLOW, SOURCE_IMPORT
+from rpoguard.db.rows import (
+    BATCH,
+    batches,
+    consent_item,
+    contract_item,
+    decision_item,
+    facts_from_document,
+    listing_item,
+    opt_us,
+    optout_item,
+    rpo_answer_item,
+)
 from rpoguard.db.store import (
     AttemptCap,
     AttemptCapReached,
@@ -50,21 +61,14 @@ from rpoguard.db.store import (
 from rpoguard.db.urls import redact_url
 from rpoguard.policy.model import (
     CampaignFacts,
-    ConsentFacts,
-    ContractFacts,
     Facts,
-    ListingFacts,
-    OptoutFacts,
-    RpoAnswerFacts,
 )
-from rpoguard.policy.rpo import summarize_rpo
-from rpoguard.timeutil import ROME, from_us, iso, to_us
+from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BATCH = 10_000
 POOL_MIN = 1
 POOL_MAX = 8
 CONNECT_TIMEOUT = 5.0
@@ -101,24 +105,6 @@ def _pg_error(exc: BaseException, where: str) -> StoreError:
 
 # What the database or the way to it can raise; anything else (a rejected file, a bug) passes unchanged.
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-
-
-def _batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-def _opt_us(value: datetime | None) -> int | None:
-    return to_us(value) if value is not None else None
-
-
-def _opt_dt(value: int | None) -> datetime | None:
-    return from_us(value) if value is not None else None
-
-
-def _iso_opt(value: int | None) -> str | None:
-    return iso(from_us(value)) if value is not None else None
 
 
 def _count(status: str) -> int:
@@ -422,7 +408,7 @@ class PostgresStore(Store):
                     at: datetime) -> Facts:
         # One prepared statement (asyncpg caches it per connection), one round trip.
         document = await self._call(lambda: self.pool.fetchval(FACTS_SQL, campaign_id, number, to_us(at)))
-        return _facts_from_json(number, line_type, document)
+        return facts_from_document(number, line_type, document)
 
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
         if self._appender is None:
@@ -492,14 +478,14 @@ class PostgresStore(Store):
                 # A replacing import since then undid it: then it is no repeat.
                 " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = $1 AND detail ? 'removed')"
                 " ORDER BY id LIMIT 1",
-                meta.kind, meta.sha256, _opt_us(meta.checked_at))
+                meta.kind, meta.sha256, opt_us(meta.checked_at))
             if prior is not None:
                 detail = json.loads(prior[4]) if prior[4] else {}
                 return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True)
         import_id = await con.fetchval(
             "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, imported_us)"
             " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            meta.kind, meta.file_name, meta.file_size, meta.sha256, _opt_us(meta.checked_at),
+            meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at),
             to_us(datetime.now().astimezone()))
         return int(import_id), None
 
@@ -537,9 +523,9 @@ class PostgresStore(Store):
             await con.execute("CREATE TEMP TABLE staged_rpo (number TEXT NOT NULL, registered BOOLEAN NOT NULL,"
                               " registered_us BIGINT) ON COMMIT DROP")
             read = 0
-            for batch in _batches(answers):
+            for batch in batches(answers):
                 await con.copy_records_to_table(
-                    "staged_rpo", records=[(a.number, a.registered, _opt_us(a.registered_at)) for a in batch])
+                    "staged_rpo", records=[(a.number, a.registered, opt_us(a.registered_at)) for a in batch])
                 read += len(batch)
                 if progress is not None:
                     progress(read + len(meta.rejected))
@@ -575,7 +561,7 @@ class PostgresStore(Store):
             if replace:
                 summary.detail["removed"] = _count(await con.execute("DELETE FROM directory"))
             await con.execute("CREATE TEMP TABLE staged_directory (number TEXT NOT NULL) ON COMMIT DROP")
-            for batch in _batches(numbers):
+            for batch in batches(numbers):
                 await con.copy_records_to_table("staged_directory", records=[(n,) for n in batch])
                 summary.rows_stored += len(batch)
             await con.execute(
@@ -599,7 +585,7 @@ class PostgresStore(Store):
             summary = ImportSummary(import_id)
             await con.execute(f"CREATE TEMP TABLE staged (ord BIGINT NOT NULL, {columns}) ON COMMIT DROP")
             read = 0
-            for batch in _batches(rows):
+            for batch in batches(rows):
                 await con.copy_records_to_table(
                     "staged", records=[(read + i, *row) for i, row in enumerate(batch)])
                 read += len(batch)
@@ -617,7 +603,7 @@ class PostgresStore(Store):
             "number TEXT, principal_id TEXT, given_us BIGINT, evidence TEXT, purpose TEXT, automated BOOLEAN,"
             " expires_us BIGINT, created_us BIGINT",
             ((r.number, r.principal_id, to_us(r.given_at), r.evidence, r.purpose, r.automated,
-              _opt_us(r.expires_at), now_us) for r in records),
+              opt_us(r.expires_at), now_us) for r in records),
             "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated, expires_us,"
             " import_id, created_us) SELECT number, principal_id, given_us, evidence, purpose, automated,"
             " expires_us, $1, created_us FROM staged ORDER BY ord ON CONFLICT DO NOTHING",
@@ -664,7 +650,7 @@ class PostgresStore(Store):
                     "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
                     " expires_us, created_us) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING RETURNING id",
                     record.number, record.principal_id, to_us(record.given_at), record.evidence, record.purpose,
-                    record.automated, _opt_us(record.expires_at), now_us)
+                    record.automated, opt_us(record.expires_at), now_us)
                 if created is not None:
                     return int(created), True
                 found = await con.fetchval(
@@ -725,47 +711,27 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _evidence(con: asyncpg.Connection, number: str, principal_id: str | None) -> list[EvidenceItem]:
-        items: list[EvidenceItem] = []
-        for rid, checked, registered, reg_us, import_id, file_name, size, sha, imported in await con.fetch(
+        items = [rpo_answer_item(row) for row in await con.fetch(
             "SELECT r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name, i.file_size,"
             " i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = $1 ORDER BY r.checked_us", number):
-            items.append(EvidenceItem(from_us(checked), "rpo_answer", None, {
-                "result_id": rid, "registered": bool(registered),
-                "registered_at": _iso_opt(reg_us), "import_id": import_id, "file_name": file_name,
-                "file_size": size, "sha256": sha, "imported_at": _iso_opt(imported)}))
-        for import_id, listed, file_name, sha in await con.fetch(
+            " WHERE r.number = $1 ORDER BY r.checked_us", number)]
+        items += [listing_item(row) for row in await con.fetch(
             "SELECT d.import_id, d.listed_us, i.file_name, i.sha256 FROM directory d"
-            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = $1", number):
-            items.append(EvidenceItem(from_us(listed), "directory_listing", None,
-                                      {"import_id": import_id, "file_name": file_name, "sha256": sha}))
-        for cid, principal, given, evidence, purpose, automated, expires, revoked, import_id in await con.fetch(
+            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = $1", number)]
+        items += [consent_item(row) for row in await con.fetch(
             "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
             " FROM consents WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id",
-            number, principal_id):
-            items.append(EvidenceItem(from_us(given), "consent", principal, {
-                "consent_id": cid, "evidence": evidence, "purpose": purpose, "automated": bool(automated),
-                "expires_at": _iso_opt(expires), "revoked_at": _iso_opt(revoked), "import_id": import_id}))
-        for kid, principal, start, end in await con.fetch(
+            number, principal_id)]
+        items += [contract_item(kid, principal, start, end) for kid, principal, start, end in await con.fetch(
             "SELECT id, principal_id, start_date, end_date FROM contracts"
-            " WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id", number, principal_id):
-            start_at = datetime.combine(start, time(0, 0), tzinfo=ROME)
-            items.append(EvidenceItem(start_at, "contract", principal, {
-                "contract_id": kid, "start": start.isoformat(), "end": end.isoformat() if end else None}))
-        for oid, principal, at, source, reference in await con.fetch(
+            " WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
+        items += [optout_item(row) for row in await con.fetch(
             "SELECT id, principal_id, at_us, source, reference FROM optouts WHERE number = $1"
-            " AND ($2::text IS NULL OR principal_id IS NULL OR principal_id = $2) ORDER BY id", number, principal_id):
-            items.append(EvidenceItem(from_us(at), "optout", principal,
-                                      {"optout_id": oid, "source": source, "reference": reference,
-                                       "covers": principal or "every principal"}))
-        for r in await con.fetch(
+            " AND ($2::text IS NULL OR principal_id IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
+        items += [decision_item(row) for row in await con.fetch(
             "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
             " evidence, source, uniqueid, hash FROM audit_log WHERE number = $1"
-            " AND ($2::text IS NULL OR principal_id = $2) ORDER BY seq", number, principal_id):
-            items.append(EvidenceItem(from_us(r[2]), "decision", r[4], {
-                "seq": r[0], "decision_id": r[1], "campaign_id": r[3], "caller_id": r[5], "decision": r[6],
-                "reasons": [code for code in r[7].split(",") if code], "basis": r[8],
-                "evidence": json.loads(r[9]), "source": r[10], "uniqueid": r[11], "hash": r[12]}))
+            " AND ($2::text IS NULL OR principal_id = $2) ORDER BY seq", number, principal_id)]
         return items
 
     async def due_numbers(self, candidates: Iterable[str] | None, campaign_id: str | None,
@@ -775,7 +741,7 @@ class PostgresStore(Store):
                 if candidates is not None:
                     await con.execute("CREATE TEMP TABLE due_candidates (number TEXT PRIMARY KEY) ON COMMIT DROP")
                     await con.execute("CREATE TEMP TABLE due_staged (number TEXT) ON COMMIT DROP")
-                    for batch in _batches(candidates):
+                    for batch in batches(candidates):
                         await con.copy_records_to_table("due_staged", records=[(n,) for n in batch])
                     await con.execute("INSERT INTO due_candidates SELECT DISTINCT number FROM due_staged"
                                       " WHERE number IS NOT NULL")
@@ -823,31 +789,3 @@ class PostgresStore(Store):
                     yield AuditRow(r[0], entry, r[15], r[16])
         except _DB_ERRORS as exc:
             raise _pg_error(exc, self.where) from exc
-
-
-def _facts_from_json(number: str | None, line_type: str | None, document: str | None) -> Facts:
-    campaign_j, rpo_j, listing_j, consents_j, contracts_j, optouts_j, allows = json.loads(document or "[]") or (
-        None, None, None, None, None, None, 0)
-    campaign = None
-    if campaign_j:
-        cid, principal, automated, max_attempts, per_days, caller_ids = campaign_j
-        campaign = CampaignFacts(cid, principal, bool(automated), max_attempts, per_days,
-                                 frozenset(caller_ids or ()))
-    rpo = summarize_rpo([
-        RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), _opt_dt(registered_us), import_id)
-        for result_id, checked_us, registered, registered_us, import_id in rpo_j or ()
-    ])
-    listing = None
-    if listing_j:
-        import_id, listed_us = listing_j
-        listing = ListingFacts(import_id, _opt_dt(listed_us))
-    consents = tuple(
-        ConsentFacts(cid, from_us(given), evidence, bool(auto), _opt_dt(expires), _opt_dt(revoked), purpose)
-        for cid, given, evidence, auto, expires, revoked, purpose in consents_j or ()
-    )
-    contracts = tuple(
-        ContractFacts(kid, date.fromisoformat(start), date.fromisoformat(end) if end else None)
-        for kid, start, end in contracts_j or ()
-    )
-    optouts = tuple(OptoutFacts(oid, principal, from_us(at)) for oid, principal, at in optouts_j or ())
-    return Facts(number, line_type, campaign, rpo, listing, consents, contracts, optouts, int(allows or 0))

@@ -24,9 +24,8 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, time
+from datetime import date, datetime
 from importlib import resources
-from itertools import islice
 from pathlib import Path
 from time import monotonic
 from typing import Any
@@ -36,6 +35,17 @@ import aiosqlite
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
 from rpoguard.config import secure_path
 from rpoguard.constants import ALLOW, SOURCE_IMPORT
+from rpoguard.db.rows import (
+    batches,
+    consent_item,
+    contract_item,
+    decision_item,
+    facts_from_document,
+    listing_item,
+    opt_us,
+    optout_item,
+    rpo_answer_item,
+)
 from rpoguard.db.store import (
     AttemptCap,
     AttemptCapReached,
@@ -54,19 +64,12 @@ from rpoguard.db.store import (
 )
 from rpoguard.policy.model import (
     CampaignFacts,
-    ConsentFacts,
-    ContractFacts,
     Facts,
-    ListingFacts,
-    OptoutFacts,
-    RpoAnswerFacts,
 )
-from rpoguard.policy.rpo import summarize_rpo
-from rpoguard.timeutil import ROME, from_us, iso, to_us
+from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
 
-BATCH = 10_000
 DAY_US = 86_400_000_000
 
 
@@ -104,19 +107,13 @@ SELECT json_array(
 """
 
 
-def _batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 async def _overlapped(items: Iterable[Any], convert: Callable[[list[Any]], list[tuple[Any, ...]]],
                       write: Callable[[list[tuple[Any, ...]]], Awaitable[Any]]) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Write batches while the next one is read: reading and normalising rows (Python, this thread) and
     inserting them (SQLite, which releases the GIL, in aiosqlite's thread) then use both cores."""
     pending: asyncio.Future[Any] | None = None
     try:
-        for batch in _batches(items):
+        for batch in batches(items):
             converted = convert(batch)
             if pending is not None:
                 await pending
@@ -126,18 +123,6 @@ async def _overlapped(items: Iterable[Any], convert: Callable[[list[Any]], list[
         # Also when reading failed (a rejected file): the last insert must finish before the rollback.
         if pending is not None:
             await pending
-
-
-def _opt_us(value: datetime | None) -> int | None:
-    return to_us(value) if value is not None else None
-
-
-def _iso_opt(value: int | None) -> str | None:
-    return iso(from_us(value)) if value is not None else None
-
-
-def _opt_dt(value: int | None) -> datetime | None:
-    return from_us(value) if value is not None else None
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -524,7 +509,7 @@ class SqliteStore(Store):
             row = self._probe_facts(params)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
-        return _facts_from_row(number, line_type, row)
+        return facts_from_document(number, line_type, row[0])
 
     def _probe_facts(self, params: dict[str, object]) -> Any:
         """The one read of a decision, run right here on the event loop: a handful of index probes on a
@@ -605,7 +590,7 @@ class SqliteStore(Store):
                 # A replacing import since then undid it: then it is no repeat.
                 " AND id > (SELECT coalesce(max(id), 0) FROM imports"
                 "           WHERE kind = ? AND json_extract(detail, '$.removed') IS NOT NULL)",
-                (meta.kind, meta.sha256, _opt_us(meta.checked_at), meta.kind),
+                (meta.kind, meta.sha256, opt_us(meta.checked_at), meta.kind),
             )
             if prior is not None:
                 await self.db.execute("ROLLBACK")
@@ -614,7 +599,7 @@ class SqliteStore(Store):
         cursor = await self.db.execute(
             "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, imported_us)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (meta.kind, meta.file_name, meta.file_size, meta.sha256, _opt_us(meta.checked_at),
+            (meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at),
              to_us(datetime.now().astimezone())),
         )
         return cursor.lastrowid, None
@@ -650,7 +635,7 @@ class SqliteStore(Store):
                 await self.db.execute("DELETE FROM staged_rpo")
 
                 def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
-                    return [(a.number, int(a.registered), _opt_us(a.registered_at)) for a in batch]
+                    return [(a.number, int(a.registered), opt_us(a.registered_at)) for a in batch]
 
                 async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
                         "INSERT INTO staged_rpo (number, registered, registered_us) VALUES (?, ?, ?)", b)):
@@ -701,7 +686,7 @@ class SqliteStore(Store):
                 if replace:
                     cursor = await self.db.execute("DELETE FROM directory")
                     summary.detail["removed"] = max(cursor.rowcount, 0)
-                for batch in _batches(numbers):
+                for batch in batches(numbers):
                     await self.db.executemany(
                         "INSERT INTO directory (number, import_id, listed_us) VALUES (?, ?, ?)"
                         " ON CONFLICT(number) DO UPDATE SET import_id = excluded.import_id",
@@ -728,7 +713,7 @@ class SqliteStore(Store):
                     return prior
                 summary = ImportSummary(import_id)
                 read = 0
-                for batch in _batches(rows):
+                for batch in batches(rows):
                     params = batch if import_id_at is None else [
                         (*r[:import_id_at], import_id, *r[import_id_at + 1:]) for r in batch]
                     before = self.db.total_changes
@@ -778,7 +763,7 @@ class SqliteStore(Store):
             try:
                 await self.audit_db.execute("BEGIN IMMEDIATE")
                 read = 0
-                for batch in _batches(records):
+                for batch in batches(records):
                     before = self.audit_db.total_changes
                     await self.audit_db.executemany(
                         "INSERT OR IGNORE INTO optouts (number, principal_id, at_us, source, reference, created_us)"
@@ -866,48 +851,29 @@ class SqliteStore(Store):
     # -- evidence and due lists -----------------------------------------------------------------------
 
     async def evidence(self, number: str, principal_id: str | None) -> list[EvidenceItem]:
-        items: list[EvidenceItem] = []
         db = self.read_db
-        for rid, checked, registered, reg_us, import_id, file_name, size, sha, imported in await db.execute_fetchall(
+        per_principal = (number, principal_id, principal_id)
+        items = [rpo_answer_item(row) for row in await db.execute_fetchall(
             "SELECT r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name, i.file_size,"
             " i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = ? ORDER BY r.checked_us", (number,)):
-            items.append(EvidenceItem(from_us(checked), "rpo_answer", None, {
-                "result_id": rid, "registered": bool(registered),
-                "registered_at": _iso_opt(reg_us), "import_id": import_id, "file_name": file_name,
-                "file_size": size, "sha256": sha, "imported_at": _iso_opt(imported)}))
-        for import_id, listed, file_name, sha in await db.execute_fetchall(
+            " WHERE r.number = ? ORDER BY r.checked_us", (number,))]
+        items += [listing_item(row) for row in await db.execute_fetchall(
             "SELECT d.import_id, d.listed_us, i.file_name, i.sha256 FROM directory d"
-            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = ?", (number,)):
-            items.append(EvidenceItem(from_us(listed), "directory_listing", None,
-                                      {"import_id": import_id, "file_name": file_name, "sha256": sha}))
-        per_principal = (number, principal_id, principal_id)
-        for cid, principal, given, evidence, purpose, automated, expires, revoked, import_id in await db.execute_fetchall(  # noqa: E501
+            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = ?", (number,))]
+        items += [consent_item(row) for row in await db.execute_fetchall(
             "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
-            " FROM consents WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal):
-            items.append(EvidenceItem(from_us(given), "consent", principal, {
-                "consent_id": cid, "evidence": evidence, "purpose": purpose, "automated": bool(automated),
-                "expires_at": _iso_opt(expires), "revoked_at": _iso_opt(revoked), "import_id": import_id}))
-        for kid, principal, start, end in await db.execute_fetchall(
-            "SELECT id, principal_id, start_date, end_date FROM contracts"
-            " WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal):
-            start_at = datetime.combine(date.fromisoformat(start), time(0, 0), tzinfo=ROME)
-            items.append(EvidenceItem(start_at, "contract", principal,
-                                      {"contract_id": kid, "start": start, "end": end}))
-        for oid, principal, at, source, reference in await db.execute_fetchall(
+            " FROM consents WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
+        items += [contract_item(kid, principal, date.fromisoformat(start), date.fromisoformat(end) if end else None)
+                  for kid, principal, start, end in await db.execute_fetchall(
+                      "SELECT id, principal_id, start_date, end_date FROM contracts"
+                      " WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
+        items += [optout_item(row) for row in await db.execute_fetchall(
             "SELECT id, principal_id, at_us, source, reference FROM audit.optouts WHERE number = ?"
-            " AND (? IS NULL OR principal_id IS NULL OR principal_id = ?)", per_principal):
-            items.append(EvidenceItem(from_us(at), "optout", principal,
-                                      {"optout_id": oid, "source": source, "reference": reference,
-                                       "covers": principal or "every principal"}))
-        for r in await db.execute_fetchall(
+            " AND (? IS NULL OR principal_id IS NULL OR principal_id = ?)", per_principal)]
+        items += [decision_item(row) for row in await db.execute_fetchall(
             "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
             " evidence, source, uniqueid, hash FROM audit.audit_log WHERE number = ?"
-            " AND (? IS NULL OR principal_id = ?) ORDER BY seq", per_principal):
-            items.append(EvidenceItem(from_us(r[2]), "decision", r[4], {
-                "seq": r[0], "decision_id": r[1], "campaign_id": r[3], "caller_id": r[5], "decision": r[6],
-                "reasons": [code for code in r[7].split(",") if code], "basis": r[8],
-                "evidence": json.loads(r[9]), "source": r[10], "uniqueid": r[11], "hash": r[12]}))
+            " AND (? IS NULL OR principal_id = ?) ORDER BY seq", per_principal)]
         items.sort(key=lambda item: item.at)
         return items
 
@@ -919,7 +885,7 @@ class SqliteStore(Store):
         await db.execute("DELETE FROM due_candidates")
         try:
             if candidates is not None:
-                for batch in _batches(candidates):
+                for batch in batches(candidates):
                     await db.executemany("INSERT OR IGNORE INTO due_candidates VALUES (?)", [(n,) for n in batch])
                 source = "SELECT number FROM due_candidates"
             elif campaign_id is not None:
@@ -973,35 +939,7 @@ class SqliteStore(Store):
 
 def _consent_params(record: ConsentRecord, import_id: int | None, now_us: int) -> tuple[Any, ...]:
     return (record.number, record.principal_id, to_us(record.given_at), record.evidence, record.purpose,
-            int(record.automated), _opt_us(record.expires_at), import_id, now_us)
-
-
-def _facts_from_row(number: str | None, line_type: str | None, row: Any) -> Facts:
-    # One JSON document for the whole row: one decode per call instead of one per part.
-    campaign_j, rpo_j, listing_j, consents_j, contracts_j, optouts_j, allows = json.loads(row[0])
-    campaign = None
-    if campaign_j:
-        cid, principal, automated, max_attempts, per_days, caller_ids = campaign_j
-        campaign = CampaignFacts(cid, principal, bool(automated), max_attempts, per_days,
-                                 frozenset(caller_ids or ()))
-    rpo = summarize_rpo([
-        RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), _opt_dt(registered_us), import_id)
-        for result_id, checked_us, registered, registered_us, import_id in rpo_j or ()
-    ])
-    listing = None
-    if listing_j:
-        import_id, listed_us = listing_j
-        listing = ListingFacts(import_id, _opt_dt(listed_us))
-    consents = tuple(
-        ConsentFacts(cid, from_us(given), evidence, bool(auto), _opt_dt(expires), _opt_dt(revoked), purpose)
-        for cid, given, evidence, auto, expires, revoked, purpose in consents_j or ()
-    )
-    contracts = tuple(
-        ContractFacts(kid, date.fromisoformat(start), date.fromisoformat(end) if end else None)
-        for kid, start, end in contracts_j or ()
-    )
-    optouts = tuple(OptoutFacts(oid, principal, from_us(at)) for oid, principal, at in optouts_j or ())
-    return Facts(number, line_type, campaign, rpo, listing, consents, contracts, optouts, int(allows or 0))
+            int(record.automated), opt_us(record.expires_at), import_id, now_us)
 
 
 def _store_error(exc: sqlite3.Error, path: str) -> StoreError:
