@@ -14,7 +14,6 @@ import base64
 import contextlib
 import json
 import logging
-import re
 import secrets
 import signal
 import socket
@@ -59,6 +58,7 @@ from .test_gate import (  # noqa: F401 (cli_env and libfaketime are fixtures thi
     cli_env,
     e164,
     libfaketime,
+    product_time_limit,
 )
 
 pytestmark = pytest.mark.e2e
@@ -71,15 +71,7 @@ UNKNOWN_CAMPAIGN_CONTEXT = "rpoguard-e2e-ari-unknown-campaign"
 DIALER_CONTEXT = "rpoguard-e2e-ari-dialer"
 APP = "rpoguard"
 ARI_USER = "rpoguard-e2e"
-_ARI_TIMEOUT = re.compile(r"^RPOGUARD_ARI_TIMEOUT=(\d+)\s*$", re.MULTILINE)
 CONNECTED = "ARI: application 'rpoguard' connected"
-
-
-def product_ari_timeout() -> int:
-    match = _ARI_TIMEOUT.search(PRODUCT_DIALPLAN.read_text())
-    if match is None:
-        raise AssertionError(f"{PRODUCT_DIALPLAN} sets no RPOGUARD_ARI_TIMEOUT: nothing bounds a call left in Stasis")
-    return int(match.group(1))
 
 
 # --------------------------------------------------------------------------------------------- proxy
@@ -428,7 +420,7 @@ def test_stopped_gate_lets_nothing_out(rig: Rig, ari_gate: AriProcess) -> None:
 
 
 def test_gate_killed_with_a_call_inside_lets_nothing_out(rig: Rig, ari_gate: AriProcess) -> None:
-    limit = product_ari_timeout()
+    limit = product_time_limit("RPOGUARD_ARI_TIMEOUT")
     # SIGSTOP first, so that the call is inside the application when the process dies.
     ari_gate.pause()
     pending = rig._pool.submit(call, rig, LISTED, f"BLOCK: rpoguard ari SIGKILLed, call inside ({limit} s limit)",

@@ -72,7 +72,6 @@ REGISTERED = "3477654321"  # registered; its consent (2024) predates the registr
 UNCHECKED = "3380001111"  # never submitted to the RPO: rpo_not_checked
 REFUSER = "0645678902"  # this module's own: listed, not registered; says "non chiamatemi più"
 
-_AGI_TIMEOUT = re.compile(r"^RPOGUARD_AGI_TIMEOUT=(\d+)\s*$", re.MULTILINE)
 _CALL_LINE = re.compile(r"e2e call: (?P<uniqueid>\S+) (?P<number>\S+) campaign (?P<campaign>\S+)")
 _VERBOSE = re.compile(r"app_verbose\.c: (?P<message>.*)$")
 
@@ -88,12 +87,17 @@ def e164(national: str) -> str:
     return "+39" + national
 
 
-def product_agi_timeout() -> int:
-    """RPOGUARD_AGI_TIMEOUT as dialplan/rpoguard.conf ships it: the longest a stalled gate holds a call."""
-    match = _AGI_TIMEOUT.search(PRODUCT_DIALPLAN.read_text())
+def product_time_limit(name: str) -> int:
+    """A time limit global (RPOGUARD_AGI_TIMEOUT, RPOGUARD_ARI_TIMEOUT) as dialplan/rpoguard.conf ships it:
+    the longest a stalled or absent gate holds a call."""
+    match = re.search(rf"^{name}=(\d+)\s*$", PRODUCT_DIALPLAN.read_text(), re.MULTILINE)
     if match is None:
-        raise AssertionError(f"{PRODUCT_DIALPLAN} sets no RPOGUARD_AGI_TIMEOUT: nothing bounds a stalled gate")
+        raise AssertionError(f"{PRODUCT_DIALPLAN} sets no {name}: nothing bounds a call waiting for the gate")
     return int(match.group(1))
+
+
+def product_agi_timeout() -> int:
+    return product_time_limit("RPOGUARD_AGI_TIMEOUT")
 
 
 # --------------------------------------------------------------------------------------------- the gate
