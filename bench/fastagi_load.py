@@ -36,41 +36,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen
+
 log = logging.getLogger(__name__)
 
 VAR_DECISION = b"RPOGUARD_DECISION"
 
 
 def environment(number: str, campaign: str, uniqueid: str, port: int, caller_id: str) -> bytes:
-    """The environment Asterisk 22 sends for AGI(agi://127.0.0.1:PORT/check?campaign=C,NUMBER)."""
-    script = f"check?campaign={campaign}"
-    lines = [
-        ("agi_network", "yes"),
-        ("agi_network_script", script),
-        ("agi_request", f"agi://127.0.0.1:{port}/{script}"),
-        ("agi_channel", f"Local/{number}@outbound-bench-{uniqueid};2"),
-        ("agi_language", "it"),
-        ("agi_type", "Local"),
-        ("agi_uniqueid", uniqueid),
-        ("agi_version", "22.1.0"),
-        ("agi_callerid", caller_id),
-        ("agi_calleridname", "Bench"),
-        ("agi_callingpres", "0"),
-        ("agi_callingani2", "0"),
-        ("agi_callington", "0"),
-        ("agi_callingtns", "0"),
-        ("agi_dnid", "unknown"),
-        ("agi_rdnis", "unknown"),
-        ("agi_context", "rpoguard-check"),
-        ("agi_extension", "s"),
-        ("agi_priority", "4"),
-        ("agi_enhanced", "0.0"),
-        ("agi_accountcode", ""),
-        ("agi_threadid", "140170378913344"),
-        ("agi_arg_1", number),
-        ("agi_arg_2", campaign),
-    ]
-    return "".join(f"{key}: {value}\n" for key, value in lines).encode() + b"\n"
+    """The environment Asterisk 22 sends for the product's check, the same as the C generator's
+    (bench/loadgen.py), with this call's number, uniqueid and caller ID."""
+    text = loadgen.fastagi_env_template("127.0.0.1", port, campaign)
+    text = text.replace(loadgen.NUMBER_MARK, number).replace(loadgen.UNIQUEID_MARK, uniqueid)
+    return text.replace(f"agi_callerid: {loadgen.CALLER_ID}\n", f"agi_callerid: {caller_id}\n").encode()
 
 
 @dataclass(slots=True)

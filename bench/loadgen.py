@@ -45,6 +45,7 @@ from pathlib import Path
 
 DECISION_VAR = "RPOGUARD_DECISION"
 ID_VAR = "RPOGUARD_ID"
+CALLER_ID = "0694801234"
 UNIQUEID_MARK = "\x01"
 NUMBER_MARK = "\x02"
 
@@ -56,7 +57,7 @@ CHANNEL_ENV: tuple[tuple[str, str], ...] = (
     ("agi_type", "Local"),
     ("agi_uniqueid", UNIQUEID_MARK),
     ("agi_version", "22.1.0"),
-    ("agi_callerid", "0694801234"),
+    ("agi_callerid", CALLER_ID),
     ("agi_calleridname", "ACME Energia"),
     ("agi_callingpres", "0"),
     ("agi_callingani2", "0"),
