@@ -1,0 +1,124 @@
+"""What both backends turn their rows into: the facts of a decision and the items of `rpoguard evidence`.
+
+The SQL differs between SQLite and PostgreSQL; the rows it returns do not, and neither may what the engine
+and the evidence report make of them (the legal decision table is proven identical on both). So the
+conversions live here once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime, time
+from itertools import islice
+from typing import Any
+
+from rpoguard.db.store import EvidenceItem
+from rpoguard.policy.model import (
+    CampaignFacts,
+    ConsentFacts,
+    ContractFacts,
+    Facts,
+    ListingFacts,
+    OptoutFacts,
+    RpoAnswerFacts,
+)
+from rpoguard.policy.rpo import summarize_rpo
+from rpoguard.timeutil import ROME, from_us, iso, to_us
+
+BATCH = 10_000
+
+
+def batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def opt_us(value: datetime | None) -> int | None:
+    return to_us(value) if value is not None else None
+
+
+def opt_dt(value: int | None) -> datetime | None:
+    return from_us(value) if value is not None else None
+
+
+def iso_opt(value: int | None) -> str | None:
+    return iso(from_us(value)) if value is not None else None
+
+
+def facts_from_document(number: str | None, line_type: str | None, document: str | None) -> Facts:
+    """The facts statement's one JSON document (one decode per call instead of one per part)."""
+    parts = json.loads(document) if document else None
+    campaign_j, rpo_j, listing_j, consents_j, contracts_j, optouts_j, allows = parts or (
+        None, None, None, None, None, None, 0)
+    campaign = None
+    if campaign_j:
+        cid, principal, automated, max_attempts, per_days, caller_ids = campaign_j
+        campaign = CampaignFacts(cid, principal, bool(automated), max_attempts, per_days,
+                                 frozenset(caller_ids or ()))
+    rpo = summarize_rpo([
+        RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), opt_dt(registered_us), import_id)
+        for result_id, checked_us, registered, registered_us, import_id in rpo_j or ()
+    ])
+    listing = None
+    if listing_j:
+        import_id, listed_us = listing_j
+        listing = ListingFacts(import_id, opt_dt(listed_us))
+    consents = tuple(
+        ConsentFacts(cid, from_us(given), evidence, bool(auto), opt_dt(expires), opt_dt(revoked), purpose)
+        for cid, given, evidence, auto, expires, revoked, purpose in consents_j or ()
+    )
+    contracts = tuple(
+        ContractFacts(kid, date.fromisoformat(start), date.fromisoformat(end) if end else None)
+        for kid, start, end in contracts_j or ()
+    )
+    optouts = tuple(OptoutFacts(oid, principal, from_us(at)) for oid, principal, at in optouts_j or ())
+    return Facts(number, line_type, campaign, rpo, listing, consents, contracts, optouts, int(allows or 0))
+
+
+# -- evidence: each takes the row of the matching SELECT in the backend's `evidence` ------------------------
+
+
+def rpo_answer_item(row: Sequence[Any]) -> EvidenceItem:
+    rid, checked, registered, reg_us, import_id, file_name, size, sha, imported = row
+    return EvidenceItem(from_us(checked), "rpo_answer", None, {
+        "result_id": rid, "registered": bool(registered), "registered_at": iso_opt(reg_us),
+        "import_id": import_id, "file_name": file_name, "file_size": size, "sha256": sha,
+        "imported_at": iso_opt(imported)})
+
+
+def listing_item(row: Sequence[Any]) -> EvidenceItem:
+    import_id, listed, file_name, sha = row
+    return EvidenceItem(from_us(listed), "directory_listing", None,
+                        {"import_id": import_id, "file_name": file_name, "sha256": sha})
+
+
+def consent_item(row: Sequence[Any]) -> EvidenceItem:
+    cid, principal, given, evidence, purpose, automated, expires, revoked, import_id = row
+    return EvidenceItem(from_us(given), "consent", principal, {
+        "consent_id": cid, "evidence": evidence, "purpose": purpose, "automated": bool(automated),
+        "expires_at": iso_opt(expires), "revoked_at": iso_opt(revoked), "import_id": import_id})
+
+
+def contract_item(contract_id: int, principal: str, start: date, end: date | None) -> EvidenceItem:
+    # A contract counts from the start of its first day in Rome.
+    return EvidenceItem(datetime.combine(start, time(0, 0), tzinfo=ROME), "contract", principal, {
+        "contract_id": contract_id, "start": start.isoformat(), "end": end.isoformat() if end else None})
+
+
+def optout_item(row: Sequence[Any]) -> EvidenceItem:
+    oid, principal, at, source, reference = row
+    return EvidenceItem(from_us(at), "optout", principal, {
+        "optout_id": oid, "source": source, "reference": reference, "covers": principal or "every principal"})
+
+
+def decision_item(row: Sequence[Any]) -> EvidenceItem:
+    """seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis, evidence,
+    source, uniqueid, hash."""
+    seq, decision_id, ts_us, campaign_id, principal, caller_id, decision, reasons, basis, evidence, source, \
+        uniqueid, digest = row
+    return EvidenceItem(from_us(ts_us), "decision", principal, {
+        "seq": seq, "decision_id": decision_id, "campaign_id": campaign_id, "caller_id": caller_id,
+        "decision": decision, "reasons": [code for code in reasons.split(",") if code], "basis": basis,
+        "evidence": json.loads(evidence), "source": source, "uniqueid": uniqueid, "hash": digest})
