@@ -76,6 +76,10 @@ async def one_session(host: str, port: int, env: bytes, record: Session, give_up
                 parts = line.rstrip(b"\r\n").split(b" ", 3)
                 if len(parts) == 4 and parts[0] == b"SET" and parts[1] == b"VARIABLE" and parts[2] == VAR_DECISION:
                     record.decision = parts[3].strip(b'"').decode(errors="replace")
+                elif parts[:2] == [b"EXEC", b"MSet"] and len(parts) > 2:
+                    # The check route sends the details and the decision in one MSet, the decision last.
+                    pairs = loadgen.mset_pairs(b" ".join(parts[2:]).decode(errors="replace"))
+                    record.decision = pairs.get(VAR_DECISION.decode()) or record.decision
                 # Asterisk answers every command; 200 result=1 is what SET VARIABLE gets.
                 writer.write(b"200 result=1\n")
             record.ended = time.monotonic()

@@ -34,6 +34,7 @@ import array
 import hashlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -269,10 +270,19 @@ static void answer(slot_t *s, char *line) {
         }
         s->sets++;
     } else if (strncasecmp(line, "EXEC MSet ", 10) == 0) {
-        /* The gate's details in one command (AgiSession.set_variables); MSet answers 0. */
+        /* The gate's variables in one command (AgiSession.set_variables); MSet answers 0. */
         const char *id = strstr(line, id_var);
         if (id && id[strlen(id_var)] == '=' && id[strlen(id_var) + 1] != ',' && id[strlen(id_var) + 1] != '"')
             s->has_id = 1;
+        /* The check route sends the decision in the same MSet, last (routes/check.py). MSet values never hold
+           '=', so the name cannot appear inside another variable's value. */
+        const char *d = strstr(line, decision_var);
+        if (d && d[strlen(decision_var)] == '=') {
+            const char *v = d + strlen(decision_var) + 1;
+            int ends = v[5] == ',' || v[5] == '"' || v[5] == 0;
+            if (strncmp(v, "ALLOW", 5) == 0 && ends) s->decision = 1;
+            else if (strncmp(v, "BLOCK", 5) == 0 && ends) s->decision = 2;
+        }
         reply = "200 result=0\n";
         s->sets++;
     } else if (strncasecmp(line, "GET VARIABLE ", 13) == 0) {
@@ -559,6 +569,19 @@ class ClassicResult:
         return self.sessions / self.wall_s if self.wall_s else 0.0
 
 
+def mset_pairs(argument: str) -> dict[str, str]:
+    """The variables of an ``EXEC MSet "A=1,B=2"`` argument (commas in values are escaped as ``\\,``)."""
+    text = argument.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    pairs: dict[str, str] = {}
+    for item in re.split(r"(?<!\\),", text):
+        name, sep, value = item.partition("=")
+        if sep:
+            pairs[name.strip()] = value.replace("\\,", ",")
+    return pairs
+
+
 def _classic_answer(line: bytes, state: dict[str, str]) -> bytes:
     text = line.decode(errors="replace").rstrip("\r\n")
     upper = text.upper()
@@ -568,6 +591,7 @@ def _classic_answer(line: bytes, state: dict[str, str]) -> bytes:
         state[name] = value.strip().strip('"')
         return b"200 result=1\n"
     if upper.startswith("EXEC MSET "):
+        state.update(mset_pairs(text[10:]))
         return b"200 result=0\n"
     if upper.startswith("GET VARIABLE "):
         return b"200 result=0\n"

@@ -4,7 +4,8 @@ measured on the same machine in the same run.
 Per connection: read the environment up to the blank line, look the first AGI argument up in an
 in-memory dict, send one ``SET VARIABLE RPOGUARD_DECISION "ALLOW"|"BLOCK"``, read its reply, close.
 No normalisation, no database, no audit record, no deadline. ``--sets 5`` sends four more variables first,
-one round trip each, as rpoguard's check route does: what those round trips cost, measured apart.
+one round trip each, as rpoguard's check route did before it used one EXEC MSet: what those round trips
+cost, measured apart.
 
 Two styles, on the default asyncio loop like ``rpoguard serve``:
 

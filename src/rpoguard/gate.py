@@ -9,10 +9,11 @@ decision is durable. Whatever goes wrong in between becomes BLOCK with `engine_e
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -129,6 +130,8 @@ class GateStore(Protocol):
 
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow: ...
 
+    def start_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> asyncio.Future[AuditRow]: ...
+
     async def get_campaign(self, campaign_id: str) -> CampaignFacts | None: ...
 
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
@@ -206,10 +209,11 @@ class Gate:
         return await (await self.begin(call, at)).final()
 
     async def begin(self, call: CallRequest, at: datetime | None = None) -> PendingVerdict:
-        """Decide, and start recording without waiting for it: the front end may tell the PBX the
-        details while the audit commit (an fsync) is in flight, and must give the decision itself only
-        from `final()`, which returns once the record is durable (and may differ from the provisional
-        verdict: attempt cap reached meanwhile, or the log out of reach)."""
+        """Decide, and start the durable append before returning (Store.start_decision), so the commit
+        (an fsync) runs while the front end goes on. The front end may act on `provisional` only for
+        what does not depend on the record (the ARI gate sets the details meanwhile); the decision
+        itself comes from `final()`, which returns once the record is durable and may differ from the
+        provisional verdict (attempt cap reached meanwhile, or the log out of reach)."""
         at = at or self.clock()
         try:
             decision, facts = await self.evaluate(call, at)
@@ -220,7 +224,17 @@ class Gate:
             facts = Facts(None, None, None)
         decision_id = str(uuid.uuid4())
         provisional = Verdict(decision.decision, decision.reasons, facts.number, decision_id, decision.basis)
-        task = asyncio.get_running_loop().create_task(self.record(call, decision, facts, at, decision_id))
+        loop = asyncio.get_running_loop()
+        try:
+            entry, cap = _audit_entry(call, decision, facts, at, decision_id)
+            # Started now, not from the task below: the commit runs while the front end talks to the PBX.
+            written = self.store.start_decision(entry, cap)
+        except Exception as exc:  # the store is unavailable
+            self._errors.error("cannot record the decision, call blocked", exc)
+            return PendingVerdict.settled(_unrecorded(decision, facts))
+        task = loop.create_task(self._settle(decision, facts, entry, written))
+        # A caller that gives up before the task ran still withdraws the record if its write has not begun.
+        task.add_done_callback(functools.partial(_withdraw_if_cancelled, written))
         # The loop keeps only weak references to tasks: a record must not vanish with a front end that
         # dropped its PendingVerdict.
         self._recording.add(task)
@@ -229,31 +243,15 @@ class Gate:
 
     async def record(self, call: CallRequest, decision: Decision, facts: Facts, at: datetime,
                      decision_id: str | None = None) -> Verdict:
-        decision_id = decision_id or str(uuid.uuid4())
-        campaign = facts.campaign
-        entry = AuditEntry(
-            decision_id=decision_id,
-            ts_us=to_us(at),
-            number=facts.number,
-            raw_number=call.raw_number,
-            campaign_id=call.campaign_id,
-            principal_id=campaign.principal_id if campaign else None,
-            caller_id=call.caller_id,
-            decision=decision.decision,
-            reasons=",".join(decision.reasons),
-            basis=decision.basis,
-            # The channel's own words (presentation, raw arguments) go with the evidence, so a withheld
-            # or odd caller ID can be shown as Asterisk reported it.
-            evidence=canonical_evidence({**decision.evidence, "input": call.extra} if call.extra
-                                        else decision.evidence),
-            source=call.source,
-            uniqueid=call.uniqueid,
-            channel=call.channel,
-        )
-        cap = _attempt_cap(decision, facts, at)
+        entry, cap = _audit_entry(call, decision, facts, at, decision_id or str(uuid.uuid4()))
+        return await self._settle(decision, facts, entry, self.store.append_decision(entry, cap))
+
+    async def _settle(self, decision: Decision, facts: Facts, entry: AuditEntry,
+                      written: Awaitable[AuditRow]) -> Verdict:
+        """The verdict once the record is durable; a BLOCK if it cannot be made so."""
         try:
             try:
-                await self.store.append_decision(entry, cap)
+                await written
             except AttemptCapReached as reached:
                 # Another call to this number took the last attempt while this one was decided.
                 decision = replace(decision, decision=BLOCK, reasons=(ATTEMPT_LIMIT,), basis=None,
@@ -262,11 +260,9 @@ class Gate:
                                 evidence=canonical_evidence(decision.evidence))
                 await self.store.append_decision(entry)
         except Exception as exc:
-            # A call whose decision cannot be recorded is not placed (fail closed).
             self._errors.error("cannot record the decision, call blocked", exc)
-            reasons = tuple(dict.fromkeys((*decision.reasons, ENGINE_ERROR)))
-            return Verdict(BLOCK, reasons, facts.number, None)
-        return Verdict(decision.decision, decision.reasons, facts.number, decision_id, decision.basis)
+            return _unrecorded(decision, facts)
+        return Verdict(decision.decision, decision.reasons, facts.number, entry.decision_id, decision.basis)
 
     async def optout(self, request: OptoutRequest, at: datetime | None = None) -> OptoutResult:
         """Record an in-call refusal for the campaign's principal, effective at once."""
@@ -289,6 +285,41 @@ class Gate:
                 principal = campaign.principal_id
         optout_id = await self.store.add_optout(number, principal, at, request.source, request.uniqueid)
         return OptoutResult(number, principal, optout_id)
+
+
+def _audit_entry(call: CallRequest, decision: Decision, facts: Facts, at: datetime,
+                 decision_id: str) -> tuple[AuditEntry, AttemptCap | None]:
+    campaign = facts.campaign
+    entry = AuditEntry(
+        decision_id=decision_id,
+        ts_us=to_us(at),
+        number=facts.number,
+        raw_number=call.raw_number,
+        campaign_id=call.campaign_id,
+        principal_id=campaign.principal_id if campaign else None,
+        caller_id=call.caller_id,
+        decision=decision.decision,
+        reasons=",".join(decision.reasons),
+        basis=decision.basis,
+        # The channel's own words (presentation, raw arguments) go with the evidence, so a withheld
+        # or odd caller ID can be shown as Asterisk reported it.
+        evidence=canonical_evidence({**decision.evidence, "input": call.extra} if call.extra
+                                    else decision.evidence),
+        source=call.source,
+        uniqueid=call.uniqueid,
+        channel=call.channel,
+    )
+    return entry, _attempt_cap(decision, facts, at)
+
+
+def _unrecorded(decision: Decision, facts: Facts) -> Verdict:
+    """A call whose decision cannot be recorded is not placed (fail closed)."""
+    return Verdict(BLOCK, tuple(dict.fromkeys((*decision.reasons, ENGINE_ERROR))), facts.number, None)
+
+
+def _withdraw_if_cancelled(written: asyncio.Future[AuditRow], task: asyncio.Task[Verdict]) -> None:
+    if task.cancelled():
+        written.cancel()
 
 
 def _attempt_cap(decision: Decision, facts: Facts, at: datetime) -> AttemptCap | None:

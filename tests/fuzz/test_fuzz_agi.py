@@ -63,9 +63,9 @@ MARGIN: Final = 0.4
 PATIENCE: Final = DEADLINE + DEFAULT_LINGER + 3.0
 
 EXPECTED_ALLOW: Final = [
-    # The details in one round trip (AgiSession.set_variables), the decision last and on its own.
-    b'EXEC MSet "RPOGUARD_REASON=,RPOGUARD_REASONS=,RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-allow"',
-    b'SET VARIABLE RPOGUARD_DECISION "ALLOW"',
+    # One round trip (AgiSession.set_variables) once the record is durable, the decision last.
+    b'EXEC MSet "RPOGUARD_REASON=,RPOGUARD_REASONS=,RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-allow,'
+    b'RPOGUARD_DECISION=ALLOW"',
 ]
 # A reply the session must accept as success; random garbage that happens to look like one is not garbage.
 _SUCCESS_REPLY = re.compile(r"200 result=\d")

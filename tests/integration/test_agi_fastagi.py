@@ -34,15 +34,14 @@ from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
 from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
 
 EXPECTED_ALLOW = [
-    # The details in one round trip (AgiSession.set_variables), the decision last and on its own.
-    b'EXEC MSet "RPOGUARD_REASON=,RPOGUARD_REASONS=,RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-allow"',
-    b'SET VARIABLE RPOGUARD_DECISION "ALLOW"',
+    # One round trip (AgiSession.set_variables) once the record is durable, the decision last.
+    b'EXEC MSet "RPOGUARD_REASON=,RPOGUARD_REASONS=,RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-allow,'
+    b'RPOGUARD_DECISION=ALLOW"',
 ]
 EXPECTED_BLOCK = [
     # The comma inside a value is escaped for MSet (\,), and that backslash for res_agi (\\,).
     b'EXEC MSet "RPOGUARD_REASON=rpo_registered,RPOGUARD_REASONS=rpo_registered\\\\,outside_hours,'
-    b'RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-block"',
-    b'SET VARIABLE RPOGUARD_DECISION "BLOCK"',
+    b'RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-block,RPOGUARD_DECISION=BLOCK"',
 ]
 
 
@@ -81,7 +80,7 @@ def test_recorded_allow_session_is_answered_byte_exact(arun: Any) -> None:
     gate = FakeGate(ALLOW_VERDICT)
     t = arun(one_session(build_routes(gate), RECORDED_CHECK_ENV))
     assert t.written == wire(EXPECTED_ALLOW)
-    assert t.commands[-1] == b'SET VARIABLE RPOGUARD_DECISION "ALLOW"'
+    assert t.commands[-1].endswith(b',RPOGUARD_DECISION=ALLOW"')
     assert t.agistatus == "SUCCESS" and t.server_closed
     assert t.dialplan_allows
     assert t.variables["RPOGUARD_NUMBER"] == "+390612345678"
@@ -115,26 +114,45 @@ class ChangingGate(FakeGate):
         return PendingVerdict(ALLOW_VERDICT, asyncio.get_running_loop().create_task(commit()))
 
 
-def test_details_go_while_the_record_commits_and_the_decision_waits_for_it(arun: Any) -> None:
+def test_nothing_is_sent_before_the_record_is_durable_and_the_final_verdict_is_what_goes(arun: Any) -> None:
     gate = ChangingGate()
 
+    async def release_soon() -> None:
+        await asyncio.sleep(0.05)
+        gate.release.set()
+
     def override(index: int, command: bytes, variables: dict[str, str]) -> bytes | None:
-        # Asterisk has the provisional details before the record is durable; then the commit ends.
-        if index == 0:
-            assert not gate.release.is_set()
-            gate.release.set()
+        # The first command Asterisk sees comes after the commit ended.
+        assert gate.release.is_set()
         return None
 
-    t = arun(one_session(build_routes(gate), RECORDED_CHECK_ENV, override=override))
-    assert t.commands[0] == EXPECTED_ALLOW[0]
-    # The final verdict differs: its details are sent again, and the decision is the final one.
-    assert t.commands[1:] == [
+    async def scenario() -> Transcript:
+        releaser = asyncio.ensure_future(release_soon())
+        try:
+            return await one_session(build_routes(gate), RECORDED_CHECK_ENV, override=override)
+        finally:
+            await releaser
+
+    t = arun(scenario())
+    # ALLOW was provisional; the durable verdict (attempt cap taken meanwhile) is the one the channel gets.
+    assert t.commands == [
         b'EXEC MSet "RPOGUARD_REASON=attempt_limit,RPOGUARD_REASONS=attempt_limit,'
-        b'RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-capped"',
-        b'SET VARIABLE RPOGUARD_DECISION "BLOCK"',
+        b'RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-capped,RPOGUARD_DECISION=BLOCK"',
     ]
     assert not t.sent_allow and not t.dialplan_allows
     assert t.variables["RPOGUARD_REASON"] == ATTEMPT_LIMIT and t.variables["RPOGUARD_ID"] == "0193d5a0-capped"
+
+
+@pytest.mark.parametrize("mset_reply", [b"200 result=-2\n", None])
+def test_the_fallback_sets_one_variable_each_with_the_decision_last(arun: Any, mset_reply: bytes | None) -> None:
+    # Without MSet (EXEC answers -2), or with a value MSet could misread: one SET VARIABLE each, decision last.
+    verdict = BLOCK_VERDICT if mset_reply else Verdict(BLOCK, ('a"b',), "+390612345678", "id-1")
+    t = arun(one_session(build_routes(FakeGate(verdict)), RECORDED_CHECK_ENV,
+                         override=reply_at(0, mset_reply) if mset_reply else None))
+    sets = [c for c in t.commands if c.startswith(b"SET VARIABLE")]
+    assert [c.split(b" ")[2] for c in sets] == [b"RPOGUARD_REASON", b"RPOGUARD_REASONS", b"RPOGUARD_NUMBER",
+                                                 b"RPOGUARD_ID", b"RPOGUARD_DECISION"]
+    assert t.variables["RPOGUARD_DECISION"] == "BLOCK" and not t.dialplan_allows
 
 
 def test_without_mset_the_variables_go_one_by_one(arun: Any) -> None:
@@ -299,17 +317,23 @@ def test_100_trying_is_intermediate(arun: Any) -> None:
 )
 def test_error_reply_to_the_first_command_answers_failure_and_never_allows(arun: Any, reply: bytes) -> None:
     t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, reply)))
-    # Exactly: the first command, then the failure line, then the close.
-    assert t.written == wire(EXPECTED_ALLOW[:1]) + b"failure\n"
+    # Exactly: the command, then the failure line, then the close. The command carried ALLOW (the record
+    # was durable), but the failure line makes AGISTATUS=FAILURE: the dialplan's AND blocks.
+    assert t.written == wire(EXPECTED_ALLOW) + b"failure\n"
     assert t.failed_closed and t.server_closed
-    assert not t.sent_allow
+    assert not t.dialplan_allows
 
 
 def test_error_reply_to_the_decision_itself_still_reads_as_failure(arun: Any) -> None:
-    # ALLOW was sent, but the failure line after it makes AGISTATUS=FAILURE: the dialplan's AND blocks.
-    t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(1, b"200 result=-1\n")))
-    assert t.written == wire(EXPECTED_ALLOW) + b"failure\n"
-    assert t.failed_closed
+    # Without MSet, one SET VARIABLE each, the decision last (command 5): ALLOW was sent, but the failure
+    # line after it makes AGISTATUS=FAILURE.
+    def replies(index: int, command: bytes, variables: dict[str, str]) -> bytes | None:
+        return {0: b"200 result=-2\n", 5: b"200 result=-1\n"}.get(index)
+
+    t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=replies))
+    assert t.commands[-1] == b'SET VARIABLE RPOGUARD_DECISION "ALLOW"' and len(t.commands) == 6
+    assert t.written.endswith(b'SET VARIABLE RPOGUARD_DECISION "ALLOW"\nfailure\n')
+    assert t.failed_closed and not t.dialplan_allows
 
 
 def test_multiline_520_is_read_whole_and_the_next_command_gets_its_own_reply(arun: Any) -> None:
@@ -427,8 +451,8 @@ def test_reply_line_longer_than_the_limit_answers_failure(arun: Any) -> None:
             build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, b"200 result=1 (" + b"x" * 9000 + b")\n")
         )
     )
-    assert t.written == wire(EXPECTED_ALLOW[:1]) + b"failure\n"
-    assert not t.sent_allow
+    assert t.written == wire(EXPECTED_ALLOW) + b"failure\n"
+    assert t.failed_closed and not t.dialplan_allows
 
 
 def test_too_many_env_lines_answer_failure(arun: Any) -> None:
@@ -538,15 +562,15 @@ def test_gate_slower_than_the_deadline_answers_failure_and_no_allow(arun: Any) -
     assert gate.finished == 0
 
 
-def test_deadline_in_the_middle_of_the_commands_never_sends_allow(arun: Any) -> None:
-    # Asterisk answers each command after 0.5 s: the deadline hits before the second (the decision).
+def test_deadline_while_the_decision_awaits_its_reply_reads_as_failure(arun: Any) -> None:
+    # Asterisk answers after 0.5 s: the deadline hits while the decision's command waits for its reply.
     t = arun(
         one_session(
             build_routes(FakeGate()), RECORDED_CHECK_ENV, server_options={"session_deadline": 0.4}, reply_delay=0.5
         )
     )
-    assert t.failure and not t.sent_allow
-    assert t.commands == EXPECTED_ALLOW[: len(t.commands)]
+    assert t.failed_closed and not t.dialplan_allows
+    assert t.commands == EXPECTED_ALLOW
     assert t.written.endswith(b"failure\n")
 
 

@@ -29,9 +29,9 @@ CHILD = Path(__file__).with_name("agi_stdio_child.py")
 NUMBER = "0612345678"
 
 EXPECTED_ALLOW = [
-    # The details in one round trip (AgiSession.set_variables), the decision last and on its own.
-    b'EXEC MSet "RPOGUARD_REASON=,RPOGUARD_REASONS=,RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-allow"',
-    b'SET VARIABLE RPOGUARD_DECISION "ALLOW"',
+    # One round trip (AgiSession.set_variables) once the record is durable, the decision last.
+    b'EXEC MSet "RPOGUARD_REASON=,RPOGUARD_REASONS=,RPOGUARD_NUMBER=+390612345678,RPOGUARD_ID=0193d5a0-allow,'
+    b'RPOGUARD_DECISION=ALLOW"',
 ]
 
 

@@ -555,6 +555,26 @@ def test_attempt_cap_holds_for_concurrent_checks(acme: SqliteStore, run: Callabl
     assert decisions.count("allow") == 2, decisions
 
 
+@pytest.mark.sqlite_only
+def test_sqlite_starts_a_decisions_commit_before_the_front_end_awaits_it(acme: SqliteStore, run: Callable) -> None:
+    from rpoguard.config import Config
+    from rpoguard.gate import CallRequest, Gate
+
+    gate = Gate(acme, Config())
+    call = CallRequest(raw_number=NUM, campaign_id="spring26", caller_id=None, source="cli")
+
+    async def scenario() -> bool:
+        pending = await gate.begin(call, NOW)
+        # One pass of the loop, as when the front end writes to the PBX and waits for its reply: the
+        # commit is already running in the writer thread.
+        await asyncio.sleep(0)
+        started = acme._appender is not None and acme._appender._in_flight is not None
+        await pending.final()
+        return started
+
+    assert run(scenario())
+
+
 def test_failed_open_does_not_leave_the_sqlite_thread_behind(
     tmp_path: Path, run: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:

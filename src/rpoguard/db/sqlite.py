@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -207,6 +208,22 @@ def _open_probe(path: str, audit: str) -> sqlite3.Connection:
     return probe
 
 
+_Pending = tuple[AuditEntry, "AttemptCap | None", "asyncio.Future[AuditRow]", threading.Event]
+
+
+def _note_gave_up(gave_up: threading.Event, future: asyncio.Future[AuditRow]) -> None:
+    if future.cancelled():
+        gave_up.set()
+
+
+def _fail_all(group: list[_Pending], error: Exception) -> int:
+    """Give `error` to every caller of the group still waiting; how many were."""
+    waiting = [future for _, _, future, _ in group if not future.done()]
+    for future in waiting:
+        future.set_exception(error)
+    return len(waiting)
+
+
 class _AuditAppender:
     """Group commit for the decision log. A decision is answered only once its row is durable
     (synchronous=FULL: one fsync per commit), so decisions that arrive while a commit is in progress wait
@@ -228,8 +245,9 @@ class _AuditAppender:
         self._checkpoint_con: sqlite3.Connection | None = None
         self._checkpoint_running = False
         self._last_checkpoint = 0.0
-        self._pending: list[tuple[AuditEntry, AttemptCap | None, asyncio.Future[AuditRow], threading.Event]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._pending: list[_Pending] = []
+        self._in_flight: asyncio.Future[list[Any]] | None = None
+        self._starting = False  # a group start is scheduled (submit)
         self.groups = 0  # commits so far, for tests and the benchmark
         # Causes of failed writes reported by _report since the last good one, with when: once per minute.
         self._failing: dict[str, float] = {}
@@ -239,62 +257,78 @@ class _AuditAppender:
 
         self._anchor = current_writer
 
-    async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
+    def submit(self, entry: AuditEntry, cap: AttemptCap | None) -> asyncio.Future[AuditRow]:
+        """Queue a decision; when no commit is in flight its group starts with the event loop's next
+        callback, before any I/O is polled, so the commit (an fsync) runs while the front end talks to the
+        PBX. Started from a task as before, it began only after the PBX's reply to the next command: 0.3
+        ms later for a lone call (strace of one session on the dev VM). Decisions submitted in the same
+        loop pass share the group. Cancelling the future before its group starts keeps the decision out."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AuditRow] = loop.create_future()
         # Set when the caller gives up; read by the writer thread once it holds the write lock.
         gave_up = threading.Event()
+        future.add_done_callback(functools.partial(_note_gave_up, gave_up))
         self._pending.append((entry, cap, future, gave_up))
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
-        try:
-            return await future
-        except asyncio.CancelledError:
-            gave_up.set()
-            raise
+        if self._in_flight is None and not self._starting:
+            self._starting = True
+            loop.call_soon(self._start_group, loop)
+        return future
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
+        return await self.submit(entry, cap)
+
+    def _start_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A caller that gave up (its session deadline passed) before its group started is not written:
+        # its call was refused, and it must not count as an attempt.
+        self._starting = False
+        group = [item for item in self._pending if not item[2].done()]
+        self._pending = []
+        if not group:
+            return
         try:
-            while self._pending:
-                # A caller that gave up (its session deadline passed) before its group started is not
-                # written: its call was refused, and it must not count as an attempt.
-                group = [item for item in self._pending if not item[2].cancelled()]
-                self._pending = []
-                if not group:
-                    continue
-                try:
-                    results = await loop.run_in_executor(self._executor, self._write,
-                                                         [(e, c, g) for e, c, _, g in group])
-                except sqlite3.Error as exc:
-                    error = _store_error(exc, self.path)
-                    waiting = [future for _, _, future, _ in group if not future.done()]
-                    for future in waiting:
-                        future.set_exception(error)
-                    if not waiting:
-                        # Every caller already gave up (the write waited past their deadlines, e.g. on
-                        # another writer's lock), so the gate, which logs its errors once per cause, never
-                        # hears of it: say it here, as the gate would.
-                        self._report(error)
-                    continue
-                except BaseException as exc:
-                    for _, _, future, _ in group:
-                        if not future.done():
-                            future.set_exception(StoreError(f"audit log: {type(exc).__name__}: {exc}"))
-                    raise
-                if self._failing:
-                    log.warning("decision log writable again: %s", self.path)
-                    self._failing.clear()
-                for (_, _, future, _), result in zip(group, results, strict=True):
-                    if future.done() or result is None:
-                        continue
-                    if isinstance(result, AttemptCapReached):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-                self._checkpoint_if_due(loop)
+            in_flight = loop.run_in_executor(self._executor, self._write, [(e, c, g) for e, c, _, g in group])
+        except RuntimeError as exc:  # the writer thread is shut down: the store is closing
+            _fail_all(group, StoreError(f"audit log: {exc}"))
+            return
+        self._in_flight = in_flight
+        in_flight.add_done_callback(functools.partial(self._group_done, group))
+
+    def _group_done(self, group: list[_Pending], in_flight: asyncio.Future[list[Any]]) -> None:
+        """Runs on the event loop when a group's transaction has ended: answer its callers, then start
+        the group that queued up meanwhile."""
+        self._in_flight = None
+        loop = in_flight.get_loop()
+        try:
+            self._answer(group, in_flight)
         finally:
-            self._task = None
+            if self._pending and not self._starting:
+                self._start_group(loop)
+
+    def _answer(self, group: list[_Pending], in_flight: asyncio.Future[list[Any]]) -> None:
+        exc = StoreError("audit log: write cancelled") if in_flight.cancelled() else in_flight.exception()
+        if isinstance(exc, sqlite3.Error):
+            error = _store_error(exc, self.path)
+            if not _fail_all(group, error):
+                # Every caller already gave up (the write waited past their deadlines, e.g. on another
+                # writer's lock), so the gate, which logs its errors once per cause, never hears of it:
+                # say it here, as the gate would.
+                self._report(error)
+            return
+        if exc is not None:
+            log.error("audit log writer failed: %s: %s", type(exc).__name__, exc)
+            _fail_all(group, StoreError(f"audit log: {type(exc).__name__}: {exc}"))
+            return
+        if self._failing:
+            log.warning("decision log writable again: %s", self.path)
+            self._failing.clear()
+        for (_, _, future, _), result in zip(group, in_flight.result(), strict=True):
+            if future.done() or result is None:
+                continue
+            if isinstance(result, AttemptCapReached):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self._checkpoint_if_due(loop=in_flight.get_loop())
 
     def _report(self, error: StoreError) -> None:
         cause = str(error)
@@ -388,8 +422,12 @@ class _AuditAppender:
         return results
 
     async def close(self) -> None:
-        while self._task is not None:
-            await self._task
+        while self._in_flight is not None or self._starting:
+            if self._in_flight is None:
+                await asyncio.sleep(0)  # the scheduled start runs first
+                continue
+            # Its done callback (which may start the next group) runs before wait() returns.
+            await asyncio.wait([self._in_flight])
         loop = asyncio.get_running_loop()
         if self._con is not None:
             con, self._con = self._con, None
@@ -522,9 +560,12 @@ class SqliteStore(Store):
         return self._probe.execute(FACTS_SQL, params).fetchone()
 
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
+        return await self.start_decision(entry, cap)
+
+    def start_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> asyncio.Future[AuditRow]:
         if self._appender is None:
             raise StoreError("database is not open")
-        return await self._appender.append(entry, cap)
+        return self._appender.submit(entry, cap)
 
     # -- reference data ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ importers and the CLI never change with the backend.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -171,6 +172,12 @@ class Store(ABC):
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
         """Append to the hash-chained log; returns only once the row is durable. With `cap`, raises
         AttemptCapReached instead of appending when the cap is already reached."""
+
+    def start_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> asyncio.Future[AuditRow]:
+        """append_decision, started now rather than when first awaited, so that the front end can talk to
+        the PBX while the record is written. Cancelling the future before the write begins keeps the
+        decision out of the log. Needs the running event loop."""
+        return asyncio.ensure_future(self.append_decision(entry, cap))
 
     # -- reference data ----------------------------------------------------------------------------
 

@@ -137,6 +137,9 @@ class SupervisedStore:
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
         return await self._current().append_decision(entry, cap)
 
+    def start_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> asyncio.Future[AuditRow]:
+        return self._current().start_decision(entry, cap)
+
     async def get_campaign(self, campaign_id: str) -> CampaignFacts | None:
         return await self._current().get_campaign(campaign_id)
 
