@@ -679,13 +679,13 @@ def server_bench(store: Store, args: argparse.Namespace, folder: Path, env: dict
                                            server_env, folder, numbers_path)
         uvloop_site = find_uvloop(folder)
         if uvloop_site is not None:
-            # What-if: the same product on uvloop (it runs on any asyncio loop; it does not choose one).
+            # The same product with its optional event loop ([serve] event_loop = "uvloop").
             port = free_port()
             uv_env = dict(server_env, PYTHONPATH=os.pathsep.join(filter(None, [uvloop_site,
                                                                              server_env.get("PYTHONPATH")])))
             servers["rpoguard+uvloop"] = start_server(
-                "rpoguard+uvloop", [python, "-c", UVLOOP_SERVE, "serve", "--port", str(port)], port, uv_env, folder,
-                numbers_path)
+                "rpoguard+uvloop", [venv_bin("rpoguard"), "serve", "--event-loop", "uvloop", "--port", str(port)],
+                port, uv_env, folder, numbers_path)
         for style, sets in (("protocol", 1), ("streams", 1), ("protocol", 5)):
             port = free_port()
             name = f"ref-{style}" + ("" if sets == 1 else f"-{sets}set")
@@ -786,25 +786,6 @@ def server_bench(store: Store, args: argparse.Namespace, folder: Path, env: dict
         for server in servers.values():
             server.stop()
     return summary
-
-
-# The product checks isinstance(transport, asyncio.WriteTransport/ReadTransport) before it writes, and
-# uvloop's transports are no subclasses of those: unpatched, every write is dropped and each call ends at the
-# session deadline (fail closed). The what-if lets those checks accept uvloop's TCP transport, in memory
-# only, and changes nothing else.
-UVLOOP_SERVE = """
-import asyncio, sys, types, uvloop
-from uvloop.loop import TCPTransport
-from rpoguard.agi import protocol, server
-shim = types.SimpleNamespace(**vars(asyncio))
-shim.WriteTransport = (asyncio.WriteTransport, TCPTransport)
-shim.ReadTransport = (asyncio.ReadTransport, TCPTransport)
-protocol.asyncio = shim
-server.asyncio = shim
-asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-from rpoguard.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def find_uvloop(folder: Path) -> str | None:

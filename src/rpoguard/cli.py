@@ -34,7 +34,7 @@ from rpoguard.anchor import (
     writer_from_config,
 )
 from rpoguard.audit import export_rows
-from rpoguard.config import Config, ConfigError, load_config
+from rpoguard.config import EVENT_LOOPS, Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
 from rpoguard.db import is_postgres_url, open_store
 from rpoguard.db.sqlite import audit_path
@@ -529,8 +529,9 @@ async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Confi
     # server: moving it out of the collector's reach keeps garbage collections short during calls.
     gc.collect()
     gc.freeze()
-    log.warning("rpoguard %s: FastAGI gate listening on %s:%d (database %s)", __version__,
-                args.host or serve.host, server.port, display_name(config.db))
+    log.warning("rpoguard %s: FastAGI gate listening on %s:%d (database %s, event loop %s)", __version__,
+                args.host or serve.host, server.port, display_name(config.db),
+                type(asyncio.get_running_loop()).__module__.split(".")[0])
     await serve_until_signalled(server)
     log.warning("rpoguard stopped")
     return EXIT_OK
@@ -786,6 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; another address needs "
                                   "[serve] allowed_clients in the config: FastAGI has no authentication)")
     p.add_argument("--port", type=int, help="port to listen on (default 4573)")
+    _event_loop_option(p)
 
     p = commands.add_parser("ari", help="run the ARI gate: a Stasis application deciding like FastAGI's check",
                             description="Run the ARI gate. A channel entering Stasis(APP,NUMBER,CAMPAIGN"
@@ -797,6 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_ari)
     p.add_argument("--url", help="Asterisk's HTTP server (http.conf), default http://127.0.0.1:8088")
     p.add_argument("--app", help="the Stasis application name (default rpoguard)")
+    _event_loop_option(p)
     p.add_argument("--user", help="an ari.conf user")
     p.add_argument("--password", help=f"its password; better {ENV_ARI_PASSWORD} or [ari] password_file, "
                                       "since a command line is visible to every local user")
@@ -852,6 +855,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _event_loop_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS,
+                        help="asyncio's own loop or uvloop (pip install 'rpoguard[uvloop]'); default: [serve] "
+                             "event_loop in the config, else asyncio")
+
+
+def _loop_factory(args: argparse.Namespace, config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop of a server command; None: asyncio's default. Decided once, before the loop starts."""
+    name = getattr(args, "event_loop", None) or config.serve.event_loop
+    if args.handler not in (cmd_serve, cmd_ari) or name == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 -- optional: imported only when chosen
+    except ImportError:
+        raise ConfigError("event loop uvloop chosen, but uvloop is not installed (pip install "
+                          "'rpoguard[uvloop]'), or choose asyncio") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
     # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
@@ -870,7 +893,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         config = load_config(args.config, args.db)
-        return asyncio.run(_run(args, config))
+        with asyncio.Runner(loop_factory=_loop_factory(args, config)) as runner:
+            return runner.run(_run(args, config))
     except ImportRejected as exc:
         _print_problems(exc.problems, stored=False)
         print(f"rpoguard: import rejected: {exc}. Fix the rows above, or use --skip-invalid to import the rest.",

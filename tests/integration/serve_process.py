@@ -23,13 +23,13 @@ def free_port() -> int:
 
 
 def start_serve(cli_script: str, env: Mapping[str, str], folder: Path, *,
-                wrapper: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, Path]:
+                wrapper: Sequence[str] = (), args: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Start the server and wait until it accepts; returns (process, port, log file)."""
     port = free_port()
     log = folder / f"serve-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([*wrapper, cli_script, "serve", "--port", str(port)], env=dict(env), stdout=out,
-                                stderr=subprocess.STDOUT, cwd=folder)
+        proc = subprocess.Popen([*wrapper, cli_script, "serve", "--port", str(port), *args], env=dict(env),
+                                stdout=out, stderr=subprocess.STDOUT, cwd=folder)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
@@ -55,9 +55,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_serve(
-    cli_script: str, env: Mapping[str, str], folder: Path
+    cli_script: str, env: Mapping[str, str], folder: Path, args: Sequence[str] = ()
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    proc, port, _ = start_serve(cli_script, env, folder)
+    proc, port, _ = start_serve(cli_script, env, folder, args=args)
     try:
         yield proc, port
     finally:

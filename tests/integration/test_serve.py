@@ -20,6 +20,7 @@ import pytest
 from agi_fakes import make_env, play
 from serve_process import clean_env, running_serve
 
+from rpoguard.config import ConfigError, load_config
 from rpoguard.constants import (
     CHANNEL_BLOCK,
     OPTOUT,
@@ -78,8 +79,9 @@ def test_check_sets_every_variable_and_records_the_uniqueid(server: tuple[subpro
     assert variables[VAR_NUMBER] == "+390212345678"
     reasons = variables[VAR_REASONS].split(",")
     assert RPO_REGISTERED in reasons and variables[VAR_REASON] == reasons[0]
-    # The decision is set last, so a session cut short leaves the dialplan's default BLOCK in place.
-    assert transcript.commands[-1].startswith(f"SET VARIABLE {VAR_DECISION} ".encode())
+    # The decision is set last (the last variable of the last command), so a session cut short leaves the
+    # dialplan's default BLOCK in place.
+    assert transcript.commands[-1].endswith(f',{VAR_DECISION}={CHANNEL_BLOCK}"'.encode())
 
     [row] = _audit(run_cli)
     assert row["decision_id"] == variables[VAR_ID]
@@ -87,6 +89,37 @@ def test_check_sets_every_variable_and_records_the_uniqueid(server: tuple[subpro
     assert row["source"] == "fastagi" and row["campaign_id"] == "autunno26" and row["principal_id"] == "acme"
     assert row["number"] == "+390212345678" and row["raw_number"] == REGISTERED
     assert row["caller_id"] == "0694801234"  # agi_callerid of the recorded session
+
+
+def test_on_uvloop_the_same_sessions_get_the_same_answers(prepared_db: Path, tmp_path: Path, cli_script: str,
+                                                           run_cli: CliRunner) -> None:
+    with running_serve(cli_script, clean_env(prepared_db), tmp_path, ("--event-loop", "uvloop")) as (_, port):
+        blocked = asyncio.run(play(port, make_env("check?campaign=autunno26", (REGISTERED,))))
+        said_no = asyncio.run(play(port, make_env("optout?campaign=autunno26", (LISTED,))))
+        after = asyncio.run(play(port, make_env("check?campaign=autunno26", (LISTED,))))
+    started = next(tmp_path.glob("serve-*.log")).read_text()
+    assert "event loop uvloop" in started, started
+    assert blocked.agistatus == "SUCCESS" and RPO_REGISTERED in blocked.variables[VAR_REASONS].split(",")
+    assert said_no.variables[VAR_OPTOUT] == "OK"
+    assert after.variables[VAR_DECISION] == CHANNEL_BLOCK and after.variables[VAR_REASON] == OPTOUT
+    assert [row["decision_id"] for row in _audit(run_cli)] == [blocked.variables[VAR_ID], after.variables[VAR_ID]]
+
+
+def test_event_loop_setting_is_checked(write_file: Callable[..., Path]) -> None:
+    assert load_config(str(write_file("a.toml", '[serve]\nevent_loop = "uvloop"\n'))).serve.event_loop == "uvloop"
+    assert load_config(str(write_file("b.toml", ""))).serve.event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="event_loop must be one of asyncio, uvloop, not 'libuv'"):
+        load_config(str(write_file("c.toml", '[serve]\nevent_loop = "libuv"\n')))
+
+
+def test_uvloop_chosen_but_missing_is_a_clear_error(run_cli: CliRunner, tmp_path: Path) -> None:
+    # A uvloop that cannot be imported, ahead of the installed one on the path.
+    fake = tmp_path / "site" / "uvloop"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("no module named uvloop (simulated)")\n')
+    result = run_cli("serve", "--port", "0", "--event-loop", "uvloop", env={"PYTHONPATH": str(fake.parent)})
+    assert result.code == 2
+    assert "uvloop is not installed (pip install 'rpoguard[uvloop]')" in result.err
 
 
 def test_optout_on_one_session_blocks_the_next(server: tuple[subprocess.Popen[bytes], int],
@@ -133,14 +166,14 @@ def test_sigterm_finishes_the_session_in_flight_then_exits(server: tuple[subproc
             assert late.failed_closed
         writer.write(env[half:])
         await writer.drain()
-        decision = None
+        commands = []
         while line := await asyncio.wait_for(reader.readline(), 5):
-            if line.startswith(f"SET VARIABLE {VAR_DECISION} ".encode()):
-                decision = line
-            writer.write(b"200 result=1\n")
+            commands.append(line)
+            writer.write(b"200 result=0\n" if line.startswith(b"EXEC") else b"200 result=1\n")
             await writer.drain()
         writer.close()
-        assert decision == f'SET VARIABLE {VAR_DECISION} "{CHANNEL_BLOCK}"\n'.encode()
+        # The call in flight was finished: its one command set the decision last.
+        assert len(commands) == 1 and commands[0].endswith(f',{VAR_DECISION}={CHANNEL_BLOCK}"\n'.encode())
 
     asyncio.run(session_across_sigterm())
     assert proc.wait(timeout=10) == 0
