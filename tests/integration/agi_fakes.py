@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -239,6 +240,16 @@ class Transcript:
     def failed_closed(self) -> bool:
         """Asterisk read failure and the call would not go out."""
         return self.failure and self.agistatus == "FAILURE" and not self.dialplan_allows
+
+
+_DECISION_LAST_IN_MSET = re.compile(rf',{VAR_DECISION}=({CHANNEL_ALLOW}|{CHANNEL_BLOCK})"$'.encode())
+
+
+def sets_the_decision_last(command: bytes) -> bool:
+    """The check route's last command: one EXEC MSet whose last variable is the decision, or (the fallback)
+    SET VARIABLE of the decision alone."""
+    return (command.startswith(f"SET VARIABLE {VAR_DECISION} ".encode())
+            or _DECISION_LAST_IN_MSET.search(command.rstrip(b"\r\n")) is not None)
 
 
 Override = Callable[[int, bytes, dict[str, str]], bytes | None]

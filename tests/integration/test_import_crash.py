@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play
+from agi_fakes import make_env, play, sets_the_decision_last
 from serve_process import running_serve
 
-from rpoguard.constants import RPO_EXPIRED, RPO_NOT_CHECKED, RPO_REGISTERED, VAR_DECISION, VAR_NUMBER, VAR_REASONS
+from rpoguard.constants import RPO_EXPIRED, RPO_NOT_CHECKED, RPO_REGISTERED, VAR_NUMBER, VAR_REASONS
 from rpoguard.db.sqlite import audit_path
 from rpoguard.timeutil import ROME, parse_time, to_us
 
@@ -293,8 +293,7 @@ async def _sessions(port: int, number: str, stop: asyncio.Event, log: list[Sessi
         ended = time.monotonic()
         variables = transcript.variables
         if transcript.failure or transcript.agistatus != "SUCCESS" or variables.get(VAR_NUMBER) != number \
-                or VAR_REASONS not in variables or not transcript.commands[-1].startswith(
-                    f"SET VARIABLE {VAR_DECISION} ".encode()):
+                or VAR_REASONS not in variables or not sets_the_decision_last(transcript.commands[-1]):
             log.append(Session(number, started, ended, None, transcript.written.decode(errors="replace")))
         else:
             log.append(Session(number, started, ended, set(variables[VAR_REASONS].split(",")) & RPO_CODES))
