@@ -57,6 +57,7 @@ from .test_gate import (  # noqa: F401 (cli_env and libfaketime are fixtures thi
     _write_report,
     cli_env,
     e164,
+    faked_clock_env,
     libfaketime,
     product_time_limit,
 )
@@ -186,13 +187,7 @@ class AriProcess:
         if self.running:
             raise HarnessError("rpoguard ari is already running")
         offset = round(at.timestamp() - self._epoch)
-        env = {
-            **self.env,
-            "LD_PRELOAD": str(self.libfaketime),
-            "FAKETIME": f"{offset:+d}",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "TZ": "Europe/Rome",
-        }
+        env = faked_clock_env(self.env, self.libfaketime, offset)
         before = self.connections()
         # The password comes from the environment: never on a command line.
         cmd = [str(RPOGUARD), "--verbose", "ari", "--url", self.url, "--app", APP, "--user", ARI_USER]

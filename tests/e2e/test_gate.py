@@ -136,13 +136,7 @@ class GateServer:
         if self.running:
             raise HarnessError("rpoguard serve is already running")
         offset = round(at.timestamp() - self._epoch)
-        env = {
-            **self.env,
-            "LD_PRELOAD": str(self.libfaketime),
-            "FAKETIME": f"{offset:+d}",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "TZ": "Europe/Rome",
-        }
+        env = faked_clock_env(self.env, self.libfaketime, offset)
         cmd = [str(RPOGUARD), "--verbose", "serve", "--host", LOOPBACK, "--port", str(self.port)]
         with self.log_path.open("ab") as out:
             out.write(f"--- starting {' '.join(cmd)} with FAKETIME={offset:+d} ({at.isoformat()})\n".encode())
@@ -423,6 +417,18 @@ def _write_report(outcomes: list[CallOutcome], header: str) -> None:
     if target:
         with open(target, "a", encoding="utf-8") as report:
             report.write(f"\n### {header}\n\n{table}\n")
+
+
+def faked_clock_env(env: Mapping[str, str], libfaketime: Path, offset: int) -> dict[str, str]:
+    """`env` for a child whose wall clock runs `offset` seconds from the real one; its monotonic clock
+    (asyncio's timers, the deadlines) is left alone."""
+    return {
+        **env,
+        "LD_PRELOAD": str(libfaketime),
+        "FAKETIME": f"{offset:+d}",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "TZ": "Europe/Rome",
+    }
 
 
 # --------------------------------------------------------------------------------------------- fixtures

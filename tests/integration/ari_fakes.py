@@ -179,45 +179,44 @@ class FakeAri:
             return web.json_response({"message": "boom"}, status=500)
         return web.json_response([copy.deepcopy(c) for c in self.channels.values()])
 
-    async def _get_variable(self, request: web.Request) -> web.StreamResponse:
+    def _channel_request(self, request: web.Request, not_found: str) -> tuple[str, web.StreamResponse | None]:
+        """What every channel endpoint does first, as Asterisk answers: recorded, then 500 when told to
+        fail, 404 for a channel it does not have (with that endpoint's own message)."""
         self._record(request)
         channel_id = request.match_info["id"]
         if self._failing(request):
-            return web.json_response({"message": "boom"}, status=500)
+            return channel_id, web.json_response({"message": "boom"}, status=500)
         if channel_id not in self.channels:
-            return web.json_response({"message": "Channel or variable not found"}, status=404)
+            return channel_id, web.json_response({"message": not_found}, status=404)
+        return channel_id, None
+
+    async def _get_variable(self, request: web.Request) -> web.StreamResponse:
+        channel_id, refused = self._channel_request(request, "Channel or variable not found")
+        if refused is not None:
+            return refused
         if request.query.get("variable") != "CALLERID(pres)":
             return web.json_response({"message": "Provided variable was not found"}, status=404)
         return web.json_response({"value": self.presentation[channel_id]})
 
     async def _set_variable(self, request: web.Request) -> web.StreamResponse:
-        self._record(request)
-        channel_id = request.match_info["id"]
-        if self._failing(request):
-            return web.json_response({"message": "boom"}, status=500)
-        if channel_id not in self.channels:
-            return web.json_response({"message": "Channel not found"}, status=404)
+        channel_id, refused = self._channel_request(request, "Channel not found")
+        if refused is not None:
+            return refused
         self.variables.setdefault(channel_id, {})[request.query["variable"]] = request.query.get("value", "")
         return web.Response(status=204)
 
     async def _continue(self, request: web.Request) -> web.StreamResponse:
-        self._record(request)
-        channel_id = request.match_info["id"]
-        if self._failing(request):
-            return web.json_response({"message": "boom"}, status=500)
-        if channel_id not in self.channels:
-            return web.json_response({"message": "Channel not found"}, status=404)
+        channel_id, refused = self._channel_request(request, "Channel not found")
+        if refused is not None:
+            return refused
         self.continued.append(channel_id)
         self.leave(channel_id)
         return web.Response(status=204)
 
     async def _hangup(self, request: web.Request) -> web.StreamResponse:
-        self._record(request)
-        channel_id = request.match_info["id"]
-        if self._failing(request):
-            return web.json_response({"message": "boom"}, status=500)
-        if channel_id not in self.channels:
-            return web.json_response({"message": "Channel not found"}, status=404)
+        channel_id, refused = self._channel_request(request, "Channel not found")
+        if refused is not None:
+            return refused
         self.hung_up.append((channel_id, request.query.get("reason_code", "")))
         self.leave(channel_id)
         return web.Response(status=204)

@@ -8,12 +8,14 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 START_TIMEOUT = 20.0
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def free_port() -> int:
@@ -69,3 +71,15 @@ def clean_env(db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RPOGUARD_")}
     env["RPOGUARD_DB"] = str(db)
     return env
+
+
+def prepare_db(run_cli: Callable[..., Any], db: Path) -> None:
+    """A principal, a campaign (autunno26) and the example RPO answers and directory, in `db`."""
+    for args in (
+        ("--db", db, "principal", "add", "acme", "--name", "ACME", "--caller-id", "06 9480 1234"),
+        ("--db", db, "campaign", "add", "autunno26", "--principal", "acme"),
+        ("--db", db, "registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
+        ("--db", db, "directory", "import", EXAMPLES / "directory.txt"),
+    ):
+        result = run_cli(*args)
+        assert result.code == 0, result.err

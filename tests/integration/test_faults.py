@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 from agi_fakes import Transcript, make_env, play
-from serve_process import clean_env, start_serve, stop
+from serve_process import clean_env, prepare_db, start_serve, stop
 
 from rpoguard.constants import ENGINE_ERROR, VAR_ID, VAR_REASONS
 from rpoguard.db.sqlite import audit_path
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LISTED = "06 4567 8901"  # listed, not registered in the examples: ALLOW in calling hours
 NOBODY = 65534
 
@@ -41,16 +40,6 @@ class Server:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
-
-def _setup(run_cli: Callable[..., Any], db: Path) -> None:
-    for args in (
-        ("--db", db, "principal", "add", "acme", "--name", "ACME", "--caller-id", "06 9480 1234"),
-        ("--db", db, "campaign", "add", "autunno26", "--principal", "acme"),
-        ("--db", db, "registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
-        ("--db", db, "directory", "import", EXAMPLES / "directory.txt"),
-    ):
-        result = run_cli(*args)
-        assert result.code == 0, result.err
 
 
 @pytest.fixture
@@ -102,7 +91,7 @@ def test_missing_database_blocks_every_call_then_recovers(
     assert server.log_text().count("database unavailable") == 1, server.log_text()
     assert not db.exists()
 
-    _setup(run_cli, db)
+    prepare_db(run_cli, db)
     assert _wait_until(_served_normally(server)), server.log_text()
     assert "database available again" in server.log_text()
 
@@ -119,7 +108,7 @@ def test_corrupt_database_blocks_with_engine_error_and_recovers(
     tmp_path: Path, run_cli: Callable[..., Any], start_server: Callable[..., Server]
 ) -> None:
     db = tmp_path / "gate.db"
-    _setup(run_cli, db)
+    prepare_db(run_cli, db)
     good = tmp_path / "good.db"
     shutil.copyfile(db, good)
     server = start_server(db)
@@ -147,7 +136,7 @@ def test_unreadable_database_blocks_then_recovers(
     request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
     folder.chmod(0o755)
     db = folder / "gate.db"
-    _setup(run_cli, db)
+    prepare_db(run_cli, db)
     for path in (folder, db, audit_path(db)):
         os.chown(path, NOBODY, NOBODY)
     server = start_server(db, user=NOBODY)
@@ -164,7 +153,7 @@ def test_audit_file_locked_longer_than_the_deadline_lets_nothing_through(
     tmp_path: Path, run_cli: Callable[..., Any], start_server: Callable[..., Server]
 ) -> None:
     db = tmp_path / "gate.db"
-    _setup(run_cli, db)
+    prepare_db(run_cli, db)
     server = start_server(db)
     assert _wait_until(_served_normally(server))
 
@@ -203,7 +192,7 @@ def test_disk_full_while_recording_blocks_and_loses_nothing(
 
     request.addfinalizer(unmount)
     db = mount / "gate.db"
-    _setup(run_cli, db)
+    prepare_db(run_cli, db)
     server = start_server(db)
     assert _wait_until(_served_normally(server))
     before = _verify(run_cli, db)

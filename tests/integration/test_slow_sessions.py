@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from agi_fakes import Transcript, make_env, play
-from serve_process import clean_env, start_serve, stop
+from serve_process import clean_env, prepare_db, start_serve, stop
 
 from rpoguard.agi.server import DEFAULT_LOG_INTERVAL as LOG_INTERVAL
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION, VAR_ID
@@ -33,7 +33,6 @@ from rpoguard.db.sqlite import audit_path
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LISTED = "06 4567 8901"
 SLOW_CLIENTS = 2000
 FAST_SESSIONS = 300
@@ -43,16 +42,6 @@ SLOW_DEADLINE = 20.0
 PARTIAL_ENV = b"agi_network: yes\nagi_network_script: check?campaign=autunno26\n"
 DEADLINE_LINE = "hit the session deadline"
 
-
-def _setup(run_cli: Callable[..., Any], db: Path) -> None:
-    for args in (
-        ("--db", db, "principal", "add", "acme", "--name", "ACME", "--caller-id", "06 9480 1234"),
-        ("--db", db, "campaign", "add", "autunno26", "--principal", "acme"),
-        ("--db", db, "registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
-        ("--db", db, "directory", "import", EXAMPLES / "directory.txt"),
-    ):
-        result = run_cli(*args)
-        assert result.code == 0, result.err
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +79,7 @@ def serve(tmp_path: Path, run_cli: Callable[..., Any], cli_script: str) -> Itera
 
     def start(**settings: object) -> Server:
         db = tmp_path / "gate.db"
-        _setup(run_cli, db)
+        prepare_db(run_cli, db)
         config = tmp_path / "rpoguard.toml"
         config.write_text("[serve]\n" + "".join(f"{key} = {value}\n" for key, value in settings.items()))
         env = clean_env(db)
