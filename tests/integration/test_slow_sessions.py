@@ -160,6 +160,38 @@ async def _fast_sessions(port: int, count: int, concurrency: int) -> list[Transc
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
+def _held_by(pid: int, port: int) -> int:
+    """Connections to ``port`` that process ``pid`` has accepted and not yet closed: its own descriptors.
+
+    What a client sees says nothing of when the server's event loop took a connection in or let it go:
+    connect() returns before the server's loop has accepted it, and close() returns before the server has
+    read the EOF. The server's slot is freed only when it closes its side, which this counts.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    local_port = f"{port:04X}"
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                listening = fields[3] == "0A"
+                if fields[1].rsplit(":", 1)[1] == local_port and not listening and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+async def _until_server_holds(pid: int, port: int, count: int, patience: float = 15.0) -> None:
+    until = time.monotonic() + patience
+    while (held := _held_by(pid, port)) != count:
+        assert time.monotonic() < until, f"the server holds {held} connections, not {count}, after {patience}s"
+        await asyncio.sleep(0.05)
+
+
 def _decided(t: Transcript) -> bool:
     # A decision was taken and recorded: the server set the decision and the audit row's id, no failure.
     return (not t.failure and t.agistatus == "SUCCESS" and t.variables.get(VAR_ID, "") != ""
@@ -221,7 +253,11 @@ def test_past_the_connection_cap_the_excess_is_refused_with_one_log_line(serve: 
     server = serve(session_deadline=SLOW_DEADLINE, max_connections=cap)
 
     async def scenario() -> tuple[list[SlowClient], list[SlowClient], list[Transcript], list[Transcript], float]:
+        # The start-up probe's connection takes a slot until the server has read its EOF and closed it; the
+        # last slow client would be refused instead of an excess one. Then the same for the slow clients.
+        await _until_server_holds(server.proc.pid, server.port, 0)
         held, held_tasks = await _open_slow(server.port, cap)
+        await _until_server_holds(server.proc.pid, server.port, cap)
         # The cap is full of slow clients: more connections, slow or a real call, are refused at once.
         burst_started = time.monotonic()
         excess, excess_tasks = await _open_slow(server.port, extra)
