@@ -56,9 +56,11 @@ REASON_TEXT: Final = {
     UNSUPPORTED_NUMBER_TYPE: "an Italian number that is neither fixed nor mobile (toll-free, premium, VoIP...)",
     UNKNOWN_CAMPAIGN: "the campaign is not configured, so its principal and rules are unknown",
     OPTOUT: "the person refused further calls (in-call refusal or opt-out on record)",
-    RPO_NOT_CHECKED: "no RPO result for this number: submit it to the Registro Pubblico delle Opposizioni",
+    RPO_NOT_CHECKED: "no RPO answer obtained by this campaign's principal for this number (answers belong to the "
+                     "data controller that consulted the RPO): submit it to the Registro Pubblico delle Opposizioni",
     RPO_EXPIRED: "the RPO result is older than its validity (15 days): check the number again",
-    RPO_REGISTERED: "registered in the RPO and no consent given after registration nor a live contract",
+    RPO_REGISTERED: "registered in the RPO and no consent to this principal given after registration, nor one "
+                    "given within a contract running or ended at most 30 days ago",
     UNLISTED_NO_CONSENT: "not in a public directory and no valid consent for this principal (opt-in)",
     AUTOMATED_NO_CONSENT: "automated campaign without a consent that covers automated calls",
     OUTSIDE_HOURS: "outside the allowed calling hours (Europe/Rome)",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -99,6 +99,15 @@ def refusal(at: datetime = NOW - DAY, *, principal: str | None = PRINCIPAL, id: 
     return OptoutFacts(id, principal, at)
 
 
+def date_in_2025() -> datetime:
+    """A moment inside the contracts that start on 1 Jan 2025 and before REGISTERED_ON."""
+    return rome(2025, 9, 15, 10, 0)
+
+
+# A registration after a contract ended on 12 April (30 days before TODAY).
+LATE_REGISTRATION = rome(2026, 4, 20, 9, 0)
+
+
 CAP_3_PER_WEEK = campaign(max_attempts=3, per_days=7)
 LISTED = ListingFacts(501)
 UNLISTED = None
@@ -152,11 +161,12 @@ RULE_ROWS = [
     case("unknown campaign: registered, unlisted, withheld caller are not judged without a principal",
          facts(campaign=NO_CAMPAIGN, rpo=registered(), listing=UNLISTED),
          (c.UNKNOWN_CAMPAIGN,), ctx=call(caller_id=None)),
-    case("unknown campaign, RPO never checked", facts(campaign=NO_CAMPAIGN, rpo=NOT_CHECKED),
-         (c.UNKNOWN_CAMPAIGN, c.RPO_NOT_CHECKED)),
-    case("unknown campaign, RPO expired, Sunday",
+    # RPO answers belong to the campaign's principal: without a campaign there is no answer to judge.
+    case("unknown campaign, RPO never checked: no principal whose answer could be missing",
+         facts(campaign=NO_CAMPAIGN, rpo=NOT_CHECKED), (c.UNKNOWN_CAMPAIGN,)),
+    case("unknown campaign, RPO expired, Sunday: the answer is not judged, the hours are",
          facts(campaign=NO_CAMPAIGN, rpo=checked(NOW - 20 * DAY)),
-         (c.UNKNOWN_CAMPAIGN, c.RPO_EXPIRED, c.OUTSIDE_HOURS), ctx=call(rome(2026, 5, 17, 11, 0))),
+         (c.UNKNOWN_CAMPAIGN, c.OUTSIDE_HOURS), ctx=call(rome(2026, 5, 17, 11, 0))),
     case("unknown campaign, refusal for every principal",
          facts(campaign=NO_CAMPAIGN, optouts=[refusal(principal=None)]), (c.UNKNOWN_CAMPAIGN, c.OPTOUT)),
     case("unknown campaign, refusal to one principal cannot be attributed",
@@ -188,7 +198,10 @@ RULE_ROWS = [
     case("registered, no consent, no contract", facts(rpo=registered()), (c.RPO_REGISTERED,)),
     case("registered, consent given after registration",
          facts(rpo=registered(), consents=[consent(REGISTERED_ON + MINUTE)]), basis=c.BASIS_CONSENT),
-    case("registered, open-ended contract", facts(rpo=registered(), contracts=[contract(date(2025, 1, 1))]),
+    case("registered, open-ended contract and no consent: a contract alone is no basis",
+         facts(rpo=registered(), contracts=[contract(date(2025, 1, 1))]), (c.RPO_REGISTERED,)),
+    case("registered, consent given within an open-ended contract, before registration",
+         facts(rpo=registered(), consents=[consent(REGISTERED_ON - DAY)], contracts=[contract(date(2025, 1, 1))]),
          basis=c.BASIS_CONTRACT),
     # 7. unlisted
     case("unlisted, no consent", facts(listing=UNLISTED), (c.UNLISTED_NO_CONSENT,)),
@@ -258,9 +271,9 @@ ORDER_ROWS = [
          ctx=call(rome(2026, 5, 17, 23, 0), caller_id=UNDECLARED_CALLER)),
     case("registered and unlisted without consent: both", facts(rpo=registered(), listing=UNLISTED),
          (c.RPO_REGISTERED, c.UNLISTED_NO_CONSENT)),
-    case("registered with a contract, unlisted, no consent: only unlisted",
+    case("registered with a contract, unlisted, no consent: a contract alone carries neither rule",
          facts(rpo=registered(), listing=UNLISTED, contracts=[contract(date(2025, 1, 1))]),
-         (c.UNLISTED_NO_CONSENT,)),
+         (c.RPO_REGISTERED, c.UNLISTED_NO_CONSENT)),
     case("unlisted automated without consent: both consent reasons",
          facts(campaign=campaign(automated=True), listing=UNLISTED),
          (c.UNLISTED_NO_CONSENT, c.AUTOMATED_NO_CONSENT)),
@@ -417,7 +430,25 @@ def blocks(f: Facts, ctx: CallContext | None = None) -> tuple[str, ...]:
         pytest.param(registered(), [consent(NOW + MINUTE)], [], (c.RPO_REGISTERED,),
                      id="consent dated after the call does not count yet"),
         pytest.param(registered(), [consent(REGISTERED_ON - DAY)], [contract(date(2025, 6, 1))], (),
-                     id="consent before registration, live contract: contract carries the call"),
+                     id="consent before registration, given within a live contract: the contract saves it"),
+        pytest.param(registered(), [consent(rome(2025, 5, 31, 23, 59))], [contract(date(2025, 6, 1))],
+                     (c.RPO_REGISTERED,), id="consent the evening before the contract started: not within it"),
+        pytest.param(registered(), [consent(rome(2025, 6, 1, 0, 0))], [contract(date(2025, 6, 1))], (),
+                     id="consent at 00:00 on the contract's first day: within it"),
+        pytest.param(registered(LATE_REGISTRATION), [consent(rome(2026, 4, 12, 23, 59))],
+                     [contract(date(2025, 6, 1), TODAY - 30 * DAY)], (),
+                     id="consent on the last day of a contract that ended 30 days ago: saved"),
+        pytest.param(registered(LATE_REGISTRATION), [consent(rome(2025, 9, 1))],
+                     [contract(date(2025, 6, 1), TODAY - 31 * DAY)],
+                     (c.RPO_REGISTERED,), id="consent within a contract that ended 31 days ago: revoked"),
+        pytest.param(registered(LATE_REGISTRATION), [consent(rome(2026, 4, 17, 10, 0))],
+                     [contract(date(2025, 6, 1), TODAY - 30 * DAY)], (c.RPO_REGISTERED,),
+                     id="consent given after the contract ended (within its 30 days): not within it, revoked"),
+        pytest.param(registered(), [consent(REGISTERED_ON - DAY)], [contract(date(2026, 3, 2))],
+                     (c.RPO_REGISTERED,), id="consent before a contract that started later: not saved by it"),
+        pytest.param(registered(), [consent(REGISTERED_ON - DAY)], [contract(date(2025, 1, 1), id=301),
+                                                                    contract(TODAY + DAY, id=302)],
+                     (), id="one live contract is enough, another not yet started is ignored"),
         pytest.param(left_register(), [], [], (),
                      id="left the register, listed: no consent needed"),
         pytest.param(left_register(), [consent(REGISTERED_ON - DAY)], [], (),
@@ -449,8 +480,8 @@ def test_registered_listed_number(rpo: RpoFacts, consents: list[ConsentFacts], c
                      id="registered: consent after registration satisfies both rules"),
         pytest.param(registered(), [consent(REGISTERED_ON - DAY)], [contract(date(2025, 1, 1))], (),
                      id="registered: live contract carries rule 6 and keeps the consent for rule 7"),
-        pytest.param(registered(), [], [contract(date(2025, 1, 1))], (c.UNLISTED_NO_CONSENT,),
-                     id="registered: live contract without any consent is not opt-in"),
+        pytest.param(registered(), [], [contract(date(2025, 1, 1))], (c.RPO_REGISTERED, c.UNLISTED_NO_CONSENT),
+                     id="registered: live contract without any consent is neither a basis nor opt-in"),
     ],
 )
 def test_unlisted_number_and_registration(rpo: RpoFacts, consents: list[ConsentFacts],
@@ -512,7 +543,11 @@ def test_consent_in_force(given: datetime, kwargs: dict[str, datetime], in_force
     ],
 )
 def test_contract_alive(contracts: list[ContractFacts], alive: bool) -> None:
-    d = decide(facts(rpo=registered(), contracts=contracts), call())
+    # A consent given within each contract (09:00 on its first day) and a registration just before the
+    # call: only a live contract can save the consent.
+    consents = [consent(datetime.combine(k.start, time(9, 0), tzinfo=ROME), id=500 + i)
+                for i, k in enumerate(contracts)]
+    d = decide(facts(rpo=registered(NOW - MINUTE), consents=consents, contracts=contracts), call())
     assert d.reasons == (() if alive else (c.RPO_REGISTERED,))
     assert d.basis == (c.BASIS_CONTRACT if alive else None)
 
@@ -529,7 +564,8 @@ def test_contract_alive(contracts: list[ContractFacts], alive: bool) -> None:
     ],
 )
 def test_contract_days_are_rome_days(at: datetime, end: date, alive: bool) -> None:
-    reasons = blocks(facts(rpo=registered(), contracts=[contract(date(2024, 1, 1), end)]), call(at))
+    reasons = blocks(facts(rpo=registered(), consents=[consent(rome(2024, 6, 1, 10, 0))],
+                           contracts=[contract(date(2024, 1, 1), end)]), call(at))
     assert (c.RPO_REGISTERED not in reasons) is alive
 
 
@@ -558,10 +594,19 @@ AUTOMATED = campaign(automated=True)
                            consents=[consent(REGISTERED_ON - DAY, automated=True)]),
                      (c.AUTOMATED_NO_CONSENT,), id="automated consent revoked by an earlier registration"),
         pytest.param(facts(campaign=AUTOMATED, rpo=left_register(),
+                           consents=[consent(REGISTERED_ON - DAY, automated=True)],
+                           contracts=[contract(date(2025, 1, 1))]),
+                     (), id="same, given within a live contract: saved"),
+        pytest.param(facts(campaign=AUTOMATED, rpo=left_register(),
                            consents=[consent(REGISTERED_ON - DAY, automated=True)], contracts=[contract(TODAY)]),
-                     (), id="same, kept by a live contract"),
+                     (c.AUTOMATED_NO_CONSENT,), id="same, but given before the contract began: not saved"),
         pytest.param(facts(campaign=AUTOMATED, rpo=registered(), contracts=[contract(date(2025, 1, 1))]),
-                     (c.AUTOMATED_NO_CONSENT,), id="registered with contract: a contract is not automated consent"),
+                     (c.RPO_REGISTERED, c.AUTOMATED_NO_CONSENT),
+                     id="registered with contract: a contract is neither a basis nor automated consent"),
+        pytest.param(facts(campaign=AUTOMATED, rpo=registered(),
+                           consents=[consent(REGISTERED_ON - DAY), consent(rome(2025, 3, 1), id=203, automated=True)],
+                           contracts=[contract(date(2025, 1, 1))]),
+                     (), id="registered: an automated consent saved by the contract carries rules 6 and 8"),
         pytest.param(facts(campaign=AUTOMATED, rpo=registered(),
                            consents=[consent(REGISTERED_ON + DAY, automated=True)]),
                      (), id="registered, automated consent after registration"),
@@ -623,11 +668,17 @@ def test_hours_through_decide(at: datetime, open_: bool) -> None:
                      c.BASIS_CONSENT, {"consent_id": 212, "listing_import_id": 501}, id="listed automated: consent"),
         pytest.param(facts(rpo=registered(), consents=[consent(REGISTERED_ON + DAY, id=213)]), c.BASIS_CONSENT,
                      {"consent_id": 213, "rpo_registered": True}, id="registered: post-registration consent"),
-        pytest.param(facts(rpo=registered(), contracts=[contract(date(2025, 1, 1), id=311)]), c.BASIS_CONTRACT,
-                     {"contract_id": 311, "rpo_registered": True}, id="registered: contract"),
+        pytest.param(facts(rpo=registered(), consents=[consent(date_in_2025(), id=210)],
+                           contracts=[contract(date(2025, 1, 1), id=311)]), c.BASIS_CONTRACT,
+                     {"contract_id": 311, "consent_id": 210, "rpo_registered": True},
+                     id="registered: a consent given within the contract"),
         pytest.param(facts(rpo=registered(), consents=[consent(REGISTERED_ON - DAY)],
                            contracts=[contract(date(2025, 1, 1), id=312)]),
-                     c.BASIS_CONTRACT, {"contract_id": 312}, id="registered: old consent, contract carries it"),
+                     c.BASIS_CONTRACT, {"contract_id": 312}, id="registered: old consent, the contract saves it"),
+        pytest.param(facts(rpo=registered(), consents=[consent(REGISTERED_ON - DAY, id=223),
+                                                       consent(REGISTERED_ON + DAY, id=224)],
+                           contracts=[contract(date(2025, 1, 1), id=314)]),
+                     c.BASIS_CONSENT, {"consent_id": 224}, id="registered: a post-registration consent is preferred"),
         pytest.param(facts(rpo=registered(), listing=UNLISTED, consents=[consent(REGISTERED_ON - DAY, id=214)],
                            contracts=[contract(date(2025, 1, 1), id=313)]),
                      c.BASIS_CONTRACT, {"contract_id": 313, "consent_id": 214},
@@ -720,7 +771,8 @@ optouts = st.builds(OptoutFacts, id=ids, principal_id=st.none() | st.sampled_fro
 all_facts = st.builds(
     Facts, number=st.just(NUMBER), line_type=st.sampled_from([c.LINE_MOBILE, c.LINE_FIXED]),
     campaign=st.none() | campaigns, rpo=st.none() | rpos, listing=st.none() | st.builds(ListingFacts, ids),
-    consents=st.lists(consents, max_size=3).map(tuple), contracts=st.lists(contracts, max_size=2).map(tuple),
+    consents=st.lists(consents, max_size=3, unique_by=lambda k: k.id).map(tuple),
+    contracts=st.lists(contracts, max_size=2, unique_by=lambda k: k.id).map(tuple),
     optouts=st.lists(optouts, max_size=2).map(tuple), recent_allows=st.integers(0, 6),
 )
 contexts = st.builds(
@@ -752,8 +804,9 @@ def test_decide_never_raises_and_is_well_formed(f: Facts, ctx: CallContext) -> N
         assert set(d.reasons) <= {ctx.number_error, c.UNKNOWN_CAMPAIGN, c.OUTSIDE_HOURS, c.CALLER_ID_INVALID}
     if f.campaign is None:
         assert c.UNKNOWN_CAMPAIGN in d.reasons
-        assert not set(d.reasons) & {c.RPO_REGISTERED, c.UNLISTED_NO_CONSENT, c.AUTOMATED_NO_CONSENT,
-                                     c.CALLER_ID_INVALID, c.ATTEMPT_LIMIT}
+        # Without a campaign there is no principal, and every one of these needs it (RPO answers included).
+        assert not set(d.reasons) & {c.RPO_NOT_CHECKED, c.RPO_EXPIRED, c.RPO_REGISTERED, c.UNLISTED_NO_CONSENT,
+                                     c.AUTOMATED_NO_CONSENT, c.CALLER_ID_INVALID, c.ATTEMPT_LIMIT}
 
 
 # A callable setting (fresh check, working hours, no refusal, caller ID not checked, no cap) in which only
@@ -765,8 +818,17 @@ consent_rules_facts = st.builds(
                   registered=st.booleans(), registered_at=st.none() | near, import_id=st.none(),
                   registration_bound=st.none() | near),
     listing=st.none() | st.builds(ListingFacts, ids),
-    consents=st.lists(consents, max_size=3).map(tuple), contracts=st.lists(contracts, max_size=2).map(tuple),
+    consents=st.lists(consents, max_size=3, unique_by=lambda k: k.id).map(tuple),
+    contracts=st.lists(contracts, max_size=2, unique_by=lambda k: k.id).map(tuple),
 )
+
+
+def whole_day_if_date(moment: datetime) -> datetime:
+    """A stored date (00:00 Rome) as the last microsecond of its day; any other moment as it is."""
+    local = moment.astimezone(ROME)
+    if (local.hour, local.minute, local.second, local.microsecond) != (0, 0, 0, 0):
+        return moment
+    return datetime(local.year, local.month, local.day, tzinfo=ROME) + DAY - MICRO
 
 
 def lead_semantics(f: Facts, at: datetime) -> tuple[tuple[str, ...], str | None]:
@@ -775,15 +837,21 @@ def lead_semantics(f: Facts, at: datetime) -> tuple[tuple[str, ...], str | None]
     day = at.astimezone(ROME).date()
     live = [k for k in f.consents
             if k.given_at <= at and all(at < end for end in (k.expires_at, k.revoked_at) if end is not None)]
-    contract = any(k.start <= day and (k.end is None or day <= k.end + timedelta(days=30)) for k in f.contracts)
+    alive = [k for k in f.contracts if k.start <= day and (k.end is None or day <= k.end + timedelta(days=30))]
     bound = f.rpo.registration_bound
     if bound is None and f.rpo.registered:
-        # Fail closed on inconsistent facts: the answer's own dates bound the registration.
-        bound = f.rpo.registered_at or f.rpo.checked_at
+        # Fail closed on inconsistent facts: the answer's own dates bound the registration, dates whole.
+        bound = max(whole_day_if_date(t) for t in (f.rpo.checked_at, f.rpo.registered_at) if t is not None)
     after = [k for k in live if bound is None or k.given_at > bound]
-    usable = live if contract else after
+
+    def within_a_contract(k: ConsentFacts) -> bool:
+        given = k.given_at.astimezone(ROME).date()
+        return any(x.start <= given and (x.end is None or given <= x.end) for x in alive)
+
+    saved = [k for k in live if k not in after and within_a_contract(k)]
+    usable = after + saved
     reasons = []
-    if f.rpo.registered and not after and not contract:
+    if f.rpo.registered and not usable:
         reasons.append(c.RPO_REGISTERED)
     if f.listing is None and not usable:
         reasons.append(c.UNLISTED_NO_CONSENT)
@@ -791,11 +859,12 @@ def lead_semantics(f: Facts, at: datetime) -> tuple[tuple[str, ...], str | None]
         reasons.append(c.AUTOMATED_NO_CONSENT)
     if reasons:
         return tuple(reasons), None
-    if f.rpo.registered and not after:
-        return (), c.BASIS_CONTRACT
-    if f.listing is None or f.campaign.automated or f.rpo.registered:
+    if f.listing is not None and not f.campaign.automated and not f.rpo.registered:
+        return (), c.BASIS_LISTED
+    qualifying = [k for k in usable if k.automated or not f.campaign.automated]
+    if any(k in after for k in qualifying):
         return (), c.BASIS_CONSENT
-    return (), c.BASIS_LISTED
+    return (), c.BASIS_CONTRACT
 
 
 @PROPERTY
@@ -806,8 +875,12 @@ def test_consent_rules_match_the_lead_semantics(f: Facts) -> None:
     d = decide(f, call(CALL_AT, caller_id_checked=False))
     assert (d.reasons, d.basis) == lead_semantics(f, CALL_AT)
     if d.basis == c.BASIS_CONTRACT:
-        assert d.evidence["contract_id"] in {k.id for k in f.contracts}
-    if d.basis == c.BASIS_CONSENT:
+        # The contract that saved the consent cited: the consent was given within it.
+        saver = next(k for k in f.contracts if k.id == d.evidence["contract_id"])
+        cited = next(k for k in f.consents if k.id == d.evidence["consent_id"])
+        given = cited.given_at.astimezone(ROME).date()
+        assert saver.start <= given and (saver.end is None or given <= saver.end)
+    if d.basis in (c.BASIS_CONSENT, c.BASIS_CONTRACT):
         cited = next(k for k in f.consents if k.id == d.evidence["consent_id"])
         assert cited.given_at <= CALL_AT
         if f.campaign is not None and f.campaign.automated:

@@ -19,7 +19,7 @@ class CampaignFacts:
 
 @dataclass(frozen=True, slots=True)
 class RpoAnswerFacts:
-    """One answer of the RPO for one number, as imported."""
+    """One answer of the RPO for one number, as imported by one principal (the data controller)."""
 
     result_id: int
     checked_at: datetime
@@ -30,7 +30,8 @@ class RpoAnswerFacts:
 
 @dataclass(frozen=True, slots=True)
 class RpoFacts:
-    """The latest RPO answer for one number, plus what the answers before it say about registration."""
+    """The latest RPO answer one principal obtained for a number at the call time, plus what its answers
+    until then say about registration (policy/rpo.py)."""
 
     result_id: int
     checked_at: datetime
@@ -38,8 +39,9 @@ class RpoFacts:
     registered_at: datetime | None
     import_id: int | None
     # Upper bound of the moment of the latest registration this number ever had, from the latest unbroken
-    # run of "registered" answers (architecture.md §3). None if no answer ever said "registered". A consent
-    # given before it was revoked by that registration, even if the number has left the register since.
+    # run of "registered" answers, never favouring the call (policy/rpo.py). None if no answer ever said
+    # "registered". A consent given at or before it was revoked by that registration, even if the number
+    # has left the register since, unless a contract saves it (rule 6).
     registration_bound: datetime | None
 
 

@@ -5,7 +5,7 @@ fails adds its reason code; the first one is the primary reason. Rules that need
 not have (a number that did not parse, a campaign that does not exist) are not evaluated: the call is
 already blocked by the rule that found the missing fact.
 
-Sources are cited as in ../shared/design/regulation.md.
+Sources are cited by their numbers in docs/law.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from rpoguard.constants import (
     UNLISTED_NO_CONSENT,
 )
 from rpoguard.policy.calendar import ROME, rome_date, within_calling_hours
-from rpoguard.policy.model import ConsentFacts, ContractFacts, Decision, Facts, OptoutFacts
+from rpoguard.policy.model import ConsentFacts, ContractFacts, Decision, Facts, OptoutFacts, RpoAnswerFacts, RpoFacts
+from rpoguard.policy.rpo import registration_bound
 from rpoguard.timeutil import iso
 
 
@@ -61,7 +62,7 @@ class _Evaluation:
         self.at = ctx.at
         self.call_day = rome_date(ctx.at)
         self.live_consents = tuple(c for c in facts.consents if _consent_in_force(c, self.at))
-        self.live_contract = next((c for c in facts.contracts if self._contract_alive(c)), None)
+        self.live_contracts = tuple(k for k in facts.contracts if self._contract_alive(k))
         bound = _registration_bound(facts)
         # DPR 26/2022 art. 7 c.7; L. 5/2018 art. 1 [1][20][29][38]: registering in the RPO revokes every
         # consent given before it. Consent given to this principal after registration survives [28][29].
@@ -70,11 +71,22 @@ class _Evaluation:
         self.post_registration_consents = tuple(
             c for c in self.live_consents if bound is None or c.given_at > bound
         )
+        # L. 5/2018 art. 1; DPR 26/2022 art. 7 [19][20][29]: a consent given *within* a contract with this
+        # principal survives registration while the contract runs and for 30 days after it ends. The
+        # contract itself is no basis: only the consents given between its start and its end are saved.
+        self.saving_contract: dict[int, ContractFacts] = {}
+        for consent in self.live_consents:
+            if consent in self.post_registration_consents:
+                continue
+            given_day = rome_date(consent.given_at)
+            saver = next((k for k in self.live_contracts
+                          if k.start <= given_day and (k.end is None or given_day <= k.end)), None)
+            if saver is not None:
+                self.saving_contract[consent.id] = saver
         self.refusal = next((o for o in facts.optouts if self._refusal_applies(o)), None)
 
     def _contract_alive(self, contract: ContractFacts) -> bool:
-        # L. 5/2018 art. 1; FUB [19][20][29]: consent given within a contract survives registration while
-        # the contract runs and for 30 days after it ends. Dates are calendar days in Europe/Rome.
+        # A contract running, or ended at most 30 days ago. Dates are calendar days in Europe/Rome.
         if contract.start > self.call_day:
             return False
         if contract.end is None:
@@ -89,22 +101,30 @@ class _Evaluation:
         return for_principal and optout.at <= self.at
 
     def usable_consents(self) -> tuple[ConsentFacts, ...]:
-        """Consents that stand despite any registration: given after it, or kept alive by a contract."""
-        if self.live_contract is not None:
-            return self.live_consents
-        return self.post_registration_consents
+        """Consents that stand despite any registration: given after it, or saved by a contract."""
+        return tuple(c for c in self.live_consents
+                     if c in self.post_registration_consents or c.id in self.saving_contract)
+
+    def rpo_answer(self) -> RpoFacts | None:
+        """The principal's answer in force at the call, if the rules may judge it: RPO answers belong to
+        the campaign's principal, so without a campaign there is no answer to judge."""
+        rpo = self.facts.rpo
+        if rpo is None or self.facts.campaign is None or rpo.checked_at > self.at:
+            return None
+        return rpo
 
 
 def _registration_bound(facts: Facts) -> datetime | None:
     """The moment a consent must postdate. The store derives it from the answer history; if a registered
-    answer comes without one, its own registration date or, failing that, its check date bounds it."""
+    answer comes without one, its own dates bound it, read so as never to favour the call."""
     rpo = facts.rpo
     if rpo is None:
         return None
     if rpo.registration_bound is not None:
         return rpo.registration_bound
     if rpo.registered:
-        return rpo.registered_at or rpo.checked_at
+        return registration_bound([RpoAnswerFacts(rpo.result_id, rpo.checked_at, True, rpo.registered_at,
+                                                  rpo.import_id)])
     return None
 
 
@@ -133,18 +153,21 @@ def rule_no_refusal(ev: _Evaluation) -> str | None:
 
 def rule_rpo_checked(ev: _Evaluation) -> str | None:
     # DPR 26/2022 art. 8 c.3 [2]: the register cannot be copied; only the operator's own per-number check
-    # results exist, and a number without one must be refused (regulation.md §0.1).
-    # An answer checked after the call time (a decision for a past moment) was no evidence then.
-    rpo = ev.facts.rpo
-    return RPO_NOT_CHECKED if rpo is None or rpo.checked_at > ev.at else None
+    # results exist, and a number without one must be refused (docs/law.md). The answer must be this
+    # principal's own (RPO operator FAQ [99]: each data controller consults the RPO itself and may get
+    # different answers), checked at or before the call time. Without a campaign there is no principal
+    # whose answer could be looked for: rule 2 already blocks.
+    if ev.facts.campaign is None:
+        return None
+    return RPO_NOT_CHECKED if ev.rpo_answer() is None else None
 
 
 def rule_rpo_fresh(ev: _Evaluation) -> str | None:
     # DPR 26/2022 art. 8 c.2 [2]: a check result is valid 15 days for telephone marketing. The expiry is
     # wall-clock arithmetic in Europe/Rome, so a date-only check (00:00) expires at 00:00 fifteen days later
     # across a DST change too.
-    rpo = ev.facts.rpo
-    if rpo is None or rpo.checked_at > ev.at:
+    rpo = ev.rpo_answer()
+    if rpo is None:
         return None
     expires = rpo.checked_at.astimezone(ROME) + timedelta(days=ev.ctx.rpo_validity_days)
     # Compared as instants: two Europe/Rome datetimes compare by wall clock and would ignore DST's fold.
@@ -152,15 +175,14 @@ def rule_rpo_fresh(ev: _Evaluation) -> str | None:
 
 
 def rule_not_registered(ev: _Evaluation) -> str | None:
-    # Art. 130 c.3-bis Codice privacy [33]; DPR 26/2022 art. 7 c.7 [1]: a registered number may be called
-    # only with consent given to this principal after registration, or a contract running or ended at most
-    # 30 days ago (Eni Plenitude 2024 [27]: the contract exception is what keeps such a call lawful).
-    rpo = ev.facts.rpo
-    if rpo is None or not rpo.registered or ev.facts.campaign is None:
+    # Art. 130 c.3-bis Codice privacy [33]; DPR 26/2022 art. 7 c.7 [1]; L. 5/2018 art. 1 [20][29]: a
+    # registered number may be called only with a consent to this principal given after registration, or
+    # one given within a contract with it that is running or ended at most 30 days ago (Eni Plenitude
+    # 2024 [27]). A contract without such a consent is no basis.
+    rpo = ev.rpo_answer()
+    if rpo is None or not rpo.registered:
         return None
-    if ev.post_registration_consents or ev.live_contract is not None:
-        return None
-    return RPO_REGISTERED
+    return None if ev.usable_consents() else RPO_REGISTERED
 
 
 def rule_unlisted_needs_consent(ev: _Evaluation) -> str | None:
@@ -196,7 +218,7 @@ def rule_caller_id(ev: _Evaluation) -> str | None:
 
 
 def rule_attempt_cap(ev: _Evaluation) -> str | None:
-    # No Italian statutory cap is known (regulation.md §5, UNCONFIRMED); the campaign may set its own. TIM
+    # No Italian statutory cap is known (docs/law.md: UNCONFIRMED); the campaign may set its own. TIM
     # 2020 [47][68] was fined for calling one number 155 times a month. Only ALLOW decisions count.
     campaign = ev.facts.campaign
     if campaign is None or not campaign.max_attempts or not campaign.per_days:
@@ -244,43 +266,40 @@ def _basis(ev: _Evaluation) -> tuple[str, dict[str, object]]:
     """The legal ground an ALLOW rests on, and the record that proves it."""
     facts = ev.facts
     campaign = facts.campaign
-    rpo = facts.rpo
-    needs_consent = facts.listing is None or (campaign is not None and campaign.automated)
-    consent_evidence: dict[str, object] = {}
-    if needs_consent:
-        # Rules 7 and 8 passed on a consent: name it, whatever carried the registration.
-        consents = ev.usable_consents()
-        if campaign is not None and campaign.automated:
-            consents = tuple(c for c in consents if c.automated)
-        chosen = max(consents, key=lambda c: c.given_at)
-        consent_evidence = {"consent_id": chosen.id, "consent_evidence": chosen.evidence}
-    if rpo is not None and rpo.registered:
-        if not ev.post_registration_consents:
-            assert ev.live_contract is not None  # rule_not_registered let the call through
-            return BASIS_CONTRACT, {"contract_id": ev.live_contract.id, **consent_evidence}
-        if not consent_evidence:
-            chosen = max(ev.post_registration_consents, key=lambda c: c.given_at)
-            consent_evidence = {"consent_id": chosen.id, "consent_evidence": chosen.evidence}
-        return BASIS_CONSENT, consent_evidence
-    if needs_consent:
-        return BASIS_CONSENT, consent_evidence
-    return BASIS_LISTED, {}
+    rpo = ev.rpo_answer()
+    automated = campaign is not None and campaign.automated
+    registered = rpo is not None and rpo.registered
+    if facts.listing is not None and not automated and not registered:
+        return BASIS_LISTED, {}
+    # Rules 6-8 passed on a consent: one consent that satisfies all of them at once (it survives any
+    # registration, and covers automated calls when the campaign is automated). A consent given after
+    # registration is the stronger ground, so it is preferred over one a contract saves.
+    candidates = [c for c in ev.usable_consents() if c.automated or not automated]
+    post = [c for c in candidates if c in ev.post_registration_consents]
+    chosen = max(post or candidates, key=lambda c: (c.given_at, c.id))
+    cited: dict[str, object] = {"consent_id": chosen.id, "consent_evidence": chosen.evidence}
+    if post:
+        return BASIS_CONSENT, cited
+    return BASIS_CONTRACT, {"contract_id": ev.saving_contract[chosen.id].id, **cited}
 
 
 def _evidence(ev: _Evaluation) -> dict[str, object]:
     facts = ev.facts
     evidence: dict[str, object] = {}
-    if facts.rpo is not None:
-        evidence["rpo_result_id"] = facts.rpo.result_id
-        evidence["rpo_import_id"] = facts.rpo.import_id
-        evidence["rpo_checked_at"] = iso(facts.rpo.checked_at)
-        evidence["rpo_registered"] = facts.rpo.registered
+    rpo = ev.rpo_answer()
+    if rpo is not None:
+        evidence["rpo_result_id"] = rpo.result_id
+        evidence["rpo_import_id"] = rpo.import_id
+        evidence["rpo_checked_at"] = iso(rpo.checked_at)
+        evidence["rpo_registered"] = rpo.registered
     if facts.listing is not None:
         evidence["listing_import_id"] = facts.listing.import_id
     if ev.refusal is not None:
         evidence["optout_id"] = ev.refusal.id
-    if ev.live_contract is not None:
-        evidence["contract_id"] = ev.live_contract.id
+    if ev.live_contracts:
+        # Cited on a BLOCK too: a DPO asked why a customer with a contract was not called sees the contract,
+        # and that no consent was given within it. An ALLOW on a contract cites the one that saved it.
+        evidence["contract_id"] = ev.live_contracts[0].id
     if facts.campaign is not None and facts.campaign.max_attempts:
         evidence["recent_allows"] = facts.recent_allows
     return evidence
