@@ -191,8 +191,9 @@ def build_store(path: Path, size: int, at: datetime, env: dict[str, str]) -> Sto
     con.execute("PRAGMA synchronous = OFF")
     con.execute("PRAGMA cache_size = -262144")
     con.execute("BEGIN")
-    con.execute("INSERT INTO imports (id, kind, file_name, file_size, sha256, checked_us, imported_us, rows_read,"
-                " rows_stored) VALUES (1, 'rpo', 'bench-rpo.csv', 0, '', ?, ?, ?, ?)", (checked_us, at_us, size, size))
+    con.execute("INSERT INTO imports (id, kind, file_name, file_size, sha256, checked_us, principal_id, imported_us,"
+                " rows_read, rows_stored) VALUES (1, 'rpo', 'bench-rpo.csv', 0, '', ?, ?, ?, ?, ?)",
+                (checked_us, PRINCIPAL, at_us, size, size))
     con.execute("INSERT INTO imports (id, kind, file_name, imported_us) VALUES (2, 'directory', 'bench-dir.txt', ?)",
                 (at_us,))
     first_registration = int(datetime(2022, 7, 27, tzinfo=UTC).timestamp() * 1_000_000)
@@ -203,14 +204,14 @@ def build_store(path: Path, size: int, at: datetime, env: dict[str, str]) -> Sto
             if h % 1000 < REGISTERED_PER_MILLE:
                 dated = (h >> 10) % 1000 < DATED_PER_MILLE
                 since = first_registration + (h >> 20) % 1000 * DAY_US if dated else None
-                yield "+39" + national, checked_us, 1, since, 1
+                yield "+39" + national, PRINCIPAL, checked_us, 1, since, 1
             else:
-                yield "+39" + national, checked_us, 0, None, 1
+                yield "+39" + national, PRINCIPAL, checked_us, 0, None, 1
 
-    con.executemany("INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
-                    " VALUES (?, ?, ?, ?, ?)", rpo_rows())
+    con.executemany("INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", rpo_rows())
     # Listings and consents from the stored rows, in SQLite: rpo_results' rowid order is number order.
-    con.execute("INSERT INTO directory (number, import_id, listed_us) SELECT number, 2, ? FROM rpo_results"
+    con.execute("INSERT INTO listings (number, import_id, listed_us) SELECT number, 2, ? FROM rpo_results"
                 " WHERE (id * 40503) % 1000 < ?", (at_us - 30 * DAY_US, LISTED_PER_MILLE))
     every = max(1, size // CONSENTS)
     con.execute("INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated, created_us)"
@@ -218,7 +219,7 @@ def build_store(path: Path, size: int, at: datetime, env: dict[str, str]) -> Sto
                 " WHERE (id - 1) % ? = 0 LIMIT ?", (PRINCIPAL, at_us - 30 * DAY_US, at_us, every, CONSENTS))
     con.execute("COMMIT")
     rows = {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-            for name in ("rpo_results", "directory", "consents")}
+            for name in ("rpo_results", "listings", "consents")}
     con.execute("PRAGMA journal_mode = WAL")
     con.close()
     return Store(path, layout, at, time.perf_counter() - started, path.stat().st_size, rows)
@@ -983,11 +984,11 @@ def main() -> None:
         store = build_store(path, size, at, env)
         rows = store.rows
         builds.append([f"{size / 1e6:g} M", f"{store.build_s:.0f}", f"{rows['rpo_results']:,}",
-                       f"{rows['directory']:,}", f"{rows['consents']:,}", f"{store.size_bytes / 2**20:,.0f}"])
+                       f"{rows['listings']:,}", f"{rows['consents']:,}", f"{store.size_bytes / 2**20:,.0f}"])
         engine.append(asyncio.run(engine_bench(store, n_eval, n_check, concurrent_s)))
         stores.append(store)
     heading("Stores (built with executemany in key order into the product's schema)")
-    out(markdown_table(["store", "build s", "rpo_results", "directory", "consents", "file MiB"], builds))
+    out(markdown_table(["store", "build s", "rpo_results", "listings", "consents", "file MiB"], builds))
     heading(f"1. Engine in-process ({n_eval:,} numbers drawn from the store; Gate.check on {n_check:,} of them)")
     out(f"Each figure is the best of {PASSES} passes by p99 (Gate.check and the fsync floor: one pass).")
     out()

@@ -247,7 +247,7 @@ def run(args: argparse.Namespace, out: object = sys.stdout) -> Report:
     numbers_path = folder / "load-numbers.txt"
     numbers_path.write_text("\n".join(numbers) + "\n")
     say()
-    say(f"Store: {store.rows['rpo_results']:,} RPO results, {store.rows['directory']:,} listed, "
+    say(f"Store: {store.rows['rpo_results']:,} RPO results, {store.rows['listings']:,} listed, "
         f"{store.rows['consents']:,} consents, built in {store.build_s:.1f} s; {len(numbers):,} numbers dialled "
         "in turn. " + ("The server decides at the real time, so the mix of ALLOW and BLOCK depends on the hour. "
                        if args.real_clock else f"The server's wall clock is shifted to {store.at.isoformat()} "

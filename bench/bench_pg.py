@@ -184,7 +184,7 @@ def main() -> None:
     at = call_time()
     sqlite_path = folder / "bench-pg.db"
     store = build_store(sqlite_path, args.size, at, env)
-    out(f"Store: {store.rows['rpo_results']:,} RPO answers, {store.rows['directory']:,} listings, "
+    out(f"Store: {store.rows['rpo_results']:,} RPO answers, {store.rows['listings']:,} listings, "
         f"{store.rows['consents']:,} consents (SQLite, built in {store.build_s:.1f} s).")
     cluster = Path(tempfile.mkdtemp(prefix="rpoguard-bench-pg-"))
     cluster.rmdir()

@@ -41,10 +41,17 @@ def t(text: str) -> datetime:
 
 
 def rpo_import(
-    run: Callable, store: SqliteStore, checked_at: str, answers: Iterable[RpoAnswer], sha: str | None = None
+    run: Callable, store: SqliteStore, checked_at: str, answers: Iterable[RpoAnswer], sha: str | None = None,
+    principal: str = "acme",
 ) -> ImportSummary:
-    meta = ImportMeta(kind="rpo", file_name="answers.csv", sha256=sha, checked_at=t(checked_at))
+    meta = ImportMeta(kind="rpo", file_name="answers.csv", sha256=sha, checked_at=t(checked_at),
+                      principal_id=principal)
     return run(store.import_rpo(answers, meta))
+
+
+def end_of(day: str) -> datetime:
+    """The last microsecond of a day in Rome: how a date-only registration bound is read."""
+    return t(day) + timedelta(days=1) - timedelta(microseconds=1)
 
 
 def facts(
@@ -115,7 +122,10 @@ def test_facts_returns_every_part_in_one_statement(
 ) -> None:
     store = acme
     rpo_import(run, store, "2026-11-20", [RpoAnswer(NUM, True, t("2025-03-10")), RpoAnswer(OTHER_NUM, False)])
-    run(store.import_directory([NUM], ImportMeta(kind="directory", file_name="dir.txt"), replace=True))
+    # Another principal's answer for the same number is never part of acme's facts.
+    rpo_import(run, store, "2026-11-21", [RpoAnswer(NUM, False)], principal="beta")
+    run(store.import_directory([NUM], ImportMeta(kind="directory", file_name="dir.txt", checked_at=t("2026-11-01")),
+                               replace=True))
     mine_1 = run(store.add_consent(ConsentRecord(NUM, "acme", t("2026-01-10T10:00"), "rec:1")))[0]
     mine_2 = run(
         store.add_consent(
@@ -162,7 +172,8 @@ def test_facts_returns_every_part_in_one_statement(
     assert got.rpo.registered is True
     assert got.rpo.checked_at == t("2026-11-20")
     assert got.rpo.registered_at == t("2025-03-10")
-    assert got.rpo.registration_bound == t("2025-03-10")
+    # The later of registered_at and the first registered check, a date read as its whole day.
+    assert got.rpo.registration_bound == end_of("2026-11-20")
     assert got.listing is not None
     assert {c.id for c in got.consents} == {mine_1, mine_2}
     second = next(c for c in got.consents if c.id == mine_2)
@@ -238,14 +249,33 @@ def test_allow_count_is_per_principal_across_its_campaigns(
 # -- the RPO history and the registration bound ----------------------------------------------------------
 
 
-def test_bound_is_registered_at_when_the_latest_registered_answer_carries_it(acme: SqliteStore, run: Callable) -> None:
-    rpo_import(run, acme, "2026-10-01", [RpoAnswer(NUM, True)])
+def test_bound_is_the_later_of_registered_at_and_the_first_registered_check(acme: SqliteStore, run: Callable) -> None:
+    # registered_at before the first registered check: the check bounds (a renewal in between is possible).
+    rpo_import(run, acme, "2026-10-01T09:30", [RpoAnswer(NUM, True)])
     rpo_import(run, acme, "2026-11-20", [RpoAnswer(NUM, True, t("2026-09-15"))])
     got = facts(run, acme).rpo
     assert got is not None
     assert got.checked_at == t("2026-11-20")
     assert got.registered_at == t("2026-09-15")
-    assert got.registration_bound == t("2026-09-15")
+    assert got.registration_bound == t("2026-10-01T09:30")
+    # A registered_at later than the first check (a renewal the RPO reports) moves the bound forward.
+    rpo_import(run, acme, "2026-11-22T08:00", [RpoAnswer(OTHER_NUM, True)])
+    rpo_import(run, acme, "2026-11-23T08:00", [RpoAnswer(OTHER_NUM, True, t("2026-11-22T20:15"))])
+    other = facts(run, acme, number=OTHER_NUM).rpo
+    assert other is not None
+    assert other.registration_bound == t("2026-11-22T20:15")
+
+
+def test_a_date_without_a_time_bounds_at_the_end_of_its_day(acme: SqliteStore, run: Callable) -> None:
+    # A date-only registered_at, and a date-only check: each stands for its whole day (Europe/Rome).
+    rpo_import(run, acme, "2026-11-20T16:00", [RpoAnswer(NUM, True, t("2026-11-20"))])
+    got = facts(run, acme).rpo
+    assert got is not None
+    assert got.registration_bound == end_of("2026-11-20")
+    rpo_import(run, acme, "2026-11-21", [RpoAnswer(OTHER_NUM, True)])
+    other = facts(run, acme, number=OTHER_NUM).rpo
+    assert other is not None
+    assert other.registration_bound == end_of("2026-11-21")
 
 
 def test_bound_is_first_check_of_the_latest_unbroken_registered_run(acme: SqliteStore, run: Callable) -> None:
@@ -254,7 +284,17 @@ def test_bound_is_first_check_of_the_latest_unbroken_registered_run(acme: Sqlite
     got = facts(run, acme).rpo
     assert got is not None
     assert (got.checked_at, got.registered, got.registered_at) == (t("2026-11-05"), True, None)
-    assert got.registration_bound == t("2026-10-01")
+    assert got.registration_bound == end_of("2026-10-01")
+
+
+def test_a_stale_registered_at_after_a_break_cannot_move_the_bound_back(acme: SqliteStore, run: Callable) -> None:
+    rpo_import(run, acme, "2026-09-01", [RpoAnswer(NUM, True, t("2026-08-01"))])
+    rpo_import(run, acme, "2026-10-01", [RpoAnswer(NUM, False)])
+    # Registered again; the RPO repeats the old registration date.
+    rpo_import(run, acme, "2026-10-20T10:00", [RpoAnswer(NUM, True, t("2026-08-01"))])
+    got = facts(run, acme).rpo
+    assert got is not None
+    assert got.registration_bound == t("2026-10-20T10:00")
 
 
 def test_not_registered_answer_in_between_breaks_the_run(acme: SqliteStore, run: Callable) -> None:
@@ -264,7 +304,7 @@ def test_not_registered_answer_in_between_breaks_the_run(acme: SqliteStore, run:
     rpo_import(run, acme, "2026-11-05", [RpoAnswer(NUM, True)])
     got = facts(run, acme).rpo
     assert got is not None
-    assert got.registration_bound == t("2026-10-20")
+    assert got.registration_bound == end_of("2026-10-20")
 
 
 def test_leaving_the_register_keeps_the_bound_of_the_last_registration(acme: SqliteStore, run: Callable) -> None:
@@ -277,39 +317,39 @@ def test_leaving_the_register_keeps_the_bound_of_the_last_registration(acme: Sql
     got = facts(run, acme).rpo
     assert got is not None
     assert (got.checked_at, got.registered) == (t("2026-11-05"), False)
-    assert got.registration_bound == t("2026-10-20")
+    assert got.registration_bound == end_of("2026-10-20")
 
 
 def test_older_file_imported_late_keeps_the_newer_answer_but_moves_the_bound(acme: SqliteStore, run: Callable) -> None:
     rpo_import(run, acme, "2026-11-05", [RpoAnswer(NUM, True), RpoAnswer(OTHER_NUM, False)])
     first = facts(run, acme).rpo
     assert first is not None
-    assert first.registration_bound == t("2026-11-05")
+    assert first.registration_bound == end_of("2026-11-05")
 
     # An older "registered" answer extends the run backwards.
     rpo_import(run, acme, "2026-10-20", [RpoAnswer(NUM, True), RpoAnswer(OTHER_NUM, True)])
     got = facts(run, acme).rpo
     assert got is not None
     assert (got.checked_at, got.registered, got.result_id) == (t("2026-11-05"), True, first.result_id)
-    assert got.registration_bound == t("2026-10-20")
+    assert got.registration_bound == end_of("2026-10-20")
     # The other number's newer "not registered" stays current; its registration is still remembered.
     other = facts(run, acme, number=OTHER_NUM).rpo
     assert other is not None
     assert (other.checked_at, other.registered) == (t("2026-11-05"), False)
-    assert other.registration_bound == t("2026-10-20")
+    assert other.registration_bound == end_of("2026-10-20")
 
     # An even older "not registered" answer changes nothing.
     rpo_import(run, acme, "2026-10-01", [RpoAnswer(NUM, False)])
     got = facts(run, acme).rpo
     assert got is not None
-    assert got.registration_bound == t("2026-10-20")
+    assert got.registration_bound == end_of("2026-10-20")
 
     # A late "not registered" answer inside the run breaks it: the bound moves forward again.
     rpo_import(run, acme, "2026-10-25", [RpoAnswer(NUM, False)])
     got = facts(run, acme).rpo
     assert got is not None
     assert (got.checked_at, got.registered) == (t("2026-11-05"), True)
-    assert got.registration_bound == t("2026-11-05")
+    assert got.registration_bound == end_of("2026-11-05")
 
 
 def test_reimport_of_the_same_file_is_recognised_and_changes_nothing(
@@ -364,20 +404,22 @@ def test_import_whose_rows_raise_midway_stores_nothing(
     assert {table: raw_count(run, acme, table) for table in counts} == counts
     # The connection is not left inside a transaction: the next import lands.
     rpo_import(run, acme, "2026-11-26", [RpoAnswer(NUM, False)])
-    after = facts(run, acme).rpo
+    after = facts(run, acme, at=t("2026-11-27T11:00")).rpo
     assert after is not None
     assert (after.checked_at, after.registered) == (t("2026-11-26"), False)
 
 
 def test_failed_directory_and_consent_imports_store_nothing(acme: SqliteStore, run: Callable, db_path: Path) -> None:
-    run(acme.import_directory([NUM], ImportMeta(kind="directory", file_name="d1"), replace=True))
+    run(acme.import_directory([NUM], ImportMeta(kind="directory", file_name="d1", checked_at=t("2026-11-01")),
+                              replace=True))
 
     def numbers() -> Iterator[str]:
         yield OTHER_NUM
         raise ImportRejected([RowProblem(2, "bad")])
 
     with pytest.raises(ImportRejected):
-        run(acme.import_directory(numbers(), ImportMeta(kind="directory", file_name="d2"), replace=True))
+        run(acme.import_directory(numbers(), ImportMeta(kind="directory", file_name="d2",
+                                                        checked_at=t("2026-11-02")), replace=True))
     assert facts(run, acme).listing is not None  # the replace was rolled back too
     assert facts(run, acme, number=OTHER_NUM).listing is None
 
@@ -391,16 +433,58 @@ def test_failed_directory_and_consent_imports_store_nothing(acme: SqliteStore, r
     assert raw_count(run, acme, "imports") == 1
 
 
-def test_directory_replace_and_append(acme: SqliteStore, run: Callable) -> None:
-    first = run(acme.import_directory([NUM, "+390212345678"], ImportMeta(kind="directory", file_name="a"), True))
-    assert first.rows_stored == 2
-    second = run(acme.import_directory([OTHER_NUM], ImportMeta(kind="directory", file_name="b"), True))
-    assert second.detail["removed"] == 2
+def directory(run: Callable, store: Store, numbers: list[str], name: str, listed_at: str, replace: bool = True
+              ) -> ImportSummary:
+    meta = ImportMeta(kind="directory", file_name=name, checked_at=t(listed_at))
+    return run(store.import_directory(numbers, meta, replace))
+
+
+def test_directory_replace_and_append_keep_every_listing_period(acme: SqliteStore, run: Callable) -> None:
+    first = directory(run, acme, [NUM, "+390212345678", NUM], "a", "2026-11-01")
+    assert (first.rows_read, first.rows_stored) == (3, 2)
+    assert first.detail == {"newly_listed": 2, "still_listed": 0, "duplicates": 1, "ended": 0}
+    second = directory(run, acme, [OTHER_NUM, "+390212345678"], "b", "2026-11-10")
+    assert second.detail == {"newly_listed": 1, "still_listed": 1, "ended": 1}
+    # Now: NUM is no longer listed, OTHER_NUM is.
     assert facts(run, acme).listing is None
     assert facts(run, acme, number=OTHER_NUM).listing is not None
-    run(acme.import_directory([NUM], ImportMeta(kind="directory", file_name="c"), False))
+    # As the directory stood on 5 November: NUM listed (since file a), OTHER_NUM not yet.
+    before = facts(run, acme, at=t("2026-11-05T11:00"))
+    assert before.listing is not None
+    assert before.listing.listed_at == t("2026-11-01")
+    assert facts(run, acme, number=OTHER_NUM, at=t("2026-11-05T11:00")).listing is None
+    # Before any extract: nothing was listed.
+    assert facts(run, acme, at=t("2026-10-30T11:00")).listing is None
+    # The end is exclusive: at the replacing file's moment NUM is already unlisted.
+    assert facts(run, acme, at=t("2026-11-10")).listing is None
+    assert facts(run, acme, at=t("2026-11-10") - timedelta(microseconds=1)).listing is not None
+
+    third = directory(run, acme, [NUM], "c", "2026-11-12", replace=False)
+    assert third.detail == {"newly_listed": 1, "still_listed": 0}
     assert facts(run, acme).listing is not None
     assert facts(run, acme, number=OTHER_NUM).listing is not None
+    assert raw_count(run, acme, "listings") == 4  # two periods for NUM, one each for the others
+
+    # The evidence shows both periods of NUM, with the file that ended the first one.
+    items = [i for i in run(acme.evidence(NUM, None)) if i.kind.startswith("directory_listing")]
+    assert [(i.kind, i.at, i.detail["file_name"]) for i in items] == [
+        ("directory_listing", t("2026-11-01"), "a"),
+        ("directory_listing_ended", t("2026-11-10"), "a"),
+        ("directory_listing", t("2026-11-12"), "c"),
+    ]
+    assert items[0].detail["ended_by_import_id"] == second.import_id
+    assert items[2].detail["ended_at"] is None
+
+
+def test_an_older_directory_extract_cannot_replace_a_newer_one(acme: SqliteStore, run: Callable) -> None:
+    directory(run, acme, [NUM], "new", "2026-11-10")
+    with pytest.raises(ValueError, match="older than the directory already stored"):
+        directory(run, acme, [OTHER_NUM], "old", "2026-11-01")
+    assert facts(run, acme).listing is not None
+    assert raw_count(run, acme, "imports") == 1
+    # Added to the current listings it may be.
+    directory(run, acme, [OTHER_NUM], "old", "2026-11-01", replace=False)
+    assert facts(run, acme, number=OTHER_NUM, at=t("2026-11-05T11:00")).listing is not None
 
 
 # -- reference data ----------------------------------------------------------------------------------------
@@ -485,7 +569,8 @@ def test_migrations_set_the_schema_version_and_reopen_is_idempotent(db_path: Pat
         assert con.execute("PRAGMA user_version").fetchone()[0] == latest
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"principals", "campaigns", "imports", "rpo_results", "directory", "consents", "contracts"} <= tables
+    assert {"principals", "campaigns", "imports", "rpo_results", "listings", "consents", "contracts"} <= tables
+    assert "directory" not in tables  # its rows moved into listings (schema 2)
     with sqlite3.connect(audit_path(db_path)) as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == latest_audit
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -543,7 +628,7 @@ def test_attempt_cap_holds_for_concurrent_checks(acme: SqliteStore, run: Callabl
 
     run(acme.add_campaign("capped", "acme", False, 2, 7))
     rpo_import(run, acme, "2026-11-20", [RpoAnswer(NUM, False)])
-    run(acme.import_directory([NUM], ImportMeta(kind="directory", file_name="d"), replace=True))
+    directory(run, acme, [NUM], "d", "2026-11-20")
     gate = Gate(acme, Config())
     call = CallRequest(raw_number=NUM, campaign_id="capped", caller_id=None, source="cli")
 

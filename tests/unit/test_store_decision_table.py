@@ -25,6 +25,7 @@ from rawdb import RawDb
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import ConsentRecord, ImportMeta, RpoAnswer, Store
 from rpoguard.policy import CallContext, Facts, RpoFacts, decide
+from rpoguard.policy.rpo import latest_moment_of
 from rpoguard.timeutil import to_us
 
 ROWS = RULE_ROWS + ORDER_ROWS
@@ -35,9 +36,13 @@ def storable_rpo(rpo: RpoFacts | None) -> bool:
     if rpo is None:
         return True
     bound = rpo.registration_bound
+    # Stored answers bound a registration by their first registered check (read as its whole day when it is
+    # a date) or a later registered_at: a row whose bound is another moment has no history that gives it.
     if rpo.registered:
-        return bound is not None and bound <= rpo.checked_at and rpo.registered_at in (None, bound)
-    return rpo.registered_at is None and (bound is None or bound < rpo.checked_at)
+        return (bound is not None and bound <= rpo.checked_at and rpo.registered_at is None
+                and latest_moment_of(bound) == bound)
+    return rpo.registered_at is None and (
+        bound is None or (bound < rpo.checked_at and latest_moment_of(bound) == bound))
 
 
 STORABLE = [row for row in ROWS if storable_rpo(row.values[0].rpo)]
@@ -72,16 +77,19 @@ def store_facts(run: Callable, store: Store, f: Facts, ctx: CallContext) -> None
     for principal in principals:
         if run(store.get_principal(principal)) is None:
             run(store.add_principal(principal, principal.upper(), []))
+    # Consents, contracts and RPO answers belong to the campaign's principal (the store reads only those).
+    owner = campaign.principal_id if campaign is not None else "acme"
+    if (f.consents or f.contracts or f.rpo) and run(store.get_principal(owner)) is None:
+        run(store.add_principal(owner, owner.upper(), []))
     if f.rpo is not None:
         for i, (checked_at, answer) in enumerate(rpo_history(f.rpo)):
-            meta = ImportMeta(kind="rpo", file_name=f"answers-{i}.csv", checked_at=checked_at)
+            meta = ImportMeta(kind="rpo", file_name=f"answers-{i}.csv", checked_at=checked_at, principal_id=owner)
             run(store.import_rpo([answer], meta))
     if f.listing is not None:
-        run(store.import_directory([NUMBER], ImportMeta(kind="directory", file_name="dir.txt"), replace=True))
-    # Consents and contracts belong to the campaign's principal (the store reads only those).
-    owner = campaign.principal_id if campaign is not None else "acme"
-    if (f.consents or f.contracts) and run(store.get_principal(owner)) is None:
-        run(store.add_principal(owner, owner.upper(), []))
+        # An extract of the directory from well before the call: listed at the call time.
+        listed_at = ctx.at - timedelta(days=60)
+        run(store.import_directory([NUMBER], ImportMeta(kind="directory", file_name="dir.txt", checked_at=listed_at),
+                                   replace=True))
     raw = RawDb(store, run)
     try:
         for c in f.consents:
@@ -120,7 +128,7 @@ def test_stored_facts_give_the_tables_answer(
     # The store read back what was stored, fact for fact (ids aside).
     if number is not None:
         assert stored.campaign == f.campaign
-        if f.rpo is not None:
+        if f.rpo is not None and f.campaign is not None:
             assert stored.rpo is not None
             assert replace(stored.rpo, result_id=0, import_id=None) == replace(f.rpo, result_id=0, import_id=None)
         else:

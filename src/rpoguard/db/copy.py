@@ -1,9 +1,10 @@
 """`rpoguard db copy`: everything from one database into another, SQLite or PostgreSQL either way.
 
 An operator who outgrows one PBX moves to PostgreSQL without importing anything again: principals,
-campaigns, caller IDs, import records, RPO answers, listings, consents, contracts, refusals and the
-decision log, row for row with their ids, so evidence keeps naming the same import files and the hash
-chain (which covers sequence numbers and every field) still verifies on the target. The target must be
+campaigns, caller IDs, import records, RPO answers (with the principal that obtained them), listing
+periods, consents, contracts, refusals and the decision log, row for row with their ids, so evidence keeps
+naming the same import files and the hash chain (which covers sequence numbers and every field) still
+verifies on the target. The target must be
 empty; the copy is one transaction on it, so a failed copy leaves it empty.
 """
 
@@ -46,11 +47,11 @@ TABLES = (
     Table("principal_caller_ids", ("principal_id", "number"), {}, "principal_id, number"),
     Table("campaigns", ("id", "principal_id", "automated", "max_attempts", "per_days", "created_us"),
           {"automated": BOOL}, "id"),
-    Table("imports", ("id", "kind", "file_name", "file_size", "sha256", "checked_us", "imported_us", "rows_read",
-                      "rows_stored", "rows_rejected", "detail"), {}, "id", "id"),
-    Table("rpo_results", ("id", "number", "checked_us", "registered", "registered_us", "import_id"),
+    Table("imports", ("id", "kind", "file_name", "file_size", "sha256", "checked_us", "principal_id",
+                      "imported_us", "rows_read", "rows_stored", "rows_rejected", "detail"), {}, "id", "id"),
+    Table("rpo_results", ("id", "number", "principal_id", "checked_us", "registered", "registered_us", "import_id"),
           {"registered": BOOL}, "id", "id"),
-    Table("directory", ("number", "import_id", "listed_us"), {}, "number"),
+    Table("listings", ("id", "number", "import_id", "listed_us", "ended_us", "ended_by"), {}, "id", "id"),
     Table("consents", ("id", "number", "principal_id", "given_us", "evidence", "purpose", "automated",
                        "expires_us", "revoked_us", "import_id", "created_us"), {"automated": BOOL}, "id", "id"),
     Table("contracts", ("id", "number", "principal_id", "start_date", "end_date", "created_us"),

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import date, datetime
 from importlib import resources
@@ -31,17 +32,32 @@ from rpoguard.audit import AuditEntry, AuditRow, chain_hash
 from rpoguard.constants import ALLOW, SOURCE_IMPORT
 from rpoguard.db.rows import (
     BATCH,
+    DUE_STALE,
+    LATEST_LISTING_SQL,
     batches,
     consent_item,
     contract_item,
     decision_item,
+    due_source,
     facts_from_document,
-    listing_item,
+    listing_detail,
+    listing_items,
     opt_us,
     optout_item,
+    refuse_older_extract,
     rpo_answer_item,
 )
+from rpoguard.db.rpo_import import (
+    COUNTS_SQL,
+    OPPOSITE_COUNT_SQL,
+    OPPOSITE_FIRST_SQL,
+    STRAYS_SQL,
+    grouped_sql,
+    opposite_answers_note,
+    refuse_strays,
+)
 from rpoguard.db.store import (
+    RPO_ANSWERS,
     AttemptCap,
     AttemptCapReached,
     ConsentRecord,
@@ -57,6 +73,14 @@ from rpoguard.db.store import (
     Store,
     StoreError,
     StoreUnavailable,
+)
+from rpoguard.db.upgrade import (
+    ANSWER_COUNTS_SQL,
+    ANSWERS_PER_PRINCIPAL,
+    PRINCIPALS_SQL,
+    UNATTRIBUTED_FILES_SQL,
+    AnswerOwnership,
+    answers_owner_note,
 )
 from rpoguard.db.urls import redact_url
 from rpoguard.policy.model import (
@@ -107,6 +131,23 @@ def _pg_error(exc: BaseException, where: str) -> StoreError:
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
+_NAMED_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
+
+
+def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL written with :name parameters (shared with SQLite) in asyncpg's $n style, and its arguments."""
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    text = _NAMED_PARAMETER.sub(number, sql)
+    return text, [values[name] for name in order]
+
+
 def _count(status: str) -> int:
     """Rows touched, from a command status such as 'INSERT 0 12' or 'UPDATE 3'."""
     try:
@@ -115,8 +156,9 @@ def _count(status: str) -> int:
         return 0
 
 
-# One statement returns every fact of one decision, as one JSON document: campaign, the number's RPO
-# answers, listing, consents, contracts, refusals and the ALLOW count in the cap window. The same parts,
+# One statement returns every fact of one decision, as one JSON document: campaign, the RPO answers the
+# campaign's principal obtained for the number, the listing in force at the call time, consents,
+# contracts, refusals and the ALLOW count in the cap window. The same parts,
 # order and NULL rules as SQLite's FACTS_SQL (db/sqlite.py), so both backends give identical Facts.
 FACTS_SQL = """
 WITH c AS (SELECT id, principal_id, automated, max_attempts, per_days FROM campaigns WHERE id = $1::text)
@@ -125,8 +167,10 @@ SELECT json_build_array(
       (SELECT coalesce(json_agg(p.number ORDER BY p.number), '[]'::json) FROM principal_caller_ids p
         WHERE p.principal_id = c.principal_id)) FROM c),
   (SELECT json_agg(json_build_array(id, checked_us, registered, registered_us, import_id) ORDER BY id)
-     FROM rpo_results WHERE number = $2::text),
-  (SELECT json_build_array(import_id, listed_us) FROM directory WHERE number = $2::text),
+     FROM rpo_results WHERE number = $2::text AND principal_id = (SELECT principal_id FROM c)),
+  (SELECT json_build_array(import_id, listed_us) FROM listings
+     WHERE number = $2::text AND listed_us <= $3::bigint AND (ended_us IS NULL OR ended_us > $3::bigint)
+     ORDER BY listed_us DESC LIMIT 1),
   (SELECT json_agg(json_build_array(id, given_us, evidence, automated, expires_us, revoked_us, purpose) ORDER BY id)
      FROM consents WHERE number = $2::text AND principal_id = (SELECT principal_id FROM c)),
   (SELECT json_agg(json_build_array(id, start_date, end_date) ORDER BY id)
@@ -368,12 +412,25 @@ class PostgresStore(Store):
             await con.execute("CREATE TABLE IF NOT EXISTS rpoguard_schema (version INTEGER PRIMARY KEY,"
                               " applied_us BIGINT NOT NULL)")
             done = {row[0] for row in await con.fetch("SELECT version FROM rpoguard_schema")}
+            notes = []
             for version, sql in _migrations():
                 if version not in done:
                     log.info("migrating %s to schema version %d", self.where, version)
                     await con.execute(sql)
                     await con.execute("INSERT INTO rpoguard_schema (version, applied_us) VALUES ($1, $2)",
                                       version, to_us(datetime.now().astimezone()))
+                    if version == ANSWERS_PER_PRINCIPAL:
+                        notes.append(await self._answers_owner_note(con))
+        for note in notes:
+            if note:
+                log.warning("%s: %s", self.where, note)
+
+    @staticmethod
+    async def _answers_owner_note(con: asyncpg.Connection) -> str | None:
+        answers, attributed = await con.fetchrow(ANSWER_COUNTS_SQL)
+        principals = [row[0] for row in await con.fetch(PRINCIPALS_SQL)]
+        files = [(row[0], row[1]) for row in await con.fetch(UNATTRIBUTED_FILES_SQL)]
+        return answers_owner_note(AnswerOwnership(int(answers), int(attributed), principals, files))
 
     async def close(self) -> None:
         if self._appender is not None:
@@ -408,7 +465,7 @@ class PostgresStore(Store):
                     at: datetime) -> Facts:
         # One prepared statement (asyncpg caches it per connection), one round trip.
         document = await self._call(lambda: self.pool.fetchval(FACTS_SQL, campaign_id, number, to_us(at)))
-        return facts_from_document(number, line_type, document)
+        return facts_from_document(number, line_type, document, at)
 
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
         if self._appender is None:
@@ -474,18 +531,21 @@ class PostgresStore(Store):
         if meta.sha256 and additive:
             prior = await con.fetchrow(
                 "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
+                # The same answer file obtained by another principal is another principal's answer.
                 " WHERE kind = $1 AND sha256 = $2 AND checked_us IS NOT DISTINCT FROM $3"
-                # A replacing import since then undid it: then it is no repeat.
-                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = $1 AND detail ? 'removed')"
+                " AND principal_id IS NOT DISTINCT FROM $4"
+                # A replacing import since then undid it: then it is no repeat ('removed' before schema 2).
+                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = $1"
+                "           AND (detail ? 'ended' OR detail ? 'removed'))"
                 " ORDER BY id LIMIT 1",
-                meta.kind, meta.sha256, opt_us(meta.checked_at))
+                meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id)
             if prior is not None:
                 detail = json.loads(prior[4]) if prior[4] else {}
                 return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True)
         import_id = await con.fetchval(
-            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, imported_us)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at),
+            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
             to_us(datetime.now().astimezone()))
         return int(import_id), None
 
@@ -510,8 +570,8 @@ class PostgresStore(Store):
 
     async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
                          progress: Progress | None = None) -> ImportSummary:
-        if meta.checked_at is None:
-            raise ValueError("an RPO import needs the check date")
+        if meta.checked_at is None or meta.principal_id is None:
+            raise ValueError("an RPO import needs the check date and the principal that consulted the RPO")
         checked_us = to_us(meta.checked_at)
 
         async def work(con: asyncpg.Connection) -> ImportSummary:
@@ -519,55 +579,79 @@ class PostgresStore(Store):
             if prior is not None:
                 return prior
             summary = ImportSummary(import_id)
-            # COPY into an unindexed temp table, then one keyed insert in number order.
-            await con.execute("CREATE TEMP TABLE staged_rpo (number TEXT NOT NULL, registered BOOLEAN NOT NULL,"
-                              " registered_us BIGINT) ON COMMIT DROP")
+            # COPY into an unindexed temp table, then one keyed insert in number order. Integers for the
+            # flags, so that the grouping SQL is the one SQLite runs (db/rpo_import.py).
+            await con.execute("CREATE TEMP TABLE staged_rpo (number TEXT NOT NULL, registered SMALLINT NOT NULL,"
+                              " registered_us BIGINT, line BIGINT NOT NULL, submitted SMALLINT NOT NULL)"
+                              " ON COMMIT DROP")
             read = 0
             for batch in batches(answers):
                 await con.copy_records_to_table(
-                    "staged_rpo", records=[(a.number, a.registered, opt_us(a.registered_at)) for a in batch])
+                    "staged_rpo", records=[(a.number, int(a.registered), opt_us(a.registered_at), a.line,
+                                            int(a.submitted)) for a in batch])
                 read += len(batch)
                 if progress is not None:
                     progress(read + len(meta.rejected))
-            # One answer per number: registered if any row says so (fail closed), with the earliest date;
-            # another file for the same check time follows the same rule (least() skips NULLs).
+            await con.execute(f"CREATE TEMP TABLE grouped_rpo ON COMMIT DROP AS {grouped_sql(meta.rpo_form)}")
+            refuse_strays(meta.rpo_form, [(r[0], r[1]) for r in await con.fetch(STRAYS_SQL)])
+            if meta.rpo_form == RPO_ANSWERS:
+                opposite = int(await con.fetchval(OPPOSITE_COUNT_SQL))
+                first = [(r[0], r[1], r[2]) for r in await con.fetch(OPPOSITE_FIRST_SQL)]
+                note = opposite_answers_note(opposite, first)
+                if note:
+                    summary.detail["opposite_answers"] = opposite
+                    summary.notes.append(note)
+            # Another file of this principal for the same check time: the same rule across files
+            # ("registered" wins, the later registration date is kept; greatest() skips NULLs).
             status = await con.execute(
-                "INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
-                " SELECT number, $1, bool_or(registered), min(registered_us), $2 FROM staged_rpo"
-                " GROUP BY number ORDER BY number"
-                " ON CONFLICT (number, checked_us) DO UPDATE SET"
+                "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
+                " SELECT number, $1, $2, registered = 1, registered_us, $3 FROM grouped_rpo ORDER BY number"
+                " ON CONFLICT (number, principal_id, checked_us) DO UPDATE SET"
                 " registered = rpo_results.registered OR excluded.registered,"
-                " registered_us = least(rpo_results.registered_us, excluded.registered_us),"
+                " registered_us = greatest(rpo_results.registered_us, excluded.registered_us),"
                 " import_id = excluded.import_id",
-                checked_us, import_id)
+                meta.principal_id, checked_us, import_id)
             numbers = _count(status)
-            registered = await con.fetchval(
-                "SELECT count(*) FROM (SELECT number FROM staged_rpo GROUP BY number HAVING bool_or(registered)) r")
+            registered = int((await con.fetchrow(COUNTS_SQL))[1])
             summary.rows_read, summary.rows_stored = read, numbers
-            summary.detail = {"registered": int(registered), "not_registered": numbers - int(registered)}
+            summary.detail = {"registered": registered, "not_registered": numbers - registered, **summary.detail}
             await self._finish_import(con, summary, meta)
             return summary
 
         return await self._in_transaction(work)
 
     async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
-        now_us = to_us(datetime.now().astimezone())
+        listed_us = to_us(meta.checked_at or datetime.now().astimezone())
 
         async def work(con: asyncpg.Connection) -> ImportSummary:
             import_id, prior = await self._begin_import(con, meta, additive=not replace)
             if prior is not None:
                 return prior
-            summary = ImportSummary(import_id)
             if replace:
-                summary.detail["removed"] = _count(await con.execute("DELETE FROM directory"))
+                refuse_older_extract(listed_us, await con.fetchval(LATEST_LISTING_SQL))
+            summary = ImportSummary(import_id)
             await con.execute("CREATE TEMP TABLE staged_directory (number TEXT NOT NULL) ON COMMIT DROP")
+            read = 0
             for batch in batches(numbers):
                 await con.copy_records_to_table("staged_directory", records=[(n,) for n in batch])
-                summary.rows_stored += len(batch)
-            await con.execute(
-                "INSERT INTO directory (number, import_id, listed_us)"
-                " SELECT DISTINCT number, $1::bigint, $2::bigint FROM staged_directory"
-                " ON CONFLICT (number) DO UPDATE SET import_id = excluded.import_id", import_id, now_us)
+                read += len(batch)
+            await con.execute("CREATE TEMP TABLE listed_now ON COMMIT DROP AS"
+                              " SELECT DISTINCT number FROM staged_directory")
+            await con.execute("CREATE UNIQUE INDEX ON listed_now (number)")
+            ended = 0
+            if replace:
+                # Ended, never deleted: a decision as of an earlier moment, and the evidence, still see
+                # the period in which the number was listed.
+                ended = _count(await con.execute(
+                    "UPDATE listings l SET ended_us = $1, ended_by = $2 WHERE l.ended_us IS NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM listed_now n WHERE n.number = l.number)", listed_us, import_id))
+            new = _count(await con.execute(
+                "INSERT INTO listings (number, import_id, listed_us) SELECT number, $1::bigint, $2::bigint"
+                " FROM listed_now ORDER BY number ON CONFLICT (number) WHERE ended_us IS NULL DO NOTHING",
+                import_id, listed_us))
+            listed = int(await con.fetchval("SELECT count(*) FROM listed_now"))
+            summary.rows_read, summary.rows_stored = read, listed
+            summary.detail = listing_detail(read, listed, new, ended, replace)
             await self._finish_import(con, summary, meta)
             return summary
 
@@ -711,13 +795,16 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _evidence(con: asyncpg.Connection, number: str, principal_id: str | None) -> list[EvidenceItem]:
+        # Answers without a principal ("controller unknown") are shown whatever the filter, as in SQLite.
         items = [rpo_answer_item(row) for row in await con.fetch(
-            "SELECT r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name, i.file_size,"
-            " i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = $1 ORDER BY r.checked_us", number)]
-        items += [listing_item(row) for row in await con.fetch(
-            "SELECT d.import_id, d.listed_us, i.file_name, i.sha256 FROM directory d"
-            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = $1", number)]
+            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name,"
+            " i.file_size, i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
+            " WHERE r.number = $1 AND ($2::text IS NULL OR r.principal_id IS NULL OR r.principal_id = $2)"
+            " ORDER BY r.checked_us, r.id", number, principal_id)]
+        for row in await con.fetch(
+                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, i.file_name, i.sha256 FROM listings l"
+                " LEFT JOIN imports i ON i.id = l.import_id WHERE l.number = $1 ORDER BY l.listed_us", number):
+            items += listing_items(row)
         items += [consent_item(row) for row in await con.fetch(
             "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
             " FROM consents WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id",
@@ -734,7 +821,7 @@ class PostgresStore(Store):
             " AND ($2::text IS NULL OR principal_id = $2) ORDER BY seq", number, principal_id)]
         return items
 
-    async def due_numbers(self, candidates: Iterable[str] | None, campaign_id: str | None,
+    async def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
                           stale_before: datetime) -> AsyncIterator[str]:
         try:
             async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
@@ -745,27 +832,18 @@ class PostgresStore(Store):
                         await con.copy_records_to_table("due_staged", records=[(n,) for n in batch])
                     await con.execute("INSERT INTO due_candidates SELECT DISTINCT number FROM due_staged"
                                       " WHERE number IS NOT NULL")
-                    source = "SELECT number FROM due_candidates"
-                elif campaign_id is not None:
-                    source = ("SELECT number FROM consents WHERE principal_id = $2"
-                              " UNION SELECT number FROM contracts WHERE principal_id = $2"
-                              " UNION SELECT number FROM audit_log WHERE campaign_id = $3 AND number IS NOT NULL")
-                else:
-                    source = ("SELECT number FROM rpo_results UNION SELECT number FROM directory"
-                              " UNION SELECT number FROM consents UNION SELECT number FROM contracts"
-                              # Numbers the gate refused for want of an answer are exactly the ones to submit.
-                              " UNION SELECT number FROM audit_log WHERE number IS NOT NULL")
-                principal = await con.fetchval("SELECT principal_id FROM campaigns WHERE id = $1", campaign_id)
-                sql = (f"SELECT k.number FROM ({source}) k"
-                       " WHERE coalesce((SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number), -1)"
-                       " <= $1::bigint ORDER BY k.number COLLATE \"C\"")
-                args: list[Any] = [to_us(stale_before)]
-                if candidates is None and campaign_id is not None:
-                    args += [principal, campaign_id]
+                source = due_source(candidates is not None, campaign_id is not None, "audit_log")
+                sql, args = _numbered(
+                    f"SELECT k.number FROM ({source}) k WHERE {DUE_STALE} ORDER BY k.number COLLATE \"C\"",
+                    {"principal": principal_id, "campaign": campaign_id, "stale": to_us(stale_before)})
                 async for record in con.cursor(sql, *args, prefetch=BATCH):
                     yield record[0]
         except _DB_ERRORS as exc:
             raise _pg_error(exc, self.where) from exc
+
+    async def principal_ids(self) -> list[str]:
+        rows = await self._call(lambda: self.pool.fetch("SELECT id FROM principals ORDER BY id COLLATE \"C\""))
+        return [row[0] for row in rows]
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -47,8 +47,9 @@ def iso_opt(value: int | None) -> str | None:
     return iso(from_us(value)) if value is not None else None
 
 
-def facts_from_document(number: str | None, line_type: str | None, document: str | None) -> Facts:
-    """The facts statement's one JSON document (one decode per call instead of one per part)."""
+def facts_from_document(number: str | None, line_type: str | None, document: str | None, at: datetime) -> Facts:
+    """The facts statement's one JSON document (one decode per call instead of one per part), for a
+    decision at `at`."""
     parts = json.loads(document) if document else None
     campaign_j, rpo_j, listing_j, consents_j, contracts_j, optouts_j, allows = parts or (
         None, None, None, None, None, None, 0)
@@ -60,7 +61,7 @@ def facts_from_document(number: str | None, line_type: str | None, document: str
     rpo = summarize_rpo([
         RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), opt_dt(registered_us), import_id)
         for result_id, checked_us, registered, registered_us, import_id in rpo_j or ()
-    ])
+    ], at)
     listing = None
     if listing_j:
         import_id, listed_us = listing_j
@@ -77,21 +78,81 @@ def facts_from_document(number: str | None, line_type: str | None, document: str
     return Facts(number, line_type, campaign, rpo, listing, consents, contracts, optouts, int(allows or 0))
 
 
+# `registry due`: the numbers a principal must submit to the RPO. The SQL is the same on both backends but
+# for the parameter style (:name here; PostgreSQL's store rewrites them) and where the audit log lives.
+DUE_STALE = ("coalesce((SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number"
+             " AND r.principal_id = :principal), -1) <= :stale")
+
+
+def due_source(candidates: bool, campaign: bool, audit_log: str) -> str:
+    """The numbers to consider: the operator's list (due_candidates), a campaign's numbers (its calls and
+    its principal's consents and contracts), or every number the store knows for the principal."""
+    if candidates:
+        return "SELECT number FROM due_candidates"
+    if campaign:
+        return ("SELECT number FROM consents WHERE principal_id = :principal"
+                " UNION SELECT number FROM contracts WHERE principal_id = :principal"
+                f" UNION SELECT number FROM {audit_log} WHERE campaign_id = :campaign AND number IS NOT NULL")
+    # Answers that lost their principal in the upgrade to schema 2 name numbers some principal checked:
+    # they are due again. Numbers the gate refused for want of an answer are exactly the ones to submit.
+    return ("SELECT number FROM rpo_results WHERE principal_id = :principal OR principal_id IS NULL"
+            " UNION SELECT number FROM listings"
+            " UNION SELECT number FROM consents WHERE principal_id = :principal"
+            " UNION SELECT number FROM contracts WHERE principal_id = :principal"
+            f" UNION SELECT number FROM {audit_log} WHERE principal_id = :principal AND number IS NOT NULL")
+
+
+# The latest moment any listing period starts or ends: a replacing extract must not be older.
+LATEST_LISTING_SQL = "SELECT max(coalesce(ended_us, listed_us)) FROM listings"
+
+
+def refuse_older_extract(listed_us: int, latest_us: int | None) -> None:
+    """A replacing directory file describes the whole directory at its moment; one older than what is
+    stored would end listings before they began. Raised inside the import's transaction: nothing lands."""
+    if latest_us is not None and listed_us < latest_us:
+        raise ValueError(f"--listed-at {iso_opt(listed_us)} is older than the directory already stored (last "
+                         f"change {iso_opt(latest_us)}); an older extract cannot replace it (use --append to add "
+                         "its numbers)")
+
+
+def listing_detail(read: int, listed: int, new: int, ended: int, replace: bool) -> dict[str, int]:
+    """A directory import's counts: numbers newly listed, numbers already listed that stay so, and for a
+    replacing import the listings it ended."""
+    detail = {"newly_listed": new, "still_listed": listed - new}
+    if read > listed:
+        detail["duplicates"] = read - listed
+    if replace:
+        detail["ended"] = ended
+    return detail
+
+
 # -- evidence: each takes the row of the matching SELECT in the backend's `evidence` ------------------------
 
 
+# Who obtained an answer stored before answers had a principal, when it could not be attributed.
+CONTROLLER_UNKNOWN = "unknown"
+
+
 def rpo_answer_item(row: Sequence[Any]) -> EvidenceItem:
-    rid, checked, registered, reg_us, import_id, file_name, size, sha, imported = row
-    return EvidenceItem(from_us(checked), "rpo_answer", None, {
-        "result_id": rid, "registered": bool(registered), "registered_at": iso_opt(reg_us),
-        "import_id": import_id, "file_name": file_name, "file_size": size, "sha256": sha,
-        "imported_at": iso_opt(imported)})
+    """principal_id, id, checked_us, registered, registered_us, import_id and the import's file_name,
+    file_size, sha256, imported_us. An answer without a principal is shown, never used by a decision."""
+    principal, rid, checked, registered, reg_us, import_id, file_name, size, sha, imported = row
+    return EvidenceItem(from_us(checked), "rpo_answer", principal, {
+        "result_id": rid, "controller": principal or CONTROLLER_UNKNOWN, "registered": bool(registered),
+        "registered_at": iso_opt(reg_us), "import_id": import_id, "file_name": file_name, "file_size": size,
+        "sha256": sha, "imported_at": iso_opt(imported)})
 
 
-def listing_item(row: Sequence[Any]) -> EvidenceItem:
-    import_id, listed, file_name, sha = row
-    return EvidenceItem(from_us(listed), "directory_listing", None,
-                        {"import_id": import_id, "file_name": file_name, "sha256": sha})
+def listing_items(row: Sequence[Any]) -> list[EvidenceItem]:
+    """import_id, listed_us, ended_us, ended_by and the listing import's file_name, sha256: the start of
+    the listing period and, once a replacing import no longer named the number, its end."""
+    import_id, listed, ended, ended_by, file_name, sha = row
+    detail: dict[str, object] = {"import_id": import_id, "file_name": file_name, "sha256": sha,
+                                 "ended_at": iso_opt(ended), "ended_by_import_id": ended_by}
+    items = [EvidenceItem(from_us(listed), "directory_listing", None, detail)]
+    if ended is not None:
+        items.append(EvidenceItem(from_us(ended), "directory_listing_ended", None, detail))
+    return items
 
 
 def consent_item(row: Sequence[Any]) -> EvidenceItem:

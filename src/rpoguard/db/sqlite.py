@@ -37,17 +37,32 @@ from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
 from rpoguard.config import secure_path
 from rpoguard.constants import ALLOW, SOURCE_IMPORT
 from rpoguard.db.rows import (
+    DUE_STALE,
+    LATEST_LISTING_SQL,
     batches,
     consent_item,
     contract_item,
     decision_item,
+    due_source,
     facts_from_document,
-    listing_item,
+    listing_detail,
+    listing_items,
     opt_us,
     optout_item,
+    refuse_older_extract,
     rpo_answer_item,
 )
+from rpoguard.db.rpo_import import (
+    COUNTS_SQL,
+    OPPOSITE_COUNT_SQL,
+    OPPOSITE_FIRST_SQL,
+    STRAYS_SQL,
+    grouped_sql,
+    opposite_answers_note,
+    refuse_strays,
+)
 from rpoguard.db.store import (
+    RPO_ANSWERS,
     AttemptCap,
     AttemptCapReached,
     ConsentRecord,
@@ -62,6 +77,14 @@ from rpoguard.db.store import (
     RpoAnswer,
     Store,
     StoreError,
+)
+from rpoguard.db.upgrade import (
+    ANSWER_COUNTS_SQL,
+    ANSWERS_PER_PRINCIPAL,
+    PRINCIPALS_SQL,
+    UNATTRIBUTED_FILES_SQL,
+    AnswerOwnership,
+    answers_owner_note,
 )
 from rpoguard.policy.model import (
     CampaignFacts,
@@ -84,8 +107,9 @@ def _migrations(kind: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-# One statement returns every fact of one decision: campaign, the number's RPO answers, listing, consents,
-# contracts, refusals and the ALLOW count in the cap window. Each part is a primary-key or index probe.
+# One statement returns every fact of one decision: campaign, the RPO answers the campaign's principal
+# obtained for the number, the listing in force at the call time, consents, contracts, refusals and the
+# ALLOW count in the cap window. Each part is a primary-key or index probe.
 FACTS_SQL = """
 WITH c AS (SELECT id, principal_id, automated, max_attempts, per_days FROM campaigns WHERE id = :campaign)
 SELECT json_array(
@@ -93,8 +117,10 @@ SELECT json_array(
           (SELECT json_group_array(p.number) FROM principal_caller_ids p WHERE p.principal_id = c.principal_id))
      FROM c)),
   json((SELECT json_group_array(json_array(id, checked_us, registered, registered_us, import_id))
-     FROM rpo_results WHERE number = :number)),
-  json((SELECT json_array(import_id, listed_us) FROM directory WHERE number = :number)),
+     FROM rpo_results WHERE number = :number AND principal_id = (SELECT principal_id FROM c))),
+  json((SELECT json_array(import_id, listed_us) FROM listings
+     WHERE number = :number AND listed_us <= :now_us AND (ended_us IS NULL OR ended_us > :now_us)
+     ORDER BY listed_us DESC LIMIT 1)),
   json((SELECT json_group_array(json_array(id, given_us, evidence, automated, expires_us, revoked_us, purpose))
      FROM consents WHERE number = :number AND principal_id = (SELECT principal_id FROM c))),
   json((SELECT json_group_array(json_array(id, start_date, end_date))
@@ -162,12 +188,17 @@ def _prepare_file(path: Path, kind: str, busy_timeout_ms: int) -> None:
             # database (the gate and an operator's command) migrate it once, one after the other.
             con.execute("BEGIN IMMEDIATE")
             try:
+                note = None
                 if con.execute("PRAGMA user_version").fetchone()[0] < version:
                     log.info("migrating %s to schema version %d", path, version)
                     for statement in _statements(sql):
                         con.execute(statement)
                     con.execute(f"PRAGMA user_version = {version}")
+                    if kind == "data" and version == ANSWERS_PER_PRINCIPAL:
+                        note = _answers_owner_note(con)
                 con.execute("COMMIT")
+                if note:
+                    log.warning("%s: %s", path, note)
             except sqlite3.Error:
                 with contextlib.suppress(sqlite3.Error):
                     con.execute("ROLLBACK")
@@ -178,6 +209,13 @@ def _prepare_file(path: Path, kind: str, busy_timeout_ms: int) -> None:
         con.close()
     if is_new:
         secure_path(path)
+
+
+def _answers_owner_note(con: sqlite3.Connection) -> str | None:
+    answers, attributed = con.execute(ANSWER_COUNTS_SQL).fetchone()
+    principals = [row[0] for row in con.execute(PRINCIPALS_SQL)]
+    files = [(name, checked) for name, checked in con.execute(UNATTRIBUTED_FILES_SQL)]
+    return answers_owner_note(AnswerOwnership(answers, attributed, principals, files))
 
 
 _INSERT_AUDIT = (
@@ -547,7 +585,7 @@ class SqliteStore(Store):
             row = self._probe_facts(params)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
-        return facts_from_document(number, line_type, row[0])
+        return facts_from_document(number, line_type, row[0], at)
 
     def _probe_facts(self, params: dict[str, object]) -> Any:
         """The one read of a decision, run right here on the event loop: a handful of index probes on a
@@ -627,20 +665,22 @@ class SqliteStore(Store):
         if meta.sha256 and additive:
             prior = await self._fetchone(
                 "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
-                " WHERE kind = ? AND sha256 = ? AND checked_us IS ?"
-                # A replacing import since then undid it: then it is no repeat.
-                " AND id > (SELECT coalesce(max(id), 0) FROM imports"
-                "           WHERE kind = ? AND json_extract(detail, '$.removed') IS NOT NULL)",
-                (meta.kind, meta.sha256, opt_us(meta.checked_at), meta.kind),
+                # The same answer file obtained by another principal is another principal's answer.
+                " WHERE kind = ? AND sha256 = ? AND checked_us IS ? AND principal_id IS ?"
+                # A replacing import since then undid it: then it is no repeat ('removed' before schema 2).
+                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = ?"
+                "           AND (json_extract(detail, '$.ended') IS NOT NULL"
+                "                OR json_extract(detail, '$.removed') IS NOT NULL))",
+                (meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id, meta.kind),
             )
             if prior is not None:
                 await self.db.execute("ROLLBACK")
                 detail = json.loads(prior[4]) if prior[4] else {}
                 return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True)
         cursor = await self.db.execute(
-            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, imported_us)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at),
+            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
              to_us(datetime.now().astimezone())),
         )
         return cursor.lastrowid, None
@@ -659,8 +699,8 @@ class SqliteStore(Store):
 
     async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
                          progress: Progress | None = None) -> ImportSummary:
-        if meta.checked_at is None:
-            raise ValueError("an RPO import needs the check date")
+        if meta.checked_at is None or meta.principal_id is None:
+            raise ValueError("an RPO import needs the check date and the principal that consulted the RPO")
         checked_us = to_us(meta.checked_at)
         async with self._data_lock:
             try:
@@ -670,43 +710,50 @@ class SqliteStore(Store):
                 summary = ImportSummary(import_id)
                 # Rows land in an unindexed temp table first, then go into the keyed table in number order:
                 # SQLite sorts on disk with bounded memory, and sorted keys insert 3-4x faster than a
-                # file's own order (performance-facts.md: 700,000 against 150,000-290,000 rows/s).
-                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo"
-                                      " (number TEXT NOT NULL, registered INTEGER NOT NULL, registered_us INTEGER)")
+                # file's own order (bench/README.md: 700,000 against 150,000-290,000 rows/s).
+                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo (number TEXT NOT NULL,"
+                                      " registered INTEGER NOT NULL, registered_us INTEGER, line INTEGER NOT NULL,"
+                                      " submitted INTEGER NOT NULL)")
                 await self.db.execute("DELETE FROM staged_rpo")
 
                 def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
-                    return [(a.number, int(a.registered), opt_us(a.registered_at)) for a in batch]
+                    return [(a.number, int(a.registered), opt_us(a.registered_at), a.line, int(a.submitted))
+                            for a in batch]
 
                 async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
-                        "INSERT INTO staged_rpo (number, registered, registered_us) VALUES (?, ?, ?)", b)):
+                        "INSERT INTO staged_rpo (number, registered, registered_us, line, submitted)"
+                        " VALUES (?, ?, ?, ?, ?)", b)):
                     summary.rows_stored += len(batch)
                     if progress is not None:
                         progress(summary.rows_stored + len(meta.rejected))
-                # One answer per number: a number twice in the file, or in both the submitted and the
-                # registered list, is registered if any row says so (fail closed), with the earliest date.
                 await self.db.execute("DROP TABLE IF EXISTS temp.grouped_rpo")
-                await self.db.execute(
-                    "CREATE TEMP TABLE grouped_rpo AS SELECT number, max(registered) AS registered,"
-                    " min(registered_us) AS registered_us FROM staged_rpo GROUP BY number ORDER BY number")
+                await self.db.execute(f"CREATE TEMP TABLE grouped_rpo AS {grouped_sql(meta.rpo_form)}")
                 await self.db.execute("DELETE FROM staged_rpo")
+                refuse_strays(meta.rpo_form, list(await self.db.execute_fetchall(STRAYS_SQL)))
+                if meta.rpo_form == RPO_ANSWERS:
+                    opposite = (await self._fetchone(OPPOSITE_COUNT_SQL))[0]
+                    note = opposite_answers_note(opposite, list(await self.db.execute_fetchall(OPPOSITE_FIRST_SQL)))
+                    if note:
+                        summary.detail["opposite_answers"] = opposite
+                        summary.notes.append(note)
                 await self.db.execute(
-                    "INSERT INTO rpo_results (number, checked_us, registered, registered_us, import_id)"
-                    " SELECT number, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid"
-                    " ON CONFLICT(number, checked_us) DO UPDATE SET"
-                    # Another file answered for the same check time: the same rule across files.
+                    "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
+                    " SELECT number, ?, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid"
+                    " ON CONFLICT(number, principal_id, checked_us) DO UPDATE SET"
+                    # Another file of this principal answered for the same check time: the same rule across
+                    # files ("registered" wins, the later registration date is kept).
                     " registered = max(registered, excluded.registered),"
                     " registered_us = CASE WHEN registered_us IS NULL THEN excluded.registered_us"
                     "   WHEN excluded.registered_us IS NULL THEN registered_us"
-                    "   ELSE min(registered_us, excluded.registered_us) END,"
+                    "   ELSE max(registered_us, excluded.registered_us) END,"
                     " import_id = excluded.import_id",
-                    (checked_us, import_id),
+                    (meta.principal_id, checked_us, import_id),
                 )
-                numbers, registered = await self._fetchone(
-                    "SELECT count(*), coalesce(sum(registered), 0) FROM grouped_rpo")
+                numbers, registered = await self._fetchone(COUNTS_SQL)
                 await self.db.execute("DROP TABLE temp.grouped_rpo")
                 summary.rows_read, summary.rows_stored = summary.rows_stored, numbers
-                summary.detail = {"registered": registered, "not_registered": numbers - registered}
+                summary.detail = {"registered": registered, "not_registered": numbers - registered,
+                                  **summary.detail}
                 await self._finish_import(summary, meta)
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -717,23 +764,38 @@ class SqliteStore(Store):
         return summary
 
     async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
-        now_us = to_us(datetime.now().astimezone())
+        listed_us = to_us(meta.checked_at or datetime.now().astimezone())
         async with self._data_lock:
             try:
                 import_id, prior = await self._begin_import(meta, additive=not replace)
                 if prior is not None:
                     return prior
-                summary = ImportSummary(import_id)
                 if replace:
-                    cursor = await self.db.execute("DELETE FROM directory")
-                    summary.detail["removed"] = max(cursor.rowcount, 0)
+                    refuse_older_extract(listed_us, (await self._fetchone(LATEST_LISTING_SQL))[0])
+                summary = ImportSummary(import_id)
+                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_directory (number TEXT PRIMARY KEY)"
+                                      " WITHOUT ROWID")
+                await self.db.execute("DELETE FROM staged_directory")
+                read = 0
                 for batch in batches(numbers):
-                    await self.db.executemany(
-                        "INSERT INTO directory (number, import_id, listed_us) VALUES (?, ?, ?)"
-                        " ON CONFLICT(number) DO UPDATE SET import_id = excluded.import_id",
-                        [(n, import_id, now_us) for n in batch],
-                    )
-                    summary.rows_stored += len(batch)
+                    await self.db.executemany("INSERT OR IGNORE INTO staged_directory VALUES (?)",
+                                              [(n,) for n in batch])
+                    read += len(batch)
+                ended = new = 0
+                if replace:
+                    # Ended, never deleted: a decision as of an earlier moment, and the evidence, still see
+                    # the period in which the number was listed.
+                    ended = (await self.db.execute(
+                        "UPDATE listings SET ended_us = ?, ended_by = ? WHERE ended_us IS NULL"
+                        " AND number NOT IN (SELECT number FROM staged_directory)", (listed_us, import_id))).rowcount
+                new = (await self.db.execute(
+                    "INSERT INTO listings (number, import_id, listed_us)"
+                    " SELECT number, ?, ? FROM staged_directory WHERE true ORDER BY number"
+                    " ON CONFLICT(number) WHERE ended_us IS NULL DO NOTHING", (import_id, listed_us))).rowcount
+                listed = (await self._fetchone("SELECT count(*) FROM staged_directory"))[0]
+                await self.db.execute("DELETE FROM staged_directory")
+                summary.rows_read, summary.rows_stored = read, listed
+                summary.detail = listing_detail(read, listed, new, max(ended, 0), replace)
                 await self._finish_import(summary, meta)
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -894,13 +956,17 @@ class SqliteStore(Store):
     async def evidence(self, number: str, principal_id: str | None) -> list[EvidenceItem]:
         db = self.read_db
         per_principal = (number, principal_id, principal_id)
+        # Answers without a principal ("controller unknown") are shown whatever the filter: they explain
+        # why a number stored before answers had principals is rpo_not_checked.
         items = [rpo_answer_item(row) for row in await db.execute_fetchall(
-            "SELECT r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name, i.file_size,"
-            " i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = ? ORDER BY r.checked_us", (number,))]
-        items += [listing_item(row) for row in await db.execute_fetchall(
-            "SELECT d.import_id, d.listed_us, i.file_name, i.sha256 FROM directory d"
-            " LEFT JOIN imports i ON i.id = d.import_id WHERE d.number = ?", (number,))]
+            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name,"
+            " i.file_size, i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
+            " WHERE r.number = ? AND (? IS NULL OR r.principal_id IS NULL OR r.principal_id = ?)"
+            " ORDER BY r.checked_us, r.id", per_principal)]
+        for row in await db.execute_fetchall(
+                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, i.file_name, i.sha256 FROM listings l"
+                " LEFT JOIN imports i ON i.id = l.import_id WHERE l.number = ? ORDER BY l.listed_us", (number,)):
+            items += listing_items(row)
         items += [consent_item(row) for row in await db.execute_fetchall(
             "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
             " FROM consents WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
@@ -918,7 +984,7 @@ class SqliteStore(Store):
         items.sort(key=lambda item: item.at)
         return items
 
-    async def due_numbers(self, candidates: Iterable[str] | None, campaign_id: str | None,
+    async def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
                           stale_before: datetime) -> AsyncIterator[str]:
         db = self.read_db
         # Temp tables live in this connection's own temp database: no lock on the data or audit file.
@@ -928,23 +994,9 @@ class SqliteStore(Store):
             if candidates is not None:
                 for batch in batches(candidates):
                     await db.executemany("INSERT OR IGNORE INTO due_candidates VALUES (?)", [(n,) for n in batch])
-                source = "SELECT number FROM due_candidates"
-            elif campaign_id is not None:
-                source = ("SELECT number FROM consents WHERE principal_id = :principal"
-                          " UNION SELECT number FROM contracts WHERE principal_id = :principal"
-                          " UNION SELECT number FROM audit.audit_log WHERE campaign_id = :campaign"
-                          " AND number IS NOT NULL")
-            else:
-                source = ("SELECT number FROM rpo_results UNION SELECT number FROM directory"
-                          " UNION SELECT number FROM consents UNION SELECT number FROM contracts"
-                          # Numbers the gate refused for want of an answer are exactly the ones to submit.
-                          " UNION SELECT number FROM audit.audit_log WHERE number IS NOT NULL")
-            principal = await self._fetchone("SELECT principal_id FROM campaigns WHERE id = ?", (campaign_id,), db)
-            sql = (f"SELECT k.number FROM ({source}) k"
-                   " WHERE coalesce((SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number), -1)"
-                   " <= :stale ORDER BY k.number")
-            params = {"principal": principal[0] if principal else None, "campaign": campaign_id,
-                      "stale": to_us(stale_before)}
+            source = due_source(candidates is not None, campaign_id is not None, "audit.audit_log")
+            sql = f"SELECT k.number FROM ({source}) k WHERE {DUE_STALE} ORDER BY k.number"
+            params = {"principal": principal_id, "campaign": campaign_id, "stale": to_us(stale_before)}
             async with db.execute(sql, params) as cursor:
                 async for (number,) in cursor:
                     yield number
@@ -952,6 +1004,9 @@ class SqliteStore(Store):
             raise _store_error(exc, self.path) from exc
         finally:
             await db.execute("DELETE FROM due_candidates")
+
+    async def principal_ids(self) -> list[str]:
+        return [row[0] for row in await self.read_db.execute_fetchall("SELECT id FROM principals ORDER BY id")]
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -48,9 +48,21 @@ class AttemptCapReached(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class RpoAnswer:
+    """One row of an RPO answer file. In a two-list import the submitted list's rows are `submitted` and
+    answer nothing by themselves: the other list decides (architecture.md §4)."""
+
     number: str
     registered: bool
     registered_at: datetime | None = None
+    # Where the row is in its file, so that the import can name it (opposite answers, stray numbers).
+    line: int = 0
+    submitted: bool = False
+
+
+# How the rows of an RPO import answer (ImportMeta.rpo_form).
+RPO_ANSWERS = "answers"  # one file, each row says registered or not
+RPO_REGISTERED_LIST = "registered"  # the submitted list and the list of the registered numbers among them
+RPO_CLEANSED_LIST = "cleansed"  # the submitted list and the cleaned list: the numbers not registered
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +77,14 @@ class RowProblem:
 
 
 class ImportRejected(Exception):
-    """The file has bad rows and --skip-invalid was not given: nothing was stored."""
+    """The file has bad rows and --skip-invalid was not given (or cannot apply): nothing was stored."""
 
-    def __init__(self, problems: list[RowProblem]) -> None:
+    def __init__(self, problems: list[RowProblem], *, skippable: bool = True) -> None:
         super().__init__(f"{len(problems)} bad row(s); nothing was imported")
         self.problems = problems
+        # False for a two-list RPO import: absence from a list proves nothing unless the whole list was
+        # read, so no row of either list may be skipped.
+        self.skippable = skippable
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +93,12 @@ class ImportMeta:
     file_name: str
     file_size: int | None = None
     sha256: str | None = None
+    # The moment the file describes: the RPO's check for answers, the directory extract's date for
+    # listings (None: the import itself).
     checked_at: datetime | None = None
+    # RPO imports: the principal (data controller) that consulted the RPO, and how the rows answer.
+    principal_id: str | None = None
+    rpo_form: str = RPO_ANSWERS
     # Filled by the reader while the store consumes the rows; read by the store when it commits.
     rejected: list[RowProblem] = field(default_factory=list)
 
@@ -91,6 +111,8 @@ class ImportSummary:
     rows_rejected: int = 0
     detail: dict[str, int] = field(default_factory=dict)
     already_imported: bool = False
+    # Sentences for the operator about what the import found (opposite answers for one number...).
+    notes: list[str] = field(default_factory=list)
 
 
 ImportResult = tuple[ImportSummary, list[RowProblem]]
@@ -201,12 +223,16 @@ class Store(ABC):
     @abstractmethod
     async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
                          progress: Progress | None = None) -> ImportSummary:
-        """Store RPO answers checked at meta.checked_at in one transaction. If iterating `answers`
-        raises, nothing is stored and the previous answers keep serving."""
+        """Store the answers principal meta.principal_id obtained, checked at meta.checked_at, in one
+        transaction; one answer per number ("registered" wins, fail closed). If iterating `answers`
+        raises, or a two-list import names a number that was not submitted (ImportRejected), nothing is
+        stored and the previous answers keep serving."""
 
     @abstractmethod
     async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
-        """Store public-directory listings; `replace` makes the file the whole directory."""
+        """Store public-directory listings; `replace` makes the file the whole directory: the listings it
+        does not name end now (they are kept, with their period, for decisions as of earlier moments and
+        for the evidence)."""
 
     @abstractmethod
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary: ...
@@ -232,11 +258,16 @@ class Store(ABC):
         principal (refusals for every principal are always included)."""
 
     @abstractmethod
-    def due_numbers(self, candidates: Iterable[str] | None, campaign_id: str | None,
+    def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
                     stale_before: datetime) -> AsyncIterator[str]:
-        """Numbers whose latest RPO answer was checked at or before `stale_before`, or that have none:
-        from `candidates` when given, else every number the store knows (of the campaign's principal and
-        the campaign's calls when `campaign_id` is given). Sorted, each once."""
+        """Numbers whose latest RPO answer obtained by `principal_id` was checked at or before
+        `stale_before`, or that it has none for: from `candidates` when given, else every number the store
+        knows for that principal (only the campaign's calls and the principal's consents and contracts
+        when `campaign_id` is given). Sorted, each once."""
+
+    @abstractmethod
+    async def principal_ids(self) -> list[str]:
+        """Every principal's id, sorted."""
 
     @abstractmethod
     async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]: ...
