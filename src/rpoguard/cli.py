@@ -39,6 +39,8 @@ from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
 from rpoguard.db import is_postgres_url, open_store
 from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
+    RPO_CLEANSED_LIST,
+    RPO_REGISTERED_LIST,
     ConsentRecord,
     EvidenceItem,
     ImportRejected,
@@ -162,6 +164,8 @@ def _print_import(summary: ImportSummary, problems: list[RowProblem], what: str)
     details = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.detail.items())
     print(f"{what}: import #{summary.import_id}: {summary.rows_read} row(s) read, {summary.rows_stored} stored, "
           f"{summary.rows_rejected} rejected{'; ' + details if details else ''}")
+    for note in summary.notes:
+        print(f"  note: {note}")
 
 
 def _print_problems(problems: Sequence[RowProblem], stored: bool) -> None:
@@ -171,26 +175,55 @@ def _print_problems(problems: Sequence[RowProblem], stored: bool) -> None:
         print(f"  ... and {len(problems) - MAX_PROBLEMS_PRINTED} more", file=sys.stderr)
 
 
+async def _rpo_principal(store: Store, given: str | None) -> str:
+    """The principal whose RPO answers a command reads or stores: --principal, or the only one there is.
+    Answers differ between data controllers, so with several principals no default is safe."""
+    principals = await store.principal_ids()
+    if given is not None:
+        if given not in principals:
+            raise UsageError(f"principal {given!r} does not exist; add it with 'rpoguard principal add'")
+        return given
+    if len(principals) == 1:
+        return principals[0]
+    if not principals:
+        raise UsageError("no principal exists yet: RPO answers belong to the principal (data controller) that "
+                         "consulted the RPO; add it first with 'rpoguard principal add ID --name NAME'")
+    raise UsageError(f"--principal is required: {len(principals)} principals exist ({', '.join(principals)}) and "
+                     "each consults the RPO for itself (a citizen may lift the opposition for some of them only)")
+
+
 async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Config) -> int:
     if args.checked_at > datetime.now(UTC) + timedelta(days=1):
         # A mistyped year would keep the answers "fresh" for as long: no check can be in the future.
         raise UsageError(f"--checked-at {args.checked_at.isoformat()} is in the future")
-    if args.file and (args.submitted or args.registered):
-        raise UsageError("give either FILE or --submitted and --registered, not both")
+    lists = [flag for flag, given in (("--submitted", args.submitted), ("--registered", args.registered),
+                                      ("--cleansed", args.cleansed)) if given]
+    if args.file and lists:
+        raise UsageError(f"give either FILE or --submitted with --registered or --cleansed, not both (FILE and "
+                         f"{' '.join(lists)})")
+    if args.registered and args.cleansed:
+        raise UsageError("give --registered (the registered numbers) or --cleansed (the cleaned list), not both")
+    if not args.file and not (args.submitted and (args.registered or args.cleansed)):
+        raise UsageError("give the RPO answer FILE, or --submitted with --registered or --cleansed")
+    if not args.file and args.skip_invalid:
+        raise UsageError("--skip-invalid does not apply to a two-list answer: absence from a list proves nothing "
+                         "unless both lists were read whole; fix the unreadable rows instead")
+    principal = await _rpo_principal(store, args.principal)
     started = time.monotonic()
     progress = _Progress("rows read")
     try:
         if args.file:
-            summary, problems = await registry_import.import_csv(store, args.file, args.checked_at,
+            summary, problems = await registry_import.import_csv(store, args.file, args.checked_at, principal,
                                                                  args.skip_invalid, progress)
-        elif args.submitted and args.registered:
-            summary, problems = await registry_import.import_lists(store, args.submitted, args.registered,
-                                                                   args.checked_at, args.skip_invalid, progress)
         else:
-            raise UsageError("give the RPO answer FILE, or both --submitted and --registered")
+            form, answer_list = ((RPO_REGISTERED_LIST, args.registered) if args.registered
+                                 else (RPO_CLEANSED_LIST, args.cleansed))
+            summary, problems = await registry_import.import_lists(store, args.submitted, answer_list, form,
+                                                                   args.checked_at, principal, progress)
     finally:
         progress.done()
     _print_import(summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}")
+    print(f"  answers of principal {principal}: its decisions read them, no other principal's do")
     if not summary.already_imported:
         print(f"  {time.monotonic() - started:.1f} s")
     return EXIT_OK
@@ -223,7 +256,10 @@ class _Progress:
 
 
 async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    summary, problems = await directory_import.import_file(store, args.file, not args.append, args.skip_invalid)
+    if args.listed_at is not None and args.listed_at > datetime.now(UTC) + timedelta(days=1):
+        raise UsageError(f"--listed-at {args.listed_at.isoformat()} is in the future")
+    summary, problems = await directory_import.import_file(store, args.file, not args.append, args.skip_invalid,
+                                                           args.listed_at)
     _print_import(summary, problems, "directory listings")
     return EXIT_OK
 
@@ -280,8 +316,13 @@ async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Confi
 
 
 async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Config) -> int:
-    if args.campaign and await store.get_campaign(args.campaign) is None:
-        raise UsageError(f"campaign {args.campaign!r} does not exist")
+    if args.campaign:
+        campaign = await store.get_campaign(args.campaign)
+        if campaign is None:
+            raise UsageError(f"campaign {args.campaign!r} does not exist")
+        principal = campaign.principal_id
+    else:
+        principal = await _rpo_principal(store, args.principal)
     now = datetime.now(UTC)
     # A result is still good at `horizon` only if checked after horizon - validity (wall clock, Rome),
     # the same arithmetic as the decision's rule 5.
@@ -291,14 +332,14 @@ async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Confi
     candidates = registry_import.numbers_from_list(args.source, problems) if args.source else None
     count = 0
     with _output(args.output) as out:
-        async for number in store.due_numbers(candidates, args.campaign, stale_before):
+        async for number in store.due_numbers(candidates, principal, args.campaign, stale_before):
             out.write((national_form(number) if args.national else number) + "\n")
             count += 1
     _print_problems(problems, stored=False)
     scope = (f"the numbers of {args.source}" if args.source else
              f"the numbers of campaign {args.campaign}" if args.campaign else "every number rpoguard knows")
-    print(f"{count} number(s) to submit to the RPO ({scope}: no valid answer, or one that expires within "
-          f"{args.within} day(s)) written to {args.output}", file=sys.stderr)
+    print(f"{count} number(s) for principal {principal} to submit to the RPO ({scope}: no valid answer of its "
+          f"own, or one that expires within {args.within} day(s)) written to {args.output}", file=sys.stderr)
     return EXIT_ERROR if problems else EXIT_OK
 
 
@@ -325,10 +366,18 @@ def _describe_evidence(item: EvidenceItem) -> str:
     if item.kind == "rpo_answer":
         status = "REGISTERED" if d["registered"] else "not registered"
         since = f" since {d['registered_at']}" if d.get("registered_at") else ""
-        return (f"RPO answer: {status}{since} (result #{d['result_id']}, import #{d['import_id']} "
+        whose = (f" obtained by [{item.principal_id}]" if item.principal_id else
+                 " of controller unknown (stored before answers had a principal: no decision uses it; import "
+                 "it again with --principal)")
+        return (f"RPO answer{whose}: {status}{since} (result #{d['result_id']}, import #{d['import_id']} "
                 f"{d['file_name']}, {d['file_size']} bytes, sha256 {d['sha256']})")
     if item.kind == "directory_listing":
-        return f"listed in the public directory (import #{d['import_id']} {d['file_name']}, sha256 {d['sha256']})"
+        until = f" until {d['ended_at']}" if d.get("ended_at") else " (still listed)"
+        return (f"listed in the public directory{until} (import #{d['import_id']} {d['file_name']}, "
+                f"sha256 {d['sha256']})")
+    if item.kind == "directory_listing_ended":
+        return (f"no longer listed in the public directory: import #{d['ended_by_import_id']} replaced the "
+                f"listings without it (listed since import #{d['import_id']} {d['file_name']})")
     if item.kind == "consent":
         extra = "".join(f", {k.replace('_', ' ')} {d[k]}" for k in ("expires_at", "revoked_at") if d.get(k))
         auto = ", covers automated calls" if d["automated"] else ""
@@ -677,21 +726,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry = group("registry", "answers from the Registro Pubblico delle Opposizioni (RPO)")
     p = command(registry, "import", cmd_registry_import,
-                "import the RPO's answer for the numbers you submitted; each answer is valid 15 days")
+                "import the RPO's answer for the numbers a principal submitted; each answer is valid 15 days "
+                "and serves only that principal's campaigns")
     p.add_argument("file", nargs="?", metavar="FILE",
                    help="CSV number,status[,registered_at]; status registered/not_registered (also 1/0, Y/N, "
                         "iscritto/non_iscritto)")
     p.add_argument("--submitted", metavar="FILE", help="the list you sent to the RPO (one number a line)")
     p.add_argument("--registered", metavar="FILE",
                    help="the RPO's list of registered numbers; every other submitted number is not registered")
+    p.add_argument("--cleansed", metavar="FILE",
+                   help="the RPO's cleaned list (the numbers that may be called); every other submitted number "
+                        "is registered")
+    p.add_argument("--principal", metavar="ID",
+                   help="the principal (data controller) that consulted the RPO; required when more than one "
+                        "principal exists")
     p.add_argument("--checked-at", required=True, type=_time_arg, metavar="DATE",
                    help="when the RPO checked the list (a date alone means 00:00 Europe/Rome)")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones "
-                   "(default: a file with any bad row is rejected whole)")
+                   "(default: a file with any bad row is rejected whole; never for a two-list answer)")
 
     p = command(registry, "due", cmd_registry_due,
                 "write the numbers to submit to the RPO: no valid answer, or one that expires soon")
-    p.add_argument("--campaign", metavar="ID", help="only the numbers of this campaign's principal and calls")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--principal", metavar="ID",
+                       help="the principal whose answers are due (required when more than one principal exists)")
+    scope.add_argument("--campaign", metavar="ID",
+                       help="only the numbers of this campaign's calls and its principal's consents and contracts "
+                            "(the campaign's principal)")
     p.add_argument("--within", type=_non_negative_int, default=0, metavar="DAYS",
                    help="also numbers whose answer expires within DAYS days (default 0: already expired)")
     p.add_argument("--from", dest="source", metavar="FILE",
@@ -704,6 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "import the public-directory numbers; by default the file replaces the previous listings")
     p.add_argument("file", metavar="FILE", help="one number a line (or the first column of a CSV)")
     p.add_argument("--append", action="store_true", help="add to the current listings instead of replacing them")
+    p.add_argument("--listed-at", type=_time_arg, metavar="TIME",
+                   help="the date of the directory extract: its listings count from then (default: now). A "
+                        "decision as of an earlier moment does not see them")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
 
     consents = group("consent", "documented consents to be called (opt-in)")
@@ -897,8 +961,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return runner.run(_run(args, config))
     except ImportRejected as exc:
         _print_problems(exc.problems, stored=False)
-        print(f"rpoguard: import rejected: {exc}. Fix the rows above, or use --skip-invalid to import the rest.",
-              file=sys.stderr)
+        remedy = ("Fix the rows above, or use --skip-invalid to import the rest." if exc.skippable else
+                  "Fix the rows above: a two-list answer is read whole or not at all.")
+        print(f"rpoguard: import rejected: {exc}. {remedy}", file=sys.stderr)
     except (UsageError, ConfigError, StoreError, FileError, GateError, ValueError) as exc:
         print(f"rpoguard: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

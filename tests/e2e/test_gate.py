@@ -461,8 +461,9 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     run(env, "campaign", "add", CAMPAIGN, "--principal", PRINCIPAL)
     run(env, "registry", "import", str(EXAMPLES / "rpo-answers.csv"), "--checked-at", CHECKED_AT)
     run(env, "registry", "import", str(work / "rpo-extra.csv"), "--checked-at", CHECKED_AT)
-    run(env, "directory", "import", str(EXAMPLES / "directory.txt"))
-    run(env, "directory", "import", "--append", str(work / "directory-extra.txt"))
+    # The extracts' own date: the gate runs with its clock set to WORKDAY, before today's import.
+    run(env, "directory", "import", str(EXAMPLES / "directory.txt"), "--listed-at", CHECKED_AT)
+    run(env, "directory", "import", "--append", str(work / "directory-extra.txt"), "--listed-at", CHECKED_AT)
     run(env, "consent", "import", str(EXAMPLES / "consents.csv"))
     return env
 

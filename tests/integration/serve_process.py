@@ -79,7 +79,7 @@ def prepare_db(run_cli: Callable[..., Any], db: Path) -> None:
         ("--db", db, "principal", "add", "acme", "--name", "ACME", "--caller-id", "06 9480 1234"),
         ("--db", db, "campaign", "add", "autunno26", "--principal", "acme"),
         ("--db", db, "registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
-        ("--db", db, "directory", "import", EXAMPLES / "directory.txt"),
+        ("--db", db, "directory", "import", EXAMPLES / "directory.txt", "--listed-at", "2026-11-20"),
     ):
         result = run_cli(*args)
         assert result.code == 0, result.err

@@ -54,8 +54,10 @@ SETUP = [
     ("principal", "add", "acme", "--name", "ACME Energia S.p.A.", "--caller-id", CALLER),
     ("principal", "add", "beta", "--name", "Beta Telco"),
     ("campaign", "add", "spring26", "--principal", "acme", "--max-attempts", "2", "--per-days", "7"),
-    ("registry", "import", str(EXAMPLES / "rpo-answers.csv"), "--checked-at", CHECKED_AT),
-    ("directory", "import", str(EXAMPLES / "directory.txt")),
+    # Two principals: an RPO answer names the one that consulted the RPO.
+    ("registry", "import", str(EXAMPLES / "rpo-answers.csv"), "--checked-at", CHECKED_AT, "--principal", "acme"),
+    # The extract's own date: `check --at` before the import still sees the listings.
+    ("directory", "import", str(EXAMPLES / "directory.txt"), "--listed-at", CHECKED_AT),
     ("consent", "import", str(EXAMPLES / "consents.csv")),
 ]
 
@@ -147,7 +149,8 @@ def test_quick_start_from_examples(run_cli: Cli, db_path: Path) -> None:
 
 
 def test_reimport_is_recognised(run_cli: Cli, seeded: Path) -> None:
-    code, out, _ = run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", CHECKED_AT)
+    code, out, _ = run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", CHECKED_AT,
+                           "--principal", "acme")
     assert code == 0
     assert "already imported" in out
     assert "nothing changed" in out
@@ -263,8 +266,9 @@ def test_reasons_come_in_rule_order(run_cli: Cli, seeded: Path) -> None:
     assert result["reasons"] == ["rpo_not_checked", "unlisted_no_consent", "outside_hours", "caller_id_invalid"]
     assert result["basis"] is None
 
+    # Without a campaign there is no principal, so no RPO answer is looked for (answers are per principal).
     code, result = check_json(run_cli, "338 000 1111", "--dry-run", campaign="nope")
-    assert result["reasons"] == ["unknown_campaign", "rpo_not_checked"]
+    assert result["reasons"] == ["unknown_campaign"]
     assert result["principal"] is None
 
 
@@ -350,23 +354,27 @@ def test_contract_with_a_registered_number(run_cli: Cli, seeded: Path) -> None:
     code, result = check_json(run_cli, "347 765 4321")
     assert (code, result["decision"], result["basis"]) == (0, "allow", "contract")
 
-    # A contract that ended more than 30 days ago keeps nothing alive.
+    # A contract alone is no basis (L. 5/2018 art. 1): it saves the consents given within it, and none was.
     code, _, _ = run_cli(
-        "contract", "add", "02 1234 5678", "--principal", "acme", "--start", "2025-01-01", "--end", "2026-10-20"
+        "contract", "add", "02 1234 5678", "--principal", "acme", "--start", "2025-01-01", "--end", "2026-10-25"
     )
     assert code == 0
     assert check_json(run_cli, "02 1234 5678")[1]["reasons"] == ["rpo_registered"]
-    # Within 30 days of its end it still does.
-    run_cli("contract", "add", "02 1234 5678", "--principal", "acme", "--start", "2025-01-01", "--end", "2026-10-25")
-    assert check_json(run_cli, "02 1234 5678")[1]["basis"] == "contract"
+    code, _, _ = run_cli("consent", "add", "02 1234 5678", "--principal", "acme", "--given-at", "2025-06-01T10:00",
+                         "--evidence", "contract-annex-7")
+    assert code == 0
+    code, result = check_json(run_cli, "02 1234 5678")
+    assert (code, result["basis"], result["evidence"]["contract_id"]) == (0, "contract", 2)
+    # A contract that ended more than 30 days before the call keeps nothing alive.
+    run_cli("contract", "add", "02 1234 5678", "--principal", "acme", "--start", "2025-01-01", "--end", "2026-10-20")
+    assert check_json(run_cli, "02 1234 5678")[1]["reasons"] == ["rpo_registered"]
 
 
 def test_registry_lists_form(run_cli: Cli, seeded: Path, write_file: Callable[..., Path]) -> None:
     submitted = write_file("submitted.txt", "06 4567 8901\n338 000 1111\n")
     registered = write_file("registered.txt", "06 4567 8901\n")
-    code, out, err = run_cli(
-        "registry", "import", "--submitted", submitted, "--registered", registered, "--checked-at", "2026-11-23"
-    )
+    code, out, err = run_cli("registry", "import", "--submitted", submitted, "--registered", registered,
+                             "--checked-at", "2026-11-23", "--principal", "acme")
     assert (code, err) == (0, "")
     assert "registered 1, not registered 1" in out
     assert check_json(run_cli, "06 4567 8901")[1]["reasons"] == ["rpo_registered"]
@@ -541,7 +549,7 @@ def test_malformed_registry_import_is_rejected_whole(
             "12,0\n"  # 7
         ),
     )
-    code, out, err = run_cli("registry", "import", bad, "--checked-at", "2026-11-22")
+    code, out, err = run_cli("registry", "import", bad, "--checked-at", "2026-11-22", "--principal", "acme")
     assert code == 2
     assert out == ""
     for line in (3, 5, 7):
@@ -555,7 +563,8 @@ def test_malformed_registry_import_is_rejected_whole(
     code, result = check_json(run_cli, "06 4567 8901")  # still the old answer
     assert (code, result["basis"]) == (0, "listed")
 
-    code, out, err = run_cli("registry", "import", bad, "--checked-at", "2026-11-22", "--skip-invalid")
+    code, out, err = run_cli("registry", "import", bad, "--checked-at", "2026-11-22", "--skip-invalid",
+                             "--principal", "acme")
     assert code == 0
     assert "skipped: line 3:" in err
     assert "6 row(s) read" not in out
@@ -586,12 +595,12 @@ def test_other_malformed_imports_exit_2(run_cli: Cli, seeded: Path, write_file: 
     assert check_json(run_cli, "347 765 4321")[0] == 1  # the good row did not land either
 
     latin1 = write_file("l1.csv", "numero,stato\n06 4567 8901,non iscritto \xe8\n", encoding="latin-1")
-    code, _, err = run_cli("registry", "import", latin1, "--checked-at", "2026-11-22")
+    code, _, err = run_cli("registry", "import", latin1, "--checked-at", "2026-11-22", "--principal", "acme")
     assert code == 2
     assert "UTF-8" in err
     assert "Traceback" not in err
 
-    code, _, err = run_cli("registry", "import", "missing.csv", "--checked-at", "2026-11-22")
+    code, _, err = run_cli("registry", "import", "missing.csv", "--checked-at", "2026-11-22", "--principal", "acme")
     assert code == 2
     assert "cannot read missing.csv" in err
 
@@ -763,7 +772,8 @@ def test_campaign_add_again_says_what_changed(run_cli: Cli, seeded: Path) -> Non
 
 
 def test_registry_import_refuses_a_check_date_in_the_future(run_cli: Cli, seeded: Path) -> None:
-    code, _, err = run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2099-01-01")
+    code, _, err = run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2099-01-01",
+                           "--principal", "acme")
     assert code == 2
     assert "in the future" in err
 

@@ -34,7 +34,7 @@ def seed(cli: CliRunner, write_file: Callable[..., Path]) -> None:
     ok(cli("principal", "add", "acme", "--name", "ACME Energia", "--caller-id", "06 9480 1234"))
     ok(cli("campaign", "add", "autunno26", "--principal", "acme", "--max-attempts", "3", "--per-days", "7"))
     ok(cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"))
-    ok(cli("directory", "import", EXAMPLES / "directory.txt"))
+    ok(cli("directory", "import", EXAMPLES / "directory.txt", "--listed-at", "2026-11-20"))
     ok(cli("consent", "import", EXAMPLES / "consents.csv"))
     ok(cli("contract", "add", "02 1234 5678", "--principal", "acme", "--start", "2026-01-01", "--end", "2026-10-31"))
     ok(cli("optout", "import", write_file("optouts.csv", "number,at\n333 123 4567,2026-11-10T10:00\n")))
@@ -68,7 +68,7 @@ def test_db_copy_sqlite_to_postgres_and_back_keeps_everything(
     # The copy serves: the next decision continues the same chain, and imports keep their ids.
     ok(pg_cli("check", NUMBERS[0], "--campaign", "autunno26", "--at", "2026-11-24T15:00"))
     assert ok(pg_cli("audit", "verify")).startswith("audit log intact: 4 decision(s)")
-    ok(pg_cli("directory", "import", EXAMPLES / "directory.txt", "--append"))
+    ok(pg_cli("directory", "import", EXAMPLES / "directory.txt", "--append", "--listed-at", "2026-11-20"))
 
     back = tmp_path / "back.db"
     result = run_cli("db", "copy", "--from", pg_url, "--to", str(back))
@@ -94,7 +94,7 @@ def test_db_migrate_creates_then_changes_nothing(run_cli: CliRunner, store_url: 
     cli = on(run_cli, store_url)
     first = cli("db", "migrate")
     assert first.code == 0, first.err
-    assert "schema up to date (version 1)" in first.out
+    assert "schema up to date (version 2)" in first.out
     assert cli("db", "migrate").out == first.out
     if backend == "postgres":
         assert ":***@" in first.out and store_url.split(":")[2].split("@", maxsplit=1)[0] not in first.out

@@ -88,7 +88,7 @@ def prepared(pg_cli: CliRunner, pg_url: str) -> str:
         ("campaign", "add", "capped", "--principal", "acme", "--max-attempts", str(CAP), "--per-days", "7"),
         ("campaign", "add", "open", "--principal", "acme"),
         ("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
-        ("directory", "import", EXAMPLES / "directory.txt"),
+        ("directory", "import", EXAMPLES / "directory.txt", "--listed-at", "2026-11-20"),
     ):
         result = pg_cli(*args)
         assert result.code == 0, result.err
@@ -203,7 +203,7 @@ def test_an_import_runs_while_both_nodes_serve(
         t.variables.get(VAR_REASONS) for t in during if t.variables[VAR_DECISION] != CHANNEL_ALLOW]
 
     # The new answers and listings serve on both nodes at once.
-    result = pg_cli("directory", "import", listing, "--append")
+    result = pg_cli("directory", "import", listing, "--append", "--listed-at", "2026-11-21")
     assert result.code == 0, result.err
     for port in (port_a, port_b):
         now = asyncio.run(play(port, check_env("open", new_number, "n")))
@@ -229,7 +229,7 @@ def test_a_node_whose_database_is_missing_blocks_then_serves_when_it_appears(
         for args in (("principal", "add", "acme", "--name", "ACME", "--caller-id", CALLER),
                      ("campaign", "add", "open", "--principal", "acme"),
                      ("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
-                     ("directory", "import", EXAMPLES / "directory.txt")):
+                     ("directory", "import", EXAMPLES / "directory.txt", "--listed-at", "2026-11-20")):
             result = run_cli(*args, env={"RPOGUARD_DB": url})
             assert result.code == 0, result.err
         # The supervisor retries once a second: wait (bounded) for the node to find its database.
@@ -286,7 +286,7 @@ def test_a_node_blocks_while_postgresql_is_down_and_serves_again_when_it_returns
         for args in (("principal", "add", "acme", "--name", "ACME", "--caller-id", CALLER),
                      ("campaign", "add", "open", "--principal", "acme"),
                      ("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
-                     ("directory", "import", EXAMPLES / "directory.txt")):
+                     ("directory", "import", EXAMPLES / "directory.txt", "--listed-at", "2026-11-20")):
             result = run_cli(*args, env={"RPOGUARD_DB": url})
             assert result.code == 0, result.err
         proc, port, log = start_serve(cli_script, node_env(url, libfaketime()), tmp_path)

@@ -151,24 +151,24 @@ def test_due_lists_every_known_number_until_answers_are_imported(
     run_cli: Cli, seeded: Path, tmp_path: Path, write_file: Callable[..., Path]
 ) -> None:
     due = tmp_path / "due.txt"
-    code, _, err = run_cli("registry", "due", "-o", due)
+    code, _, err = run_cli("registry", "due", "--principal", "acme", "-o", due)
     assert code == 0, err
     assert lines(due) == KNOWN
     assert "5 number(s)" in err
 
-    code, _, err = run_cli("registry", "due", "-o", due, "--national")
+    code, _, err = run_cli("registry", "due", "--principal", "acme", "-o", due, "--national")
     assert code == 0, err
     assert lines(due) == sorted(NATIONAL[n] for n in KNOWN)
 
     # Answers for three of them: only the other two are still due.
     partial = write_file("partial.csv", f"number,status\n{ROMA},not_registered\n{MILANO},registered\n"
                                         f"{MOBILE_OK},0\n")
-    ok(run_cli("registry", "import", partial, "--checked-at", today().isoformat()))
-    ok(run_cli("registry", "due", "-o", due))
+    ok(run_cli("registry", "import", "--principal", "acme", partial, "--checked-at", today().isoformat()))
+    ok(run_cli("registry", "due", "--principal", "acme", "-o", due))
     assert lines(due) == sorted([FIRENZE, MOBILE_REG])
 
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(1)))
-    code, _, err = run_cli("registry", "due", "-o", due)
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(1)))
+    code, _, err = run_cli("registry", "due", "--principal", "acme", "-o", due)
     assert code == 0, err
     assert lines(due) == []
     assert "0 number(s)" in err
@@ -176,23 +176,23 @@ def test_due_lists_every_known_number_until_answers_are_imported(
 
 def test_due_within_brings_back_answers_about_to_expire(run_cli: Cli, seeded: Path, tmp_path: Path) -> None:
     # Checked 10 days ago at 00:00 (Rome): valid 15 days, so it expires at 00:00 five days from today.
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(10)))
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(10)))
     due = tmp_path / "due.txt"
     for within, expected in ((None, []), ("3", []), ("4", []), ("5", KNOWN), ("7", KNOWN)):
         extra = ("--within", within) if within else ()
-        ok(run_cli("registry", "due", "-o", due, *extra))
+        ok(run_cli("registry", "due", "--principal", "acme", "-o", due, *extra))
         assert lines(due) == expected, f"--within {within}"
 
     # An older (expired) answer imported afterwards does not hide the newer one.
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(16)))
-    ok(run_cli("registry", "due", "-o", due))
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(16)))
+    ok(run_cli("registry", "due", "--principal", "acme", "-o", due))
     assert lines(due) == []  # the newer answer (10 days old) is what counts
 
 
 def test_due_after_only_expired_answers(run_cli: Cli, seeded: Path, tmp_path: Path) -> None:
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(15)))
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(15)))
     due = tmp_path / "due.txt"
-    ok(run_cli("registry", "due", "-o", due))
+    ok(run_cli("registry", "due", "--principal", "acme", "-o", due))
     assert lines(due) == KNOWN
     # It expired at 00:00 today (Rome): valid until the minute before.
     assert check_json(run_cli, ROMA, "--dry-run", at=f"{today().isoformat()}T00:00")[1]["reasons"][:1] == [
@@ -208,22 +208,24 @@ def test_due_from_a_campaign_list(
     # The same number twice in other forms, and two rows that are not numbers (lines 9 and 11).
     campaign_list = write_file("list.txt", listing + "0039 347 765 4321\nnot a number\n+39 333-123-4567\n12345\n")
     due = tmp_path / "due.txt"
-    code, _, err = run_cli("registry", "due", "--from", campaign_list, "-o", due)
+    code, _, err = run_cli("registry", "due", "--principal", "acme", "--from", campaign_list, "-o", due)
     assert code == 2, err
     assert "line 9" in err and "line 11" in err
     assert sorted(lines(due)) == lines(due) == sorted({*KNOWN, UNKNOWN})
 
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", today().isoformat()))
-    code, _, err = run_cli("registry", "due", "--from", campaign_list, "-o", due, "--national")
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv",
+               "--checked-at", today().isoformat()))
+    code, _, err = run_cli("registry", "due", "--principal", "acme", "--from", campaign_list, "-o", due,
+                           "--national")
     assert code == 2, err
     assert lines(due) == [NATIONAL[UNKNOWN]]
 
     # Only the list's numbers are considered: a known number without an answer is not in it.
     ok(run_cli("contract", "import", write_file("c.csv", "number,principal,start\n0961 123456,acme,2026-01-01\n")))
     short = write_file("short.txt", "338 000 1111\n06 4567 8901\n")
-    ok(run_cli("registry", "due", "--from", short, "-o", due))
+    ok(run_cli("registry", "due", "--principal", "acme", "--from", short, "-o", due))
     assert lines(due) == [UNKNOWN]
-    ok(run_cli("registry", "due", "-o", due))
+    ok(run_cli("registry", "due", "--principal", "acme", "-o", due))
     assert lines(due) == ["+390961123456"]
 
 
@@ -247,7 +249,7 @@ def test_due_without_a_campaign_includes_every_campaigns_numbers(run_cli: Cli, s
     by_campaign, everything = tmp_path / "campaign.txt", tmp_path / "all.txt"
     ok(run_cli("registry", "due", "--campaign", "autunno26", "-o", by_campaign))
     assert UNKNOWN in lines(by_campaign)
-    ok(run_cli("registry", "due", "-o", everything))
+    ok(run_cli("registry", "due", "--principal", "acme", "-o", everything))
     assert set(lines(by_campaign)) <= set(lines(everything))
     assert lines(everything) == sorted([*KNOWN, UNKNOWN])
 
@@ -267,17 +269,17 @@ class Answered:
 def answered(run_cli: Cli, seeded: Path, tmp_path: Path, write_file: Callable[..., Path]) -> Answered:
     """`registry due` -> the RPO registers two of the submitted numbers -> `registry import` of both lists."""
     due = tmp_path / "due.txt"
-    ok(run_cli("registry", "due", "--national", "-o", due))
+    ok(run_cli("registry", "due", "--principal", "acme", "--national", "-o", due))
     submitted = lines(due)
     assert submitted == sorted(NATIONAL[n] for n in KNOWN)
     # The RPO answers with the registered ones, in its own order and format.
     registered = write_file("registered.txt", "".join(
         f"{n[:3]} {n[3:]}\n" for n in (NATIONAL[MOBILE_REG], NATIONAL[MILANO])))
-    out = ok(run_cli("registry", "import", "--submitted", due, "--registered", registered,
+    out = ok(run_cli("registry", "import", "--principal", "acme", "--submitted", due, "--registered", registered,
                      "--checked-at", today().isoformat()))
     assert "5 stored" in out and "registered 2, not registered 3" in out
     after = tmp_path / "after.txt"
-    ok(run_cli("registry", "due", "-o", after))
+    ok(run_cli("registry", "due", "--principal", "acme", "-o", after))
     assert lines(after) == []
     return Answered(due, registered)
 
@@ -318,10 +320,11 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
     assert contract["principal"] == "beta" and contract["start"] == contract_start and contract["end"] is None
     assert refusal_beta["principal"] == "beta" and refusal_beta["reference"] == "call-77"
     assert refusal_acme["principal"] == "acme"
-    # The RPO answer names the import: for the lists form, the submitted file's name, both files' sizes
-    # together and both files' SHA-256 joined by '+'.
+    # The RPO answer names the principal that obtained it and the import: for the lists form, both files'
+    # names, their sizes together and both files' SHA-256 joined by '+'.
     assert answer["registered"] is True
-    assert answer["file_name"] == answered.due.name
+    assert (answer["principal"], answer["controller"]) == ("acme", "acme")
+    assert answer["file_name"] == f"{answered.due.name} + {answered.registered.name}"
     assert answer["file_size"] == answered.size
     assert answer["sha256"] == answered.sha256
     assert answer["time"] == datetime.combine(today(), dtime(0), ROME).astimezone(UTC).strftime(
@@ -336,7 +339,7 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
     assert f"{len(items)} record(s)" in header
     assert len(rows) == len(items)
     assert [r[:19] for r in rows] == sorted(r[:19] for r in rows)
-    assert "RPO answer: REGISTERED" in rows[3] and answered.due.name in rows[3]
+    assert "RPO answer obtained by [acme]: REGISTERED" in rows[3] and answered.due.name in rows[3]
     assert f"{answered.size} bytes" in rows[3] and answered.sha256 in rows[3]
     assert "decision BLOCK" in rows[4] and "rpo_registered,unlisted_no_consent" in rows[4]
     assert "reasons optout" in rows[6]
@@ -344,14 +347,15 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
 
     assert [i["kind"] for i in evidence_json(run_cli, "347 765 4321", "--principal", "acme")] == [
         "consent", "rpo_answer", "decision", "optout", "decision"]
+    # acme's RPO answer is acme's: beta's evidence does not show it (answers are per data controller).
     assert [i["kind"] for i in evidence_json(run_cli, "347 765 4321", "--principal", "beta")] == [
-        "contract", "optout", "rpo_answer"]
+        "contract", "optout"]
     code, _, err = run_cli("evidence", "347 765 4321", "--principal", "nosuch")
     assert code == 2 and "nosuch" in err
 
 
 def test_evidence_of_a_csv_import_names_the_file(run_cli: Cli, seeded: Path) -> None:
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(2)))
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(2)))
     # Checked two days ago, listed (the directory import) today: the answer comes first.
     answer, listing = evidence_json(run_cli, "06 4567 8901")
     assert (answer["kind"], listing["kind"]) == ("rpo_answer", "directory_listing")
@@ -374,12 +378,14 @@ def _snapshot(run_cli: Cli) -> tuple[str, list[Any]]:
 
 
 def test_reimporting_the_same_file_changes_nothing(run_cli: Cli, answered: Answered) -> None:
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(1)))
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv",
+               "--checked-at", days_ago(1)))
     before = _snapshot(run_cli)
-    out = ok(run_cli("registry", "import", "--submitted", answered.due, "--registered", answered.registered,
-                     "--checked-at", today().isoformat()))
+    out = ok(run_cli("registry", "import", "--principal", "acme", "--submitted", answered.due,
+                     "--registered", answered.registered, "--checked-at", today().isoformat()))
     assert "already imported" in out
-    out = ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(1)))
+    out = ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv",
+                     "--checked-at", days_ago(1)))
     assert "already imported" in out
     assert _snapshot(run_cli) == before
 
@@ -389,9 +395,10 @@ def test_reimporting_the_same_file_changes_nothing(run_cli: Cli, answered: Answe
 
 @pytest.fixture
 def registered_listed(run_cli: Cli, seeded: Path, write_file: Callable[..., Path]) -> None:
-    """Both listed fixed numbers of the examples registered today: only a contract can let them through."""
+    """Both listed fixed numbers of the examples registered today: only a consent given within a contract can
+    let them through (a contract alone is no basis)."""
     answers = write_file("answers.csv", f"{MILANO},registered\n{FIRENZE},registered\n{ROMA},not_registered\n")
-    ok(run_cli("registry", "import", answers, "--checked-at", today().isoformat()))
+    ok(run_cli("registry", "import", "--principal", "acme", answers, "--checked-at", today().isoformat()))
     for number in (MILANO, FIRENZE):
         assert check_json(run_cli, number, "--dry-run")[1]["reasons"] == [RPO_REGISTERED]
 
@@ -420,6 +427,10 @@ def test_contract_import(run_cli: Cli, registered_listed: None, write_file: Call
 
     out = ok(run_cli("contract", "import", bad, "--skip-invalid"))
     assert "2 stored, 3 rejected" in out
+    assert check_json(run_cli, MILANO)[1]["reasons"] == [RPO_REGISTERED]  # no consent within it yet
+    ok(run_cli("consent", "import", write_file("within.csv", "number,principal,given_at,evidence\n"
+                                               "02 1234 5678,acme,2025-06-01T10:00,contract-form-1\n"
+                                               "055 234 5678,acme,2025-06-01T10:00,contract-form-2\n")))
     # Ended 30 days before the call: still covers it. Ended 31 days before: no longer.
     code, result = check_json(run_cli, MILANO)
     assert (code, result["decision"], result["basis"]) == (0, "allow", "contract"), result
@@ -472,7 +483,7 @@ def test_optout_import(run_cli: Cli, registered_listed: None, write_file: Callab
     ok(run_cli("optout", "import", write_file("all.csv", f"number,at\n055 234 5678,{yesterday}T09:00\n")))
     assert check_json(run_cli, FIRENZE)[1]["reasons"][0] == OPTOUT
     kinds = [i["kind"] for i in evidence_json(run_cli, FIRENZE, "--principal", "beta")]
-    assert sorted(kinds) == ["directory_listing", "optout", "rpo_answer"]
+    assert sorted(kinds) == ["directory_listing", "optout"]  # acme's RPO answer is not beta's
 
 
 # -- the FastAGI gate sees what is imported while it runs -------------------------------------------------
@@ -497,7 +508,7 @@ def test_serve_answers_from_data_imported_after_it_started(
     for number in (MILANO, ROMA, MOBILE_OK):
         assert RPO_NOT_CHECKED in _session(server, number)[1]
 
-    ok(run_cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(1)))
+    ok(run_cli("registry", "import", "--principal", "acme", EXAMPLES / "rpo-answers.csv", "--checked-at", days_ago(1)))
     decision, reasons = _session(server, MILANO)
     assert decision == CHANNEL_BLOCK and reasons[0] == RPO_REGISTERED and RPO_NOT_CHECKED not in reasons
     for number in (ROMA, MOBILE_OK):

@@ -47,7 +47,7 @@ def prepared_db(db_path: Path, run_cli: CliRunner) -> Path:
         ("principal", "add", "acme", "--name", "ACME Energia", "--caller-id", "06 9480 1234"),
         ("campaign", "add", "autunno26", "--principal", "acme"),
         ("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
-        ("directory", "import", EXAMPLES / "directory.txt"),
+        ("directory", "import", EXAMPLES / "directory.txt", "--listed-at", "2026-11-20"),
     ):
         result = run_cli(*args)
         assert result.code == 0, result.err

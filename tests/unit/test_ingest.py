@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from rpoguard.db.sqlite import SqliteStore
-from rpoguard.db.store import ImportRejected, RowProblem
+from rpoguard.db.store import RPO_CLEANSED_LIST, RPO_REGISTERED_LIST, ImportRejected, RowProblem
 from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import directory as directory_import
 from rpoguard.ingest import registry as registry_import
@@ -35,7 +35,8 @@ def t(text: str) -> datetime:
 
 
 def facts(run: Callable, store: SqliteStore, number: str, campaign: str | None = "spring26") -> Facts:
-    return run(store.facts(number, None, campaign, NOW))
+    # After every import of the test: directory files without --listed-at count from their import.
+    return run(store.facts(number, None, campaign, datetime.now(UTC) + timedelta(days=1)))
 
 
 def rpo_state(run: Callable, store: SqliteStore, number: str) -> tuple[bool, datetime, datetime | None] | None:
@@ -46,7 +47,12 @@ def rpo_state(run: Callable, store: SqliteStore, number: str) -> tuple[bool, dat
 def import_rpo(
     run: Callable, store: SqliteStore, path: Path, skip_invalid: bool = False, checked_at: datetime = CHECKED
 ) -> tuple:
-    return run(registry_import.import_csv(store, path, checked_at, skip_invalid))
+    return run(registry_import.import_csv(store, path, checked_at, "acme", skip_invalid))
+
+
+def import_lists(run: Callable, store: SqliteStore, submitted: Path, answer_list: Path,
+                 form: str = RPO_REGISTERED_LIST, principal: str = "acme") -> tuple:
+    return run(registry_import.import_lists(store, submitted, answer_list, form, CHECKED, principal))
 
 
 def lines_of(problems: list[RowProblem]) -> list[int]:
@@ -293,18 +299,32 @@ def test_unterminated_quote_is_reported_not_crashed(acme: SqliteStore, run: Call
 def test_contradicting_answers_for_one_number_in_one_file_do_not_fail_open(
     acme: SqliteStore, run: Callable, write_file: Writer
 ) -> None:
-    path = write_file("dup.csv", f"number,status\n{ROMA},registered\n06 4567 8901,not_registered\n")
+    path = write_file("dup.csv", f"number,status\n{ROMA},registered\n06 4567 8901,not_registered\n{MOBILE},0\n")
     # Regression: the last row used to win, so "registered" then "not_registered" stored not registered.
-    try:
-        import_rpo(run, acme, path)
-    except ImportRejected as exc:
-        assert lines_of(exc.problems) == [3]
-        return
+    summary, problems = import_rpo(run, acme, path)
+    assert problems == []
     assert rpo_state(run, acme, ROMA) == (True, CHECKED, None)
-    # And the other way round.
-    other = write_file("dup2.csv", f"{MILANO},0\n{MILANO},1,2025-03-10\n")
-    import_rpo(run, acme, other)
+    # ... and it was silent: the import now says how many and where.
+    assert summary.detail == {"registered": 1, "not_registered": 1, "opposite_answers": 1}
+    (note,) = summary.notes
+    assert f"{ROMA} lines 2 (registered) and 3 (not registered)" in note
+    # And the other way round; of two registration dates the later is kept (it revokes more consents).
+    other = write_file("dup2.csv", f"{MILANO},0\n{MILANO},1,2025-03-10\n{MILANO},1,2025-01-10\n")
+    summary, _ = import_rpo(run, acme, other)
     assert rpo_state(run, acme, MILANO) == (True, CHECKED, t("2025-03-10"))
+    assert summary.detail["opposite_answers"] == 1
+    assert "lines 2 (registered) and 1 (not registered)" in summary.notes[0]
+
+
+def test_many_contradicting_numbers_are_counted_and_the_first_ten_named(
+    acme: SqliteStore, run: Callable, write_file: Writer
+) -> None:
+    rows = "".join(f"+3933300000{i:02d},registered\n+3933300000{i:02d},not_registered\n" for i in range(25))
+    summary, _ = import_rpo(run, acme, write_file("many.csv", rows))
+    assert summary.detail["opposite_answers"] == 25
+    assert summary.notes[0].count(" (not registered)") == 10
+    assert "and 15 more" in summary.notes[0]
+    assert summary.notes[0].index("lines 1 ") < summary.notes[0].index("lines 3 ")
 
 
 # -- RPO answers: submitted and registered lists --------------------------------------------------------------
@@ -312,33 +332,86 @@ def test_contradicting_answers_for_one_number_in_one_file_do_not_fail_open(
 
 def test_submitted_and_registered_lists(acme: SqliteStore, run: Callable, write_file: Writer) -> None:
     submitted = write_file("submitted.txt", "number\n06 4567 8901\n02 1234 5678\n333 123 4567\n06-4567-8901\n")
-    registered = write_file("registered.txt", "+39 02 1234 5678\n+39 347 765 4321\n")
-    summary, problems = run(registry_import.import_lists(acme, submitted, registered, CHECKED, False))
+    registered = write_file("registered.txt", "+39 02 1234 5678\n")
+    summary, problems = import_lists(run, acme, submitted, registered)
     assert problems == []
-    assert summary.detail == {"registered": 2, "not_registered": 2}
+    assert summary.detail == {"registered": 1, "not_registered": 2}
     assert rpo_state(run, acme, ROMA) == (False, CHECKED, None)
     assert rpo_state(run, acme, MOBILE) == (False, CHECKED, None)
     assert rpo_state(run, acme, MILANO) == (True, CHECKED, None)
-    # Registered although missing from our copy of the submitted list: the RPO's word wins.
-    assert rpo_state(run, acme, MOBILE2) == (True, CHECKED, None)
 
-    again, _ = run(registry_import.import_lists(acme, submitted, registered, CHECKED, False))
+    again, _ = import_lists(run, acme, submitted, registered)
     assert again.already_imported
 
 
-def test_list_problems_name_the_file_and_line(acme: SqliteStore, run: Callable, write_file: Writer) -> None:
-    submitted = write_file("submitted.txt", "06 4567 8901\nnot a number\n02 1234 5678\n")
-    registered = write_file("registered.txt", "02 1234 5678\n\n12\n")
-    with pytest.raises(ImportRejected) as caught:
-        run(registry_import.import_lists(acme, submitted, registered, CHECKED, False))
-    problems = caught.value.problems
-    assert sorted((p.line, p.message.startswith("registered.txt: ")) for p in problems) == [(2, False), (3, True)]
-    assert rpo_state(run, acme, ROMA) is None
-
-    summary, problems = run(registry_import.import_lists(acme, submitted, registered, CHECKED, True))
-    assert len(problems) == 2
-    assert summary.rows_stored == 2
+def test_submitted_and_cleansed_lists(acme: SqliteStore, run: Callable, write_file: Writer) -> None:
+    # The RPO's cleaned list names the numbers that may be called: every other submitted number is registered.
+    submitted = write_file("submitted.txt", "06 4567 8901\n02 1234 5678\n333 123 4567\n")
+    cleansed = write_file("cleansed.txt", "+39 06 4567 8901\n333-123-4567\n")
+    summary, problems = import_lists(run, acme, submitted, cleansed, RPO_CLEANSED_LIST)
+    assert problems == []
+    assert summary.detail == {"registered": 1, "not_registered": 2}
+    assert rpo_state(run, acme, ROMA) == (False, CHECKED, None)
+    assert rpo_state(run, acme, MOBILE) == (False, CHECKED, None)
     assert rpo_state(run, acme, MILANO) == (True, CHECKED, None)
+    # The same two files read the other way are another answer, never a repeat of this one.
+    other, _ = import_lists(run, acme, submitted, cleansed, RPO_REGISTERED_LIST)
+    assert not other.already_imported
+
+
+def test_an_empty_cleansed_list_makes_every_submitted_number_registered(
+    acme: SqliteStore, run: Callable, write_file: Writer
+) -> None:
+    submitted = write_file("submitted.txt", "06 4567 8901\n02 1234 5678\n")
+    summary, _ = import_lists(run, acme, submitted, write_file("cleansed.txt", ""), RPO_CLEANSED_LIST)
+    assert summary.detail == {"registered": 2, "not_registered": 0}
+
+
+@pytest.mark.parametrize("form", [RPO_REGISTERED_LIST, RPO_CLEANSED_LIST])
+def test_a_number_in_the_answer_list_that_was_not_submitted_refuses_the_pair(
+    acme: SqliteStore, run: Callable, write_file: Writer, form: str
+) -> None:
+    # Two files that are not one submission: the absence of the others from the list would prove nothing.
+    submitted = write_file("submitted.txt", "06 4567 8901\n02 1234 5678\n")
+    answer = write_file("answer.txt", "02 1234 5678\n347 765 4321\n")
+    with pytest.raises(ImportRejected) as caught:
+        import_lists(run, acme, submitted, answer, form)
+    assert caught.value.skippable is False
+    assert lines_of(caught.value.problems) == [2]
+    assert MOBILE2 in caught.value.problems[0].message
+    assert "not in the submitted list" in caught.value.problems[0].message
+    assert rpo_state(run, acme, ROMA) is None
+    assert rpo_state(run, acme, MILANO) is None
+
+
+@pytest.mark.parametrize("form", [RPO_REGISTERED_LIST, RPO_CLEANSED_LIST])
+def test_list_problems_name_the_file_and_line_and_refuse_the_pair_whole(
+    acme: SqliteStore, run: Callable, write_file: Writer, form: str
+) -> None:
+    submitted = write_file("submitted.txt", "06 4567 8901\nnot a number\n02 1234 5678\n")
+    answer = write_file("answer.txt", "02 1234 5678\n\n12\n")
+    with pytest.raises(ImportRejected) as caught:
+        import_lists(run, acme, submitted, answer, form)
+    problems = caught.value.problems
+    assert sorted((p.line, p.message.startswith("answer.txt: ")) for p in problems) == [(2, False), (3, True)]
+    # No row may be skipped: an unreadable row might be the very number the list names.
+    assert caught.value.skippable is False
+    assert rpo_state(run, acme, ROMA) is None
+    assert rpo_state(run, acme, MILANO) is None
+
+
+def test_answers_belong_to_the_principal_that_consulted_the_rpo(
+    acme: SqliteStore, run: Callable, write_file: Writer
+) -> None:
+    run(acme.add_campaign("beta-promo", "beta", False, None, None))
+    path = write_file("answers.csv", f"{ROMA},not_registered\n")
+    import_rpo(run, acme, path)
+    assert rpo_state(run, acme, ROMA) == (False, CHECKED, None)
+    assert facts(run, acme, ROMA, campaign="beta-promo").rpo is None
+    # The same file obtained by beta is beta's own answer, not a repeat of acme's.
+    summary, _ = run(registry_import.import_csv(acme, path, CHECKED, "beta", False))
+    assert not summary.already_imported
+    assert facts(run, acme, ROMA, campaign="beta-promo").rpo is not None
 
 
 # -- directory listings ----------------------------------------------------------------------------------------
@@ -350,7 +423,7 @@ def test_directory_replace_and_append(acme: SqliteStore, run: Callable, write_fi
     summary, problems = run(directory_import.import_file(acme, first, True, False))
     assert (summary.rows_stored, problems) == (2, [])
     summary, _ = run(directory_import.import_file(acme, second, True, False))
-    assert summary.detail["removed"] == 2
+    assert summary.detail["ended"] == 2
     assert facts(run, acme, ROMA).listing is None
     assert facts(run, acme, MOBILE).listing is not None
 
