@@ -3,15 +3,22 @@
 libphonenumber (package ``phonenumberslite``, imported as ``phonenumbers``) is the authority on what is a
 valid number: plain string rules disagree with it on about 1.5% of real inputs (performance-facts.md),
 and every disagreement is either a blocked lawful call or an unproven one. This module only decides which
-E.164 spellings a dialled string can mean, then lets libphonenumber judge each of them.
+E.164 spellings a dialled string can mean and in which order, then lets libphonenumber judge them.
 
 Forms accepted (after removing separators, see ``_SEPARATORS``):
 
 * ``+CC…``              international, any country;
 * ``00CC…``             international with the Italian IDD prefix;
-* ``39…``               either country code 39 without ``+`` or a national mobile 39x…: both readings are
-                        tried, and a string that is valid both ways is refused as ambiguous (fail closed);
+* ``39…``               national first (below): a national 39x… mobile, else country code 39 without ``+``;
 * anything else         an Italian national number (``0…`` fixed, ``3…`` mobile, ``8…`` special...).
+
+A national number is read as national first: ``39…`` without ``+`` or ``00`` is read as +39 only when the
+national reading is not a valid number (a TIM mobile 390 123 4567 is national). That is how an Italian
+reads such a string: ``3901000070`` is a mobile in the 390 range, even though ``+39 0100 0070`` would be
+a Genoa number, and ``39 06 12345678`` is Rome, because ``390612345678`` is no national number.
+Refusing the strings that read both ways, as this module once did, blocked every call to such mobiles and
+rejected whole RPO answer files that listed one. Whoever means the other reading writes the ``+`` or the
+``00``.
 
 Only ASCII digits are digits here. Asterisk extensions, SIP user parts and the CSV files we import carry
 ASCII digits; a fullwidth or Arabic-Indic digit means an encoding or copy-paste accident, and refusing it
@@ -159,14 +166,19 @@ def normalize(raw: str, *, trunk_prefix: str = "") -> Number:
     ``612345678`` and be refused, which is the fail-closed outcome. Input that does not start with the
     prefix (``+39…`` from an import, say) is read as it is.
 
-    Raises NumberError with INVALID_NUMBER (not a number, or ambiguous), FOREIGN_NUMBER (valid but not
+    ``39…`` is read national first (see the module docstring): ``3902123456`` is the 390 mobile
+    ``+393902123456``, ``390212345678`` is Milan ``+390212345678``.
+
+    Raises NumberError with INVALID_NUMBER (not a valid number), FOREIGN_NUMBER (valid but not
     Italian; Vatican City's +39 06 698 included) or UNSUPPORTED_NUMBER_TYPE (Italian but neither fixed
     nor mobile: toll-free, premium, shared-cost, VoIP...). Never raises anything else for a str.
     """
     cleaned = _clean(raw, "dialled number")
     if trunk_prefix and cleaned.startswith(trunk_prefix):
         cleaned = cleaned[len(trunk_prefix) :]
-    number = _only_one(_readings(cleaned, raw, "dialled number"), raw, "dialled number")
+    number = _reading(cleaned, raw, "dialled number")
+    if number is None:
+        raise _invalid(raw, "dialled number")
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
     region = phonenumbers.region_code_for_number(number)
@@ -210,6 +222,10 @@ def normalize_caller_id(raw: str) -> str:
     ``+39`` plus the national digits with their 0 (``+390844123456``), the way Italian numbers keep their
     0 in E.164, so a declared ``0844 123456`` and a presented ``+39844123456`` compare equal.
 
+    ``39…`` is read national first, as by ``normalize``; an AGCOM national reading counts as a valid one.
+    Within one reading a number libphonenumber calls valid as written comes before the AGCOM one with its
+    0 put back (``+39 844…``), because restoring a dropped 0 is a guess and the written number is not.
+
     Results are cached: a channel presents the same few caller IDs on every call.
     """
     # Checked before the cache so that junk of any size or type never becomes a cache key.
@@ -245,11 +261,13 @@ def normalize_fast(raw: str) -> Number | None:
     """``normalize(raw)`` for the common clean forms, without calling libphonenumber; None when not sure.
 
     Answers, after the separator removal ``normalize`` does, only for ``+39…``, ``0039…``, a national
-    number (``0…`` fixed, ``3…``/``43…`` mobile), and ``39…`` when just one of its two readings (national
-    39x… mobile, or 39 as country code) can be a valid number at all. The number must be an Italian fixed
-    or mobile number by libphonenumber's metadata. Everything else gives None, never an exception: errors,
-    foreign, Vatican and AGCOM numbers, toll-free, premium, VoIP and the other types, ambiguous ``39…``,
-    non-ASCII digits, non-str input. None means "ask ``normalize``", not "invalid".
+    number (``0…`` fixed, ``3…``/``43…`` mobile), and ``39…`` read national first as ``normalize`` reads
+    it: the national 39x… number when the tables know it as fixed or mobile, the +39 reading when the
+    national one cannot be valid at all, and None when the national one might be valid as something the
+    tables do not answer for. The number must be an Italian fixed or mobile number by libphonenumber's
+    metadata. Everything else gives None, never an exception: errors, foreign, Vatican and AGCOM numbers,
+    toll-free, premium, VoIP and the other types, non-ASCII digits, non-str input. None means "ask
+    ``normalize``", not "invalid".
 
     A Number it returns is the one ``normalize(raw)`` returns (same e164, same line type): the regexes
     are built at import from the metadata libphonenumber validates with, under the rules it applies
@@ -291,18 +309,17 @@ def _caller_id(raw: str) -> tuple[str | None, str]:
     """(E.164, "") or (None, message); errors are cached as data, never as exception objects to re-raise."""
     try:
         cleaned = _clean(raw, "caller ID")
-        candidates: dict[str, None] = {}
-        for number in _readings(cleaned, raw, "caller ID"):
-            candidates[phonenumbers.format_number(number, PhoneNumberFormat.E164)] = None
-        for national in _agcom_nationals(cleaned):
-            candidates["+" + _COUNTRY_CODE + national] = None
-        if len(candidates) > 1:
-            raise _ambiguous(raw, "caller ID", list(candidates))
-        if not candidates:
-            raise _invalid(raw, "caller ID")
+        _check_diallable(cleaned, raw, "caller ID")
+        for national_reading, spelling in _spellings(cleaned):
+            number = _valid_number(spelling)
+            if number is not None:
+                return phonenumbers.format_number(number, PhoneNumberFormat.E164), ""
+            agcom = _agcom_national(national_reading, spelling)
+            if agcom is not None:
+                return "+" + _COUNTRY_CODE + agcom, ""
+        raise _invalid(raw, "caller ID")
     except NumberError as exc:
         return None, str(exc)
-    return next(iter(candidates)), ""
 
 
 def _clean(raw: str, what: str) -> str:
@@ -324,49 +341,61 @@ def _check_text(raw: object, what: str) -> None:
         raise NumberError(INVALID_NUMBER, f"{what} {_shown(raw)} is far too long to be a telephone number")
 
 
-def _readings(cleaned: str, raw: str, what: str) -> list[phonenumbers.PhoneNumber]:
-    """Every valid number the cleaned string can mean (two at most: see _spellings)."""
+def _check_diallable(cleaned: str, raw: str, what: str) -> None:
     if _DIALLABLE.fullmatch(cleaned) is None:
         why = _why_junk(cleaned)
         raise NumberError(INVALID_NUMBER, f"{what} {_shown(raw)} is not a telephone number: {why}")
-    valid = []
+
+
+def _reading(cleaned: str, raw: str, what: str) -> phonenumbers.PhoneNumber | None:
+    """The number the cleaned string means: its first valid spelling (see _spellings), or None."""
+    _check_diallable(cleaned, raw, what)
     for _, spelling in _spellings(cleaned):
-        try:
-            number = phonenumbers.parse(spelling, _REGION)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number):
-            valid.append(number)
-    return valid
+        number = _valid_number(spelling)
+        if number is not None:
+            return number
+    return None
+
+
+def _valid_number(spelling: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(spelling, _REGION)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.is_valid_number(number) else None
 
 
 def _spellings(cleaned: str) -> tuple[tuple[bool, str], ...]:
-    """The E.164 spellings ('+' and digits) a dialled string may stand for, flagged national or not."""
+    """The E.164 spellings ('+' and digits) a dialled string may stand for, flagged national or not.
+
+    In the order they are tried: the first one that is a valid number is the number, later ones are not
+    looked at. Only ``39…`` has two, and its national reading comes first (the module docstring's rule).
+    """
     if cleaned.startswith("+"):
         return ((False, cleaned),)
     if cleaned.startswith("00"):
         # No Italian national number starts with 00, so this is the IDD prefix and nothing else.
         return ((False, "+" + cleaned[2:]),)
     if cleaned.startswith(_COUNTRY_CODE):
-        # Country code without '+', or a national 39x… mobile (390-393, 397 are in use): try both.
+        # A national 39x… mobile (the metadata's mobile pattern takes all of 390-399) before country
+        # code 39 without '+': Italians write their mobiles without any prefix, and that is what such a
+        # string means to whoever typed it.
         return ((True, "+" + _COUNTRY_CODE + cleaned), (False, "+" + cleaned))
     return ((True, "+" + _COUNTRY_CODE + cleaned),)
 
 
-def _agcom_nationals(cleaned: str) -> list[str]:
-    """National 0843…/0844… numbers (0 included) the cleaned caller ID can mean, if any."""
-    nationals = []
-    for national_reading, spelling in _spellings(cleaned):
-        if not spelling.startswith("+" + _COUNTRY_CODE):
-            continue
-        digits = spelling[1 + len(_COUNTRY_CODE) :]
-        if not national_reading and not digits.startswith("0"):
-            # Written internationally people often drop the 0 (+39 844…), as they would for other
-            # countries; a national reading must carry it, or 844… would be a different number.
-            digits = "0" + digits
-        if digits.startswith(_AGCOM_PREFIXES) and _AGCOM_MIN_NATIONAL <= len(digits) <= _AGCOM_MAX_NATIONAL:
-            nationals.append(digits)
-    return nationals
+def _agcom_national(national_reading: bool, spelling: str) -> str | None:
+    """The national 0843…/0844… number (0 included) one spelling of a caller ID means, if it is one."""
+    if not spelling.startswith("+" + _COUNTRY_CODE):
+        return None
+    digits = spelling[1 + len(_COUNTRY_CODE) :]
+    if not national_reading and not digits.startswith("0"):
+        # Written internationally people often drop the 0 (+39 844…), as they would for other
+        # countries; a national reading must carry it, or 844… would be a different number.
+        digits = "0" + digits
+    if digits.startswith(_AGCOM_PREFIXES) and _AGCOM_MIN_NATIONAL <= len(digits) <= _AGCOM_MAX_NATIONAL:
+        return digits
+    return None
 
 
 def _why_junk(cleaned: str) -> str:
@@ -376,24 +405,6 @@ def _why_junk(cleaned: str) -> str:
     if any(ch.isdigit() and not ch.isascii() for ch in cleaned):
         return "it contains digits other than 0-9 (another script or fullwidth); retype it with 0-9"
     return "only the digits 0-9, a leading '+', spaces and . - / ( ) may appear in a number"
-
-
-def _only_one(numbers: list[phonenumbers.PhoneNumber], raw: str, what: str) -> phonenumbers.PhoneNumber:
-    if len(numbers) == 1:
-        return numbers[0]
-    if numbers:
-        raise _ambiguous(raw, what, [phonenumbers.format_number(n, PhoneNumberFormat.E164) for n in numbers])
-    raise _invalid(raw, what)
-
-
-def _ambiguous(raw: str, what: str, e164s: list[str]) -> NumberError:
-    logger.debug("ambiguous %s %r: %s", what, raw, e164s)
-    readings = " and as ".join(e164s)
-    return NumberError(
-        INVALID_NUMBER,
-        f"{what} {_shown(raw)} is ambiguous: it reads as {readings}; "
-        "write it with +39 in front so that it means one number",
-    )
 
 
 def _invalid(raw: str, what: str) -> NumberError:
@@ -434,18 +445,18 @@ def _fast_number(nsn: str) -> Number | None:
 
 
 def _fast_two_readings(cleaned: str) -> Number | None:
-    """A 39… string: the one valid reading, or None when both readings might be valid (_spellings)."""
+    """A 39… string, national reading first as in _spellings; None when only normalize can tell."""
     if not (cleaned.isascii() and cleaned.isdigit()):
         return None
-    international = cleaned[len(_COUNTRY_CODE) :]
     national = _fast_number(cleaned)
     if national is not None:
-        return None if _fast_plausible(international, _FAST_TABLES) else national
+        # A valid national reading is the answer, whatever the +39 reading would have been.
+        return national
     if _fast_plausible(cleaned, _FAST_TABLES):
-        # The national reading may be valid (a 39x… number of another type, say), so "+39" + rest might
-        # be ambiguous; only normalize can tell.
+        # The national reading may still be valid as a type the tables do not answer for (voicemail,
+        # say), which would win over +39; only normalize can tell.
         return None
-    return _fast_number(international)
+    return _fast_number(cleaned[len(_COUNTRY_CODE) :])
 
 
 def _fast_line_type(nsn: str, tables: _FastTables) -> str | None:

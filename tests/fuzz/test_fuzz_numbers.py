@@ -181,6 +181,10 @@ def check_contract(raw: str) -> None:
 @example("+39 \u2212 06\u00a012345678")
 @example("=1+1")
 @example("${EXTEN}")
+# 39… read both ways (national 390 mobile, and +39 with Genoa 010 or Milan 02): national first.
+@example("3901000070")
+@example("39 02 123456")
+@example("39 843 12345")
 @example('"; EXEC System(reboot)')
 def test_every_function_answers_a_number_or_a_number_error(raw: str) -> None:
     check_contract(raw)
@@ -313,6 +317,7 @@ SEEDS = [
     "+39 06 1234 5678",
     "0612345678",
     "393331234567",
+    "3901000070",
     "0039 347 765 4321",
     "0844 123456",
     "+33 1 23 45 67 89",

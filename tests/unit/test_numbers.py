@@ -1,8 +1,10 @@
 """rpoguard.numbers: dialled strings and caller IDs -> E.164 and line type.
 
 Every verdict here that comes from libphonenumber's metadata (a 30x mobile is invalid, 0844 is unknown to
-it, 3902123456 is valid both ways...) is asserted against phonenumbers itself next to the case, so a
-metadata release that changes the facts fails with a clear message instead of silently testing nothing.
+it, 3902123456 reads as a valid number both with and without its 39 as a country code...) is asserted
+against phonenumbers itself next to the case, so a metadata release that changes the facts fails with a
+clear message instead of silently testing nothing. The whole numbering plan, range by range, is in
+tests/numbering_plan.py and test_numbering_plan.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
 
 from rpoguard import constants as c
+from rpoguard import numbers as numbers_module
 from rpoguard.numbers import Number, NumberError, is_withheld, normalize, normalize_caller_id
 
 ROME = "+390612345678"
@@ -249,12 +252,14 @@ def test_italian_numbers_that_are_neither_fixed_nor_mobile(raw: str, e164: str, 
     assert err.e164 == e164
 
 
-# --- the 39 ambiguity ---------------------------------------------------------------------------------
+# --- 39… without + or 00: national first ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("raw", "as_national", "as_country_code"),
     [
+        # A 390 mobile, or Genoa 010 0070 after country code 39: the reported case
+        ("3901000070", "+393901000070", "+3901000070"),
         # A 390 mobile, or Milan 02 123456 after country code 39
         ("3902123456", "+393902123456", "+3902123456"),
         ("390 212 3456", "+393902123456", "+3902123456"),
@@ -262,18 +267,19 @@ def test_italian_numbers_that_are_neither_fixed_nor_mobile(raw: str, e164: str, 
         ("3906123456", "+393906123456", "+3906123456"),
     ],
 )
-def test_39_valid_both_ways_is_refused(raw: str, as_national: str, as_country_code: str) -> None:
-    assert pn_facts(as_national)[0]
-    assert pn_facts(as_country_code)[0]
-    err = reason_of(raw)
-    assert err.reason == c.INVALID_NUMBER
-    assert "ambiguous" in str(err)
-    assert "+39" in str(err)
-    # The same digits with +39 in front mean one number.
-    assert normalize("+39" + raw).e164 == as_national
-    # The caller-ID path fails closed the same way.
-    with pytest.raises(NumberError, match="ambiguous"):
-        normalize_caller_id(raw)
+def test_39_valid_both_ways_is_the_national_mobile(raw: str, as_national: str, as_country_code: str) -> None:
+    # Once refused as ambiguous, which blocked calls to real 390 mobiles and rejected whole RPO files that
+    # listed one. An Italian reads these digits as the mobile, so rpoguard does too.
+    assert pn_facts(as_national) == (True, "IT", PhoneNumberType.MOBILE)
+    assert pn_facts(as_country_code) == (True, "IT", PhoneNumberType.FIXED_LINE)
+    assert normalize(raw) == Number(as_national, c.LINE_MOBILE)
+    assert normalize("+39" + raw) == Number(as_national, c.LINE_MOBILE)
+    # The other reading is one '+' or 00 away.
+    digits = raw.replace(" ", "")
+    assert normalize("+" + digits) == Number(as_country_code, c.LINE_FIXED)
+    assert normalize("00" + digits) == Number(as_country_code, c.LINE_FIXED)
+    # Caller IDs are read the same way.
+    assert normalize_caller_id(raw) == as_national
 
 
 @pytest.mark.parametrize(
@@ -388,7 +394,6 @@ def test_caller_id_agcom_ranges_override_phonenumbers(raw: str, expected: str) -
         "0844 123456789",  # 12 digits after the 0
         "844 123456",  # national form must keep its 0
         "0845 123456",  # not an AGCOM range, and invalid for phonenumbers
-        "3984312345",  # a valid 398 mobile and +39 0843 12345: ambiguous, refused
         "anonymous",
         "",
         "０８４４ １２３４５６",
@@ -401,9 +406,38 @@ def test_caller_id_invalid(raw: str) -> None:
     assert info.value.e164 is None
 
 
-def test_caller_id_ambiguity_with_agcom_is_real() -> None:
-    assert pn_facts("+393984312345")[0]
+def test_caller_id_39_agcom_reading_yields_to_the_national_mobile() -> None:
+    # 3984312345 is a valid 398 mobile, and with 39 as country code it would be the AGCOM caller ID
+    # 0843 12345: the national reading comes first, an AGCOM one included (it was refused as ambiguous).
+    assert pn_facts("+393984312345") == (True, "IT", PhoneNumberType.MOBILE)
     assert not pn_facts("+39084312345")[0]
+    assert normalize_caller_id("3984312345") == "+393984312345"
+    assert normalize_caller_id("398 431 2345") == "+393984312345"
+    # Written with '+' or 00 it can only be the AGCOM number, its dropped 0 put back.
+    assert normalize_caller_id("+39 843 12345") == "+39084312345"
+    assert normalize_caller_id("0039 843 12345") == "+39084312345"
+
+
+def test_caller_id_valid_as_written_comes_before_a_restored_agcom_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No metadata release has made +39 844… valid yet; if one does, the number as written is the one the
+    # caller presented, and putting back a 0 that may never have been dropped is only a guess.
+    real_is_valid = phonenumbers.is_valid_number
+
+    def is_valid(number: phonenumbers.PhoneNumber) -> bool:
+        if (number.country_code, number.national_number, number.italian_leading_zero) == (39, 844123456, None):
+            return True
+        return real_is_valid(number)
+
+    # Caller IDs are cached: nothing from before may answer here, nothing from here may answer later.
+    numbers_module._caller_id.cache_clear()
+    monkeypatch.setattr(phonenumbers, "is_valid_number", is_valid)
+    try:
+        assert normalize_caller_id("+39 844 123456") == "+39844123456"
+        assert normalize_caller_id("39 844 123456") == "+39844123456"
+        # Written with its 0 it is still the AGCOM number.
+        assert normalize_caller_id("+39 0844 123456") == "+390844123456"
+    finally:
+        numbers_module._caller_id.cache_clear()
 
 
 def test_caller_id_errors_are_fresh_each_time() -> None:
@@ -480,7 +514,7 @@ def with_separators(draw: st.DrawFn, digits: str) -> str:
 
 
 # Forms that must always mean exactly the national number; "39"+national is handled apart because it
-# may legitimately be ambiguous.
+# means another number when it is itself a valid national one (national first).
 _FORMS: list[Callable[[str], str]] = [
     lambda n: n,
     lambda n: "+39" + n,
@@ -501,12 +535,16 @@ def test_property_every_form_gives_the_same_number(
     assert normalize(form(national)) == expected
     assert normalize(data.draw(with_separators(national))) == expected
     assert normalize("9" + form(national), trunk_prefix="9") == expected
-    # Without '+' or 00 the 39 may be read two ways: the same number or a refusal, never another number.
-    try:
-        assert normalize("39" + national) == expected
-    except NumberError as err:
-        assert err.reason == c.INVALID_NUMBER
-        assert "ambiguous" in str(err)
+    # Without '+' or 00 the 39 is a country code only when "39" + national is no valid national number
+    # (a short fixed number after 39 spells a 390 mobile); phonenumbers decides which.
+    doubled = "39" + national
+    if pn_facts("+39" + doubled)[0]:
+        assert normalize(doubled) == normalize("+39" + doubled)
+        assert normalize(doubled).e164 == "+39" + doubled
+        assert normalize_caller_id(doubled) == "+39" + doubled
+    else:
+        assert normalize(doubled) == expected
+        assert normalize_caller_id(doubled) == expected.e164
     assert normalize_caller_id(form(national)) == expected.e164
 
 
@@ -563,9 +601,10 @@ def test_property_any_text_gives_a_number_or_a_number_error(raw: str, trunk: str
 )
 def test_property_agcom_caller_ids(prefix: str, subscriber: str, form: str) -> None:
     expected = "+390" + prefix + subscriber
-    try:
-        assert normalize_caller_id(form.format(prefix + subscriber)) == expected
-    except NumberError as err:
-        # Only the forms without '+' or 00 may collide with a 39x mobile, and then they are refused.
-        assert form.startswith("39")
-        assert "ambiguous" in str(err)
+    raw = form.format(prefix + subscriber)
+    if form.startswith("39") and pn_facts("+39" + raw)[0]:
+        # Without '+' or 00, a string that is itself a valid national number (a 390 or 398 mobile of 9 or
+        # 10 digits) is that number: national first, as an Italian reads it.
+        assert normalize_caller_id(raw) == "+39" + raw
+    else:
+        assert normalize_caller_id(raw) == expected

@@ -19,6 +19,7 @@ from phonenumbers import PhoneMetadata, PhoneNumberDesc, PhoneNumberType
 from phonenumbers.phonenumberutil import _number_type_helper
 
 from rpoguard import constants as c
+from rpoguard import numbers
 from rpoguard.numbers import (
     Number,
     NumberError,
@@ -156,6 +157,20 @@ def mutated_examples(draw: st.DrawFn) -> str:
     return draw(with_separators(draw(PREFIX) + nsn))
 
 
+@st.composite
+def thirty_nine_strings(draw: st.DrawFn) -> str:
+    """39 without '+' or 00, then a tail: the strings with two readings, which normalize reads national first.
+
+    Tails from every metadata pattern (a fixed number of 6 to 8 digits after 39 spells a 390 mobile, a
+    premium 894… one a 398 mobile) and random digits of the lengths around the 9 and 10 of a 39x mobile.
+    """
+    from_pattern = st.sampled_from(PATTERNS).flatmap(lambda p: st.from_regex(p, fullmatch=True, alphabet=DIGITS))
+    # "0" + 6 or 7 digits: most such tails are fixed numbers, so both readings are valid.
+    short_fixed = st.text(DIGITS, min_size=6, max_size=7).map(lambda digits: "0" + digits)
+    tail = draw(st.one_of(from_pattern, short_fixed, st.text(DIGITS, min_size=4, max_size=11)))
+    return draw(with_separators("39" + tail))
+
+
 RANDOM_TEXT = st.one_of(
     st.text(max_size=30),
     # Near misses: digits of other scripts, fullwidth, letters and repeated plus signs among real digits.
@@ -166,6 +181,7 @@ SOURCES = {
     "prefixed-digits": prefixed_digits(),
     "metadata-patterns": from_metadata(),
     "mutated-examples": mutated_examples(),
+    "39-strings": thirty_nine_strings(),
     "random-text": RANDOM_TEXT,
 }
 
@@ -273,29 +289,45 @@ def test_vatican_numbers_go_to_normalize(raw: str) -> None:
     assert pn_facts(info.value.e164 or "")[:2] == (True, "VA")
 
 
-@pytest.mark.parametrize("raw", ["3902123456", "39 02 123456", "39 0612 3456"])
-def test_ambiguous_39_strings_go_to_normalize(raw: str) -> None:
+@pytest.mark.parametrize("raw", ["3901000070", "3902123456", "39 02 123456", "39 0612 3456", "390612345"])
+def test_39_strings_valid_both_ways_are_national_and_fast(raw: str) -> None:
     digits = raw.replace(" ", "")
     # Both readings are valid numbers for libphonenumber: national 39x… and 39 as the country code.
-    assert pn_facts("+39" + digits)[0] is True
+    assert pn_facts("+39" + digits) == (True, "IT", PhoneNumberType.MOBILE)
     assert pn_facts("+" + digits)[0] is True
-    assert normalize_fast(raw) is None
-    with pytest.raises(NumberError, match="ambiguous") as info:
-        normalize_for_import(raw)
-    assert info.value.reason == c.INVALID_NUMBER
+    # National first: the 390 mobile, and the fast path knows it without asking normalize (these were
+    # once refused as ambiguous, after a slow trip through normalize).
+    assert normalize_fast(raw) == Number("+39" + digits, c.LINE_MOBILE) == normalize(raw)
+    assert normalize_for_import(raw) == normalize(raw)
+
+
+def test_39_string_whose_national_reading_the_tables_do_not_know_goes_to_normalize(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Tables without a 10-digit classifier stand for a metadata release where a 39x… number of 10 digits
+    # may be valid as a type the fast path does not answer for. Its national reading is still plausible,
+    # so the fast path must not fall back to the +39 reading (Milan 02 123456 here): national first.
+    tables = numbers._FAST_TABLES
+    classifiers = {length: regex for length, regex in tables.classifiers.items() if length != 10}
+    monkeypatch.setattr(numbers, "_FAST_TABLES", tables._replace(classifiers=classifiers))
+    # The +39 reading on its own is still one the fast path answers: the trap is real.
+    assert normalize_fast("+3902123456") == Number("+3902123456", c.LINE_FIXED)
+    assert normalize_fast("3902123456") is None
+    assert normalize_for_import("3902123456") == Number("+393902123456", c.LINE_MOBILE)
 
 
 @pytest.mark.parametrize(
     ("raw", "e164", "line_type"),
     [
         ("39 06 12345678", "+390612345678", c.LINE_FIXED),  # 390612345678 is too long for a national 39x…
+        ("39 0331 123456", "+390331123456", c.LINE_FIXED),
         ("393312345678", "+393312345678", c.LINE_MOBILE),
         ("39331234567", "+39331234567", c.LINE_MOBILE),
         ("3921234567", "+393921234567", c.LINE_MOBILE),  # +3921234567 cannot be valid: national it is
         ("393 123 4567", "+393931234567", c.LINE_MOBILE),
     ],
 )
-def test_unambiguous_39_strings_are_taken(raw: str, e164: str, line_type: str) -> None:
+def test_39_strings_with_one_valid_reading_are_taken(raw: str, e164: str, line_type: str) -> None:
     assert normalize_fast(raw) == Number(e164, line_type) == normalize(raw)
 
 
