@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -48,6 +48,16 @@ AREA_CODES = (
     "070", "071", "075", "080", "081", "089", "090", "091", "095", "0331", "0362", "0471", "0521", "0541",
     "0583", "0721", "0823", "0884", "0932",
 )  # fmt: skip
+# The numbering-plan files (`plan=True`): every mobile prefix 310-399 at the lengths the plan gives it
+# (libphonenumber's IT metadata: 31x at 10 digits, 32x-39x at 9 and 10), geographic numbers of 6 to 11
+# digits over short and long area codes, and every way of writing them an operator's file uses.
+PLAN_MOBILE_PREFIXES = tuple(str(p) for p in range(310, 400))
+PLAN_AREA_CODES = (
+    "02", "06", "010", "011", "019", "030", "040", "041", "045", "049", "050", "051", "055", "070", "080", "081",
+    "089", "091", "095", "0125", "0331", "0362", "0423", "0471", "0521", "0541", "0583", "0721", "0823",
+    "0831", "0884", "0932", "0975",
+)  # fmt: skip
+PLAN_FORMS = (("", 0.70), ("+39", 0.15), ("0039", 0.05), ("39", 0.10))  # prefix written before the national
 MOBILE_SHARE = 0.6
 REGISTERED_PER_MILLE = 120  # about 12% of the answers say "registered"
 FLIPS_PER_MILLE = 10  # a newer month: about 1% of the numbers changed status
@@ -95,7 +105,7 @@ class _Block:
         return self.prefix + str((self.a * index + self.b) % size).zfill(self.digits)
 
 
-def _blocks(seed: int) -> tuple[list[_Block], list[float]]:
+def _blocks(seed: int, plan: bool = False) -> tuple[list[_Block], list[float]]:
     rng = random.Random(seed)
     blocks: list[_Block] = []
     weights: list[float] = []
@@ -106,6 +116,8 @@ def _blocks(seed: int) -> tuple[list[_Block], list[float]]:
             if a % 2 and a % 5:
                 return a
 
+    if plan:
+        return _plan_blocks(rng, multiplier)
     for prefix in MOBILE_PREFIXES:
         blocks.append(_Block(prefix, 7, multiplier(10**7), rng.randrange(10**7)))
         weights.append(MOBILE_SHARE / len(MOBILE_PREFIXES))
@@ -116,6 +128,26 @@ def _blocks(seed: int) -> tuple[list[_Block], list[float]]:
             blocks.append(_Block(code, digits, multiplier(10**digits), rng.randrange(10**digits)))
             weights.append((1 - MOBILE_SHARE) * share / len(AREA_CODES))
     return blocks, weights
+
+
+def _plan_blocks(rng: random.Random, multiplier: Callable[[int], int]) -> tuple[list[_Block], list[float]]:
+    """Blocks over the whole national plan; a block of which no sampled number is a valid fixed or mobile
+    number (a length the plan does not give that prefix) is left out, so every block writes rows."""
+    from rpoguard.numbers import normalize_fast  # noqa: PLC0415 - only the generator needs rpoguard
+
+    mobiles: list[_Block] = []
+    fixed: list[_Block] = []
+    candidates = [(mobiles, prefix, total) for prefix in PLAN_MOBILE_PREFIXES for total in (9, 10)]
+    candidates += [(fixed, code, total) for code in PLAN_AREA_CODES for total in range(6, 12)]
+    for group, prefix, total in candidates:
+        digits = total - len(prefix)
+        if digits < 1:
+            continue
+        block = _Block(prefix, digits, multiplier(10**digits) if digits > 1 else 1, rng.randrange(10**digits))
+        if any(normalize_fast(block.number(i)) is not None for i in range(min(200, 10**digits))):
+            group.append(block)
+    weights = [MOBILE_SHARE / len(mobiles)] * len(mobiles) + [(1 - MOBILE_SHARE) / len(fixed)] * len(fixed)
+    return mobiles + fixed, weights
 
 
 def _mix(value: int, salt: int) -> int:
@@ -137,9 +169,11 @@ class RpoFile:
     seconds: float  # generation time (0 when reused from the cache)
     checked_sample: int  # rows checked with phonenumbers.is_valid_number
     checked_valid: int
+    # plan files: rows per "mobile 3xx/9" or "fixed 10" (kind, prefix or length) written
+    coverage: dict[str, int] = field(default_factory=dict)
 
 
-def rpo_answers_file(rows: int, month: int = 1, seed: int = 20261128) -> RpoFile:
+def rpo_answers_file(rows: int, month: int = 1, seed: int = 20261128, plan: bool = False) -> RpoFile:
     """The cached CSV of `rows` RPO answers for `month` (1, 2…), generated on first use.
 
     Months share the numbers (same blocks, same seed) but not the row order, and each later month has
@@ -149,16 +183,18 @@ def rpo_answers_file(rows: int, month: int = 1, seed: int = 20261128) -> RpoFile
     fast path (proven equal to phonenumbers) says so, and a sample is re-checked with phonenumbers.
     """
     folder = bench_dir()
-    path = folder / f"rpo-{rows}-m{month}-s{seed}-v{GENERATOR_VERSION}.csv"
+    kind = "plan-" if plan else ""
+    path = folder / f"rpo-{kind}{rows}-m{month}-s{seed}-v{GENERATOR_VERSION}.csv"
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("rows") == rows and path.stat().st_size == meta.get("size"):
             return RpoFile(path, rows, month, meta["registered"], meta["size"], 0.0, meta["checked_sample"],
-                           meta["checked_valid"])
+                           meta["checked_valid"], meta.get("coverage", {}))
     log.info("generating %s (%d rows)", path, rows)
     started = time.perf_counter()
-    registered = _write_rpo_csv(path.with_suffix(".tmp"), rows, month, seed)
+    coverage: dict[str, int] = {}
+    registered = _write_rpo_csv(path.with_suffix(".tmp"), rows, month, seed, plan, coverage)
     checked_sample, checked_valid = _check_sample(path.with_suffix(".tmp"), 20_000, seed)
     if checked_valid != checked_sample:
         raise RuntimeError(f"{path}: {checked_sample - checked_valid} of {checked_sample} sampled numbers "
@@ -167,15 +203,17 @@ def rpo_answers_file(rows: int, month: int = 1, seed: int = 20261128) -> RpoFile
     size = path.stat().st_size
     meta_path.write_text(json.dumps({"rows": rows, "month": month, "seed": seed, "registered": registered,
                                      "size": size, "checked_sample": checked_sample,
-                                     "checked_valid": checked_valid}))
+                                     "checked_valid": checked_valid, "coverage": coverage}))
     return RpoFile(path, rows, month, registered, size, time.perf_counter() - started, checked_sample,
-                   checked_valid)
+                   checked_valid, coverage)
 
 
-def _write_rpo_csv(path: Path, rows: int, month: int, seed: int) -> int:
+def _write_rpo_csv(path: Path, rows: int, month: int, seed: int, plan: bool = False,
+                   coverage: dict[str, int] | None = None) -> int:
     from rpoguard.numbers import normalize_fast  # noqa: PLC0415 - only the generator needs rpoguard
 
-    blocks, weights = _blocks(seed)
+    blocks, weights = _blocks(seed, plan)
+    forms, form_weights = zip(*PLAN_FORMS, strict=True) if plan else (("",), (1.0,))
     cumulative = []
     total = 0.0
     for weight in weights:
@@ -197,12 +235,23 @@ def _write_rpo_csv(path: Path, rows: int, month: int, seed: int) -> int:
                 counters[which] += 1
                 if normalize_fast(national) is None:
                     continue  # not a valid fixed/mobile number (or not surely): never written
+                if coverage is not None and plan:
+                    key = f"mobile {national[:3]}/{len(national)}" if national[0] == "3" else f"fixed {len(national)}"
+                    coverage[key] = coverage.get(key, 0) + 1
                 value = int(national)
                 is_registered = _mix(value, 1) < REGISTERED_PER_MILLE
                 for later in range(2, month + 1):
                     if _mix(value, later) < FLIPS_PER_MILLE:
                         is_registered = not is_registered
-                shown = "+39" + national if rng.random() < INTERNATIONAL_SHARE else national
+                if plan:
+                    shown = rng.choices(forms, form_weights)[0] + national
+                    read = normalize_fast(shown)
+                    if read is None or read.e164 != "+39" + national:
+                        # "39" before a short fixed number spells a 390 mobile (national first): the
+                        # RPO would not write it so, and the row would answer for another number.
+                        shown = national
+                else:
+                    shown = "+39" + national if rng.random() < INTERNATIONAL_SHARE else national
                 if is_registered:
                     registered += 1
                     if _mix(value, 99) < DATED_SHARE_PER_MILLE:
@@ -225,9 +274,14 @@ def _check_sample(path: Path, count: int, seed: int) -> tuple[int, int]:
     numbers = sample_numbers(path, count, seed)
     valid = 0
     for raw in numbers:
-        text = raw if raw.startswith("+") else "+39" + raw
-        parsed = phonenumbers.parse(text, "IT")
-        valid += phonenumbers.is_valid_number(parsed) and phonenumbers.region_code_for_number(parsed) == "IT"
+        # As an Italian reads it: +…, 00…, else national first (39… is +39 only when not a national number).
+        readings = ([raw] if raw.startswith("+") else ["+" + raw[2:]] if raw.startswith("00")
+                    else ["+39" + raw, "+" + raw] if raw.startswith("39") else ["+39" + raw])
+        for text in readings:
+            parsed = phonenumbers.parse(text, "IT")
+            if phonenumbers.is_valid_number(parsed):
+                valid += phonenumbers.region_code_for_number(parsed) == "IT"
+                break
     return len(numbers), valid
 
 

@@ -3,7 +3,7 @@ AGI program.
 
 FastAGI: a small C program (below, compiled with gcc on first use into the bench folder) with one epoll
 loop, so that the generator costs a few µs of CPU per call and leaves the machine's cores to the server
-being measured. Per call it does what res_agi does (agi-protocol.md; res_agi.c ``launch_netscript``,
+being measured. Per call it does what res_agi does (docs/asterisk-agi.md; res_agi.c ``launch_netscript``,
 ``setup_env``, ``run_agi``):
 
 * a new TCP connection per call;

@@ -11,7 +11,7 @@ Two styles, on the default asyncio loop like ``rpoguard serve``:
 
 * ``streams``: asyncio.start_server with StreamReader.readline, the way most asyncio servers are written;
 * ``protocol``: asyncio.BufferedProtocol with a preallocated receive buffer, the I/O technique rpoguard
-  itself uses (performance-facts.md: the cheapest on the default loop), so a ratio against it isolates
+  itself uses (bench/README.md, measured facts: the cheapest on the default loop), so a ratio against it isolates
   what rpoguard does per call beyond reading and writing lines.
 
     python bench/refserver.py --port 4600 --style protocol --numbers numbers.txt

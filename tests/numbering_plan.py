@@ -336,7 +336,7 @@ def _special_rows() -> Iterator[PlanRow]:
 
 
 def _agcom_rows() -> Iterator[PlanRow]:
-    # Unknown to libphonenumber; numbers.py accepts them as caller IDs only (regulation.md §6).
+    # Unknown to libphonenumber; numbers.py accepts them as caller IDs only (docs/law.md §8).
     for row_id, raw, caller_id, description in (
         ("agcom-0844", "0844 123456", "+390844123456", "AGCOM 0844 marketing, 10 digits"),
         ("agcom-0843", "0843 1234567", "+3908431234567", "AGCOM 0843 surveys, 11 digits"),

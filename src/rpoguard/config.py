@@ -31,7 +31,7 @@ EVENT_LOOPS = ("asyncio", "uvloop")
 class ServeConfig:
     host: str = DEFAULT_FASTAGI_HOST
     port: int = DEFAULT_FASTAGI_PORT
-    # Asterisk waits for a FastAGI server forever; the server must give up first (agi-protocol.md).
+    # Asterisk waits for a FastAGI server forever; the server must give up first (docs/asterisk-agi.md).
     session_deadline: float = 2.0
     max_connections: int = 4096
     # FastAGI has no authentication: binding beyond loopback needs an explicit list of PBX addresses.

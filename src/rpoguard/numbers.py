@@ -1,7 +1,7 @@
 """Dialled strings and caller IDs -> E.164 and line type (architecture.md §3 rule 1).
 
 libphonenumber (package ``phonenumberslite``, imported as ``phonenumbers``) is the authority on what is a
-valid number: plain string rules disagree with it on about 1.5% of real inputs (performance-facts.md),
+valid number: plain string rules disagree with it on about 1.5% of real inputs (bench/README.md, measured facts),
 and every disagreement is either a blocked lawful call or an unproven one. This module only decides which
 E.164 spellings a dialled string can mean and in which order, then lets libphonenumber judge them.
 
@@ -82,7 +82,7 @@ _SEPARATORS: Final = re.compile(r"[\s\-.()/\u2010-\u2015\u2212]+")
 # A country code never starts with 0, so "+00…" and "+0…" are typing errors, not numbers.
 _DIALLABLE: Final = re.compile(r"\+[1-9][0-9]*|[0-9]+")
 
-# AGCOM delib. 156/18/CIR (regulation.md §6): 0843 statistical surveys, 0844 marketing and market research.
+# AGCOM delib. 156/18/CIR (docs/law.md §8): 0843 statistical surveys, 0844 marketing and market research.
 # libphonenumber's Italian metadata does not know these ranges, so caller IDs in them are accepted here.
 _AGCOM_PREFIXES: Final = ("0843", "0844")
 # National length of an AGCOM caller ID, leading 0 included: 6 to 11 digits after the 0, the same bound

@@ -1,5 +1,5 @@
 """The product in a real Asterisk 22: only compliant calls reach the carrier, and a gate that is down,
-killed or stalled lets nothing out (architecture.md §1, §4; agi-protocol.md).
+killed or stalled lets nothing out (architecture.md §1, §4; docs/asterisk-agi.md).
 
 The rig: a database prepared through the real `rpoguard` CLI (examples/ plus one number of our own), the
 real `rpoguard serve` as a subprocess whose wall clock libfaketime sets (never a test switch in the

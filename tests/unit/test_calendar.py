@@ -1,7 +1,7 @@
 """rpoguard.policy.calendar: the calling hours of the Codice di condotta per il telemarketing, in Europe/Rome.
 
 Weekdays 09:00-20:00; Saturdays and days before a public holiday 10:00-19:00; never on Sundays or public
-holidays (architecture.md §3, regulation.md §5). Windows are half-open. The national holidays come from the
+holidays (architecture.md §3, docs/law.md §7). Windows are half-open. The national holidays come from the
 `holidays` package; the first tests pin what it says against the law written out here by hand, so a release
 that drops or adds a day fails with the date in the message.
 """

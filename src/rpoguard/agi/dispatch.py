@@ -2,7 +2,7 @@
 
 Read the request, pick the route, run it under the session deadline. Every way it can go wrong ends with
 the ``failure`` line, so Asterisk sets AGISTATUS=FAILURE and the dialplan blocks the call; a silent
-close would read as SUCCESS (agi-protocol.md). Each problem is logged here, once, with the route name;
+close would read as SUCCESS (docs/asterisk-agi.md). Each problem is logged here, once, with the route name;
 routes themselves do not log their errors.
 """
 

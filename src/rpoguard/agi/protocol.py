@@ -1,4 +1,4 @@
-"""The AGI wire protocol as Asterisk's res_agi speaks it (docs: agi-protocol.md).
+"""The AGI wire protocol as Asterisk's res_agi speaks it (docs/asterisk-agi.md).
 
 Three layers, each usable without the next:
 
@@ -520,7 +520,7 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
     """An asyncio protocol that splits input into lines and exposes the LineChannel interface.
 
     BufferedProtocol because it receives into one preallocated buffer instead of a fresh bytes object per
-    read (performance-facts.md: about 40% less server CPU per session than streams). Pipe transports
+    read (bench/README.md, measured facts: about 40% less server CPU per session than streams). Pipe transports
     only call data_received, so that is supported too (classic AGI over stdin).
     """
 

@@ -589,7 +589,7 @@ class SqliteStore(Store):
 
     def _probe_facts(self, params: dict[str, object]) -> Any:
         """The one read of a decision, run right here on the event loop: a handful of index probes on a
-        memory-mapped file cost 10-40 µs (bench/bench_gate.py; performance-facts.md: 7 µs p50 / 20 µs p99
+        memory-mapped file cost 10-40 µs (bench/bench_gate.py; bench/README.md measured facts: 7 µs p50 / 20 µs p99
         for one probe with mmap), while a hop to aiosqlite's thread costs 50-180 µs p50 and up to 480 µs
         p99. WAL readers never wait for writers; the busy timeout below bounds the one case that can wait
         (another process recovering the WAL index), and it answers engine_error rather than hang."""
