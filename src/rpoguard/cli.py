@@ -206,8 +206,9 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
     if not args.file and not (args.submitted and (args.registered or args.cleansed)):
         raise UsageError("give the RPO answer FILE, or --submitted with --registered or --cleansed")
     if not args.file and args.skip_invalid:
-        raise UsageError("--skip-invalid does not apply to a two-list answer: absence from a list proves nothing "
-                         "unless both lists were read whole; fix the unreadable rows instead")
+        # Not an error (a script may always pass it), but never in effect: see ImportRejected.skippable.
+        print("rpoguard: --skip-invalid does not apply to a two-list answer: absence from a list proves nothing "
+              "unless both lists are read whole", file=sys.stderr)
     principal = await _rpo_principal(store, args.principal)
     started = time.monotonic()
     progress = _Progress("rows read")
@@ -962,7 +963,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportRejected as exc:
         _print_problems(exc.problems, stored=False)
         remedy = ("Fix the rows above, or use --skip-invalid to import the rest." if exc.skippable else
-                  "Fix the rows above: a two-list answer is read whole or not at all.")
+                  "Fix the rows above: a two-list answer is read whole or not at all (--skip-invalid does not "
+                  "apply).")
         print(f"rpoguard: import rejected: {exc}. {remedy}", file=sys.stderr)
     except (UsageError, ConfigError, StoreError, FileError, GateError, ValueError) as exc:
         print(f"rpoguard: {exc}", file=sys.stderr)

@@ -163,8 +163,13 @@ def test_a_two_list_answer_with_an_unreadable_row_is_refused_whole(
             "--principal", "acme")
     err = refused(run_cli(*base), "line 2", "answer.txt", "read whole or not at all")
     assert "--skip-invalid to import the rest" not in err
-    refused(run_cli(*base, "--skip-invalid"), "--skip-invalid does not apply to a two-list answer")
+    refused(run_cli(*base, "--skip-invalid"), "--skip-invalid does not apply to a two-list answer", "line 2")
     assert check(run_cli, ROMA, "acme-c")["reasons"] == ["rpo_not_checked"]
+    # With both lists clean, the flag is only a note: the answer lands.
+    good = write_file("good.txt", "333 123 4567\n")
+    code, out, err = run_cli("registry", "import", "--submitted", submitted, form, good, "--checked-at", CHECKED,
+                             "--principal", "acme", "--skip-invalid")
+    assert code == 0 and "does not apply" in err and "2 row(s) read" in out
     refused(run_cli("registry", "import", "--submitted", submitted, "--registered", answer, "--cleansed", answer,
                     "--checked-at", CHECKED, "--principal", "acme"), "not both")
 
