@@ -70,6 +70,8 @@ EXIT_OK = 0
 EXIT_BLOCK = 1
 EXIT_ERROR = 2
 MAX_PROBLEMS_PRINTED = 200
+# How far ahead of this machine's clock a check or an extract may be dated (another machine's clock).
+CLOCK_LEEWAY = timedelta(minutes=10)
 
 
 class UsageError(Exception):
@@ -193,8 +195,10 @@ async def _rpo_principal(store: Store, given: str | None) -> str:
 
 
 async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    if args.checked_at > datetime.now(UTC) + timedelta(days=1):
-        # A mistyped year would keep the answers "fresh" for as long: no check can be in the future.
+    if args.checked_at > datetime.now(UTC) + CLOCK_LEEWAY:
+        # The RPO answered before the file reached us. A check dated later would be ignored by decisions
+        # until then (they read answers checked by their own moment), leaving an older "not registered"
+        # answer in force; and a mistyped year would keep the answers "fresh" for as long.
         raise UsageError(f"--checked-at {args.checked_at.isoformat()} is in the future")
     lists = [flag for flag, given in (("--submitted", args.submitted), ("--registered", args.registered),
                                       ("--cleansed", args.cleansed)) if given]
@@ -257,7 +261,7 @@ class _Progress:
 
 
 async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    if args.listed_at is not None and args.listed_at > datetime.now(UTC) + timedelta(days=1):
+    if args.listed_at is not None and args.listed_at > datetime.now(UTC) + CLOCK_LEEWAY:
         raise UsageError(f"--listed-at {args.listed_at.isoformat()} is in the future")
     summary, problems = await directory_import.import_file(store, args.file, not args.append, args.skip_invalid,
                                                            args.listed_at)

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ def test_a_two_list_answer_with_an_unreadable_row_is_refused_whole(
     good = write_file("good.txt", "333 123 4567\n")
     code, out, err = run_cli("registry", "import", "--submitted", submitted, form, good, "--checked-at", CHECKED,
                              "--principal", "acme", "--skip-invalid")
-    assert code == 0 and "does not apply" in err and "2 row(s) read" in out
+    assert code == 0 and "does not apply" in err and "3 row(s) read, 2 stored, 0 rejected" in out
     refused(run_cli("registry", "import", "--submitted", submitted, "--registered", answer, "--cleansed", answer,
                     "--checked-at", CHECKED, "--principal", "acme"), "not both")
 
@@ -255,6 +256,18 @@ def test_check_and_scrub_at_a_past_moment_see_the_world_as_it_stood(
     # The evidence keeps the ended listing period.
     text = ok(run_cli("evidence", "06 4567 8901"))
     assert "listed in the public directory until" in text and "no longer listed in the public directory" in text
+
+
+def test_an_answer_cannot_be_dated_after_its_import(
+    run_cli: Cli, two_principals: None, write_file: Callable[..., Path]
+) -> None:
+    # A "registered" answer dated tomorrow would be ignored until then, leaving today's decisions on an older
+    # "not registered" answer: refused. A day's slack was once allowed; a few minutes of clock skew remain.
+    answer = write_file("a.csv", "06 4567 8901,registered\n")
+    tomorrow = (datetime.now(UTC) + timedelta(hours=20)).isoformat(timespec="seconds")
+    refused(run_cli("registry", "import", answer, "--checked-at", tomorrow, "--principal", "acme"), "in the future")
+    soon = (datetime.now(UTC) + timedelta(minutes=2)).isoformat(timespec="seconds")
+    ok(run_cli("registry", "import", answer, "--checked-at", soon, "--principal", "acme"))
 
 
 def test_an_older_directory_extract_cannot_replace_a_newer_one(
