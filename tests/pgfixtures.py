@@ -14,6 +14,7 @@ TEMPLATE is a file copy: tens of milliseconds), and dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -28,7 +29,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_URL = "RPOGUARD_TEST_PG_URL"
-TEMPLATE = "rpoguard_test_template"
+# Per test session: runs that share one server (RPOGUARD_TEST_PG_URL) must not drop each other's template.
+TEMPLATE = f"rpoguard_test_template_{os.getpid()}"
 
 _counter = itertools.count(1)
 
@@ -70,10 +72,11 @@ class PgServer:
 
     admin_url: str
 
-    def create(self) -> str:
-        """A new database, migrated (from the template); returns its URL."""
+    def create(self, *, migrated: bool = True) -> str:
+        """A new database, migrated (from the template) or quite empty; returns its URL."""
         name = f"rpoguard_t{os.getpid()}_{next(_counter)}"
-        asyncio.run(_admin(self.admin_url, f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}'))
+        template = TEMPLATE if migrated else "template0"
+        asyncio.run(_admin(self.admin_url, f'CREATE DATABASE "{name}" TEMPLATE {template}'))
         return with_database(self.admin_url, name)
 
     def drop(self, url: str) -> None:
@@ -108,7 +111,10 @@ def pg_server() -> Iterator[PgServer]:
         asyncio.run(_migrate(template))
         yield PgServer(url)
     finally:
-        if folder is not None:
+        if folder is None:
+            with contextlib.suppress(Exception):
+                asyncio.run(_admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+        else:
             subprocess.run([str(REPO / "scripts" / "pg-throwaway"), "stop", folder], check=False, timeout=60)
 
 

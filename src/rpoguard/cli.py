@@ -34,8 +34,8 @@ from rpoguard.anchor import (
     writer_from_config,
 )
 from rpoguard.audit import export_rows
-from rpoguard.config import EVENT_LOOPS, Config, ConfigError, load_config
-from rpoguard.constants import ALLOW, REASON_TEXT, SOURCE_CLI
+from rpoguard.config import EVENT_LOOPS, MAX_PORT, Config, ConfigError, load_config
+from rpoguard.constants import ALLOW, SOURCE_CLI, reason_text
 from rpoguard.db import is_postgres_url, open_store
 from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_BLOCK = 1
 EXIT_ERROR = 2
+# What a shell reports for a program stopped by SIGINT (Ctrl-C) or SIGPIPE (its reader went away).
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 MAX_PROBLEMS_PRINTED = 200
 # How far ahead of this machine's clock a check or an extract may be dated (another machine's clock).
 CLOCK_LEEWAY = timedelta(minutes=10)
@@ -109,6 +112,13 @@ def _int_from(minimum: int) -> Callable[[str], int]:
 
 _positive_int = _int_from(1)
 _non_negative_int = _int_from(0)
+
+
+def _port(text: str) -> int:
+    port = _non_negative_int(text)
+    if port > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..{MAX_PORT}; 0 picks a free one)")
+    return port
 
 
 def _number(text: str) -> str:
@@ -337,9 +347,10 @@ async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Confi
     candidates = registry_import.numbers_from_list(args.source, problems) if args.source else None
     count = 0
     with _output(args.output) as out:
-        async for number in store.due_numbers(candidates, principal, args.campaign, stale_before):
-            out.write((national_form(number) if args.national else number) + "\n")
-            count += 1
+        async with contextlib.aclosing(store.due_numbers(candidates, principal, args.campaign, stale_before)) as due:
+            async for number in due:
+                out.write((national_form(number) if args.national else number) + "\n")
+                count += 1
     _print_problems(problems, stored=False)
     scope = (f"the numbers of {args.source}" if args.source else
              f"the numbers of campaign {args.campaign}" if args.campaign else "every number rpoguard knows")
@@ -407,7 +418,7 @@ async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config)
 
 
 def _check_json(verdict: Verdict, call: CallRequest, at: datetime, recorded: bool, principal: str | None,
-                evidence: dict[str, object]) -> dict[str, object]:
+                evidence: dict[str, object], validity_days: int) -> dict[str, object]:
     return {
         "decision": verdict.decision,
         "reasons": list(verdict.reasons),
@@ -419,7 +430,7 @@ def _check_json(verdict: Verdict, call: CallRequest, at: datetime, recorded: boo
         "recorded": recorded,
         "at": iso(at),
         "caller_id_checked": call.caller_id is not None,
-        "explanations": {code: REASON_TEXT[code] for code in verdict.reasons},
+        "explanations": {code: reason_text(code, validity_days) for code in verdict.reasons},
         "evidence": evidence,
     }
 
@@ -437,20 +448,22 @@ async def cmd_check(args: argparse.Namespace, store: Store, config: Config) -> i
     principal = facts.campaign.principal_id if facts.campaign else None
     recorded = verdict.decision_id is not None
     if args.json:
-        print(json.dumps(_check_json(verdict, call, at, recorded, principal, decision.evidence), ensure_ascii=False))
+        print(json.dumps(_check_json(verdict, call, at, recorded, principal, decision.evidence,
+                                      config.rpo_validity_days), ensure_ascii=False))
     else:
-        _print_check(verdict, call, at, recorded, principal)
+        _print_check(verdict, call, at, recorded, principal, config.rpo_validity_days)
     return EXIT_OK if verdict.decision == ALLOW else EXIT_BLOCK
 
 
-def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bool, principal: str | None) -> None:
+def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bool, principal: str | None,
+                 validity_days: int) -> None:
     word = "ALLOW" if verdict.decision == ALLOW else "BLOCK"
     print(f"{word} {verdict.number or call.raw_number!s} for campaign {call.campaign_id}"
           f"{' (principal ' + principal + ')' if principal else ''} at {at.isoformat()}")
     if verdict.basis:
         print(f"  basis: {verdict.basis}")
     for code in verdict.reasons:
-        print(f"  {code}: {REASON_TEXT[code]}")
+        print(f"  {code}: {reason_text(code, validity_days)}")
     if call.caller_id is None:
         print("  caller ID not checked (give --caller-id to check rule 10, as the gate always does)")
     print(f"  decision {verdict.decision_id} recorded in the audit log" if recorded
@@ -501,7 +514,8 @@ def _anchor_options(args: argparse.Namespace, config: Config) -> tuple[str | Non
 async def cmd_audit_verify(args: argparse.Namespace, store: Store, config: Config) -> int:
     path, key = _anchor_options(args, config)
     try:
-        chain, anchors = await verify_anchored(store.audit_rows(), path, key)
+        async with contextlib.aclosing(store.audit_rows()) as rows:
+            chain, anchors = await verify_anchored(rows, path, key)
     except AnchorError as exc:
         raise UsageError(str(exc)) from None
     for line in report_lines(chain, anchors):
@@ -515,7 +529,8 @@ async def cmd_audit_anchor(args: argparse.Namespace, store: Store, config: Confi
         raise UsageError("no anchor file: give --anchors FILE or set [audit] anchor_file")
     # Anchoring a log that does not verify would vouch for the tampering.
     try:
-        chain, anchors = await verify_anchored(store.audit_rows(), path, key, missing_ok=True)
+        async with contextlib.aclosing(store.audit_rows()) as rows:
+            chain, anchors = await verify_anchored(rows, path, key, missing_ok=True)
     except AnchorError as exc:
         raise UsageError(str(exc)) from None
     if not chain.intact or (anchors is not None and not anchors.intact):
@@ -543,7 +558,9 @@ async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Confi
     start = to_us(args.since) if args.since else None
     end = to_us(args.until) if args.until else None
     with _output(args.output) as out:
-        count = await export_rows(store.audit_rows(start, end), out, args.format)
+        # Closed here, before the store: a reader that went away must not leave the query half read.
+        async with contextlib.aclosing(store.audit_rows(start, end)) as rows:
+            count = await export_rows(rows, out, args.format)
     if args.output:
         print(f"{count} decision(s) written to {args.output}", file=sys.stderr)
     return EXIT_OK
@@ -555,7 +572,7 @@ async def _supervised_store(config: Config) -> SupervisedStore:
     data = Path(config.db)
     # PostgreSQL has no files to watch: the pool reconnects by itself, and a failed open is retried.
     paths = [] if is_postgres_url(config.db) else [data, audit_path(data)]
-    supervised = SupervisedStore(lambda: open_store(config.db), paths)
+    supervised = SupervisedStore(lambda: open_store(config.db, create=False), paths)
     await supervised.start()
     return supervised
 
@@ -578,7 +595,12 @@ async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Confi
         max_connections=serve.max_connections,
         allowed_clients=serve.allowed_clients,
     )
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        # A busy port, a privileged one, an address this machine does not have: the operator's to fix.
+        raise UsageError(f"cannot listen on {args.host or serve.host}:{serve.port if args.port is None else args.port}:"
+                         f" {os.strerror(exc.errno).lower() if exc.errno else exc}") from None
     # Everything loaded so far (phonenumbers' metadata, holidays, compiled regexes) lives as long as the
     # server: moving it out of the collector's reach keeps garbage collections short during calls.
     gc.collect()
@@ -698,7 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rpoguard {__version__}")
     parser.add_argument("--db", help="database file, or postgresql://user:pass@host/db for several PBXs "
-                                     "(env RPOGUARD_DB; default ./rpoguard.db, created on first use)")
+                                     "(env RPOGUARD_DB; default ./rpoguard.db, created by the first command that "
+                                     "stores data; commands that only read never create one)")
     parser.add_argument("--config", help="TOML configuration file (env RPOGUARD_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on standard error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -732,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry = group("registry", "answers from the Registro Pubblico delle Opposizioni (RPO)")
     p = command(registry, "import", cmd_registry_import,
                 "import the RPO's answer for the numbers a principal submitted; each answer is valid 15 days "
-                "and serves only that principal's campaigns")
+                "(or the shorter [policy] rpo_validity_days) and serves only that principal's campaigns")
     p.add_argument("file", nargs="?", metavar="FILE",
                    help="CSV number,status[,registered_at]; status registered/not_registered (also 1/0, Y/N, "
                         "iscritto/non_iscritto)")
@@ -855,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_serve)
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; another address needs "
                                   "[serve] allowed_clients in the config: FastAGI has no authentication)")
-    p.add_argument("--port", type=int, help="port to listen on (default 4573)")
+    p.add_argument("--port", type=_port, help="port to listen on (default 4573)")
     _event_loop_option(p)
 
     p = commands.add_parser("ari", help="run the ARI gate: a Stasis application deciding like FastAGI's check",
@@ -944,6 +967,15 @@ def _loop_factory(args: argparse.Namespace, config: Config) -> Callable[[], asyn
     return factory
 
 
+# The commands that store facts or settings create the database on first use; every other command only
+# reads (or records decisions, which need the facts first), and on a missing database says so (exit 2).
+CREATES_DATABASE: frozenset[Handler] = frozenset({
+    cmd_principal_add, cmd_campaign_add, cmd_registry_import, cmd_directory_import, cmd_consent_add,
+    cmd_consent_revoke, cmd_consent_import, cmd_contract_add, cmd_contract_import, cmd_optout_add,
+    cmd_optout_import, cmd_db_migrate,
+})
+
+
 async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
     # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
@@ -951,7 +983,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     if handler in (cmd_serve, cmd_ari, cmd_db_copy):
         # These open their databases themselves (the servers under supervision).
         return await handler(args, None, config)  # type: ignore[arg-type]
-    async with open_store(config.db) as store:
+    async with open_store(config.db, create=handler in CREATES_DATABASE) as store:
         return await handler(args, store, config)
 
 
@@ -969,14 +1001,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         remedy = ("Fix the rows above, or use --skip-invalid to import the rest." if exc.skippable else
                   "Fix the rows above: a two-list answer is read whole or not at all (--skip-invalid does not "
                   "apply).")
-        print(f"rpoguard: import rejected: {exc}. {remedy}", file=sys.stderr)
+        _error(f"import rejected: {exc}. {remedy}")
     except (UsageError, ConfigError, StoreError, FileError, GateError, ValueError) as exc:
-        print(f"rpoguard: {exc}", file=sys.stderr)
+        _error(str(exc))
     except KeyboardInterrupt:
-        print("rpoguard: interrupted", file=sys.stderr)
+        # Imports and output files are transactions: an interrupted one left the previous state in place.
+        _error("interrupted; nothing was changed by the unfinished step")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        pass
+        # The reader went away (`| head -1`): stop quietly, as Unix tools do, and keep Python from
+        # complaining when it flushes standard output at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # A file or folder the operator named: missing, unreadable, not writable, a directory...
+        where = f" {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}:{where}" if where else str(exc.strerror or exc))
+    except Exception as exc:
+        # A bug, not the operator's mistake: one line, and the traceback for a report with -v.
+        log.debug("internal error", exc_info=True)
+        _error(f"internal error: {type(exc).__name__}: {exc} (run with -v for the details, and please report it)")
     return EXIT_ERROR
+
+
+def _error(message: str) -> None:
+    with contextlib.suppress(OSError):
+        print(f"rpoguard: {message}", file=sys.stderr)
 
 
 def run() -> None:

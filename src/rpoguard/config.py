@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class ConfigError(Exception):
 
 
 EVENT_LOOPS = ("asyncio", "uvloop")
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,29 +116,29 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
     values: dict[str, object] = {}
-    database = _table(data, "database", where)
+    database = _table(data, "database", where, ("path", "url"))
     if "path" in database and "url" in database:
         raise ConfigError(f"{where} [database]: give either path (SQLite) or url (PostgreSQL), not both")
     for key in ("path", "url"):
         if key in database:
             # url = "postgresql://user:pass@host/db" for several PBXs; path = a SQLite file for one.
             values["db"] = _expect(database, key, str, f"{where} [database]")
-    numbers = _table(data, "numbers", where)
+    numbers = _table(data, "numbers", where, ("trunk_prefix",))
     if "trunk_prefix" in numbers:
         prefix = _expect(numbers, "trunk_prefix", str, f"{where} [numbers]")
         if not str(prefix).isdigit() and prefix != "":
             raise ConfigError(f"{where} [numbers]: trunk_prefix must be digits, not {prefix!r}")
         values["trunk_prefix"] = prefix
-    policy = _table(data, "policy", where)
+    policy = _table(data, "policy", where, ("rpo_validity_days",))
     if "rpo_validity_days" in policy:
         days = int(_expect(policy, "rpo_validity_days", int, f"{where} [policy]"))  # type: ignore[call-overload]
         if not 1 <= days <= 15:
             # DPR 26/2022 art. 8 c.2: 15 days is the legal maximum; a shorter internal policy is allowed.
             raise ConfigError(f"{where} [policy]: rpo_validity_days must be 1..15, not {days}")
         values["rpo_validity_days"] = days
-    values["serve"] = _serve(_table(data, "serve", where), f"{where} [serve]")
-    values["audit"] = _audit(_table(data, "audit", where), f"{where} [audit]")
-    values["ari"] = _ari(_table(data, "ari", where), f"{where} [ari]")
+    values["serve"] = _serve(_table(data, "serve", where, _SERVE_KEYS), f"{where} [serve]")
+    values["audit"] = _audit(_table(data, "audit", where, _AUDIT_KEYS), f"{where} [audit]")
+    values["ari"] = _ari(_table(data, "ari", where, _ARI_KEYS), f"{where} [ari]")
     env_db = os.environ.get(ENV_DB)
     if env_db:
         values["db"] = env_db
@@ -145,26 +147,40 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
     return Config(source=path, **values)  # type: ignore[arg-type]
 
 
-def _table(data: dict[str, object], name: str, where: str) -> dict[str, object]:
+def _table(data: dict[str, object], name: str, where: str, known: Iterable[str]) -> dict[str, object]:
+    """A section of the file; a key it does not know is an error naming it (a misspelt key silently
+    ignored would leave the default in force, e.g. a longer RPO validity than the operator chose)."""
     table = data.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [{name}] must be a table")
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"{where} [{name}]: unknown key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(repr(k) for k in unknown)}; known: {', '.join(sorted(known))}")
     return table
 
 
+_SERVE_KEYS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "session_deadline": float,
+    "max_connections": int,
+    "allowed_clients": list,
+    "event_loop": str,
+}
+_AUDIT_KEYS: dict[str, type] = {"anchor_file": str, "anchor_key_file": str, "anchor_log_interval": float}
+_ARI_KEYS: dict[str, type] = {"url": str, "app": str, "user": str, "password": str, "password_file": str,
+                              "decision_deadline": float, "reconnect_max": float}
+
+
 def _serve(table: dict[str, object], where: str) -> ServeConfig:
-    kinds: dict[str, type] = {
-        "host": str,
-        "port": int,
-        "session_deadline": float,
-        "max_connections": int,
-        "allowed_clients": list,
-        "event_loop": str,
-    }
-    unknown = set(table) - set(kinds)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-    values = {key: _expect(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    values = {key: _expect(table, key, kind, where) for key, kind in _SERVE_KEYS.items() if key in table}
+    if "port" in values and not 1 <= values["port"] <= MAX_PORT:  # type: ignore[operator]
+        raise ConfigError(f"{where}: port must be 1..{MAX_PORT}, not {values['port']}")
+    if "session_deadline" in values and not values["session_deadline"] > 0:  # type: ignore[operator]
+        raise ConfigError(f"{where}: session_deadline must be more than 0 seconds")
+    if "max_connections" in values and values["max_connections"] < 1:  # type: ignore[operator]
+        raise ConfigError(f"{where}: max_connections must be 1 or more")
     if "allowed_clients" in values:
         values["allowed_clients"] = tuple(str(v) for v in values["allowed_clients"])  # type: ignore[attr-defined]
     if values.get("event_loop", EVENT_LOOPS[0]) not in EVENT_LOOPS:
@@ -173,11 +189,7 @@ def _serve(table: dict[str, object], where: str) -> ServeConfig:
 
 
 def _audit(table: dict[str, object], where: str) -> AuditConfig:
-    kinds: dict[str, type] = {"anchor_file": str, "anchor_key_file": str, "anchor_log_interval": float}
-    unknown = set(table) - set(kinds)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-    values = {key: _expect(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    values = {key: _expect(table, key, kind, where) for key, kind in _AUDIT_KEYS.items() if key in table}
     if "anchor_key_file" in values and "anchor_file" not in values:
         raise ConfigError(f"{where}: anchor_key_file signs the lines of anchor_file; set anchor_file too")
     if values.get("anchor_log_interval", 0.0) < 0:  # type: ignore[operator]
@@ -186,12 +198,7 @@ def _audit(table: dict[str, object], where: str) -> AuditConfig:
 
 
 def _ari(table: dict[str, object], where: str) -> AriConfig:
-    kinds: dict[str, type] = {"url": str, "app": str, "user": str, "password": str, "password_file": str,
-                              "decision_deadline": float, "reconnect_max": float}
-    unknown = set(table) - set(kinds)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-    values = {key: _expect(table, key, kind, where) for key, kind in kinds.items() if key in table}
+    values = {key: _expect(table, key, kind, where) for key, kind in _ARI_KEYS.items() if key in table}
     if "password" in values and "password_file" in values:
         raise ConfigError(f"{where}: set password or password_file, not both")
     for key in ("decision_deadline", "reconnect_max"):

@@ -58,7 +58,8 @@ REASON_TEXT: Final = {
     OPTOUT: "the person refused further calls (in-call refusal or opt-out on record)",
     RPO_NOT_CHECKED: "no RPO answer obtained by this campaign's principal for this number (answers belong to the "
                      "data controller that consulted the RPO): submit it to the Registro Pubblico delle Opposizioni",
-    RPO_EXPIRED: "the RPO result is older than its validity (15 days): check the number again",
+    # {validity_days}: the configured validity ([policy] rpo_validity_days), filled in by reason_text().
+    RPO_EXPIRED: "the RPO result is older than its validity ({validity_days} days): check the number again",
     RPO_REGISTERED: "registered in the RPO and no consent to this principal given after registration, nor one "
                     "given within a contract running or ended at most 30 days ago",
     UNLISTED_NO_CONSENT: "not in a public directory and no valid consent for this principal (opt-in)",
@@ -68,6 +69,13 @@ REASON_TEXT: Final = {
     ATTEMPT_LIMIT: "the campaign's attempt cap for this number is reached",
     ENGINE_ERROR: "rpoguard could not prove the call compliant (internal or storage error)",
 }
+
+
+
+def reason_text(code: str, validity_days: int) -> str:
+    """REASON_TEXT for people, with the validity this installation enforces (it may be shorter than 15)."""
+    return REASON_TEXT[code].format(validity_days=validity_days)
+
 
 # Legal basis an ALLOW rests on.
 BASIS_LISTED: Final = "listed"

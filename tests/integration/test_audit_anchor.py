@@ -226,6 +226,7 @@ def test_audit_anchor_anchors_an_existing_log_once_and_refuses_a_tampered_one(
 
 
 def test_anchor_option_errors(run_cli: Cli, config: Path, key_file: Path, anchors: Path) -> None:
+    assert run_cli("db", "migrate").code == 0  # the audit commands only read: they need a database
     code, _, err = run_cli("audit", "verify", "--anchor-key", key_file)
     assert code == 2
     assert "give --anchors FILE too" in err

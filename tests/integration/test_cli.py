@@ -96,6 +96,7 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory, cli_script: str) -
 @pytest.fixture
 def seeded(seeded_template: Path, db_path: Path) -> Path:
     shutil.copyfile(seeded_template, db_path)
+    shutil.copyfile(audit_path(seeded_template), audit_path(db_path))
     db_path.chmod(0o600)
     return db_path
 

@@ -192,7 +192,8 @@ async def copy_database(source_url: str, target_url: str) -> CopyReport:
         raise StoreError("db copy: --from and --to name the same database")
     if not is_postgres_url(source_url) and not is_postgres_url(target_url):
         log.info("copying between two SQLite databases")
-    async with open_store(source_url) as source, open_store(target_url) as target:
+    # The source is only read: a mistyped --from must fail, never be copied as a new empty database.
+    async with open_store(source_url, create=False) as source, open_store(target_url) as target:
         occupied = await _target_is_empty(target)
         if occupied is not None:
             raise StoreError(f"db copy: the target already has data (table {occupied}); copy into an empty "

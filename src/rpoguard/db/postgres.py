@@ -62,6 +62,7 @@ from rpoguard.db.store import (
     AttemptCapReached,
     ConsentRecord,
     ContractRecord,
+    DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
     ImportSummary,
@@ -364,7 +365,8 @@ async def _keep_session(con: asyncpg.Connection) -> None:
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX) -> None:
+    def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True) -> None:
+        self.create = create
         if url.startswith("postgres://"):
             url = "postgresql://" + url.removeprefix("postgres://")
         self.url = url
@@ -409,6 +411,9 @@ class PostgresStore(Store):
         # it once, one after the other (even CREATE TABLE IF NOT EXISTS races without the lock).
         async with con.transaction():
             await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            if not self.create and await con.fetchval("SELECT to_regclass('rpoguard_schema')") is None:
+                raise DatabaseNotFound(f"database not found: {self.where} holds no rpoguard tables (a command "
+                                       "that stores data, or 'rpoguard db migrate', creates them)")
             await con.execute("CREATE TABLE IF NOT EXISTS rpoguard_schema (version INTEGER PRIMARY KEY,"
                               " applied_us BIGINT NOT NULL)")
             done = {row[0] for row in await con.fetch("SELECT version FROM rpoguard_schema")}

@@ -67,6 +67,7 @@ from rpoguard.db.store import (
     AttemptCapReached,
     ConsentRecord,
     ContractRecord,
+    DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
     ImportSummary,
@@ -170,6 +171,15 @@ def audit_path(path: str | Path) -> Path:
     """The audit file that belongs to a data file: rpoguard.db -> rpoguard.audit.db."""
     data = Path(path)
     return data.with_name(f"{data.stem}.audit{data.suffix}" if data.suffix else f"{data.name}.audit")
+
+
+def _require_existing(data: Path, audit: Path) -> None:
+    if not data.exists():
+        raise DatabaseNotFound(f"database not found: {data}")
+    # The decisions live in their own file: reading the facts without them would show a log that looks
+    # empty, and a new empty one would pass for intact.
+    if not audit.exists():
+        raise DatabaseNotFound(f"database not found: the decision log {audit} is missing beside {data}")
 
 
 def _prepare_file(path: Path, kind: str, busy_timeout_ms: int) -> None:
@@ -482,8 +492,9 @@ class _AuditAppender:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000, create: bool = True) -> None:
         self.path = str(path)
+        self.create = create
         self.audit_path = str(audit_path(path))
         self.busy_timeout_ms = busy_timeout_ms
         self._data: aiosqlite.Connection | None = None
@@ -500,7 +511,11 @@ class SqliteStore(Store):
         # Start-up only, never on the per-call path: plain blocking calls are fine here.
         folder = Path(self.path).parent
         if not folder.is_dir():
+            if not self.create:
+                raise DatabaseNotFound(f"database not found: {self.path}")
             raise StoreError(f"cannot open database {self.path}: the folder {folder} does not exist")
+        if not self.create:
+            _require_existing(Path(self.path), Path(self.audit_path))
         _prepare_file(Path(self.path), "data", self.busy_timeout_ms)
         _prepare_file(Path(self.audit_path), "audit", self.busy_timeout_ms)
         try:

@@ -21,6 +21,10 @@ class StoreError(Exception):
     """Storage failed (locked, missing, corrupt, full). The message is safe to show an operator."""
 
 
+class DatabaseNotFound(StoreError):
+    """A command that only reads was pointed at a database that does not exist; it is never created."""
+
+
 class StoreUnavailable(StoreError):
     """The database is not open at all (missing, unreadable, corrupt): logged once where it is detected."""
 
