@@ -29,6 +29,7 @@ from .test_gate import (  # noqa: F401  (fixtures used by name)
     Rig,
     assert_allowed,
     cli_env,
+    freepbx17_hook,
     gate_asterisk,
     gate_server,
     libfaketime,

@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from dialplan_examples import shipped_hook
+
 from .harness import LOOPBACK, Asterisk, HarnessError, Invite, SippCarrier, StartAsterisk, free_tcp_port, tail
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +44,9 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT_DIALPLAN = REPO / "dialplan" / "rpoguard.conf"
 DIALPLAN = Path(__file__).with_name("dialplan_gate.conf")
+# An outbound route shaped as FreePBX 17 makes it, around the FreePBX 17 hook rpoguard.conf ships.
+FREEPBX17_DIALPLAN = Path(__file__).with_name("dialplan_freepbx17.conf")
+FREEPBX17_ROUTE = "rpoguard-e2e-freepbx17-route"
 EXAMPLES = REPO / "examples"
 # The console script installed next to the interpreter running the tests (.venv/bin/rpoguard).
 RPOGUARD = Path(sys.executable).with_name("rpoguard")
@@ -480,11 +485,21 @@ def gate_server(
 
 
 @pytest.fixture(scope="module")
-def gate_asterisk(start_asterisk: StartAsterisk, gate_server: GateServer) -> Iterator[Asterisk]:
+def freepbx17_hook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The FreePBX 17 [macro-dialout-trunk-predial-hook] exactly as dialplan/rpoguard.conf ships it, as a
+    file of its own: the example is a comment there, so that including rpoguard.conf alone defines no hook."""
+    path = tmp_path_factory.mktemp("freepbx17") / "freepbx17-predial-hook.conf"
+    path.write_text(shipped_hook("17"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gate_asterisk(start_asterisk: StartAsterisk, gate_server: GateServer, freepbx17_hook: Path) -> Iterator[Asterisk]:
     url = f"agi://{LOOPBACK}:{gate_server.port}"
     asterisk = start_asterisk(
-        PRODUCT_DIALPLAN, DIALPLAN, dialplan_globals={"RPOGUARD_AGI": url}, extra_modules=EXTRA_MODULES
-    )
+        PRODUCT_DIALPLAN, DIALPLAN, FREEPBX17_DIALPLAN, freepbx17_hook,
+        dialplan_globals={"RPOGUARD_AGI": url}, extra_modules=EXTRA_MODULES,
+    )  # fmt: skip
     # rpoguard.conf sets RPOGUARD_AGI to the default port itself: the test's value must be the one in force.
     shown = asterisk.cli("dialplan show globals")
     assert f"RPOGUARD_AGI={url}" in shown, f"RPOGUARD_AGI was not overridden:\n{shown}"
@@ -691,3 +706,38 @@ def test_refusal_during_a_call_blocks_the_next_one(rig: Rig) -> None:
 
     second = rig.call(REFUSER, "BLOCK optout")
     assert_blocked(second, "optout", REFUSER)
+
+
+# --------------------------------------------------------------------------------------------- FreePBX 17
+
+
+def test_freepbx17_hook_allows_and_the_trunk_dials(rig: Rig) -> None:
+    # FreePBX 17 calls the hook with Gosub: the shipped hook must Return() for an allowed call to be dialled
+    # (the old MacroExit() ended every call there, since Asterisk 21 has no app_macro).
+    outcome = rig.call(LISTED, "ALLOW listed (FreePBX 17 hook)", context=FREEPBX17_ROUTE)
+    assert outcome.answered, f"an allowed call was not answered\n{outcome}"
+    assert len(outcome.invites) == 1, f"expected exactly one INVITE\n{outcome}"
+    [invite] = outcome.invites
+    # FreePBX dials OUTNUM, the number as the route passed it; the gate checked that very number.
+    assert invite.number == LISTED, outcome
+    assert invite.caller_id == CALLER_ID, outcome
+    row = outcome.decision
+    assert (row["decision"], row["reasons"], row["basis"]) == ("allow", "", "listed"), outcome
+    assert (row["number"], row["raw_number"]) == (e164(LISTED), LISTED), outcome
+    assert (row["campaign_id"], row["principal_id"], row["caller_id"]) == (CAMPAIGN, PRINCIPAL, CALLER_ID), outcome
+    assert row["source"] == "fastagi", outcome
+    assert outcome.logged(f"e2e gate: {outcome.uniqueid} allowed {e164(LISTED)} decision {row['decision_id']} "
+                          f"dialling {LISTED} on trunk 1"), f"the trunk did not dial after the hook\n{outcome}"
+    assert outcome.logged(f"e2e hangup: {outcome.uniqueid} decision [ALLOW] reason [] number [{e164(LISTED)}] "
+                          f"id [{row['decision_id']}] reasons []"), outcome
+    assert not outcome.logged("e2e route:"), f"the hook bypassed the trunk or the route failed over\n{outcome}"
+
+
+def test_freepbx17_hook_blocks_and_nothing_reaches_the_trunk(rig: Rig) -> None:
+    outcome = rig.call(REGISTERED, "BLOCK rpo_registered (FreePBX 17 hook)", context=FREEPBX17_ROUTE)
+    assert_blocked(outcome, "rpo_registered", REGISTERED)
+    # Hung up by the gate with cause 21 inside the hook: no bypass, no next trunk, no other Dial().
+    assert outcome.logged(f"e2e hangup: {outcome.uniqueid} decision [BLOCK] reason [rpo_registered]"), outcome
+    assert any(line.startswith(f"e2e hangup: {outcome.uniqueid} ") and line.endswith(" cause [21]")
+               for line in outcome.gate_log), f"not hung up with the gate's cause 21\n{outcome}"
+    assert not outcome.logged("e2e route:"), f"the route went on after the gate blocked\n{outcome}"

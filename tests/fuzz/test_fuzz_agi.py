@@ -418,6 +418,19 @@ ECHOED: Final = {
     "agi_channel": lambda call: call.channel,
 }
 
+# What valid_env's request reads: the number (argument 1), the channel's caller ID (no argument 3), the URL
+# (it names the route and the campaign). agi_extension is not read: argument 1 gives the number.
+DECISION_READS: Final = frozenset({"agi_arg_1", "agi_callerid", "agi_request"})
+
+
+def is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 non_utf8 = st.binary(max_size=300).map(line_bytes)
 random_values = st.dictionaries(st.sampled_from(RANDOMISABLE_KEYS), non_utf8, min_size=1, max_size=6)
 
@@ -602,7 +615,10 @@ def benign_replies(draw: st.DrawFn) -> Scenario:
 def env_with_random_values(draw: st.DrawFn) -> tuple[Scenario, dict[str, bytes]]:
     token = new_token()
     values = draw(random_values)
-    return Scenario("values", valid_env(token, **values), "allow", token=token), values
+    # A value the decision reads must be exact: one that is not UTF-8 blocks the call (failure); any other
+    # is kept with U+FFFD and the call is decided as usual.
+    exact = all(is_utf8(raw) for key, raw in values.items() if key in DECISION_READS)
+    return Scenario("values", valid_env(token, **values), "allow" if exact else "failure", token=token), values
 
 
 # -- property tests ----------------------------------------------------------------------------------------------
@@ -635,13 +651,17 @@ def test_garbage_replies_answer_failure(agi_server: ServerThread, scenarios: lis
 
 @fuzz_settings(max_examples=10)
 @given(st.lists(env_with_random_values(), min_size=4, max_size=10))
-def test_non_utf8_values_in_a_valid_env_still_allow_and_reach_the_gate_replaced(
+def test_non_utf8_values_block_when_the_decision_reads_them_and_reach_the_gate_replaced_otherwise(
     agi_server: ServerThread, cases: list[tuple[Scenario, dict[str, bytes]]]
 ) -> None:
     scenarios = [scenario for scenario, _ in cases]
     run_and_check(agi_server, scenarios)
     for scenario, values in cases:
-        (call,) = [c for c in list(agi_server.gate.calls) if c.uniqueid == scenario.token]
+        calls = [c for c in list(agi_server.gate.calls) if c.uniqueid == scenario.token]
+        if scenario.expect == "failure":
+            assert calls == [], (scenario, values)
+            continue
+        (call,) = calls
         for key, raw in values.items():
             if key in ECHOED:
                 # Decoded as UTF-8 with U+FFFD for what is not: never surrogate escapes, never an exception.

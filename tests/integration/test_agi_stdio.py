@@ -27,6 +27,7 @@ from rpoguard.constants import SOURCE_AGI
 
 CHILD = Path(__file__).with_name("agi_stdio_child.py")
 NUMBER = "0612345678"
+LATIN1_NAME = "Società Srl".encode("latin-1")
 
 EXPECTED_ALLOW = [
     # One round trip (AgiSession.set_variables) once the record is durable, the decision last.
@@ -39,8 +40,12 @@ def wire(commands: list[bytes]) -> bytes:
     return b"".join(command + b"\n" for command in commands)
 
 
-def classic_env(args: tuple[str, ...] = ("check", NUMBER, "C1"), request: str = "rpoguard-agi") -> bytes:
-    return make_env(None, args, network=False, request=request)
+def classic_env(
+    args: tuple[str | bytes, ...] = ("check", NUMBER, "C1"),
+    request: str | bytes = "rpoguard-agi",
+    overrides: dict[str, str | bytes] | None = None,
+) -> bytes:
+    return make_env(None, args, network=False, request=request, overrides=overrides)
 
 
 class FdLines:
@@ -164,6 +169,37 @@ def test_no_route_in_the_arguments_answers_failure(arun: Any, caplog: pytest.Log
     assert any("AGI(rpoguard-agi,check" in r.getMessage() for r in caplog.records)
 
 
+def test_latin1_caller_name_gets_the_normal_decision(arun: Any) -> None:
+    # Not read by the decision: kept with U+FFFD, exactly as over FastAGI (test_agi_encoding.py).
+    gate = FakeGate(ALLOW_VERDICT)
+    env = classic_env(overrides={"agi_calleridname": LATIN1_NAME, "agi_channel": b"DAHDI/caf\xe9-1"})
+    code, t = in_process(arun, gate, env)
+    assert code == EXIT_OK
+    assert t.written == wire(EXPECTED_ALLOW)
+    assert gate.calls[0].channel == "DAHDI/caf\ufffd-1"
+
+
+@pytest.mark.parametrize(
+    ("args", "request_name", "overrides"),
+    [
+        (("check", b"06123\xe05678", "C1"), "rpoguard-agi", {}),  # the number, after the route name
+        (("check", NUMBER, LATIN1_NAME), "rpoguard-agi", {}),  # the campaign
+        ((NUMBER, "C1", b"069\xe0"), "/var/lib/asterisk/agi-bin/rpoguard-check", {}),  # caller ID, route by name
+        (("check", NUMBER, "C1"), "rpoguard-agi", {"agi_callerid": b"069480\xe01234"}),  # the channel's caller ID
+        (("check", NUMBER, "C1"), b"/var/lib/asterisk/agi-bin/\xe0/rpoguard-agi", {}),  # the program, which routes
+    ],
+    ids=["number", "campaign", "caller-id-argument", "caller-id-channel", "program"],
+)
+def test_a_value_the_decision_reads_that_is_not_utf8_answers_failure(
+    arun: Any, args: tuple[str | bytes, ...], request_name: str | bytes, overrides: dict[str, str | bytes]
+) -> None:
+    gate = FakeGate(ALLOW_VERDICT)
+    code, t = in_process(arun, gate, classic_env(args, request_name, overrides))
+    assert code == EXIT_FAILURE
+    assert t.written == b"failure\n" and t.failed_closed
+    assert gate.calls == []
+
+
 def test_gate_error_answers_failure_and_a_failing_exit_status(arun: Any) -> None:
     code, t = in_process(arun, FakeGate(error=RuntimeError("database is locked")), classic_env())
     assert code == EXIT_FAILURE
@@ -282,3 +318,20 @@ def test_child_finishes_the_session_after_sighup() -> None:
     assert code == 0, err
     assert t.written == wire(EXPECTED_ALLOW)
     assert "SIGHUP" in err
+
+
+def test_child_with_a_latin1_caller_name_allows_and_says_so_once() -> None:
+    env = classic_env(overrides={"agi_calleridname": LATIN1_NAME})
+    code, t, err = run_child("allow", env)
+    assert code == 0, err
+    assert t.written == wire(EXPECTED_ALLOW)
+    assert err.count("is not UTF-8") == 1 and "'agi_calleridname'" in err
+    assert "Societ" not in err
+
+
+def test_child_with_a_latin1_number_answers_failure_and_exits_non_zero() -> None:
+    code, t, err = run_child("allow", classic_env(("check", b"06123\xe05678", "C1")))
+    assert code == EXIT_FAILURE
+    assert t.written == b"failure\n" and t.agistatus == "FAILURE"
+    assert "GATE ENTERED" not in err
+    assert "agi_arg_2 is not UTF-8" in err

@@ -133,31 +133,101 @@ class AgiFailure(Exception):
 
 # -- the environment -------------------------------------------------------------------------------------
 
+# Environment keys that name the route and carry the campaign of every request: they must be exact, so a
+# value that is not UTF-8 ends the session with failure before any route runs.
+STRICT_ENV_KEYS: Final = ("agi_network_script", "agi_request")
+# How many different field names may be reported as not UTF-8 (once each): names come from the peer, so
+# an unbounded set would let a flood of made-up names fill the log and the memory.
+MAX_REPORTED_FIELDS: Final = 32
+_reported_fields: set[str] = set()
+
+
+def _report_undecodable(field_name: str, raw: bytes, first_bad: int) -> None:
+    """Log, once per process and field name, that a value was not UTF-8. Never the value itself: caller
+    names and channel names are personal data, and the log travels further than the audit log."""
+    if field_name in _reported_fields or len(_reported_fields) > MAX_REPORTED_FIELDS:
+        return
+    _reported_fields.add(field_name)
+    if len(_reported_fields) > MAX_REPORTED_FIELDS:
+        log.warning(
+            "AGI: values of more than %d different fields were not UTF-8; no further field is reported",
+            MAX_REPORTED_FIELDS,
+        )
+        return
+    log.warning(
+        "AGI: %r is not UTF-8 (a line of %d bytes, the first bad one at byte %d); a value the decision does not read "
+        "is kept with U+FFFD for each bad byte, one it reads (number, campaign, caller ID, route) blocks "
+        "the call; reported once per process for this field",
+        field_name[:64],
+        len(raw),
+        first_bad,
+    )
+
+
+def _has_escapes(text: str) -> bool:
+    # Lone surrogates are what surrogateescape makes of bytes that are not UTF-8; valid text has none.
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _replaced(text: str) -> str:
+    """Text decoded with surrogateescape as if it had been decoded with errors="replace"."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _split_script(script: str) -> tuple[str, dict[str, str], frozenset[str]]:
+    path, _, query_string = script.partition("?")
+    try:
+        # surrogateescape marks a %-escape that is not UTF-8, so that only the keys a route reads need
+        # to be exact (see AgiRequest.strict_query); the others are kept with U+FFFD.
+        pairs = parse_qsl(
+            query_string, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS, errors="surrogateescape"
+        )
+    except ValueError as exc:
+        raise AgiProtocolError(f"script query has too many fields: {exc}") from exc
+    query: dict[str, str] = {}
+    undecodable: set[str] = set()
+    for raw_key, raw_value in pairs:
+        key = _replaced(raw_key) if _has_escapes(raw_key) else raw_key
+        if key in query:
+            continue
+        if _has_escapes(raw_value):
+            undecodable.add(key)
+            query[key] = _replaced(raw_value)
+        else:
+            query[key] = raw_value
+    return path.strip("/"), query, frozenset(undecodable)
+
 
 def split_script(script: str) -> tuple[str, dict[str, str]]:
     """Split ``agi_network_script`` into the route path and its url-decoded query.
 
     ``/check/?campaign=C%201`` gives ``("check", {"campaign": "C 1"})``. The first occurrence of a
-    repeated key wins. Leading and trailing slashes go; inner ones stay.
+    repeated key wins. Leading and trailing slashes go; inner ones stay. A %-escape that is not UTF-8
+    becomes U+FFFD.
     """
-    path, _, query_string = script.partition("?")
-    try:
-        pairs = parse_qsl(query_string, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS, errors="replace")
-    except ValueError as exc:
-        raise AgiProtocolError(f"script query has too many fields: {exc}") from exc
-    query: dict[str, str] = {}
-    for key, value in pairs:
-        query.setdefault(key, value)
-    return path.strip("/"), query
+    path, query, _ = _split_script(script)
+    return path, query
 
 
 @dataclass(frozen=True, slots=True)
 class AgiRequest:
     """One AGI request: the environment Asterisk sent before the blank line.
 
-    Values are decoded as UTF-8 with undecodable bytes replaced by U+FFFD: a caller name can hold any
-    bytes, and a replaced character can never match a real number, campaign or caller ID downstream,
-    while surrogate escapes would break the audit log and the logging handlers.
+    Nothing guarantees an encoding (a caller name set by an older PBX or a carrier may be Latin-1), so
+    values are decoded as UTF-8 with each byte that is not replaced by U+FFFD, and the names of the keys
+    where that happened are kept in ``undecodable``. U+FFFD rather than a Latin-1 guess: it never
+    invents a character the peer did not send, it can never match a real number, campaign or caller ID,
+    and it keeps the audit row valid UTF-8 (JSON, hash chain) where surrogate escapes would break it and
+    the logging handlers. That is right for what is only evidence (``agi_channel``, ``agi_uniqueid``,
+    ``agi_accountcode``...) or not read at all (``agi_calleridname``...). A value the decision reads
+    must be exact: routes read those through ``strict_env``, ``strict_arg`` and ``strict_query``, which
+    raise AgiProtocolError (the session answers failure) rather than decide on a replaced value.
     """
 
     env: Mapping[str, str]
@@ -166,15 +236,30 @@ class AgiRequest:
     query: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # agi_arg_1..N in order.
     args: tuple[str, ...] = ()
+    # Environment keys whose value was not UTF-8, and query keys whose %-decoded value was not.
+    undecodable: frozenset[str] = frozenset()
+    undecodable_query: frozenset[str] = frozenset()
+    # Arguments consumed by shift_args: arg(n) is agi_arg_{n + shifted}.
+    shifted: int = 0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AgiRequest:
+    def from_env(cls, env: Mapping[str, str], undecodable: frozenset[str] = frozenset()) -> AgiRequest:
+        for key in STRICT_ENV_KEYS:
+            if key in undecodable:
+                raise AgiProtocolError(_not_utf8(key))
         frozen_env = MappingProxyType(dict(env))
-        path, query = split_script(frozen_env.get("agi_network_script", ""))
+        path, query, undecodable_query = _split_script(frozen_env.get("agi_network_script", ""))
         args: list[str] = []
         while (value := frozen_env.get(f"agi_arg_{len(args) + 1}")) is not None:
             args.append(value)
-        return cls(env=frozen_env, network_script=path, query=MappingProxyType(query), args=tuple(args))
+        return cls(
+            env=frozen_env,
+            network_script=path,
+            query=MappingProxyType(query),
+            args=tuple(args),
+            undecodable=undecodable,
+            undecodable_query=undecodable_query,
+        )
 
     def arg(self, n: int) -> str | None:
         """The n-th AGI argument (1-based) or None when Asterisk did not send it."""
@@ -182,7 +267,26 @@ class AgiRequest:
 
     def shift_args(self, count: int = 1) -> AgiRequest:
         """The same request with the first ``count`` arguments consumed (classic AGI route selection)."""
-        return replace(self, args=self.args[count:])
+        return replace(self, args=self.args[count:], shifted=self.shifted + count)
+
+    def strict_env(self, key: str) -> str | None:
+        """``env[key]`` (None if absent) for a value the decision reads: AgiProtocolError if it was not UTF-8."""
+        if key in self.undecodable:
+            raise AgiProtocolError(_not_utf8(key))
+        return self.env.get(key)
+
+    def strict_arg(self, n: int) -> str | None:
+        """``arg(n)`` for a value the decision reads: AgiProtocolError if it was not UTF-8."""
+        value = self.arg(n)
+        if value is not None and f"agi_arg_{n + self.shifted}" in self.undecodable:
+            raise AgiProtocolError(_not_utf8(f"agi_arg_{n + self.shifted}"))
+        return value
+
+    def strict_query(self, key: str) -> str | None:
+        """``query[key]`` for a value the decision reads: AgiProtocolError if its %-escapes were not UTF-8."""
+        if key in self.undecodable_query:
+            raise AgiProtocolError(_not_utf8(f"{key!r} in the script query"))
+        return self.query.get(key)
 
     @property
     def network(self) -> bool:
@@ -221,25 +325,50 @@ class AgiRequest:
             return None
 
 
-def parse_env_line(raw: bytes) -> tuple[str, str]:
-    text = raw.decode("utf-8", "replace")
-    key, sep, value = text.partition(":")
-    key = key.strip()
+def _not_utf8(what: str) -> str:
+    return f"{what} is not UTF-8, and the decision reads it: no decision on a value that is not exact"
+
+
+def _env_line(raw: bytes) -> tuple[str, str, int | None]:
+    """(key, value, offset of the first byte that is not UTF-8 or None) of one environment line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        first_bad: int | None = exc.start
+        # ":" and " " are ASCII, so splitting the bytes splits exactly where splitting the text would.
+        head, sep, tail = raw.partition(b":")
+        key = head.decode("utf-8", "replace").strip()
+        value = tail.removeprefix(b" ").decode("utf-8", "replace")
+        text = raw.decode("utf-8", "replace")
+    else:
+        first_bad = None
+        key, sep, value = text.partition(":")
+        key = key.strip()
+        # Asterisk writes "name: value"; exactly one space separates them, the rest belongs to the value.
+        value = value.removeprefix(" ")
     if not sep or not key:
         raise AgiProtocolError(f"environment line is not 'name: value': {text[:80]!r}")
-    # Asterisk writes "name: value"; exactly one space separates them, the rest belongs to the value.
-    return key, value.removeprefix(" ")
+    return key, value, first_bad
+
+
+def parse_env_line(raw: bytes) -> tuple[str, str]:
+    key, value, _ = _env_line(raw)
+    return key, value
 
 
 def parse_env(lines: Iterable[bytes]) -> AgiRequest:
     """Build the request from the environment lines (without the terminating blank line)."""
     env: dict[str, str] = {}
+    undecodable: set[str] = set()
     for raw in lines:
-        key, value = parse_env_line(raw)
+        key, value, first_bad = _env_line(raw)
         if key in env:
             raise AgiProtocolError(f"environment repeats {key!r}")
         env[key] = value
-    return AgiRequest.from_env(env)
+        if first_bad is not None:
+            undecodable.add(key)
+            _report_undecodable(key, raw, first_bad)
+    return AgiRequest.from_env(env, frozenset(undecodable))
 
 
 # -- replies -----------------------------------------------------------------------------------------------

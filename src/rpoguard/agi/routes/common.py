@@ -13,6 +13,10 @@ Argument order, the same for every route and for FastAGI and classic AGI:
 A number argument that is present but empty is checked as empty (and refused) rather than replaced by
 the extension, which inside a GoSub is ``s``. An empty caller ID argument means "the channel's own", as
 dialplan/rpoguard.conf passes ``${ARG3}`` whether or not the caller gave one.
+
+Every value these functions take is read strictly (AgiRequest.strict_*): one that was not UTF-8 ends the
+session with failure instead of being decided on with U+FFFD in it. Only the values actually read are:
+an agi_extension that is not UTF-8 does not matter when argument 1 gives the number.
 """
 
 from __future__ import annotations
@@ -55,14 +59,14 @@ def source_of(request: AgiRequest) -> str:
 
 
 def number_of(request: AgiRequest) -> str:
-    number = request.arg(ARG_NUMBER)
+    number = request.strict_arg(ARG_NUMBER)
     if number is None:
-        number = request.extension
+        number = request.strict_env("agi_extension")
     return number or ""
 
 
 def campaign_of(request: AgiRequest) -> str | None:
-    return request.query.get(QUERY_CAMPAIGN) or request.arg(ARG_CAMPAIGN) or None
+    return request.strict_query(QUERY_CAMPAIGN) or request.strict_arg(ARG_CAMPAIGN) or None
 
 
 def caller_id_of(request: AgiRequest) -> str:
@@ -71,12 +75,17 @@ def caller_id_of(request: AgiRequest) -> str:
     Withheld when the channel's presentation is anything but allowed: restricted (0x20), and also
     unavailable (0x40, which Asterisk reports when there is no valid number) and reserved (0x60), since
     the callee sees no number in those cases either. Asterisk folds the name's presentation into
-    agi_callingpres, so a restricted name also counts as withheld: a refusal, never a false allow.
+    agi_callingpres, so a restricted name also counts as withheld: a refusal, never a false allow. A
+    presentation that is sent but is not a number cannot show that the number is presented, so it counts
+    as withheld too.
     """
+    raw_pres = request.strict_env("agi_callingpres")
     pres = request.callingpres
+    if raw_pres is not None and pres is None:
+        return ""
     if pres is not None and pres & AST_PRES_RESTRICTION != AST_PRES_ALLOWED:
         return ""
-    caller_id = (request.arg(ARG_CALLER_ID) or "").strip() or (request.callerid or "").strip()
+    caller_id = (request.strict_arg(ARG_CALLER_ID) or "").strip() or (request.strict_env("agi_callerid") or "").strip()
     return "" if caller_id.lower() == UNKNOWN else caller_id
 
 
