@@ -47,6 +47,10 @@ DIALPLAN = Path(__file__).with_name("dialplan_gate.conf")
 # An outbound route shaped as FreePBX 17 makes it, around the FreePBX 17 hook rpoguard.conf ships.
 FREEPBX17_DIALPLAN = Path(__file__).with_name("dialplan_freepbx17.conf")
 FREEPBX17_ROUTE = "rpoguard-e2e-freepbx17-route"
+# Routes that set no campaign: the office's, on a shared trunk, and a marketing route that forgot it, on a
+# trunk listed in RPOGUARD_GATED_TRUNKS.
+FREEPBX17_OFFICE_ROUTE = "rpoguard-e2e-freepbx17-office-route"
+FREEPBX17_UNMARKED_ROUTE = "rpoguard-e2e-freepbx17-unmarked-route"
 EXAMPLES = REPO / "examples"
 # The console script installed next to the interpreter running the tests (.venv/bin/rpoguard).
 RPOGUARD = Path(sys.executable).with_name("rpoguard")
@@ -726,8 +730,10 @@ def test_freepbx17_hook_allows_and_the_trunk_dials(rig: Rig) -> None:
     assert (row["number"], row["raw_number"]) == (e164(LISTED), LISTED), outcome
     assert (row["campaign_id"], row["principal_id"], row["caller_id"]) == (CAMPAIGN, PRINCIPAL, CALLER_ID), outcome
     assert row["source"] == "fastagi", outcome
-    assert outcome.logged(f"e2e gate: {outcome.uniqueid} allowed {e164(LISTED)} decision {row['decision_id']} "
-                          f"dialling {LISTED} on trunk 1"), f"the trunk did not dial after the hook\n{outcome}"
+    assert outcome.logged(f"e2e gate: {outcome.uniqueid} dialling {LISTED} on trunk 1: rpoguard [ALLOW] "
+                          f"{e164(LISTED)} decision {row['decision_id']}"), (
+        f"the trunk did not dial after the hook\n{outcome}"
+    )
     assert outcome.logged(f"e2e hangup: {outcome.uniqueid} decision [ALLOW] reason [] number [{e164(LISTED)}] "
                           f"id [{row['decision_id']}] reasons []"), outcome
     assert not outcome.logged("e2e route:"), f"the hook bypassed the trunk or the route failed over\n{outcome}"
@@ -741,3 +747,37 @@ def test_freepbx17_hook_blocks_and_nothing_reaches_the_trunk(rig: Rig) -> None:
     assert any(line.startswith(f"e2e hangup: {outcome.uniqueid} ") and line.endswith(" cause [21]")
                for line in outcome.gate_log), f"not hung up with the gate's cause 21\n{outcome}"
     assert not outcome.logged("e2e route:"), f"the route went on after the gate blocked\n{outcome}"
+
+
+def assert_untouched(outcome: CallOutcome, number: str, trunk: int) -> None:
+    """The hook let the call by without asking the gate: it reached the carrier as dialled."""
+    assert outcome.answered, f"a call the hook should not gate was not answered\n{outcome}"
+    assert [i.number for i in outcome.invites] == [number], f"expected one INVITE for {number}\n{outcome}"
+    assert outcome.decisions == [], f"rpoguard decided a call the hook should not gate\n{outcome}"
+    assert not outcome.logged("rpoguard:"), outcome
+    assert outcome.logged(f"e2e gate: {outcome.uniqueid} dialling {number} on trunk {trunk}: rpoguard [] "), outcome
+    assert not outcome.logged("e2e route:"), f"the hook bypassed the trunk or the route failed over\n{outcome}"
+
+
+@pytest.mark.parametrize("number", ["112", REGISTERED], ids=["emergency-112", "office-call"])
+def test_freepbx17_hook_leaves_unmarked_calls_on_ungated_trunks_alone(rig: Rig, number: str) -> None:
+    # FreePBX runs the hook for every trunk call: one the route did not mark, on a trunk not listed in
+    # RPOGUARD_GATED_TRUNKS, must get out as if rpoguard were not there (REGISTERED would be blocked if asked).
+    outcome = rig.call(number, "untouched (FreePBX 17 hook, office route, trunk 1)", context=FREEPBX17_OFFICE_ROUTE,
+                       campaign="(unmarked)")  # fmt: skip
+    assert_untouched(outcome, number, trunk=1)
+
+
+def test_freepbx17_hook_gates_unmarked_calls_on_a_listed_trunk(rig: Rig) -> None:
+    # A trunk reserved for marketing fails closed: a route that forgot the campaign is blocked there.
+    outcome = rig.call(LISTED, "BLOCK unknown_campaign (FreePBX 17 hook, unmarked route, gated trunk 2)",
+                       context=FREEPBX17_UNMARKED_ROUTE, campaign="(unmarked)")  # fmt: skip
+    assert_blocked(outcome, "unknown_campaign", LISTED)
+    assert (outcome.decision["campaign_id"], outcome.decision["principal_id"]) == ("none", None), outcome
+    assert any(line.startswith(f"e2e hangup: {outcome.uniqueid} ") and line.endswith(" cause [21]")
+               for line in outcome.gate_log), f"not hung up with the gate's cause 21\n{outcome}"
+    assert not outcome.logged("e2e route:"), f"the route went on after the gate blocked\n{outcome}"
+    # What blocked it is the trunk being listed: the same number, unmarked, gets out on the shared trunk 1.
+    control = rig.call(LISTED, "untouched (FreePBX 17 hook, office route, trunk 1)", context=FREEPBX17_OFFICE_ROUTE,
+                       campaign="(unmarked)")  # fmt: skip
+    assert_untouched(control, LISTED, trunk=1)
