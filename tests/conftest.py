@@ -24,6 +24,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 import pytest
 
+from fakeclock import ClockedCliRunner, clock_env
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import Store
 
@@ -169,6 +170,20 @@ def run_cli(tmp_path: Path, cli_env: dict[str, str], cli_script: str) -> CliRunn
             check=False,
         )
         return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return runner
+
+
+@pytest.fixture
+def run_cli_at(run_cli: CliRunner) -> ClockedCliRunner:
+    """Run the real `rpoguard` console script with its wall clock starting at MOMENT (tests/fakeclock.py):
+    how a test records a decision at a fixed moment, as the gate would then."""
+    clock_env("2026-01-01")  # skip (or fail in CI) at once without libfaketime
+
+    def runner(
+        moment: str, *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, stdin: str | None = None
+    ) -> CliResult:
+        return run_cli(*args, env={**clock_env(moment), **(env or {})}, stdin=stdin)
 
     return runner
 

@@ -49,6 +49,9 @@ class AuditRow:
     entry: AuditEntry
     prev_hash: str
     hash: str
+    # The wall-clock moment the writer wrote the row (µs), beside the decision's own time (entry.ts_us).
+    # Assigned by the store, like seq and prev_hash; None for rows written before schema 3 (audit v2).
+    recorded_us: int | None = None
 
 
 def canonical_evidence(evidence: dict[str, object]) -> str:
@@ -58,16 +61,17 @@ def canonical_evidence(evidence: dict[str, object]) -> str:
 _ENTRY_FIELDS = tuple(field.name for field in fields(AuditEntry))
 
 
-def chain_hash(seq: int, entry: AuditEntry, prev_hash: str) -> str:
-    """SHA-256 over the previous hash, the sequence number and every field, in a fixed canonical form."""
+def chain_hash(seq: int, entry: AuditEntry, prev_hash: str, recorded_us: int | None = None) -> str:
+    """SHA-256 over the previous hash, the sequence number, the moment the row was written and every
+    field, in a fixed canonical form. A row written before the log kept that moment (recorded_us None)
+    hashes exactly as it did then, so an upgraded log still verifies; on every later row the moment is
+    covered like any field (removing it changes the hash too)."""
     # Every field is a str, an int or None, so reading them directly gives what dataclasses.asdict gave
     # (and the same hashes) in a fourteenth of the time: 0.9 against 12 µs, on every decision's commit.
-    payload = json.dumps(
-        {"seq": seq, "prev": prev_hash, **{name: getattr(entry, name) for name in _ENTRY_FIELDS}},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    payload_fields = {"seq": seq, "prev": prev_hash, **{name: getattr(entry, name) for name in _ENTRY_FIELDS}}
+    if recorded_us is not None:
+        payload_fields["recorded_us"] = recorded_us
+    payload = json.dumps(payload_fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -94,8 +98,14 @@ async def verify_chain(rows: AsyncIterable[AuditRow], max_problems: int = 100) -
     expected_seq = 1
     prev_hash = GENESIS_HASH
     count = 0
+    timed = False  # a row with its recording moment was seen: every later row has one too
     async for row in rows:
         count += 1
+        if row.recorded_us is not None:
+            timed = True
+        elif timed:
+            problems.append(ChainProblem(row.seq, "row has no recording moment, after rows that have one: since "
+                                                  "the log keeps it, every row written has it"))
         if row.seq != expected_seq:
             what = "missing" if row.seq > expected_seq else "out of order or duplicated"
             problems.append(ChainProblem(row.seq, f"sequence jumps from {expected_seq - 1} to {row.seq}: "
@@ -103,7 +113,7 @@ async def verify_chain(rows: AsyncIterable[AuditRow], max_problems: int = 100) -
         if row.prev_hash != prev_hash:
             problems.append(ChainProblem(row.seq, "previous-hash link does not match the row before: a row "
                                                   "was removed, inserted or reordered here"))
-        if chain_hash(row.seq, row.entry, row.prev_hash) != row.hash:
+        if chain_hash(row.seq, row.entry, row.prev_hash, row.recorded_us) != row.hash:
             problems.append(ChainProblem(row.seq, "row content does not match its hash: the row was changed"))
         prev_hash = row.hash
         expected_seq = row.seq + 1
@@ -112,9 +122,11 @@ async def verify_chain(rows: AsyncIterable[AuditRow], max_problems: int = 100) -
     return VerifyReport(count, tuple(problems), prev_hash)
 
 
+# `time` is the moment the decision is for (the call); `recorded_at` the moment its row was written (empty
+# for rows written before the log kept it).
 EXPORT_FIELDS = (
-    "seq", "decision_id", "time", "number", "raw_number", "campaign_id", "principal_id", "caller_id",
-    "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel", "prev_hash", "hash",
+    "seq", "decision_id", "time", "recorded_at", "number", "raw_number", "campaign_id", "principal_id",
+    "caller_id", "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel", "prev_hash", "hash",
 )
 
 
@@ -124,6 +136,7 @@ def export_record(row: AuditRow) -> dict[str, object]:
         "seq": row.seq,
         "decision_id": entry.decision_id,
         "time": iso(from_us(entry.ts_us)),
+        "recorded_at": iso(from_us(row.recorded_us)) if row.recorded_us is not None else None,
         "number": entry.number,
         "raw_number": entry.raw_number,
         "campaign_id": entry.campaign_id,

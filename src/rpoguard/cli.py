@@ -39,6 +39,11 @@ from rpoguard.constants import ALLOW, SOURCE_CLI, reason_text
 from rpoguard.db import is_postgres_url, open_store
 from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
+    CONTRACT_CORRECTED,
+    CONTRACT_ENDED,
+    CONTRACT_RECORDED,
+    CONTRACT_UNCHANGED,
+    FILE_ONLY,
     RPO_CLEANSED_LIST,
     RPO_REGISTERED_LIST,
     ConsentRecord,
@@ -139,11 +144,19 @@ def _caller_id(text: str) -> str:
 
 async def cmd_principal_add(args: argparse.Namespace, store: Store, config: Config) -> int:
     caller_ids = [_caller_id(c) for c in args.caller_id or ()]
+    before = await store.get_principal(args.id)
     created = await store.add_principal(args.id, args.name, caller_ids)
     info = await store.get_principal(args.id)
     assert info is not None
     print(f"principal {args.id} {'added' if created else 'updated'}: {info.name}; declared caller IDs: "
           f"{', '.join(info.caller_ids) or 'none (every call will be blocked with caller_id_invalid)'}")
+    if before is not None:
+        # Configuration, not a fact in time: it is updated, and the operator is told what changed.
+        if before.name != info.name:
+            print(f"  was: {before.name}")
+        added = [c for c in info.caller_ids if c not in before.caller_ids]
+        if added:
+            print(f"  caller ID(s) added: {', '.join(added)} (declared caller IDs are only ever added)")
     return EXIT_OK
 
 
@@ -176,8 +189,21 @@ def _print_import(summary: ImportSummary, problems: list[RowProblem], what: str)
     details = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.detail.items())
     print(f"{what}: import #{summary.import_id}: {summary.rows_read} row(s) read, {summary.rows_stored} stored, "
           f"{summary.rows_rejected} rejected{'; ' + details if details else ''}")
+    for file in summary.files:
+        print(f"  {_describe_file(file.role, file.name, file.size, file.sha256)}")
     for note in summary.notes:
         print(f"  note: {note}")
+
+
+def _describe_file(role: str, name: str, size: int | None, sha256: str | None) -> str:
+    """One input file of an import: its role (for a two-list answer), name, size and SHA-256, each only when
+    known (an import stored before files were kept one by one may lack a size)."""
+    parts = [f"{'' if role == FILE_ONLY else role + ' '}file {name}"]
+    if size is not None:
+        parts.append(f"{size} bytes")
+    if sha256:
+        parts.append(f"sha256 {sha256}")
+    return ", ".join(parts)
 
 
 def _print_problems(problems: Sequence[RowProblem], stored: bool) -> None:
@@ -273,9 +299,15 @@ class _Progress:
 async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
     if args.listed_at is not None and args.listed_at > datetime.now(UTC) + CLOCK_LEEWAY:
         raise UsageError(f"--listed-at {args.listed_at.isoformat()} is in the future")
-    summary, problems = await directory_import.import_file(store, args.file, not args.append, args.skip_invalid,
-                                                           args.listed_at)
+    replace = not args.append
+    summary, problems = await directory_import.import_file(store, args.file, replace, args.skip_invalid,
+                                                           args.listed_at, args.allow_empty)
     _print_import(summary, problems, "directory listings")
+    if replace and not summary.already_imported:
+        detail = summary.detail
+        print(f"  listings: {detail.get('newly_listed', 0)} started, {detail.get('still_listed', 0)} kept, "
+              f"{detail.get('ended', 0)} ended (an ended listing stays in the evidence as a period, with the "
+              f"import that ended it)")
     return EXIT_OK
 
 
@@ -298,9 +330,21 @@ async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Con
     at = args.at or datetime.now(UTC)
     if await store.get_principal(args.principal) is None:
         raise UsageError(f"principal {args.principal!r} does not exist")
-    count = await store.revoke_consents(number, args.principal, at)
-    print(f"{count} consent(s) of {number} to {args.principal} revoked at {at.isoformat()}"
-          if count else f"no consent of {number} to {args.principal} was in force at {at.isoformat()}")
+    revocations = await store.revoke_consents(number, args.principal, at)
+    if not revocations:
+        print(f"no consent of {number} to {args.principal} was given by {at.isoformat()} and not expired then")
+    for done in revocations:
+        what = f"consent #{done.consent_id} of {number} to {args.principal}"
+        if done.first:
+            print(f"{what} revoked at {at.isoformat()}")
+            continue
+        # The first revocation stands: a later one is noted beside it, never substituted.
+        first = done.revoked_at.astimezone(ROME).isoformat()
+        line = f"{what}: already revoked at {first}; this revocation (at {at.isoformat()}) noted"
+        if done.effective_at < done.revoked_at:
+            line += (f"; it names an earlier moment, so decisions count the consent revoked from "
+                     f"{done.effective_at.astimezone(ROME).isoformat()}")
+        print(line)
     return EXIT_OK
 
 
@@ -324,9 +368,25 @@ async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Confi
     if args.end is not None and args.end < args.start:
         raise UsageError("--end is before --start")
     number = _number(args.number)
-    contract_id, created = await store.add_contract(number, args.principal, args.start, args.end)
-    print(f"contract #{contract_id} {'recorded' if created else 'updated'}: {number} with {args.principal} from "
-          f"{args.start.isoformat()}{' to ' + args.end.isoformat() if args.end else ' (running)'}")
+    done = await store.add_contract(number, args.principal, args.start, args.end)
+    what = f"contract #{done.contract_id}: {number} with {args.principal} from {args.start.isoformat()}"
+    asked = args.end.isoformat() if args.end else None
+    before = done.end_before.isoformat() if done.end_before else None
+    effective = done.effective_end.isoformat() if done.effective_end else None
+    if done.outcome == CONTRACT_RECORDED:
+        print(f"{what} recorded{' to ' + asked if asked else ' (running)'}")
+    elif done.outcome == CONTRACT_UNCHANGED:
+        print(f"{what} was already recorded{' to ' + before if before else ' (running)'}; nothing changed")
+    elif done.outcome == CONTRACT_ENDED:
+        print(f"{what}: end {asked} recorded (it was running)")
+    elif done.outcome == CONTRACT_CORRECTED:
+        print(f"{what}: already ended {before}; end {asked} noted as a correction beside the record; it is "
+              f"earlier, so decisions use it")
+    else:
+        # A later end, or none, would save consents for longer: noted for the evidence, never used.
+        print(f"{what}: already ended {before}; {'end ' + asked if asked else 'no end'} noted beside the record, "
+              f"not used (an end is never moved later or removed; decisions use {effective}; a renewal is a new "
+              "contract with its own --start)")
     return EXIT_OK
 
 
@@ -377,6 +437,7 @@ async def cmd_evidence(args: argparse.Namespace, store: Store, config: Config) -
 
 
 def _describe_evidence(item: EvidenceItem) -> str:
+    """One evidence item as a line; a value that is absent is left out, never printed as None."""
     d = item.detail
     who = f" [{item.principal_id}]" if item.principal_id else ""
     if item.kind == "rpo_answer":
@@ -385,27 +446,65 @@ def _describe_evidence(item: EvidenceItem) -> str:
         whose = (f" obtained by [{item.principal_id}]" if item.principal_id else
                  " of controller unknown (stored before answers had a principal: no decision uses it; import "
                  "it again with --principal)")
-        return (f"RPO answer{whose}: {status}{since} (result #{d['result_id']}, import #{d['import_id']} "
-                f"{d['file_name']}, {d['file_size']} bytes, sha256 {d['sha256']})")
+        return f"RPO answer{whose}: {status}{since} (result #{d['result_id']}, {_describe_import(d)})"
     if item.kind == "directory_listing":
         until = f" until {d['ended_at']}" if d.get("ended_at") else " (still listed)"
-        return (f"listed in the public directory{until} (import #{d['import_id']} {d['file_name']}, "
-                f"sha256 {d['sha256']})")
+        return f"listed in the public directory{until} ({_describe_import(d)})"
     if item.kind == "directory_listing_ended":
-        return (f"no longer listed in the public directory: import #{d['ended_by_import_id']} replaced the "
-                f"listings without it (listed since import #{d['import_id']} {d['file_name']})")
+        return (f"no longer listed in the public directory: "
+                f"{_describe_import(d, 'ended_by_import_id', 'ended_by_files')} replaced the listings without it"
+                f"{', imported ' + str(d['ended_by_imported_at']) if d.get('ended_by_imported_at') else ''} "
+                f"(listed since {_describe_import(d)})")
     if item.kind == "consent":
         extra = "".join(f", {k.replace('_', ' ')} {d[k]}" for k in ("expires_at", "revoked_at") if d.get(k))
         auto = ", covers automated calls" if d["automated"] else ""
-        return f"consent #{d['consent_id']}{who}: evidence {d['evidence']}{auto}{extra}"
+        purpose = f", purpose {d['purpose']}" if d.get("purpose") else ""
+        source = f" ({_describe_import(d)})" if d.get("import_id") is not None else ""
+        return f"consent #{d['consent_id']}{who}: evidence {d['evidence']}{purpose}{auto}{extra}{source}"
     if item.kind == "contract":
         return f"contract #{d['contract_id']}{who}: from {d['start']}{' to ' + d['end'] if d['end'] else ' (running)'}"
+    if item.kind in ("consent_revoked", "consent_revoked_again", "contract_ended", "contract_end_corrected"):
+        return _describe_note(item)
     if item.kind == "optout":
-        return f"refusal #{d['optout_id']} for {d['covers']} (source {d['source']}, reference {d['reference']})"
+        reference = f", reference {d['reference']}" if d.get("reference") else ""
+        return f"refusal #{d['optout_id']} for {d['covers']} (source {d['source']}{reference})"
     reasons = ",".join(d["reasons"]) or "-"
+    caller = f"caller ID {d['caller_id']}" if d.get("caller_id") is not None else "caller ID not checked"
+    uniqueid = f" {d['uniqueid']}" if d.get("uniqueid") else ""
+    recorded = f", recorded {d['recorded_at']}" if d.get("recorded_at") else ""
     return (f"decision {str(d['decision']).upper()}{who} campaign {d['campaign_id']}: reasons {reasons}, "
-            f"basis {d['basis'] or '-'}, caller ID {d['caller_id']}, {d['source']} {d['uniqueid'] or ''} "
-            f"(log row {d['seq']}, id {d['decision_id']})")
+            f"basis {d['basis'] or '-'}, {caller}, {d['source']}{uniqueid} "
+            f"(log row {d['seq']}{recorded}, id {d['decision_id']})")
+
+
+def _describe_import(d: dict[str, object], id_key: str = "import_id", files_key: str = "files") -> str:
+    """`import #N` and its input files, each with its own name, size and SHA-256."""
+    files = d.get(files_key)
+    described = "; ".join(
+        _describe_file(str(f["role"]), str(f["name"]), f.get("size"), f.get("sha256")) for f in files
+    ) if isinstance(files, list) else ""
+    return f"import #{d.get(id_key)}{': ' + described if described else ''}"
+
+
+def _describe_note(item: EvidenceItem) -> str:
+    """A note recorded beside a consent or a contract (their records are never changed)."""
+    d = item.detail
+    who = f" [{item.principal_id}]" if item.principal_id else ""
+    by = (f"by {_describe_import(d)}" if d.get("import_id") is not None else f"by the command line ({d['source']})")
+    if item.kind == "consent_revoked":
+        return f"consent #{d['consent_id']}{who} revoked from {d['revoked_at']} (recorded {by})"
+    if item.kind == "consent_revoked_again":
+        effect = (f"it names an earlier moment, so decisions count the consent revoked from {d['revoked_at']}"
+                  if d.get("earlier") else "the first revocation stands")
+        return (f"consent #{d['consent_id']}{who}: revocation from {d['revoked_at']} noted, already revoked from "
+                f"{d['first_revoked_at']}; {effect} (recorded {by})")
+    if item.kind == "contract_ended":
+        return f"contract #{d['contract_id']}{who}: end {d['end']} recorded, it was running (recorded {by})"
+    asked = f"end {d['end']}" if d.get("end") else "no end"
+    effect = ("it is earlier, so decisions use it" if d.get("earlier") else
+              "not used: an end is never moved later or removed")
+    return (f"contract #{d['contract_id']}{who}: {asked} noted, already ended {d['recorded_end']}; {effect} "
+            f"(recorded {by})")
 
 
 async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config) -> int:
@@ -437,11 +536,15 @@ def _check_json(verdict: Verdict, call: CallRequest, at: datetime, recorded: boo
 
 async def cmd_check(args: argparse.Namespace, store: Store, config: Config) -> int:
     gate = Gate(store, config)
+    # A recorded decision is always for the moment it is made: with --at the check is a simulation, never
+    # recorded and never counted in an attempt cap (a decision dated another day would be false evidence,
+    # and one dated ahead would use up tomorrow's attempts).
+    simulated = args.at is not None
     at = args.at or datetime.now(UTC)
     call = CallRequest(raw_number=args.number, campaign_id=args.campaign, caller_id=args.caller_id,
                        source=SOURCE_CLI)
     decision, facts = await gate.evaluate(call, at)
-    if args.dry_run:
+    if args.dry_run or simulated:
         verdict = Verdict(decision.decision, decision.reasons, facts.number, None, decision.basis)
     else:
         verdict = await gate.record(call, decision, facts, at)
@@ -451,12 +554,12 @@ async def cmd_check(args: argparse.Namespace, store: Store, config: Config) -> i
         print(json.dumps(_check_json(verdict, call, at, recorded, principal, decision.evidence,
                                       config.rpo_validity_days), ensure_ascii=False))
     else:
-        _print_check(verdict, call, at, recorded, principal, config.rpo_validity_days)
+        _print_check(verdict, call, at, recorded, principal, simulated, config.rpo_validity_days)
     return EXIT_OK if verdict.decision == ALLOW else EXIT_BLOCK
 
 
 def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bool, principal: str | None,
-                 validity_days: int) -> None:
+                 simulated: bool, validity_days: int) -> None:
     word = "ALLOW" if verdict.decision == ALLOW else "BLOCK"
     print(f"{word} {verdict.number or call.raw_number!s} for campaign {call.campaign_id}"
           f"{' (principal ' + principal + ')' if principal else ''} at {at.isoformat()}")
@@ -466,8 +569,12 @@ def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bo
         print(f"  {code}: {reason_text(code, validity_days)}")
     if call.caller_id is None:
         print("  caller ID not checked (give --caller-id to check rule 10, as the gate always does)")
-    print(f"  decision {verdict.decision_id} recorded in the audit log" if recorded
-          else "  not recorded (dry run)")
+    if recorded:
+        print(f"  decision {verdict.decision_id} recorded in the audit log")
+    elif simulated:
+        print(f"  simulation as of {at.isoformat()}: not recorded")
+    else:
+        print("  not recorded (dry run)")
 
 
 @contextlib.contextmanager
@@ -797,6 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the date of the directory extract: its listings count from then (default: now). A "
                         "decision as of an earlier moment does not see them")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="accept a file without any number (refused otherwise: replacing the directory with it "
+                        "ends every listing)")
 
     consents = group("consent", "documented consents to be called (opt-in)")
     p = command(consents, "add", cmd_consent_add, "record one consent")
@@ -844,19 +954,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evidence", help="everything rpoguard knows about one number, for the DPO",
                             description="Everything rpoguard knows about one number, oldest first: RPO answers "
-                                        "with their files and hashes, directory listing, consents, contracts, "
-                                        "refusals, and every decision with its reasons.")
+                                        "with each of their files and its hash, directory listing periods, "
+                                        "consents, contracts, what was noted about them later (a second "
+                                        "revocation, a corrected end), refusals, and every decision with its "
+                                        "reasons and the moment it was recorded.")
     p.set_defaults(handler=cmd_evidence)
     p.add_argument("number", metavar="NUMBER")
     p.add_argument("--principal", metavar="ID", help="only what concerns this principal")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = commands.add_parser("check", help="decide one call now (or --at a time) and record the decision",
-                            description="Decide one call as the gate would. Exit code 0 ALLOW, 1 BLOCK, 2 error.")
+    p = commands.add_parser("check", help="decide one call now and record the decision (--at: a simulation)",
+                            description="Decide one call as the gate would, now, and record the decision in the "
+                                        "audit log (unless --dry-run). With --at it is a simulation for that "
+                                        "moment: never recorded, never counted in an attempt cap. Exit code 0 "
+                                        "ALLOW, 1 BLOCK, 2 error.")
     p.set_defaults(handler=cmd_check)
     p.add_argument("number", metavar="NUMBER")
     p.add_argument("--campaign", required=True, metavar="ID")
-    p.add_argument("--at", type=_time_arg, metavar="TIME", help="decide for this time instead of now")
+    p.add_argument("--at", type=_time_arg, metavar="TIME",
+                   help="decide as of this moment instead of now: a simulation, never recorded")
     p.add_argument("--caller-id", metavar="NUMBER",
                    help="the caller ID the call would present (rule 10 is checked only when given)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -938,8 +1054,9 @@ def build_parser() -> argparse.ArgumentParser:
             "create the database or bring its schema up to date (every command does it on open; this one "
             "does nothing else)")
     p = command(database, "copy", cmd_db_copy,
-                "copy everything (principals, campaigns, imports, RPO answers, listings, consents, contracts, "
-                "refusals and the decision log with its hash chain) into an empty database")
+                "copy everything (principals, campaigns, imports and their files, RPO answers, listings, "
+                "consents, contracts, the notes beside them, refusals and the decision log with its hash chain) "
+                "into an empty database")
     p.add_argument("--from", dest="source", metavar="URL",
                    help="the database to copy from: a SQLite file or postgresql://... (default: --db)")
     p.add_argument("--to", dest="target", required=True, metavar="URL",

@@ -160,8 +160,9 @@ class _OncePerCause:
 class Gate:
     """Normalise, fetch facts in one round, decide, record. Shared by every front end.
 
-    The clock is injected so tests and `check --at` can decide for another time; the servers pass
-    nothing and use the real clock.
+    The clock is injected so tests can decide for another time; the servers and `check` pass nothing and
+    use the real clock, since a recorded decision is always for the moment it is made (`check --at` only
+    evaluates, never records).
     """
 
     def __init__(self, store: GateStore, config: Config, clock: Callable[[], datetime] | None = None) -> None:

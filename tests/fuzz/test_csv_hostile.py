@@ -483,11 +483,12 @@ def check_cells(rows: list[list[str]]) -> None:
 def test_exports_never_write_a_cell_a_spreadsheet_would_run(template: Path, tmp_path: Path, cli_script: str) -> None:
     db = copy_db(template, tmp_path / "rpoguard.db")
     raws = [*FORMULAS, "+39 06 4567 8901", "-0612345678", "+390645678901"]
-    checks = [("check", "--campaign", "spring26", "--at", AT, "--json", "--", raw) for raw in raws]
+    # Recorded now (`check --at` records nothing): the hostile text must reach the log to be exported.
+    checks = [("check", "--campaign", "spring26", "--json", "--", raw) for raw in raws]
     checks += [
-        ("check", "--campaign", '=HYPERLINK("http://x","y")', "--at", AT, "--json", "--", "06 4567 8901"),
-        ("check", "--campaign", "spring26", "--caller-id", "@SUM(1)", "--at", AT, "--json", "--", "06 4567 8901"),
-        ("check", "--campaign", "spring26", "--caller-id=-1+1", "--at", AT, "--json", "--", "=1+1"),
+        ("check", "--campaign", '=HYPERLINK("http://x","y")', "--json", "--", "06 4567 8901"),
+        ("check", "--campaign", "spring26", "--caller-id", "@SUM(1)", "--json", "--", "06 4567 8901"),
+        ("check", "--campaign", "spring26", "--caller-id=-1+1", "--json", "--", "=1+1"),
     ]
     results = in_parallel([lambda args=args: cli(cli_script, db, *args, cwd=tmp_path) for args in checks])
     for args, result in zip(checks, results, strict=True):

@@ -5,13 +5,16 @@
 - the three forms of an answer (rows, the registered list, the RPO's cleaned list), each read whole;
 - a contract saves the consents given within it, never stands alone;
 - `check --at` and `scrub --at` decide with the world as it stood then: the answers checked by then, the
-  directory as it was listed then;
+  directory as it was listed then; they are simulations, never recorded and never counted;
+- history is never rewritten: an empty directory file is refused, a replaced listing keeps its period, a
+  second revocation is noted beside the first, every input file keeps its own name and SHA-256;
 - a database of rpoguard 1 is upgraded and says what it did.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from fakeclock import ClockedCliRunner
 from schema1 import NUM, OTHER, V1_ROWS, v1_sqlite
 
 Cli = Callable[..., Any]
@@ -151,7 +155,8 @@ def test_the_cleaned_list_form(run_cli: Cli, two_principals: None, write_file: C
     assert check(run_cli, MOBILE, "acme-c")["reasons"] == ["unlisted_no_consent"]
     evidence = json.loads(ok(run_cli("evidence", "06 4567 8901", "--json")))["items"]
     (answer,) = [i for i in evidence if i["kind"] == "rpo_answer"]
-    assert answer["file_name"] == "submitted.txt + cleansed.txt"
+    assert [(f["role"], f["name"]) for f in answer["files"]] == [("submitted", "submitted.txt"),
+                                                                ("cleansed", "cleansed.txt")]
 
 
 @pytest.mark.parametrize("form", ["--registered", "--cleansed"])
@@ -302,7 +307,7 @@ def test_an_rpoguard_1_database_is_upgraded_and_says_what_it_did(run_cli: Cli, d
     v1_sqlite(db_path, ["acme", "beta"], V1_ROWS)
     code, out, err = run_cli("db", "migrate")
     assert code == 0, err
-    assert "schema up to date (version 2)" in out
+    assert "schema up to date (version 3)" in out
     assert "cannot be attributed, because 2 principals exist (acme, beta)" in err
     assert "rpoguard registry import FILE --checked-at DATE --principal ID" in err
     # Said once: the next command finds nothing to upgrade.
@@ -311,3 +316,138 @@ def test_an_rpoguard_1_database_is_upgraded_and_says_what_it_did(run_cli: Cli, d
     text = ok(run_cli("evidence", NUM))
     assert "of controller unknown" in text
     assert check(run_cli, OTHER, "acme-c")["reasons"][0] == "rpo_not_checked"
+
+
+# -- simulations are never recorded, and history is never rewritten (issue 14) -------------------------------------
+
+
+def test_check_at_is_a_simulation_never_recorded_never_counted(
+    run_cli: Cli, run_cli_at: ClockedCliRunner, two_principals: None, write_file: Callable[..., Path]
+) -> None:
+    ok(run_cli("campaign", "add", "capped", "--principal", "acme", "--max-attempts", "1", "--per-days", "7"))
+    ok(run_cli("registry", "import", write_file("a.csv", "06 4567 8901,not_registered\n"), "--checked-at", CHECKED,
+               "--principal", "acme"))
+    # Without --dry-run, and twice: a decision as of another moment is never recorded, never counted.
+    for _ in range(2):
+        code, out, _ = run_cli("check", ROMA, "--campaign", "capped", "--at", AT, "--json")
+        result = json.loads(out)
+        assert (code, result["decision"], result["recorded"], result["decision_id"]) == (0, "allow", False, None)
+    text = ok(run_cli("check", ROMA, "--campaign", "capped", "--at", "2026-11-26T11:00"))
+    assert "simulation as of 2026-11-26T11:00:00+01:00: not recorded" in text
+    assert ok(run_cli("audit", "export", "--format", "jsonl")) == ""
+    # A check recorded at AT (its own clock) is the first attempt, one a minute later the cap's block.
+    first = json.loads(ok(run_cli_at(AT, "check", ROMA, "--campaign", "capped", "--json")))
+    assert (first["decision"], first["recorded"]) == ("allow", True)
+    code, out, _ = run_cli_at("2026-11-24T11:01", "check", ROMA, "--campaign", "capped", "--json")
+    assert (code, json.loads(out)["reasons"]) == (1, ["attempt_limit"])
+    # Each row carries the call time and the moment it was written, in both export formats.
+    rows = [json.loads(line) for line in ok(run_cli("audit", "export", "--format", "jsonl")).splitlines()]
+    assert [r["decision"] for r in rows] == ["allow", "block"]
+    assert all(r["time"].startswith(("2026-11-24T10:00:", "2026-11-24T10:01:")) and r["recorded_at"] >= r["time"]
+               for r in rows)
+    (header, *lines) = list(csv.reader(io.StringIO(ok(run_cli("audit", "export")))))
+    assert header[2:4] == ["time", "recorded_at"]
+    assert [line[3] for line in lines] == [r["recorded_at"] for r in rows]
+    decisions = [i for i in json.loads(ok(run_cli("evidence", ROMA, "--json")))["items"] if i["kind"] == "decision"]
+    assert [d["recorded_at"] for d in decisions] == [r["recorded_at"] for r in rows]
+    assert "audit log intact: 2 decision(s)" in ok(run_cli("audit", "verify"))
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\n", "numero\n", "number\r\n\r\n"])
+def test_a_directory_file_without_a_number_is_refused(
+    run_cli: Cli, two_principals: None, write_file: Callable[..., Path], content: str
+) -> None:
+    empty = write_file("empty.txt", content)
+    before = ok(run_cli("evidence", ROMA))
+    for extra in ((), ("--append",)):
+        code, out, err = run_cli("directory", "import", empty, *extra)
+        assert (code, out) == (2, "")
+        assert err.startswith(f"rpoguard: {empty}: no number to import") and err.count("\n") == 1, err
+        assert "--allow-empty" in err
+    assert ok(run_cli("evidence", ROMA)) == before
+    assert check(run_cli, ROMA, "acme-c")["reasons"] == ["rpo_not_checked"]  # still listed
+
+
+def test_a_replacing_directory_import_says_what_it_ends_and_keeps_its_history(
+    run_cli: Cli, two_principals: None, write_file: Callable[..., Path]
+) -> None:
+    out = ok(run_cli("directory", "import", write_file("dir2.txt", "055 234 5678\n"), "--listed-at", "2026-11-25"))
+    assert "listings: 1 started, 0 kept, 1 ended" in out
+    assert "file dir2.txt, 13 bytes, sha256 " in out
+    # An empty directory is possible, but only when said so: it ends every listing, and they stay as periods.
+    empty = write_file("empty.txt", "")
+    out = ok(run_cli("directory", "import", empty, "--allow-empty", "--listed-at", "2026-11-26"))
+    assert "listings: 0 started, 0 kept, 1 ended" in out
+    for number, ended_by, since in ((ROMA, "dir2.txt", "dir.txt"), ("055 234 5678", "empty.txt", "dir2.txt")):
+        text = ok(run_cli("evidence", number))
+        (ended,) = [line for line in text.splitlines() if "no longer listed" in line]
+        assert f"file {ended_by}" in ended and f"file {since}" in ended, ended
+        assert "listed in the public directory until" in text
+    assert hashlib.sha256(b"").hexdigest() in ok(run_cli("evidence", "055 234 5678"))
+    # As the directory stood before, the earlier listings still count.
+    assert check(run_cli, ROMA, "acme-c", "2026-11-24T11:00")["reasons"] == ["rpo_not_checked"]
+    assert check(run_cli, ROMA, "acme-c", "2026-11-27T11:00")["reasons"] == ["rpo_not_checked",
+                                                                            "unlisted_no_consent"]
+
+
+def test_a_second_revocation_is_noted_never_substituted(
+    run_cli: Cli, two_principals: None, write_file: Callable[..., Path]
+) -> None:
+    ok(run_cli("consent", "add", "333 123 4567", "--principal", "acme", "--given-at", "2026-10-01",
+               "--evidence", "form-1"))
+    out = ok(run_cli("consent", "revoke", "333 123 4567", "--principal", "acme", "--at", "2026-11-10T10:00"))
+    assert "consent #1 of +393331234567 to acme revoked at 2026-11-10T10:00:00+01:00" in out
+    out = ok(run_cli("consent", "revoke", "333 123 4567", "--principal", "acme", "--at", "2026-11-15T10:00"))
+    assert "already revoked at 2026-11-10T10:00:00+01:00; this revocation (at 2026-11-15T10:00:00+01:00) noted" in out
+    # One naming an earlier moment never favours the call: decisions count the consent revoked from then.
+    out = ok(run_cli("consent", "revoke", "333 123 4567", "--principal", "acme", "--at", "2026-11-05T10:00"))
+    assert "decisions count the consent revoked from 2026-11-05T10:00:00+01:00" in out
+    # (No RPO answer: rpo_not_checked always; the consent decides unlisted_no_consent.)
+    assert check(run_cli, MOBILE, "acme-c", "2026-11-04T11:00")["reasons"] == ["rpo_not_checked"]
+    assert check(run_cli, MOBILE, "acme-c", "2026-11-06T11:00")["reasons"] == ["rpo_not_checked",
+                                                                              "unlisted_no_consent"]
+    items = json.loads(ok(run_cli("evidence", "333 123 4567", "--json")))["items"]
+    (first,) = [i for i in items if i["kind"] == "consent" and i["consent_id"] == 1]
+    assert first["revoked_at"] == "2026-11-10T09:00:00.000000Z"  # the record as first written
+    assert [(i["kind"], i["revoked_at"], i["earlier"]) for i in items if i["kind"].startswith("consent_revoked")] == [
+        ("consent_revoked", "2026-11-10T09:00:00.000000Z", False),
+        ("consent_revoked_again", "2026-11-15T09:00:00.000000Z", False),
+        ("consent_revoked_again", "2026-11-05T09:00:00.000000Z", True)]
+    text = ok(run_cli("evidence", "333 123 4567"))
+    assert "revocation from 2026-11-05T09:00:00.000000Z noted, already revoked from 2026-11-10" in text
+    # A recorded consent is never changed: restated with other details, it is refused.
+    refused(run_cli("consent", "add", "333 123 4567", "--principal", "acme", "--given-at", "2026-10-01",
+                    "--evidence", "form-1", "--expires-at", "2027-01-01"),
+            "consent #1", "is already recorded with expires_at none (asked 2026-12-31T23:00:00.000000Z)",
+            "never changed", "consent revoke")
+    bad = write_file("c.csv", "number,principal,given_at,evidence,automated\n333 123 4567,acme,2026-10-01,form-1,yes\n")
+    err = refused(run_cli("consent", "import", bad), "line 2: consent #1", "automated no (asked yes)")
+    assert "nothing was imported" in err
+
+
+def test_each_input_file_is_named_with_its_own_hash_and_nothing_prints_none(
+    run_cli: Cli, two_principals: None, write_file: Callable[..., Path]
+) -> None:
+    submitted = write_file("due.txt", "06 4567 8901\n333 123 4567\n")
+    registered = write_file("reg.txt", "333 123 4567\n")
+    args = ("registry", "import", "--submitted", submitted, "--registered", registered, "--checked-at", CHECKED,
+            "--principal", "acme")
+    out = ok(run_cli(*args))
+    sha = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in (submitted, registered)}
+    assert (f"submitted file due.txt, {submitted.stat().st_size} bytes, sha256 {sha[submitted]}" in out)
+    assert (f"registered file reg.txt, {registered.stat().st_size} bytes, sha256 {sha[registered]}" in out)
+    # The same pair of files again is recognised.
+    assert "already imported" in ok(run_cli(*args))
+    ok(run_cli("optout", "add", "06 4567 8901", "--principal", "beta", "--at", "2026-11-21T10:00"))
+    ok(run_cli("consent", "add", "06 4567 8901", "--principal", "acme", "--given-at", "2026-10-01",
+               "--evidence", "form-1"))
+    ok(run_cli("contract", "add", "06 4567 8901", "--principal", "acme", "--start", "2026-01-01"))
+    text = ok(run_cli("evidence", ROMA))
+    assert "None" not in text and "+" + sha[registered] not in text
+    (answer_line,) = [line for line in text.splitlines() if "RPO answer" in line]
+    assert f"submitted file due.txt, {submitted.stat().st_size} bytes, sha256 {sha[submitted]}" in answer_line
+    assert f"registered file reg.txt, {registered.stat().st_size} bytes, sha256 {sha[registered]}" in answer_line
+    (answer,) = [i for i in json.loads(ok(run_cli("evidence", ROMA, "--json")))["items"] if i["kind"] == "rpo_answer"]
+    assert answer["files"] == [
+        {"role": "submitted", "name": "due.txt", "size": submitted.stat().st_size, "sha256": sha[submitted]},
+        {"role": "registered", "name": "reg.txt", "size": registered.stat().st_size, "sha256": sha[registered]}]

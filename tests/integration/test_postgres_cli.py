@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from fakeclock import ClockedCliRunner
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]
 
@@ -23,39 +25,59 @@ def on(run_cli: CliRunner, db: str | Path) -> CliRunner:
     return runner
 
 
+def at(run_cli_at: ClockedCliRunner, db: str | Path, moment: str) -> CliRunner:
+    """The console script on `db` with its clock starting at `moment`: a decision recorded then."""
+    def runner(*args: Any) -> Any:
+        return run_cli_at(moment, *args, env={"RPOGUARD_DB": str(db)})
+
+    return runner
+
+
 def ok(result: Any) -> str:
     assert result.code in (0, 1), result.err  # 1: a BLOCK from `check`
     return str(result.out)
 
 
-def seed(cli: CliRunner, write_file: Callable[..., Path]) -> None:
-    """A bit of everything: principal, campaign, RPO answers, listings, consents, contracts, refusals and
-    decisions."""
+def seed(cli: CliRunner, clocked: Callable[[str], CliRunner], write_file: Callable[..., Path]) -> None:
+    """A bit of everything: principal, campaign, RPO answers (two files of a two-list answer too), listings
+    (one ended), consents (one revoked twice), contracts (an end corrected), refusals and decisions, each
+    recorded at its own moment (`clocked(moment)`)."""
     ok(cli("principal", "add", "acme", "--name", "ACME Energia", "--caller-id", "06 9480 1234"))
     ok(cli("campaign", "add", "autunno26", "--principal", "acme", "--max-attempts", "3", "--per-days", "7"))
     ok(cli("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"))
+    ok(cli("registry", "import", "--submitted", write_file("due.txt", f"{NUMBERS[2]}\n"), "--registered",
+           write_file("reg.txt", ""), "--checked-at", "2026-11-21"))
+    ok(cli("directory", "import", write_file("old-dir.txt", "0961 123456\n"), "--listed-at", "2026-11-19"))
     ok(cli("directory", "import", EXAMPLES / "directory.txt", "--listed-at", "2026-11-20"))
     ok(cli("consent", "import", EXAMPLES / "consents.csv"))
+    for revoked in ("2026-11-22T10:00", "2026-11-23T10:00"):
+        ok(cli("consent", "revoke", NUMBERS[2], "--principal", "acme", "--at", revoked))
     ok(cli("contract", "add", "02 1234 5678", "--principal", "acme", "--start", "2026-01-01", "--end", "2026-10-31"))
+    ok(cli("contract", "add", "02 1234 5678", "--principal", "acme", "--start", "2026-01-01", "--end", "2026-10-15"))
     ok(cli("optout", "import", write_file("optouts.csv", "number,at\n333 123 4567,2026-11-10T10:00\n")))
     for i, number in enumerate(NUMBERS):
-        ok(cli("check", number, "--campaign", "autunno26", "--at", f"2026-11-24T1{i}:00", "--caller-id",
-               "06 9480 1234"))
+        ok(clocked(f"2026-11-24T1{i}:00")("check", number, "--campaign", "autunno26", "--caller-id", "06 9480 1234"))
 
 
 def evidence(cli: CliRunner) -> list[Any]:
-    documents = [json.loads(ok(cli("evidence", number, "--json"))) for number in NUMBERS]
+    documents = [json.loads(ok(cli("evidence", number, "--json"))) for number in (*NUMBERS, "0961 123456")]
     for document in documents:
         document.pop("generated_at")  # when the command ran
     return documents
 
 
 def test_db_copy_sqlite_to_postgres_and_back_keeps_everything(
-    run_cli: CliRunner, db_path: Path, pg_url: str, tmp_path: Path, write_file: Callable[..., Path]
+    run_cli: CliRunner, run_cli_at: ClockedCliRunner, db_path: Path, pg_url: str, tmp_path: Path,
+    write_file: Callable[..., Path]
 ) -> None:
     sqlite_cli, pg_cli = on(run_cli, db_path), on(run_cli, pg_url)
-    seed(sqlite_cli, write_file)
+    seed(sqlite_cli, lambda moment: at(run_cli_at, db_path, moment), write_file)
     before = evidence(sqlite_cli)
+    # What the copy must carry: every input file, the notes beside facts, each decision's recording moment.
+    kinds = {item["kind"] for document in before for item in document["items"]}
+    assert {"consent_revoked_again", "contract_end_corrected", "directory_listing_ended"} <= kinds
+    assert all(item["recorded_at"] for document in before for item in document["items"] if item["kind"] == "decision")
+    assert any(len(item.get("files", [])) == 2 for document in before for item in document["items"])
     head = ok(sqlite_cli("audit", "verify")).splitlines()[0]
     assert head.startswith("audit log intact: 3 decision(s)")
 
@@ -66,7 +88,7 @@ def test_db_copy_sqlite_to_postgres_and_back_keeps_everything(
     assert ok(pg_cli("audit", "verify")).splitlines()[0] == head
     assert evidence(pg_cli) == before
     # The copy serves: the next decision continues the same chain, and imports keep their ids.
-    ok(pg_cli("check", NUMBERS[0], "--campaign", "autunno26", "--at", "2026-11-24T15:00"))
+    ok(at(run_cli_at, pg_url, "2026-11-24T15:00")("check", NUMBERS[0], "--campaign", "autunno26"))
     assert ok(pg_cli("audit", "verify")).startswith("audit log intact: 4 decision(s)")
     ok(pg_cli("directory", "import", EXAMPLES / "directory.txt", "--append", "--listed-at", "2026-11-20"))
 
@@ -94,7 +116,7 @@ def test_db_migrate_creates_then_changes_nothing(run_cli: CliRunner, store_url: 
     cli = on(run_cli, store_url)
     first = cli("db", "migrate")
     assert first.code == 0, first.err
-    assert "schema up to date (version 2)" in first.out
+    assert "schema up to date (version 3)" in first.out
     assert cli("db", "migrate").out == first.out
     if backend == "postgres":
         assert ":***@" in first.out and store_url.split(":")[2].split("@", maxsplit=1)[0] not in first.out

@@ -26,6 +26,7 @@ import pytest
 from agi_fakes import make_env, play
 from serve_process import running_serve
 
+from fakeclock import ClockedCliRunner
 from rpoguard.constants import (
     CHANNEL_BLOCK,
     OPTOUT,
@@ -95,12 +96,15 @@ def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
-def check_json(run_cli: Cli, number: str, *extra: str, at: str = CALL_AT,
+def check_json(run_cli: Cli, number: str, *extra: str, at: str | None = CALL_AT,
                campaign: str = "autunno26") -> tuple[int, dict[str, Any]]:
-    code, out, err = run_cli("check", number, "--campaign", campaign, "--at", at, "--json", *extra)
+    """`check --at` (a simulation); with `at` None, `check` now, which records the decision."""
+    when = ("--at", at) if at is not None else ()
+    code, out, err = run_cli("check", number, "--campaign", campaign, *when, "--json", *extra)
     assert code in (0, 1), err
     result = json.loads(out)
     assert code == (0 if result["decision"] == "allow" else 1)
+    assert result["recorded"] is (at is None and "--dry-run" not in extra)
     return code, result
 
 
@@ -239,13 +243,13 @@ def test_due_for_a_campaign(run_cli: Cli, seeded: Path, tmp_path: Path) -> None:
     # The campaign's numbers: its principal's consents and contracts, and the numbers it called.
     ok(run_cli("registry", "due", "--campaign", "autunno26", "-o", due))
     assert lines(due) == sorted([MOBILE_OK, MOBILE_REG])
-    check_json(run_cli, UNKNOWN)
+    check_json(run_cli, UNKNOWN, at=None)  # a recorded call: the campaign called it
     ok(run_cli("registry", "due", "--campaign", "autunno26", "-o", due))
     assert lines(due) == sorted([MOBILE_OK, MOBILE_REG, UNKNOWN])
 
 
 def test_due_without_a_campaign_includes_every_campaigns_numbers(run_cli: Cli, seeded: Path, tmp_path: Path) -> None:
-    assert RPO_NOT_CHECKED in check_json(run_cli, UNKNOWN)[1]["reasons"]
+    assert RPO_NOT_CHECKED in check_json(run_cli, UNKNOWN, at=None)[1]["reasons"]
     by_campaign, everything = tmp_path / "campaign.txt", tmp_path / "all.txt"
     ok(run_cli("registry", "due", "--campaign", "autunno26", "-o", by_campaign))
     assert UNKNOWN in lines(by_campaign)
@@ -261,8 +265,6 @@ class Answered:
     def __init__(self, due: Path, registered: Path) -> None:
         self.due = due
         self.registered = registered
-        self.sha256 = f"{sha256(due)}+{sha256(registered)}"
-        self.size = due.stat().st_size + registered.stat().st_size
 
 
 @pytest.fixture
@@ -297,7 +299,7 @@ def test_round_trip_decisions_follow_the_rpo_answer(run_cli: Cli, answered: Answ
 
 
 def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
-    run_cli: Cli, answered: Answered, write_file: Callable[..., Path]
+    run_cli: Cli, run_cli_at: ClockedCliRunner, answered: Answered, write_file: Callable[..., Path]
 ) -> None:
     contract_start = days_ago(60)
     ok(run_cli("contract", "import", write_file("contracts.csv", "number,principal,start,end\n"
@@ -305,11 +307,12 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
     yesterday = days_ago(1)
     ok(run_cli("optout", "import", write_file("optouts.csv", "number,at,principal,reference\n"
                                                              f"347 765 4321,{yesterday}T10:00,beta,call-77\n")))
-    first = check_json(run_cli, MOBILE_REG)[1]
+    # Two recorded calls, each for its own moment (the commands' clocks set to it).
+    first = check_json(lambda *args: run_cli_at(CALL_AT, *args), MOBILE_REG, at=None)[1]
     assert first["reasons"] == [RPO_REGISTERED, UNLISTED_NO_CONSENT]  # beta's refusal is not acme's
-    ok(run_cli("optout", "import", write_file("optouts2.csv", "number,at,principal\n"
-                                                              f"347 765 4321,{CALL_DAY}T11:30,acme\n")))
-    second = check_json(run_cli, MOBILE_REG, at=f"{CALL_DAY}T12:00")[1]
+    ok(run_cli_at(f"{CALL_DAY}T11:30", "optout", "import", write_file("optouts2.csv", "number,at,principal\n"
+                                                                  f"347 765 4321,{CALL_DAY}T11:30,acme\n")))
+    second = check_json(lambda *args: run_cli_at(f"{CALL_DAY}T12:00", *args), MOBILE_REG, at=None)[1]
     assert second["reasons"][0] == OPTOUT
 
     items = evidence_json(run_cli, "347 765 4321")
@@ -320,18 +323,20 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
     assert contract["principal"] == "beta" and contract["start"] == contract_start and contract["end"] is None
     assert refusal_beta["principal"] == "beta" and refusal_beta["reference"] == "call-77"
     assert refusal_acme["principal"] == "acme"
-    # The RPO answer names the principal that obtained it and the import: for the lists form, both files'
-    # names, their sizes together and both files' SHA-256 joined by '+'.
+    # The RPO answer names the principal that obtained it and the import: for the lists form, each file
+    # with its own name, size and SHA-256.
     assert answer["registered"] is True
     assert (answer["principal"], answer["controller"]) == ("acme", "acme")
-    assert answer["file_name"] == f"{answered.due.name} + {answered.registered.name}"
-    assert answer["file_size"] == answered.size
-    assert answer["sha256"] == answered.sha256
+    assert answer["files"] == [
+        {"role": role, "name": f.name, "size": f.stat().st_size, "sha256": sha256(f)}
+        for role, f in (("submitted", answered.due), ("registered", answered.registered))]
+    assert "file_name" not in answer and "sha256" not in answer
     assert answer["time"] == datetime.combine(today(), dtime(0), ROME).astimezone(UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.000000Z")
     for item, check in ((decision1, first), (decision2, second)):
         assert item["decision_id"] == check["decision_id"]
         assert (item["decision"], item["reasons"], item["campaign_id"]) == ("block", check["reasons"], "autunno26")
+        assert item["time"] == check["at"] and item["recorded_at"] >= item["time"]
 
     # The text form lists the same records, oldest first.
     out = ok(run_cli("evidence", "347 765 4321"))
@@ -339,8 +344,9 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
     assert f"{len(items)} record(s)" in header
     assert len(rows) == len(items)
     assert [r[:19] for r in rows] == sorted(r[:19] for r in rows)
-    assert "RPO answer obtained by [acme]: REGISTERED" in rows[3] and answered.due.name in rows[3]
-    assert f"{answered.size} bytes" in rows[3] and answered.sha256 in rows[3]
+    assert "RPO answer obtained by [acme]: REGISTERED" in rows[3]
+    for f in (answered.due, answered.registered):
+        assert f"file {f.name}, {f.stat().st_size} bytes, sha256 {sha256(f)}" in rows[3]
     assert "decision BLOCK" in rows[4] and "rpo_registered,unlisted_no_consent" in rows[4]
     assert "reasons optout" in rows[6]
     assert "refusal" in rows[2] and "contract" in rows[1] and "consent" in rows[0]

@@ -38,7 +38,7 @@ from rpoguard.db.store import Store
 KEY = b"0123456789abcdef0123456789abcdef"
 COLUMNS = (
     "seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
-    " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash"
+    " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us"
 )
 
 
@@ -95,7 +95,7 @@ def attacker(store: Store, run: Callable, decisions: list[AuditRow]) -> Iterator
 
 
 def stored_rows(con: RawDb) -> list[AuditRow]:
-    return [AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16])
+    return [AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16], r[17])
             for r in con.execute(f"SELECT {COLUMNS} FROM audit_log ORDER BY seq")]
 
 
@@ -106,7 +106,7 @@ def rewrite_from(con: RawDb, first: int, change: Callable[[AuditEntry], AuditEnt
     prev = rows[first - 2].hash if first > 1 else GENESIS_HASH
     for row in rows[first - 1:]:
         entry = change(row.entry) if row.seq == first else row.entry
-        digest = chain_hash(row.seq, entry, prev)
+        digest = chain_hash(row.seq, entry, prev, row.recorded_us)
         con.execute("UPDATE audit_log SET decision = ?, reasons = ?, basis = ?, prev_hash = ?, hash = ?"
                     " WHERE seq = ?", (entry.decision, entry.reasons, entry.basis, prev, digest, row.seq))
         prev = digest

@@ -33,7 +33,7 @@ MINUTE = 60_000_000
 
 COLUMNS = (
     "seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
-    " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash"
+    " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us"
 )
 
 
@@ -96,7 +96,8 @@ def test_appended_decisions_form_an_intact_chain(store: SqliteStore, run: Callab
     for before, after in itertools.pairwise(log):
         assert after.prev_hash == before.hash
     for row in log:
-        assert row.hash == chain_hash(row.seq, row.entry, row.prev_hash)
+        assert row.recorded_us is not None
+        assert row.hash == chain_hash(row.seq, row.entry, row.prev_hash, row.recorded_us)
     stored = run(_collect(store.audit_rows()))
     assert stored == log
     report = verify(run, store)
@@ -121,7 +122,7 @@ def test_changed_field_with_its_hash_recomputed_breaks_the_next_link(
     forged = dataclasses.replace(log[1].entry, decision="allow", reasons="", basis="consent")
     attacker.execute(
         "UPDATE audit_log SET decision = ?, reasons = ?, basis = ?, hash = ? WHERE seq = 2",
-        (forged.decision, forged.reasons, forged.basis, chain_hash(2, forged, log[1].prev_hash)),
+        (forged.decision, forged.reasons, forged.basis, chain_hash(2, forged, log[1].prev_hash, log[1].recorded_us)),
     )
     report = verify(run, store)
     seq, problem = first_problem(report)
@@ -154,10 +155,10 @@ def test_row_inserted_in_the_middle_with_renumbering_is_found(
     attacker.execute("UPDATE audit_log SET seq = seq + 100 WHERE seq >= 3")
     attacker.execute("UPDATE audit_log SET seq = seq - 99 WHERE seq >= 100")
     forged = make_entry(ts_us=T0 + MINUTE + 30_000_000, decision="allow", reasons="", basis="consent")
-    digest = chain_hash(3, forged, log[1].hash)
+    digest = chain_hash(3, forged, log[1].hash, log[1].recorded_us)
     attacker.execute(
-        f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (3, *dataclasses.astuple(forged), log[1].hash, digest),
+        f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (3, *dataclasses.astuple(forged), log[1].hash, digest, log[1].recorded_us),
     )
     report = verify(run, store)
     assert report.rows == 6
@@ -181,8 +182,8 @@ def test_row_inserted_without_a_valid_hash_is_found_at_itself(
     attacker.execute("UPDATE audit_log SET seq = seq - 99 WHERE seq >= 100")
     forged = make_entry(ts_us=T0 + MINUTE + 30_000_000)
     attacker.execute(
-        f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (3, *dataclasses.astuple(forged), log[1].hash, "f" * 64),
+        f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (3, *dataclasses.astuple(forged), log[1].hash, "f" * 64, log[1].recorded_us),
     )
     seq, problem = first_problem(verify(run, store))
     assert seq == 3
@@ -207,7 +208,7 @@ def test_rows_swapped_in_place_keeping_their_numbers_are_found(
 ) -> None:
     two, three = raw_row(attacker, 2), raw_row(attacker, 3)
     attacker.execute("DELETE FROM audit_log WHERE seq IN (2, 3)")
-    placeholders = ",".join("?" * 17)
+    placeholders = ",".join("?" * 18)
     attacker.execute(f"INSERT INTO audit_log ({COLUMNS}) VALUES ({placeholders})", (2, *three[1:]))
     attacker.execute(f"INSERT INTO audit_log ({COLUMNS}) VALUES ({placeholders})", (3, *two[1:]))
     seq, _ = first_problem(verify(run, store))

@@ -16,11 +16,14 @@ from rawdb import RawDb
 from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.db.sqlite import SqliteStore, _migrations, audit_path
 from rpoguard.db.store import (
+    CONTRACT_ENDED,
+    CONTRACT_RECORDED,
     ConsentRecord,
     ImportMeta,
     ImportRejected,
     ImportSummary,
     NotFoundError,
+    Revocation,
     RowProblem,
     RpoAnswer,
     Store,
@@ -142,7 +145,7 @@ def test_facts_returns_every_part_in_one_statement(
     )[0]
     run(store.add_consent(ConsentRecord(NUM, "beta", t("2026-01-10T10:00"), "rec:beta")))
     run(store.add_consent(ConsentRecord(OTHER_NUM, "acme", t("2026-01-10T10:00"), "rec:other-number")))
-    contract_mine = run(store.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 6, 30)))[0]
+    contract_mine = run(store.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 6, 30))).contract_id
     run(store.add_contract(NUM, "beta", date(2026, 1, 1), None))
     optout_mine = run(store.add_optout(NUM, "acme", t("2026-11-01T12:00"), "cli", None))
     optout_all = run(store.add_optout(NUM, None, t("2026-11-02T12:00"), "fastagi", "1700000000.1"))
@@ -517,9 +520,9 @@ def test_consent_is_stored_once_and_revoked(acme: SqliteStore, run: Callable) ->
     with pytest.raises(NotFoundError):
         run(acme.add_consent(ConsentRecord(NUM, "nobody", t("2026-01-10T10:00"), "rec:1")))
 
-    assert run(acme.revoke_consents(NUM, "acme", t("2026-01-01"))) == 0  # not yet given then
-    assert run(acme.revoke_consents(NUM, "acme", t("2026-11-01"))) == 1
-    assert run(acme.revoke_consents(NUM, "acme", t("2026-11-02"))) == 0  # already revoked
+    assert run(acme.revoke_consents(NUM, "acme", t("2026-01-01"))) == []  # not yet given then
+    assert run(acme.revoke_consents(NUM, "acme", t("2026-11-01"))) == [
+        Revocation(first_id, True, t("2026-11-01"), t("2026-11-01"))]
     (consent,) = facts(run, acme).consents
     assert consent.revoked_at == t("2026-11-01")
 
@@ -532,10 +535,12 @@ def test_optout_for_unknown_principal_is_refused(acme: SqliteStore, run: Callabl
 
 
 def test_contract_add_then_update(acme: SqliteStore, run: Callable) -> None:
-    contract_id, created = run(acme.add_contract(NUM, "acme", date(2026, 1, 1), None))
-    assert created
-    again_id, _ = run(acme.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 6, 30)))
-    assert again_id == contract_id
+    first = run(acme.add_contract(NUM, "acme", date(2026, 1, 1), None))
+    assert first.outcome == CONTRACT_RECORDED
+    # A running contract's end is set once.
+    ended = run(acme.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 6, 30)))
+    assert (ended.contract_id, ended.outcome, ended.end_before, ended.effective_end) == (
+        first.contract_id, CONTRACT_ENDED, None, date(2026, 6, 30))
     (contract,) = facts(run, acme).contracts
     assert contract.end == date(2026, 6, 30)
 
@@ -544,12 +549,11 @@ def test_contract_update_on_the_same_connection_is_not_reported_as_created(acme:
     # Regression: cursor.lastrowid after an UPSERT that only updates kept the connection's previous insert
     # rowid (this very contract), so the update was reported as a new contract.
     run(acme.add_contract(NUM, "acme", date(2026, 1, 1), None))
-    _, created = run(acme.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 6, 30)))
-    assert created is False
-    other_id, created = run(acme.add_contract(NUM, "acme", date(2026, 7, 1), None))
-    assert created is True
+    assert run(acme.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 6, 30))).outcome == CONTRACT_ENDED
+    other = run(acme.add_contract(NUM, "acme", date(2026, 7, 1), None))
+    assert other.outcome == CONTRACT_RECORDED
     assert len(facts(run, acme).contracts) == 2
-    assert other_id in {c.id for c in facts(run, acme).contracts}
+    assert other.contract_id in {c.id for c in facts(run, acme).contracts}
 
 
 # -- schema, file, audit table -------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """`rpoguard db copy`: everything from one database into another, SQLite or PostgreSQL either way.
 
 An operator who outgrows one PBX moves to PostgreSQL without importing anything again: principals,
-campaigns, caller IDs, import records, RPO answers (with the principal that obtained them), listing
-periods, consents, contracts, refusals and the decision log, row for row with their ids, so evidence keeps
+campaigns, caller IDs, import records with each input file, RPO answers (with the principal that obtained
+them), listing periods, consents, contracts, the notes beside them, refusals and the decision log (with the
+moment each row was written), row for row with their ids, so evidence keeps
 naming the same import files and the hash chain (which covers sequence numbers and every field) still
 verifies on the target. The target must be
 empty; the copy is one transaction on it, so a failed copy leaves it empty.
@@ -49,6 +50,8 @@ TABLES = (
           {"automated": BOOL}, "id"),
     Table("imports", ("id", "kind", "file_name", "file_size", "sha256", "checked_us", "principal_id",
                       "imported_us", "rows_read", "rows_stored", "rows_rejected", "detail"), {}, "id", "id"),
+    Table("import_files", ("id", "import_id", "position", "role", "file_name", "file_size", "sha256"), {}, "id",
+          "id"),
     Table("rpo_results", ("id", "number", "principal_id", "checked_us", "registered", "registered_us", "import_id"),
           {"registered": BOOL}, "id", "id"),
     Table("listings", ("id", "number", "import_id", "listed_us", "ended_us", "ended_by"), {}, "id", "id"),
@@ -56,10 +59,12 @@ TABLES = (
                        "expires_us", "revoked_us", "import_id", "created_us"), {"automated": BOOL}, "id", "id"),
     Table("contracts", ("id", "number", "principal_id", "start_date", "end_date", "created_us"),
           {"start_date": DATE, "end_date": DATE}, "id", "id"),
+    Table("fact_notes", ("id", "fact", "fact_id", "number", "principal_id", "kind", "at_us", "end_date", "source",
+                         "import_id", "recorded_us"), {"end_date": DATE}, "id", "id"),
     Table("optouts", ("id", "number", "principal_id", "at_us", "source", "reference", "created_us"), {}, "id", "id"),
     Table("audit_log", ("seq", "decision_id", "ts_us", "number", "raw_number", "campaign_id", "principal_id",
                         "caller_id", "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel",
-                        "prev_hash", "hash"), {}, "seq"),
+                        "prev_hash", "hash", "recorded_us"), {}, "seq"),
 )
 
 
@@ -177,12 +182,12 @@ async def _write_all(store: Store, data: dict[str, list[tuple[Any, ...]]]) -> No
         log_rows = data["audit_log"]
         if log_rows:
             last = log_rows[-1]
-            await pg.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", last[0], last[-1])
+            await pg.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", last[0], last[16])
 
 
 async def _rows(rows: list[tuple[Any, ...]]) -> AsyncIterator[AuditRow]:
     for r in rows:
-        yield AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16])
+        yield AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16], r[17])
 
 
 async def copy_database(source_url: str, target_url: str) -> CopyReport:

@@ -24,24 +24,43 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import date, datetime
 from importlib import resources
+from time import time_ns
 from typing import Any, TypeVar
 
 import asyncpg
 
 from rpoguard.audit import AuditEntry, AuditRow, chain_hash
-from rpoguard.constants import ALLOW, SOURCE_IMPORT
+from rpoguard.constants import ALLOW, SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.db.history import (
+    CONSENT_CONFLICTS_SQL,
+    CONSENT_FILE_CONFLICTS_SQL,
+    CONTRACT_CORRECTIONS_SQL,
+    CONTRACT_ENDS_SQL,
+    CONTRACTS_NEW_SQL,
+    consent_conflict,
+    consent_conflicts,
+    consent_differences,
+    contract_change,
+    contract_detail,
+    contract_notes,
+)
 from rpoguard.db.rows import (
     BATCH,
     DUE_STALE,
+    EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
+    NOTE_COLUMNS,
+    attach_files,
     batches,
     consent_item,
     contract_item,
     decision_item,
     due_source,
     facts_from_document,
+    files_by_import,
     listing_detail,
     listing_items,
+    note_item,
     opt_us,
     optout_item,
     refuse_older_extract,
@@ -57,19 +76,31 @@ from rpoguard.db.rpo_import import (
     refuse_strays,
 )
 from rpoguard.db.store import (
+    CONTRACT_RECORDED,
+    FACT_CONSENT,
+    FACT_CONTRACT,
+    NOTE_END_CORRECTED,
+    NOTE_END_SET,
+    NOTE_REVOKED,
+    NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
     AttemptCapReached,
     ConsentRecord,
+    ContractOutcome,
     ContractRecord,
     DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
+    ImportRejected,
     ImportSummary,
     NotFoundError,
     OptoutRecord,
     PrincipalInfo,
     Progress,
+    RecordConflict,
+    Revocation,
+    RowProblem,
     RpoAnswer,
     Store,
     StoreError,
@@ -88,7 +119,7 @@ from rpoguard.policy.model import (
     CampaignFacts,
     Facts,
 )
-from rpoguard.timeutil import to_us
+from rpoguard.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +203,13 @@ SELECT json_build_array(
   (SELECT json_build_array(import_id, listed_us) FROM listings
      WHERE number = $2::text AND listed_us <= $3::bigint AND (ended_us IS NULL OR ended_us > $3::bigint)
      ORDER BY listed_us DESC LIMIT 1),
-  (SELECT json_agg(json_build_array(id, given_us, evidence, automated, expires_us, revoked_us, purpose) ORDER BY id)
+  (SELECT json_agg(json_build_array(id, given_us, evidence, automated, expires_us,
+       CASE WHEN revoked_us IS NULL THEN NULL ELSE least(revoked_us, (SELECT min(n.at_us) FROM fact_notes n
+         WHERE n.fact = 'consent' AND n.fact_id = consents.id)) END, purpose) ORDER BY id)
      FROM consents WHERE number = $2::text AND principal_id = (SELECT principal_id FROM c)),
-  (SELECT json_agg(json_build_array(id, start_date, end_date) ORDER BY id)
+  (SELECT json_agg(json_build_array(id, start_date,
+       CASE WHEN end_date IS NULL THEN NULL ELSE least(end_date, (SELECT min(n.end_date) FROM fact_notes n
+         WHERE n.fact = 'contract' AND n.fact_id = contracts.id)) END) ORDER BY id)
      FROM contracts WHERE number = $2::text AND principal_id = (SELECT principal_id FROM c)),
   (SELECT json_agg(json_build_array(id, principal_id, at_us) ORDER BY id)
      FROM optouts WHERE number = $2::text
@@ -186,7 +221,7 @@ SELECT json_build_array(
 """
 
 _AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
-                  " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash")
+                  " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us")
 
 # Run after the head row is locked: a new statement, so a new snapshot in which every append that held
 # the lock before is committed. The ALLOW counts of the group's caps come back in the group's order.
@@ -207,9 +242,9 @@ WITH added AS (
   INSERT INTO audit_log ({_AUDIT_COLUMNS})
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                       $15::text[], $16::text[], $17::text[])
+                       $15::text[], $16::text[], $17::text[], $18::bigint[])
 )
-UPDATE audit_head SET seq = $18::bigint, hash = $19::text WHERE id = 1
+UPDATE audit_head SET seq = $19::bigint, hash = $20::text WHERE id = 1
 """
 
 
@@ -219,7 +254,7 @@ def _until(entry: AuditEntry, cap: AttemptCap) -> int:
 
 
 def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(17)]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(18)]
 
 
 class _PgAuditAppender:
@@ -291,14 +326,17 @@ class _PgAuditAppender:
             # The window reaches as far after the decision as before it. Decisions of several nodes (and the
             # concurrent sessions of one) are stamped when they start and committed in lock order, so an
             # ALLOW stamped a few milliseconds later may already be in: it must count, or two calls would
-            # each see the other "in the future" and both pass the cap. Only a check back-dated with
-            # --at sees more ALLOWs than its own past window: more cautious, never less.
+            # each see the other "in the future" and both pass the cap. (A decision is recorded only for
+            # the moment it is made: `check --at` records nothing, so no back-dated call reaches here.)
             caps = [(cap.number, cap.principal_id, cap.since_us, _until(entry, cap)) for entry, cap in items if cap]
             head = await con.fetchrow(_HEAD_SQL, *([list(col) for col in zip(*caps, strict=True)] if caps
                                                    else [[], [], [], []]))
             if head is None:
                 raise StoreError(f"database {self._where}: the audit chain head is missing")
             seq, prev = int(head["seq"]), str(head["hash"])
+            # The moment the group is written, once the head is locked: one clock read per group (this
+            # node's clock, as SQLite's writer uses its own).
+            recorded_us = time_ns() // 1000
             stored_allows = iter(head["allows"])
             allowed_in_group: dict[tuple[str, str], list[int]] = {}
             results: list[AuditRow | AttemptCapReached] = []
@@ -312,11 +350,11 @@ class _PgAuditAppender:
                         results.append(AttemptCapReached(allows))
                         continue
                 seq += 1
-                digest = chain_hash(seq, entry, prev)
+                digest = chain_hash(seq, entry, prev, recorded_us)
                 rows.append((seq, entry.decision_id, entry.ts_us, entry.number, entry.raw_number, entry.campaign_id,
                              entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
-                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest))
-                results.append(AuditRow(seq, entry, prev, digest))
+                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest, recorded_us))
+                results.append(AuditRow(seq, entry, prev, digest, recorded_us))
                 prev = digest
                 if entry.decision == ALLOW and entry.number and entry.principal_id:
                     allowed_in_group.setdefault((entry.number, entry.principal_id), []).append(entry.ts_us)
@@ -546,16 +584,23 @@ class PostgresStore(Store):
                 meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id)
             if prior is not None:
                 detail = json.loads(prior[4]) if prior[4] else {}
-                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True)
+                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True,
+                                           files=meta.input_files())
         import_id = await con.fetchval(
             "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
             to_us(datetime.now().astimezone()))
+        await con.executemany(
+            "INSERT INTO import_files (import_id, position, role, file_name, file_size, sha256)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [(import_id, position, f.role, f.name, f.size, f.sha256)
+             for position, f in enumerate(meta.input_files(), start=1)])
         return int(import_id), None
 
     @staticmethod
     async def _finish_import(con: asyncpg.Connection, summary: ImportSummary, meta: ImportMeta) -> None:
+        summary.files = meta.input_files()
         summary.rows_rejected = len(meta.rejected)
         if not summary.rows_read:
             summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
@@ -606,15 +651,11 @@ class PostgresStore(Store):
                 if note:
                     summary.detail["opposite_answers"] = opposite
                     summary.notes.append(note)
-            # Another file of this principal for the same check time: the same rule across files
-            # ("registered" wins, the later registration date is kept; greatest() skips NULLs).
+            # Another file of this principal may have answered for the same check time: its answers stay as
+            # they are, each with its own file; decisions combine them (policy/rpo.py).
             status = await con.execute(
                 "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
-                " SELECT number, $1, $2, registered = 1, registered_us, $3 FROM grouped_rpo ORDER BY number"
-                " ON CONFLICT (number, principal_id, checked_us) DO UPDATE SET"
-                " registered = rpo_results.registered OR excluded.registered,"
-                " registered_us = greatest(rpo_results.registered_us, excluded.registered_us),"
-                " import_id = excluded.import_id",
+                " SELECT number, $1, $2, registered = 1, registered_us, $3 FROM grouped_rpo ORDER BY number",
                 meta.principal_id, checked_us, import_id)
             numbers = _count(status)
             registered = int((await con.fetchrow(COUNTS_SQL))[1])
@@ -685,34 +726,104 @@ class PostgresStore(Store):
 
         return await self._in_transaction(work)
 
+    async def _lined_import(self, meta: ImportMeta, table: str, columns: str, rows: Iterable[tuple[Any, ...]],
+                            store_rows: Callable[[asyncpg.Connection, int, ImportSummary, int], Awaitable[None]],
+                            ) -> ImportSummary:
+        """One transaction for a CSV of records whose rows carry their line (last): they land in the temp
+        table `table` (`columns`), then `store_rows(con, import_id, summary, rows read)` stores them."""
+        async def work(con: asyncpg.Connection) -> ImportSummary:
+            import_id, prior = await self._begin_import(con, meta)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            await con.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
+            read = 0
+            for batch in batches(rows):
+                await con.copy_records_to_table(table, records=batch)
+                read += len(batch)
+            await store_rows(con, import_id, summary, read)
+            await self._finish_import(con, summary, meta)
+            return summary
+
+        return await self._in_transaction(work)
+
+    @staticmethod
+    async def _refuse_rows(con: asyncpg.Connection, meta: ImportMeta, problems: list[RowProblem], table: str) -> None:
+        """Rows the store finds bad: the import is rejected whole, or with --skip-invalid they are dropped
+        from the staged rows and listed like the reader's."""
+        if not problems:
+            return
+        meta.rejected.extend(problems)
+        if not meta.skip_invalid:
+            raise ImportRejected(meta.rejected)
+        await con.execute(f"DELETE FROM {table} WHERE line = ANY($1::bigint[])", [p.line for p in problems])
+
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
-        return await self._staged_import(
-            meta,
-            "number TEXT, principal_id TEXT, given_us BIGINT, evidence TEXT, purpose TEXT, automated BOOLEAN,"
-            " expires_us BIGINT, created_us BIGINT",
-            ((r.number, r.principal_id, to_us(r.given_at), r.evidence, r.purpose, r.automated,
-              opt_us(r.expires_at), now_us) for r in records),
-            "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated, expires_us,"
-            " import_id, created_us) SELECT number, principal_id, given_us, evidence, purpose, automated,"
-            " expires_us, $1, created_us FROM staged ORDER BY ord ON CONFLICT DO NOTHING",
-        )
+
+        async def store_rows(con: asyncpg.Connection, import_id: int, summary: ImportSummary, read: int) -> None:
+            # A consent is recorded once and never changed: a row restating a stored consent, or an earlier
+            # row of the file, with other details is a bad row (it is ended with a revocation).
+            await con.execute("CREATE INDEX ON staged_consents (number, principal_id, given_us, evidence, line)")
+            problems = [RowProblem(line, consent_conflict(cid, record, differences))
+                        for line, cid, record, differences in consent_conflicts(
+                            await con.fetch(CONSENT_CONFLICTS_SQL))]
+            problems += [RowProblem(line, f"restates line {first} with other details: {'; '.join(differences)}")
+                         for line, first, _, differences in consent_conflicts(
+                             await con.fetch(CONSENT_FILE_CONFLICTS_SQL))]
+            problems.sort(key=lambda p: p.line)
+            await self._refuse_rows(con, meta, problems, "staged_consents")
+            summary.rows_stored = _count(await con.execute(
+                "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated, expires_us,"
+                " import_id, created_us) SELECT number, principal_id, given_us, evidence, purpose, automated,"
+                " expires_us, $1, $2 FROM staged_consents ORDER BY line ON CONFLICT DO NOTHING", import_id, now_us))
+            summary.detail["duplicates"] = read - summary.rows_stored - len(problems)
+            summary.rows_read = read
+
+        return await self._lined_import(
+            meta, "staged_consents", "number TEXT NOT NULL, principal_id TEXT NOT NULL, given_us BIGINT NOT NULL,"
+            " evidence TEXT NOT NULL, purpose TEXT, automated BOOLEAN NOT NULL, expires_us BIGINT,"
+            " line BIGINT NOT NULL",
+            ((r.number, r.principal_id, to_us(r.given_at), r.evidence, r.purpose, r.automated, opt_us(r.expires_at),
+              r.line) for r in records), store_rows)
 
     async def import_contracts(self, records: Iterable[ContractRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
-        # The same contract again is a duplicate; a later end date for it is an update. Within one file
-        # the last row of a contract wins, as when the rows are applied one by one.
-        return await self._staged_import(
-            meta,
-            "number TEXT, principal_id TEXT, start_date DATE, end_date DATE, created_us BIGINT",
-            ((r.number, r.principal_id, r.start, r.end, now_us) for r in records),
-            "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
-            " SELECT number, principal_id, start_date, end_date, created_us FROM ("
-            "   SELECT DISTINCT ON (number, principal_id, start_date) * FROM staged"
-            "   WHERE $1::bigint IS NOT NULL ORDER BY number, principal_id, start_date, ord DESC) s"
-            " ON CONFLICT (number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date"
-            " WHERE contracts.end_date IS DISTINCT FROM excluded.end_date",
-        )
+
+        async def store_rows(con: asyncpg.Connection, import_id: int, summary: ImportSummary, read: int) -> None:
+            await con.execute("CREATE INDEX ON staged_contracts (number, principal_id, start_date, line)")
+            last_id = int(await con.fetchval("SELECT coalesce(max(id), 0) FROM contracts"))
+            sql, args = _numbered(CONTRACTS_NEW_SQL, {"now": now_us})
+            new = _count(await con.execute(sql, *args))
+            # A running contract's end is set once; the file's first end for it counts.
+            await con.execute("CREATE TEMP TABLE contract_ends (id BIGINT PRIMARY KEY, number TEXT, principal_id TEXT,"
+                              " end_date DATE) ON COMMIT DROP")
+            ended = _count(await con.execute(CONTRACT_ENDS_SQL))
+            await con.execute(
+                "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source, import_id,"
+                f" recorded_us) SELECT '{FACT_CONTRACT}', id, number, principal_id, '{NOTE_END_SET}', end_date,"
+                f" '{SOURCE_IMPORT}', $1, $2 FROM contract_ends ORDER BY id", import_id, now_us)
+            await con.execute("UPDATE contracts k SET end_date = e.end_date FROM contract_ends e WHERE e.id = k.id")
+            # Another end for an ended contract is a correction, noted once; an earlier one counts.
+            await con.execute("CREATE TEMP TABLE contract_corrections (id BIGINT, number TEXT, principal_id TEXT,"
+                              " end_date DATE, earlier BOOLEAN) ON COMMIT DROP")
+            sql, args = _numbered(CONTRACT_CORRECTIONS_SQL, {"last_id": last_id})
+            await con.execute(sql, *args)
+            await con.execute(
+                "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source, import_id,"
+                f" recorded_us) SELECT '{FACT_CONTRACT}', id, number, principal_id, '{NOTE_END_CORRECTED}',"
+                f" end_date, '{SOURCE_IMPORT}', $1, $2 FROM contract_corrections ORDER BY id, end_date",
+                import_id, now_us)
+            corrected, noted = await con.fetchrow(
+                "SELECT count(*) FILTER (WHERE earlier), count(*) FILTER (WHERE NOT earlier) FROM contract_corrections")
+            summary.rows_read, summary.rows_stored = read, new
+            summary.detail.update(contract_detail(read, new, ended, int(corrected), int(noted)))
+            summary.notes += contract_notes(int(corrected), int(noted))
+
+        return await self._lined_import(
+            meta, "staged_contracts", "number TEXT NOT NULL, principal_id TEXT NOT NULL, start_date DATE NOT NULL,"
+            " end_date DATE, line BIGINT NOT NULL",
+            ((r.number, r.principal_id, r.start, r.end, r.line) for r in records), store_rows)
 
     async def import_optouts(self, records: Iterable[OptoutRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
@@ -742,30 +853,79 @@ class PostgresStore(Store):
                     record.automated, opt_us(record.expires_at), now_us)
                 if created is not None:
                     return int(created), True
-                found = await con.fetchval(
-                    "SELECT id FROM consents WHERE number = $1 AND principal_id = $2 AND given_us = $3"
-                    " AND evidence = $4", record.number, record.principal_id, to_us(record.given_at), record.evidence)
-                return int(found), False
+                found = await con.fetchrow(
+                    "SELECT id, purpose, automated, expires_us FROM consents WHERE number = $1 AND principal_id = $2"
+                    " AND given_us = $3 AND evidence = $4",
+                    record.number, record.principal_id, to_us(record.given_at), record.evidence)
+                differences = consent_differences(found[1], found[2], found[3], record)
+                if differences:
+                    raise RecordConflict(consent_conflict(int(found[0]), record, differences))
+                return int(found[0]), False
 
         return await self._call(work)
 
-    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> int:
-        at_us = to_us(at)
-        status = await self._call(lambda: self.pool.execute(
-            "UPDATE consents SET revoked_us = $1 WHERE number = $2 AND principal_id = $3 AND given_us <= $1"
-            " AND (revoked_us IS NULL OR revoked_us > $1) AND (expires_us IS NULL OR expires_us > $1)",
-            at_us, number, principal_id))
-        return _count(status)
+    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> list[Revocation]:
+        at_us, now_us = to_us(at), to_us(datetime.now().astimezone())
 
-    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]:
+        async def work() -> list[Revocation]:
+            done: list[Revocation] = []
+            async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
+                # Locked: two revocations at once must not both be the first.
+                rows = await con.fetch(
+                    "SELECT id, revoked_us, (SELECT min(n.at_us) FROM fact_notes n WHERE n.fact = $1"
+                    " AND n.fact_id = consents.id) FROM consents WHERE number = $2 AND principal_id = $3"
+                    " AND given_us <= $4 AND (expires_us IS NULL OR expires_us > $4) ORDER BY id FOR UPDATE",
+                    FACT_CONSENT, number, principal_id, at_us)
+                notes = []
+                for consent_id, revoked_us, noted_us in rows:
+                    if revoked_us is None:
+                        # The first revocation: set once, never changed afterwards.
+                        await con.execute("UPDATE consents SET revoked_us = $1 WHERE id = $2 AND revoked_us IS NULL",
+                                          at_us, consent_id)
+                        notes.append((consent_id, NOTE_REVOKED))
+                        done.append(Revocation(int(consent_id), True, at, at))
+                    else:
+                        notes.append((consent_id, NOTE_REVOKED_AGAIN))
+                        effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
+                        done.append(Revocation(int(consent_id), False, from_us(revoked_us), from_us(effective)))
+                await con.executemany(
+                    "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    [(FACT_CONSENT, cid, number, principal_id, kind, at_us, SOURCE_CLI, now_us) for cid, kind in notes])
+            return done
+
+        return await self._call(work)
+
+    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> ContractOutcome:
         if await self.get_principal(principal_id) is None:
             raise NotFoundError(f"principal {principal_id!r} does not exist")
-        row = await self._call(lambda: self.pool.fetchrow(
-            "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us) VALUES ($1,$2,$3,$4,$5)"
-            " ON CONFLICT (number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date"
-            " RETURNING id, (xmax = 0)",
-            number, principal_id, start, end, to_us(datetime.now().astimezone())))
-        return int(row[0]), bool(row[1])
+        now_us = to_us(datetime.now().astimezone())
+
+        async def work() -> ContractOutcome:
+            async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
+                created = await con.fetchval(
+                    "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
+                    " VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING id",
+                    number, principal_id, start, end, now_us)
+                if created is not None:
+                    return ContractOutcome(int(created), CONTRACT_RECORDED, None, end)
+                contract_id, stored = await con.fetchrow(
+                    "SELECT id, end_date FROM contracts WHERE number = $1 AND principal_id = $2 AND start_date = $3"
+                    " FOR UPDATE", number, principal_id, start)
+                noted = [row[0] for row in await con.fetch(
+                    "SELECT end_date FROM fact_notes WHERE fact = $1 AND fact_id = $2", FACT_CONTRACT, contract_id)]
+                what, note, effective = contract_change(stored, noted, end)
+                if note == NOTE_END_SET:
+                    await con.execute("UPDATE contracts SET end_date = $1 WHERE id = $2 AND end_date IS NULL",
+                                      end, contract_id)
+                if note is not None:
+                    await con.execute(
+                        "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source,"
+                        " recorded_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        FACT_CONTRACT, contract_id, number, principal_id, note, end, SOURCE_CLI, now_us)
+                return ContractOutcome(int(contract_id), what, stored, effective)
+
+        return await self._call(work)
 
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
                          reference: str | None) -> int:
@@ -802,13 +962,13 @@ class PostgresStore(Store):
     async def _evidence(con: asyncpg.Connection, number: str, principal_id: str | None) -> list[EvidenceItem]:
         # Answers without a principal ("controller unknown") are shown whatever the filter, as in SQLite.
         items = [rpo_answer_item(row) for row in await con.fetch(
-            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name,"
-            " i.file_size, i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
+            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
+            " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
             " WHERE r.number = $1 AND ($2::text IS NULL OR r.principal_id IS NULL OR r.principal_id = $2)"
             " ORDER BY r.checked_us, r.id", number, principal_id)]
         for row in await con.fetch(
-                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, i.file_name, i.sha256 FROM listings l"
-                " LEFT JOIN imports i ON i.id = l.import_id WHERE l.number = $1 ORDER BY l.listed_us", number):
+                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
+                " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = $1 ORDER BY l.listed_us", number):
             items += listing_items(row)
         items += [consent_item(row) for row in await con.fetch(
             "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
@@ -817,13 +977,18 @@ class PostgresStore(Store):
         items += [contract_item(kid, principal, start, end) for kid, principal, start, end in await con.fetch(
             "SELECT id, principal_id, start_date, end_date FROM contracts"
             " WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
+        items += [note_item(row) for row in await con.fetch(
+            f"SELECT {NOTE_COLUMNS} WHERE n.number = $1 AND ($2::text IS NULL OR n.principal_id = $2) ORDER BY n.id",
+            number, principal_id)]
         items += [optout_item(row) for row in await con.fetch(
             "SELECT id, principal_id, at_us, source, reference FROM optouts WHERE number = $1"
             " AND ($2::text IS NULL OR principal_id IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
         items += [decision_item(row) for row in await con.fetch(
             "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
-            " evidence, source, uniqueid, hash FROM audit_log WHERE number = $1"
+            " evidence, source, uniqueid, hash, recorded_us FROM audit_log WHERE number = $1"
             " AND ($2::text IS NULL OR principal_id = $2) ORDER BY seq", number, principal_id)]
+        sql, args = _numbered(EVIDENCE_FILES_SQL, {"number": number})
+        attach_files(items, files_by_import(await con.fetch(sql, *args)))
         return items
 
     async def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
@@ -869,6 +1034,6 @@ class PostgresStore(Store):
                 async for r in con.cursor(sql, *params, prefetch=BATCH):
                     entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
                                        r[12], r[13], r[14])
-                    yield AuditRow(r[0], entry, r[15], r[16])
+                    yield AuditRow(r[0], entry, r[15], r[16], r[17])
         except _DB_ERRORS as exc:
             raise _pg_error(exc, self.where) from exc

@@ -13,7 +13,14 @@ from datetime import date, datetime, time
 from itertools import islice
 from typing import Any
 
-from rpoguard.db.store import EvidenceItem
+from rpoguard.db.store import (
+    FACT_CONSENT,
+    NOTE_END_CORRECTED,
+    NOTE_END_SET,
+    NOTE_REVOKED,
+    NOTE_REVOKED_AGAIN,
+    EvidenceItem,
+)
 from rpoguard.policy.model import (
     CampaignFacts,
     ConsentFacts,
@@ -132,26 +139,62 @@ def listing_detail(read: int, listed: int, new: int, ended: int, replace: bool) 
 # Who obtained an answer stored before answers had a principal, when it could not be attributed.
 CONTROLLER_UNKNOWN = "unknown"
 
+# The import ids whose files the evidence of one number names (:number), in both backends' SQL.
+EVIDENCE_FILES_SQL = (
+    "SELECT f.import_id, f.role, f.file_name, f.file_size, f.sha256 FROM import_files f WHERE f.import_id IN ("
+    " SELECT import_id FROM rpo_results WHERE number = :number"
+    " UNION SELECT import_id FROM listings WHERE number = :number"
+    " UNION SELECT ended_by FROM listings WHERE number = :number"
+    " UNION SELECT import_id FROM consents WHERE number = :number"
+    " UNION SELECT import_id FROM fact_notes WHERE number = :number)"
+    " ORDER BY f.import_id, f.position")
+
+
+def files_by_import(rows: Iterable[Sequence[Any]]) -> dict[int, list[dict[str, object]]]:
+    """import_id, role, file_name, file_size, sha256 rows: each import's input files, in their order."""
+    files: dict[int, list[dict[str, object]]] = {}
+    for import_id, role, name, size, sha in rows:
+        files.setdefault(int(import_id), []).append({"role": role, "name": name, "size": size, "sha256": sha})
+    return files
+
+
+# The items that always named their import's file with flat keys (file_name, file_size, sha256).
+FLAT_FILE_KINDS = frozenset({"rpo_answer", "directory_listing", "directory_listing_ended"})
+
+
+def attach_files(items: list[EvidenceItem], files: dict[int, list[dict[str, object]]]) -> None:
+    """Give every item that came from an import the files of that import, each with its own name, size
+    and SHA-256 (a two-list RPO answer has two). A one-file import also keeps the flat file_name, file_size
+    and sha256 the evidence always had."""
+    for item in items:
+        for id_key, files_key in (("import_id", "files"), ("ended_by_import_id", "ended_by_files")):
+            import_id = item.detail.get(id_key)
+            if import_id is None or id_key not in item.detail:
+                continue
+            found = files.get(int(import_id), [])  # type: ignore[call-overload]
+            item.detail[files_key] = found
+            if files_key == "files" and item.kind in FLAT_FILE_KINDS and len(found) == 1:
+                item.detail.update(file_name=found[0]["name"], file_size=found[0]["size"], sha256=found[0]["sha256"])
+
 
 def rpo_answer_item(row: Sequence[Any]) -> EvidenceItem:
-    """principal_id, id, checked_us, registered, registered_us, import_id and the import's file_name,
-    file_size, sha256, imported_us. An answer without a principal is shown, never used by a decision."""
-    principal, rid, checked, registered, reg_us, import_id, file_name, size, sha, imported = row
+    """principal_id, id, checked_us, registered, registered_us, import_id and the import's imported_us. An
+    answer without a principal is shown, never used by a decision."""
+    principal, rid, checked, registered, reg_us, import_id, imported = row
     return EvidenceItem(from_us(checked), "rpo_answer", principal, {
         "result_id": rid, "controller": principal or CONTROLLER_UNKNOWN, "registered": bool(registered),
-        "registered_at": iso_opt(reg_us), "import_id": import_id, "file_name": file_name, "file_size": size,
-        "sha256": sha, "imported_at": iso_opt(imported)})
+        "registered_at": iso_opt(reg_us), "import_id": import_id, "imported_at": iso_opt(imported)})
 
 
 def listing_items(row: Sequence[Any]) -> list[EvidenceItem]:
-    """import_id, listed_us, ended_us, ended_by and the listing import's file_name, sha256: the start of
-    the listing period and, once a replacing import no longer named the number, its end."""
-    import_id, listed, ended, ended_by, file_name, sha = row
-    detail: dict[str, object] = {"import_id": import_id, "file_name": file_name, "sha256": sha,
-                                 "ended_at": iso_opt(ended), "ended_by_import_id": ended_by}
+    """import_id, listed_us, ended_us, ended_by and the ending import's imported_us: the start of the
+    listing period and, once a replacing import no longer named the number, its end."""
+    import_id, listed, ended, ended_by, ended_imported = row
+    detail: dict[str, object] = {"import_id": import_id, "ended_at": iso_opt(ended), "ended_by_import_id": ended_by}
     items = [EvidenceItem(from_us(listed), "directory_listing", None, detail)]
     if ended is not None:
-        items.append(EvidenceItem(from_us(ended), "directory_listing_ended", None, detail))
+        items.append(EvidenceItem(from_us(ended), "directory_listing_ended", None, {
+            **detail, "ended_by_imported_at": iso_opt(ended_imported)}))
     return items
 
 
@@ -168,6 +211,44 @@ def contract_item(contract_id: int, principal: str, start: date, end: date | Non
         "contract_id": contract_id, "start": start.isoformat(), "end": end.isoformat() if end else None})
 
 
+# A note on a consent or a contract, with the fact's own record beside it (what stood when it was made).
+NOTE_COLUMNS = (
+    "n.id, n.fact, n.fact_id, n.principal_id, n.kind, n.at_us, n.end_date, n.source, n.import_id, n.recorded_us,"
+    " c.revoked_us, k.end_date FROM fact_notes n"
+    " LEFT JOIN consents c ON n.fact = 'consent' AND c.id = n.fact_id"
+    " LEFT JOIN contracts k ON n.fact = 'contract' AND k.id = n.fact_id")
+
+# The evidence kind of each note kind (store.NOTE_*).
+NOTE_EVIDENCE_KINDS = {NOTE_REVOKED: "consent_revoked", NOTE_REVOKED_AGAIN: "consent_revoked_again",
+                       NOTE_END_SET: "contract_ended", NOTE_END_CORRECTED: "contract_end_corrected"}
+
+
+def _day_text(value: object) -> str | None:
+    """A date as ISO text, from PostgreSQL's date or SQLite's text."""
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def note_item(row: Sequence[Any]) -> EvidenceItem:
+    """A note's row (NOTE_COLUMNS), at the moment it was recorded: what was said about the fact then, and
+    whether it names an earlier moment or end than the fact's record (decisions read the earliest)."""
+    note_id, fact, fact_id, principal, kind, at_us, end, source, import_id, recorded_us, revoked_us, \
+        recorded_end = row
+    detail: dict[str, object] = {"note_id": note_id, f"{fact}_id": fact_id, "source": source,
+                                 "import_id": import_id, "recorded_at": iso_opt(recorded_us)}
+    if fact == FACT_CONSENT:
+        detail.update(revoked_at=iso_opt(at_us), first_revoked_at=iso_opt(revoked_us),
+                      earlier=kind == NOTE_REVOKED_AGAIN and at_us is not None and revoked_us is not None
+                      and at_us < revoked_us)
+    else:
+        end_text, recorded_text = _day_text(end), _day_text(recorded_end)
+        detail.update(end=end_text, recorded_end=recorded_text,
+                      earlier=kind == NOTE_END_CORRECTED and end_text is not None and recorded_text is not None
+                      and end_text < recorded_text)
+    return EvidenceItem(from_us(recorded_us), NOTE_EVIDENCE_KINDS.get(kind, kind), principal, detail)
+
+
 def optout_item(row: Sequence[Any]) -> EvidenceItem:
     oid, principal, at, source, reference = row
     return EvidenceItem(from_us(at), "optout", principal, {
@@ -176,10 +257,11 @@ def optout_item(row: Sequence[Any]) -> EvidenceItem:
 
 def decision_item(row: Sequence[Any]) -> EvidenceItem:
     """seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis, evidence,
-    source, uniqueid, hash."""
+    source, uniqueid, hash, recorded_us (None for rows written before the log kept it)."""
     seq, decision_id, ts_us, campaign_id, principal, caller_id, decision, reasons, basis, evidence, source, \
-        uniqueid, digest = row
+        uniqueid, digest, recorded_us = row
     return EvidenceItem(from_us(ts_us), "decision", principal, {
         "seq": seq, "decision_id": decision_id, "campaign_id": campaign_id, "caller_id": caller_id,
         "decision": decision, "reasons": [code for code in reasons.split(",") if code], "basis": basis,
-        "evidence": json.loads(evidence), "source": source, "uniqueid": uniqueid, "hash": digest})
+        "evidence": json.loads(evidence), "source": source, "uniqueid": uniqueid, "hash": digest,
+        "recorded_at": iso_opt(recorded_us)})

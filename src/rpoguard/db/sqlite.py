@@ -28,25 +28,43 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from time import monotonic
+from time import monotonic, time_ns
 from typing import Any
 
 import aiosqlite
 
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
 from rpoguard.config import secure_path
-from rpoguard.constants import ALLOW, SOURCE_IMPORT
+from rpoguard.constants import ALLOW, SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.db.history import (
+    CONSENT_CONFLICTS_SQL,
+    CONSENT_FILE_CONFLICTS_SQL,
+    CONTRACT_CORRECTIONS_SQL,
+    CONTRACT_ENDS_SQL,
+    CONTRACTS_NEW_SQL,
+    consent_conflict,
+    consent_conflicts,
+    consent_differences,
+    contract_change,
+    contract_detail,
+    contract_notes,
+)
 from rpoguard.db.rows import (
     DUE_STALE,
+    EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
+    NOTE_COLUMNS,
+    attach_files,
     batches,
     consent_item,
     contract_item,
     decision_item,
     due_source,
     facts_from_document,
+    files_by_import,
     listing_detail,
     listing_items,
+    note_item,
     opt_us,
     optout_item,
     refuse_older_extract,
@@ -62,19 +80,31 @@ from rpoguard.db.rpo_import import (
     refuse_strays,
 )
 from rpoguard.db.store import (
+    CONTRACT_RECORDED,
+    FACT_CONSENT,
+    FACT_CONTRACT,
+    NOTE_END_CORRECTED,
+    NOTE_END_SET,
+    NOTE_REVOKED,
+    NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
     AttemptCapReached,
     ConsentRecord,
+    ContractOutcome,
     ContractRecord,
     DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
+    ImportRejected,
     ImportSummary,
     NotFoundError,
     OptoutRecord,
     PrincipalInfo,
     Progress,
+    RecordConflict,
+    Revocation,
+    RowProblem,
     RpoAnswer,
     Store,
     StoreError,
@@ -91,7 +121,7 @@ from rpoguard.policy.model import (
     CampaignFacts,
     Facts,
 )
-from rpoguard.timeutil import to_us
+from rpoguard.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +140,9 @@ def _migrations(kind: str) -> list[tuple[int, str]]:
 
 # One statement returns every fact of one decision: campaign, the RPO answers the campaign's principal
 # obtained for the number, the listing in force at the call time, consents, contracts, refusals and the
-# ALLOW count in the cap window. Each part is a primary-key or index probe.
+# ALLOW count in the cap window. Each part is a primary-key or index probe. A revoked consent, and an
+# ended contract, also read their notes: the earliest revocation moment and end date named count (a
+# consent never revoked, a contract still running, cost nothing more).
 FACTS_SQL = """
 WITH c AS (SELECT id, principal_id, automated, max_attempts, per_days FROM campaigns WHERE id = :campaign)
 SELECT json_array(
@@ -122,9 +154,13 @@ SELECT json_array(
   json((SELECT json_array(import_id, listed_us) FROM listings
      WHERE number = :number AND listed_us <= :now_us AND (ended_us IS NULL OR ended_us > :now_us)
      ORDER BY listed_us DESC LIMIT 1)),
-  json((SELECT json_group_array(json_array(id, given_us, evidence, automated, expires_us, revoked_us, purpose))
+  json((SELECT json_group_array(json_array(id, given_us, evidence, automated, expires_us,
+          CASE WHEN revoked_us IS NULL THEN NULL ELSE coalesce(min(revoked_us, (SELECT min(n.at_us) FROM fact_notes n
+            WHERE n.fact = 'consent' AND n.fact_id = consents.id)), revoked_us) END, purpose))
      FROM consents WHERE number = :number AND principal_id = (SELECT principal_id FROM c))),
-  json((SELECT json_group_array(json_array(id, start_date, end_date))
+  json((SELECT json_group_array(json_array(id, start_date,
+          CASE WHEN end_date IS NULL THEN NULL ELSE coalesce(min(end_date, (SELECT min(n.end_date) FROM fact_notes n
+            WHERE n.fact = 'contract' AND n.fact_id = contracts.id)), end_date) END))
      FROM contracts WHERE number = :number AND principal_id = (SELECT principal_id FROM c))),
   json((SELECT json_group_array(json_array(id, principal_id, at_us))
      FROM audit.optouts WHERE number = :number
@@ -230,8 +266,8 @@ def _answers_owner_note(con: sqlite3.Connection) -> str | None:
 
 _INSERT_AUDIT = (
     "INSERT INTO audit_log (seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id,"
-    " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -426,6 +462,8 @@ class _AuditAppender:
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
+            # The moment the group is written, once the write lock is held: one clock read per group.
+            recorded_us = time_ns() // 1000
             last = con.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
             allowed_in_group: dict[tuple[str, str], list[int]] = {}
@@ -448,11 +486,11 @@ class _AuditAppender:
                         results.append(AttemptCapReached(allows))
                         continue
                 seq += 1
-                digest = chain_hash(seq, entry, prev)
+                digest = chain_hash(seq, entry, prev, recorded_us)
                 rows.append((seq, entry.decision_id, entry.ts_us, entry.number, entry.raw_number, entry.campaign_id,
                              entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
-                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest))
-                results.append(AuditRow(seq, entry, prev, digest))
+                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest, recorded_us))
+                results.append(AuditRow(seq, entry, prev, digest, recorded_us))
                 prev = digest
                 if entry.decision == ALLOW and entry.number and entry.principal_id:
                     allowed_in_group.setdefault((entry.number, entry.principal_id), []).append(entry.ts_us)
@@ -691,16 +729,24 @@ class SqliteStore(Store):
             if prior is not None:
                 await self.db.execute("ROLLBACK")
                 detail = json.loads(prior[4]) if prior[4] else {}
-                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True)
+                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True,
+                                           files=meta.input_files())
         cursor = await self.db.execute(
             "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
              to_us(datetime.now().astimezone())),
         )
-        return cursor.lastrowid, None
+        import_id = cursor.lastrowid
+        await self.db.executemany(
+            "INSERT INTO import_files (import_id, position, role, file_name, file_size, sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(import_id, position, f.role, f.name, f.size, f.sha256)
+             for position, f in enumerate(meta.input_files(), start=1)])
+        return import_id, None
 
     async def _finish_import(self, summary: ImportSummary, meta: ImportMeta) -> None:
+        summary.files = meta.input_files()
         summary.rows_rejected = len(meta.rejected)
         if not summary.rows_read:
             summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
@@ -751,17 +797,11 @@ class SqliteStore(Store):
                     if note:
                         summary.detail["opposite_answers"] = opposite
                         summary.notes.append(note)
+                # Another file of this principal may have answered for the same check time: its answers
+                # stay as they are, each with its own file; decisions combine them (policy/rpo.py).
                 await self.db.execute(
                     "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
-                    " SELECT number, ?, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid"
-                    " ON CONFLICT(number, principal_id, checked_us) DO UPDATE SET"
-                    # Another file of this principal answered for the same check time: the same rule across
-                    # files ("registered" wins, the later registration date is kept).
-                    " registered = max(registered, excluded.registered),"
-                    " registered_us = CASE WHEN registered_us IS NULL THEN excluded.registered_us"
-                    "   WHEN excluded.registered_us IS NULL THEN registered_us"
-                    "   ELSE max(registered_us, excluded.registered_us) END,"
-                    " import_id = excluded.import_id",
+                    " SELECT number, ?, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid",
                     (meta.principal_id, checked_us, import_id),
                 )
                 numbers, registered = await self._fetchone(COUNTS_SQL)
@@ -820,25 +860,25 @@ class SqliteStore(Store):
                 raise
         return summary
 
-    async def _rows_import(self, meta: ImportMeta, sql: str, rows: Iterable[tuple[Any, ...]],
-                           import_id_at: int | None) -> ImportSummary:
-        """One transaction for a CSV of records: rows already stored are counted as duplicates.
-        `import_id_at` is the position in each row tuple to fill with the new import's id."""
+    async def _staged_import(self, meta: ImportMeta, table: str, columns: str, rows: Iterable[tuple[Any, ...]],
+                             store_rows: Callable[[int, ImportSummary, int], Awaitable[None]]) -> ImportSummary:
+        """One transaction for a CSV of records: the rows land in the temp table `table` (`columns`, the
+        file's line last and in the key), then `store_rows(import_id, summary, rows read)` stores them."""
         async with self._data_lock:
             try:
                 import_id, prior = await self._begin_import(meta)
                 if prior is not None:
                     return prior
                 summary = ImportSummary(import_id)
+                await self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) WITHOUT ROWID")
+                await self.db.execute(f"DELETE FROM {table}")
                 read = 0
                 for batch in batches(rows):
-                    params = batch if import_id_at is None else [
-                        (*r[:import_id_at], import_id, *r[import_id_at + 1:]) for r in batch]
-                    before = self.db.total_changes
-                    await self.db.executemany(sql, params)
+                    marks = ",".join("?" * len(batch[0]))
+                    await self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", batch)
                     read += len(batch)
-                    summary.rows_stored += self.db.total_changes - before
-                summary.detail["duplicates"] = read - summary.rows_stored
+                await store_rows(import_id, summary, read)
+                await self.db.execute(f"DELETE FROM {table}")
                 await self._finish_import(summary, meta)
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -848,28 +888,90 @@ class SqliteStore(Store):
                 raise
         return summary
 
+    async def _refuse_rows(self, meta: ImportMeta, problems: list[RowProblem], table: str) -> None:
+        """Rows the store finds bad: the import is rejected whole, or with --skip-invalid they are dropped
+        from the staged rows and listed like the reader's."""
+        if not problems:
+            return
+        meta.rejected.extend(problems)
+        if not meta.skip_invalid:
+            raise ImportRejected(meta.rejected)
+        await self.db.executemany(f"DELETE FROM {table} WHERE line = ?", [(p.line,) for p in problems])
+
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
-        return await self._rows_import(
-            meta,
-            "INSERT OR IGNORE INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
-            " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
-            (_consent_params(r, None, now_us) for r in records),
-            import_id_at=7,
-        )
+
+        async def store_rows(import_id: int, summary: ImportSummary, read: int) -> None:
+            # A consent is recorded once and never changed: a row restating a stored consent, or an earlier
+            # row of the file, with other details is a bad row (it is ended with a revocation).
+            problems = [RowProblem(line, consent_conflict(cid, record, differences))
+                        for line, cid, record, differences in consent_conflicts(
+                            await self.db.execute_fetchall(CONSENT_CONFLICTS_SQL))]
+            problems += [RowProblem(line, f"restates line {first} with other details: {'; '.join(differences)}")
+                         for line, first, _, differences in consent_conflicts(
+                             await self.db.execute_fetchall(CONSENT_FILE_CONFLICTS_SQL))]
+            problems.sort(key=lambda p: p.line)
+            await self._refuse_rows(meta, problems, "staged_consents")
+            before = self.db.total_changes
+            await self.db.execute(
+                "INSERT OR IGNORE INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
+                " expires_us, import_id, created_us) SELECT number, principal_id, given_us, evidence, purpose,"
+                " automated, expires_us, ?, ? FROM staged_consents ORDER BY line", (import_id, now_us))
+            summary.rows_stored = self.db.total_changes - before
+            summary.detail["duplicates"] = read - summary.rows_stored - len(problems)
+            summary.rows_read = read
+
+        return await self._staged_import(
+            meta, "staged_consents", "number TEXT NOT NULL, principal_id TEXT NOT NULL, given_us INTEGER NOT NULL,"
+            " evidence TEXT NOT NULL, purpose TEXT, automated INTEGER NOT NULL, expires_us INTEGER,"
+            " line INTEGER NOT NULL, PRIMARY KEY (number, principal_id, given_us, evidence, line)",
+            ((r.number, r.principal_id, to_us(r.given_at), r.evidence, r.purpose, int(r.automated),
+              opt_us(r.expires_at), r.line) for r in records), store_rows)
 
     async def import_contracts(self, records: Iterable[ContractRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
-        # The same contract again is a duplicate; a later end date for it is an update (changes() counts it).
-        return await self._rows_import(
-            meta,
-            "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us) VALUES (?,?,?,?,?)"
-            " ON CONFLICT(number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date"
-            " WHERE end_date IS NOT excluded.end_date",
-            ((r.number, r.principal_id, r.start.isoformat(), r.end.isoformat() if r.end else None, now_us)
-             for r in records),
-            import_id_at=None,
-        )
+
+        async def store_rows(import_id: int, summary: ImportSummary, read: int) -> None:
+            params = {"import": import_id, "now": now_us}
+            last_id = (await self._fetchone("SELECT coalesce(max(id), 0) FROM contracts"))[0]
+            before = self.db.total_changes
+            await self.db.execute(CONTRACTS_NEW_SQL, params)
+            new = self.db.total_changes - before
+            # A running contract's end is set once; the file's first end for it counts.
+            await self.db.execute("DROP TABLE IF EXISTS temp.contract_ends")
+            await self.db.execute("CREATE TEMP TABLE contract_ends (id INTEGER PRIMARY KEY, number TEXT,"
+                                  " principal_id TEXT, end_date TEXT)")
+            await self.db.execute(CONTRACT_ENDS_SQL)
+            await self.db.execute(
+                "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source, import_id,"
+                f" recorded_us) SELECT '{FACT_CONTRACT}', id, number, principal_id, '{NOTE_END_SET}', end_date,"
+                f" '{SOURCE_IMPORT}', :import, :now FROM contract_ends ORDER BY id", params)
+            await self.db.execute("UPDATE contracts SET end_date = (SELECT e.end_date FROM contract_ends e"
+                                  " WHERE e.id = contracts.id) WHERE id IN (SELECT id FROM contract_ends)")
+            ended = (await self._fetchone("SELECT count(*) FROM contract_ends"))[0]
+            # Another end for an ended contract is a correction, noted once; an earlier one counts.
+            await self.db.execute("DROP TABLE IF EXISTS temp.contract_corrections")
+            await self.db.execute("CREATE TEMP TABLE contract_corrections (id INTEGER, number TEXT, principal_id TEXT,"
+                                  " end_date TEXT, earlier INTEGER)")
+            await self.db.execute(CONTRACT_CORRECTIONS_SQL, {"last_id": last_id})
+            await self.db.execute(
+                "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source, import_id,"
+                f" recorded_us) SELECT '{FACT_CONTRACT}', id, number, principal_id, '{NOTE_END_CORRECTED}',"
+                f" end_date, '{SOURCE_IMPORT}', :import, :now FROM contract_corrections ORDER BY id, end_date",
+                params)
+            corrected, noted = await self._fetchone(
+                "SELECT count(CASE WHEN earlier THEN 1 END), count(CASE WHEN NOT earlier THEN 1 END)"
+                " FROM contract_corrections")
+            await self.db.execute("DROP TABLE temp.contract_ends")
+            await self.db.execute("DROP TABLE temp.contract_corrections")
+            summary.rows_read, summary.rows_stored = read, new
+            summary.detail.update(contract_detail(read, new, ended, corrected, noted))
+            summary.notes += contract_notes(corrected, noted)
+
+        return await self._staged_import(
+            meta, "staged_contracts", "number TEXT NOT NULL, principal_id TEXT NOT NULL, start_date TEXT NOT NULL,"
+            " end_date TEXT, line INTEGER NOT NULL, PRIMARY KEY (number, principal_id, start_date, line)",
+            ((r.number, r.principal_id, r.start.isoformat(), _iso_day(r.end), r.line) for r in records), store_rows)
 
     async def import_optouts(self, records: Iterable[OptoutRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
@@ -913,40 +1015,108 @@ class SqliteStore(Store):
         if await self.get_principal(record.principal_id) is None:
             raise NotFoundError(f"principal {record.principal_id!r} does not exist")
         now_us = to_us(datetime.now().astimezone())
-        cursor = await self._write(
-            "INSERT OR IGNORE INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
-            " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
-            _consent_params(record, None, now_us),
-        )
-        created = cursor.rowcount == 1
-        row = await self._fetchone(
-            "SELECT id FROM consents WHERE number = ? AND principal_id = ? AND given_us = ? AND evidence = ?",
-            (record.number, record.principal_id, to_us(record.given_at), record.evidence),
-        )
-        return int(row[0]), created
+        key = (record.number, record.principal_id, to_us(record.given_at), record.evidence)
+        async with self._data_lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                row = await self._fetchone(
+                    "SELECT id, purpose, automated, expires_us FROM consents"
+                    " WHERE number = ? AND principal_id = ? AND given_us = ? AND evidence = ?", key)
+                if row is None:
+                    cursor = await self.db.execute(
+                        "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
+                        " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
+                        _consent_params(record, None, now_us))
+                    consent_id, created = cursor.lastrowid, True
+                else:
+                    consent_id, created = row[0], False
+                    differences = consent_differences(row[1], row[2], row[3], record)
+                    if differences:
+                        raise RecordConflict(consent_conflict(consent_id, record, differences))
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _store_error(exc, self.path) from exc
+            except BaseException:
+                await self._rollback()
+                raise
+        assert consent_id is not None
+        return int(consent_id), created
 
-    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> int:
-        at_us = to_us(at)
-        cursor = await self._write(
-            "UPDATE consents SET revoked_us = ? WHERE number = ? AND principal_id = ? AND given_us <= ?"
-            " AND (revoked_us IS NULL OR revoked_us > ?) AND (expires_us IS NULL OR expires_us > ?)",
-            (at_us, number, principal_id, at_us, at_us, at_us),
-        )
-        return max(cursor.rowcount, 0)
+    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> list[Revocation]:
+        at_us, now_us = to_us(at), to_us(datetime.now().astimezone())
+        done: list[Revocation] = []
+        async with self._data_lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                rows = await self.db.execute_fetchall(
+                    "SELECT id, revoked_us, (SELECT min(n.at_us) FROM fact_notes n WHERE n.fact = ?"
+                    " AND n.fact_id = consents.id) FROM consents WHERE number = ? AND principal_id = ?"
+                    " AND given_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY id",
+                    (FACT_CONSENT, number, principal_id, at_us, at_us))
+                notes = []
+                for consent_id, revoked_us, noted_us in rows:
+                    if revoked_us is None:
+                        # The first revocation: set once, never changed afterwards.
+                        await self.db.execute("UPDATE consents SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
+                                              (at_us, consent_id))
+                        notes.append((consent_id, NOTE_REVOKED))
+                        done.append(Revocation(consent_id, True, at, at))
+                    else:
+                        notes.append((consent_id, NOTE_REVOKED_AGAIN))
+                        effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
+                        done.append(Revocation(consent_id, False, from_us(revoked_us), from_us(effective)))
+                await self.db.executemany(
+                    "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(FACT_CONSENT, cid, number, principal_id, kind, at_us, SOURCE_CLI, now_us) for cid, kind in notes])
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _store_error(exc, self.path) from exc
+            except BaseException:
+                await self._rollback()
+                raise
+        return done
 
-    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]:
+    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> ContractOutcome:
         if await self.get_principal(principal_id) is None:
             raise NotFoundError(f"principal {principal_id!r} does not exist")
-        key = (number, principal_id, start.isoformat())
-        lookup = "SELECT id FROM contracts WHERE number = ? AND principal_id = ? AND start_date = ?"
-        existed = await self._fetchone(lookup, key)
-        await self._write(
-            "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us) VALUES (?,?,?,?,?)"
-            " ON CONFLICT(number, principal_id, start_date) DO UPDATE SET end_date = excluded.end_date",
-            (*key, end.isoformat() if end else None, to_us(datetime.now().astimezone())),
-        )
-        row = await self._fetchone(lookup, key)
-        return int(row[0]), existed is None
+        now_us = to_us(datetime.now().astimezone())
+        async with self._data_lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                row = await self._fetchone("SELECT id, end_date FROM contracts WHERE number = ? AND principal_id = ?"
+                                           " AND start_date = ?", (number, principal_id, start.isoformat()))
+                if row is None:
+                    cursor = await self.db.execute(
+                        "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
+                        " VALUES (?,?,?,?,?)", (number, principal_id, start.isoformat(), _iso_day(end), now_us))
+                    assert cursor.lastrowid is not None
+                    outcome = ContractOutcome(cursor.lastrowid, CONTRACT_RECORDED, None, end)
+                else:
+                    contract_id, stored = row[0], _day(row[1])
+                    noted = [_day(n[0]) for n in await self.db.execute_fetchall(
+                        "SELECT end_date FROM fact_notes WHERE fact = ? AND fact_id = ?", (FACT_CONTRACT, contract_id))]
+                    what, note, effective = contract_change(stored, noted, end)
+                    if note == NOTE_END_SET:
+                        await self.db.execute("UPDATE contracts SET end_date = ? WHERE id = ? AND end_date IS NULL",
+                                              (_iso_day(end), contract_id))
+                    if note is not None:
+                        await self.db.execute(
+                            "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source,"
+                            " recorded_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (FACT_CONTRACT, contract_id, number, principal_id, note, _iso_day(end), SOURCE_CLI,
+                             now_us))
+                    outcome = ContractOutcome(contract_id, what, stored, effective)
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _store_error(exc, self.path) from exc
+            except BaseException:
+                await self._rollback()
+                raise
+        return outcome
 
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
                          reference: str | None) -> int:
@@ -974,13 +1144,13 @@ class SqliteStore(Store):
         # Answers without a principal ("controller unknown") are shown whatever the filter: they explain
         # why a number stored before answers had principals is rpo_not_checked.
         items = [rpo_answer_item(row) for row in await db.execute_fetchall(
-            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.file_name,"
-            " i.file_size, i.sha256, i.imported_us FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
+            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
+            " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
             " WHERE r.number = ? AND (? IS NULL OR r.principal_id IS NULL OR r.principal_id = ?)"
             " ORDER BY r.checked_us, r.id", per_principal)]
         for row in await db.execute_fetchall(
-                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, i.file_name, i.sha256 FROM listings l"
-                " LEFT JOIN imports i ON i.id = l.import_id WHERE l.number = ? ORDER BY l.listed_us", (number,)):
+                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
+                " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = ? ORDER BY l.listed_us", (number,)):
             items += listing_items(row)
         items += [consent_item(row) for row in await db.execute_fetchall(
             "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
@@ -989,13 +1159,17 @@ class SqliteStore(Store):
                   for kid, principal, start, end in await db.execute_fetchall(
                       "SELECT id, principal_id, start_date, end_date FROM contracts"
                       " WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
+        items += [note_item(row) for row in await db.execute_fetchall(
+            f"SELECT {NOTE_COLUMNS} WHERE n.number = ? AND (? IS NULL OR n.principal_id = ?) ORDER BY n.id",
+            per_principal)]
         items += [optout_item(row) for row in await db.execute_fetchall(
             "SELECT id, principal_id, at_us, source, reference FROM audit.optouts WHERE number = ?"
             " AND (? IS NULL OR principal_id IS NULL OR principal_id = ?)", per_principal)]
         items += [decision_item(row) for row in await db.execute_fetchall(
             "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
-            " evidence, source, uniqueid, hash FROM audit.audit_log WHERE number = ?"
+            " evidence, source, uniqueid, hash, recorded_us FROM audit.audit_log WHERE number = ?"
             " AND (? IS NULL OR principal_id = ?) ORDER BY seq", per_principal)]
+        attach_files(items, files_by_import(await db.execute_fetchall(EVIDENCE_FILES_SQL, {"number": number})))
         items.sort(key=lambda item: item.at)
         return items
 
@@ -1027,7 +1201,8 @@ class SqliteStore(Store):
 
     async def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         sql = ("SELECT seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id,"
-               " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash FROM audit_log")
+               " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us"
+               " FROM audit_log")
         clauses, params = [], []
         if start_us is not None:
             clauses.append("ts_us >= ?")
@@ -1043,9 +1218,17 @@ class SqliteStore(Store):
                 async for r in cursor:
                     entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
                                        r[12], r[13], r[14])
-                    yield AuditRow(r[0], entry, r[15], r[16])
+                    yield AuditRow(r[0], entry, r[15], r[16], r[17])
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
+
+
+def _iso_day(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None
+
+
+def _day(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text is not None else None
 
 
 def _consent_params(record: ConsentRecord, import_id: int | None, now_us: int) -> tuple[Any, ...]:

@@ -33,6 +33,10 @@ class NotFoundError(StoreError):
     """A referenced principal or campaign does not exist."""
 
 
+class RecordConflict(StoreError):
+    """The record asked for is already stored with other details, and a stored fact is never changed."""
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptCap:
     """An ALLOW may be appended only while fewer than `max_allows` ALLOWs for the number and principal
@@ -91,9 +95,27 @@ class ImportRejected(Exception):
         self.skippable = skippable
 
 
+# The role of an input file in its import (import_files.role).
+FILE_ONLY = "file"  # the import's one file
+FILE_SUBMITTED = "submitted"  # a two-list RPO answer: the list submitted to the RPO; the other file's role is
+# its form (RPO_REGISTERED_LIST or RPO_CLEANSED_LIST)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportFile:
+    """One input file of an import, as the evidence names it."""
+
+    role: str
+    name: str
+    size: int | None
+    sha256: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class ImportMeta:
     kind: str
+    # The whole input: a two-list answer's names and SHA-256 together, so the same pair is recognised as
+    # a repeat. `files` names each file on its own (default: this one file).
     file_name: str
     file_size: int | None = None
     sha256: str | None = None
@@ -103,8 +125,14 @@ class ImportMeta:
     # RPO imports: the principal (data controller) that consulted the RPO, and how the rows answer.
     principal_id: str | None = None
     rpo_form: str = RPO_ANSWERS
+    files: tuple[ImportFile, ...] = ()
+    # Rows the store itself finds bad (a consent stored with other details...) are skipped, not fatal.
+    skip_invalid: bool = False
     # Filled by the reader while the store consumes the rows; read by the store when it commits.
     rejected: list[RowProblem] = field(default_factory=list)
+
+    def input_files(self) -> tuple[ImportFile, ...]:
+        return self.files or (ImportFile(FILE_ONLY, self.file_name, self.file_size, self.sha256),)
 
 
 @dataclass(slots=True)
@@ -117,6 +145,8 @@ class ImportSummary:
     already_imported: bool = False
     # Sentences for the operator about what the import found (opposite answers for one number...).
     notes: list[str] = field(default_factory=list)
+    # The input files, each with its own name, size and SHA-256.
+    files: tuple[ImportFile, ...] = ()
 
 
 ImportResult = tuple[ImportSummary, list[RowProblem]]
@@ -133,6 +163,8 @@ class ConsentRecord:
     automated: bool = False
     expires_at: datetime | None = None
     purpose: str | None = None
+    # Where the record is in its file (imports), so that the store can name a row it refuses.
+    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +173,48 @@ class ContractRecord:
     principal_id: str
     start: date
     end: date | None = None
+    line: int = 0
+
+
+# Notes on stored facts (table fact_notes): what was said about a consent or a contract after it was
+# recorded. The fact's own record is never changed; a decision reads the earliest revocation moment and
+# the earliest end date any record or note names (docs/law.md §12).
+FACT_CONSENT = "consent"
+FACT_CONTRACT = "contract"
+NOTE_REVOKED = "revoked"  # a consent's first revocation (its revoked_at is set once, to this moment)
+NOTE_REVOKED_AGAIN = "revoked_again"  # a revocation of a consent already revoked: noted, not substituted
+NOTE_END_SET = "end_set"  # the end of a running contract (its end date is set once, to this date)
+NOTE_END_CORRECTED = "end_corrected"  # another end for an ended contract: counts only if earlier
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """What one `consent revoke` did to one consent."""
+
+    consent_id: int
+    # True: this is the consent's first revocation. False: it was already revoked, and this one is noted.
+    first: bool
+    # The consent's first revocation, as recorded (this one when `first`).
+    revoked_at: datetime
+    # What decisions read: the earliest moment any revocation of the consent names.
+    effective_at: datetime
+
+
+# What `contract add` did (ContractOutcome.outcome).
+CONTRACT_RECORDED = "recorded"  # a new contract
+CONTRACT_UNCHANGED = "unchanged"  # the same contract, the same end: nothing to record
+CONTRACT_ENDED = "ended"  # a running contract's end, set once
+CONTRACT_CORRECTED = "corrected"  # an earlier end for an ended contract: noted, and decisions use it
+CONTRACT_NOTED = "noted"  # a later end, or none, for an ended contract: noted, never used (it would favour calls)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractOutcome:
+    contract_id: int
+    outcome: str
+    # The end stored before the command, and the end decisions read after it (the earliest one named).
+    end_before: date | None
+    effective_end: date | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +317,15 @@ class Store(ABC):
 
     @abstractmethod
     async def add_consent(self, record: ConsentRecord) -> tuple[int, bool]:
-        """Returns (id, created); the same consent twice is stored once."""
+        """Returns (id, created); the same consent twice is stored once. The same consent (number,
+        principal, given_at, evidence) with other details raises RecordConflict: a recorded consent is
+        never changed (it is ended with revoke_consents)."""
 
     @abstractmethod
-    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> int:
-        """Revoke every consent of the number to the principal still in force at `at`; returns the count."""
+    async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> list[Revocation]:
+        """Revoke every consent of the number to the principal given by `at` and not expired then. A
+        consent already revoked keeps its first revocation; this one is noted beside it (and counts for
+        decisions only if it names an earlier moment)."""
 
     @abstractmethod
     async def import_contracts(self, records: Iterable[ContractRecord], meta: ImportMeta) -> ImportSummary: ...
@@ -274,7 +352,10 @@ class Store(ABC):
         """Every principal's id, sorted."""
 
     @abstractmethod
-    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> tuple[int, bool]: ...
+    async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> ContractOutcome:
+        """Record a contract (number, principal, start). Its end is set once, when a running contract
+        ends; another end for an ended contract is noted as a correction, and decisions read the earliest
+        end named. Nothing already recorded is changed."""
 
     @abstractmethod
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,

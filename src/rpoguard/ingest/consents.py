@@ -2,7 +2,9 @@
 
 Required columns: number, principal, given_at, evidence. Optional: automated, expires_at, purpose.
 The evidence reference is mandatory: a consent that cannot be shown to the Garante is no consent (2015
-decision [37]; E.ON 2025 [65]).
+decision [37]; E.ON 2025 [65]). A consent already recorded (same number, principal, given_at and evidence)
+is a duplicate; restated with another purpose, automated flag or expiry it is a bad row: a recorded
+consent is never changed (it is ended with `consent revoke`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def _builder(known: set[str]) -> Callable[[Callable[[str], str]], ConsentRecord]
 
 
 async def import_file(store: Store, path: str | Path, skip_invalid: bool) -> ImportResult:
-    meta = meta_for(KIND, fingerprint(path))
+    # The store refuses a row restating a recorded consent with other details: skipped like a bad row.
+    meta = meta_for(KIND, fingerprint(path), skip_invalid=skip_invalid)
     build = _builder(await existing_principals(store, path))
     summary = await store.import_consents(header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid), meta)
     return summary, meta.rejected

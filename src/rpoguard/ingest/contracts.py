@@ -1,7 +1,9 @@
 """Contracts in bulk: a CSV with a header naming the same fields as `rpoguard contract add`.
 
 Required columns: number, principal, start. Optional: end (empty while the contract runs). The same
-contract (number, principal, start) again is a duplicate; with a new end date it updates the contract.
+contract (number, principal, start) again is a duplicate. A running contract's end is set once; another
+end for an ended contract is noted beside it as a correction (an earlier one counts for decisions, a later
+one or none does not): the contract's record is never changed (db/history.py).
 """
 
 from __future__ import annotations

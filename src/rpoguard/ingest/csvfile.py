@@ -7,6 +7,7 @@ a RowProblem with its line number, so one import can report every bad row at onc
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -138,7 +139,8 @@ def header_records(path: str | Path, meta: ImportMeta, required: tuple[str, ...]
         except (ValueError, TimeFormatError) as exc:
             meta.rejected.append(RowProblem(line, str(exc)))
             continue
-        yield record
+        # Records that carry their line let the store name a row it refuses (a consent restated otherwise).
+        yield dataclasses.replace(record, line=line) if hasattr(record, "line") else record  # type: ignore[type-var]
     if columns is None:
         if meta.rejected:
             # Every line was unreadable (a UTF-16 file shows as NUL bytes): say so, not "empty".

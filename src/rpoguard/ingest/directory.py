@@ -4,7 +4,8 @@ By default a file is the whole directory: numbers missing from it become unliste
 which fails closed. `--append` adds to the current listings instead. Listings have periods: a listing
 counts from the moment the file describes (`--listed-at`, the date of the directory extract; default the
 import itself), and a replacing file ends the listings it no longer names at its own moment. Nothing is
-deleted, so a decision as of an earlier moment sees the directory as it stood then.
+deleted, so a decision as of an earlier moment sees the directory as it stood then. A file without a
+number is refused unless `--allow-empty`: as a replacement it would end every listing.
 """
 
 from __future__ import annotations
@@ -14,19 +15,32 @@ from datetime import datetime
 from pathlib import Path
 
 from rpoguard.db.store import ImportMeta, ImportResult, Store
-from rpoguard.ingest.csvfile import fingerprint, meta_for, require_clean
+from rpoguard.ingest.csvfile import FileError, fingerprint, meta_for, require_clean
 from rpoguard.ingest.registry import numbers_from_list
 
 KIND = "directory"
 
 
-def _numbers(path: str | Path, meta: ImportMeta, skip_invalid: bool) -> Iterator[str]:
-    yield from numbers_from_list(path, meta.rejected)
+def _numbers(path: str | Path, meta: ImportMeta, skip_invalid: bool, replace: bool,
+             allow_empty: bool) -> Iterator[str]:
+    count = 0
+    for number in numbers_from_list(path, meta.rejected):
+        count += 1
+        yield number
     require_clean(meta.rejected, skip_invalid)
+    if not count and not allow_empty:
+        # Raised while the store reads the rows, inside its transaction: nothing is stored or ended.
+        skipped = f", or every row of it was skipped ({len(meta.rejected)})" if meta.rejected else ""
+        effect = ("a replacing import would end every listing in the directory" if replace
+                  else "an appending import would add nothing")
+        raise FileError(f"{path}: no number to import (the file is empty, blank or a header only{skipped}); "
+                        f"{effect}. Give --allow-empty if the directory really lists no number")
 
 
 async def import_file(store: Store, path: str | Path, replace: bool, skip_invalid: bool,
-                      listed_at: datetime | None = None) -> ImportResult:
+                      listed_at: datetime | None = None, allow_empty: bool = False) -> ImportResult:
+    """Import one directory file. A file without a number is refused unless `allow_empty`: replacing the
+    directory with it would end every listing, which is rarely what an operator meant."""
     meta = meta_for(KIND, fingerprint(path), checked_at=listed_at)
-    summary = await store.import_directory(_numbers(path, meta, skip_invalid), meta, replace)
+    summary = await store.import_directory(_numbers(path, meta, skip_invalid, replace, allow_empty), meta, replace)
     return summary, meta.rejected

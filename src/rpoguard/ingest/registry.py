@@ -18,8 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 from rpoguard.db.store import (
+    FILE_SUBMITTED,
     RPO_CLEANSED_LIST,
     RPO_REGISTERED_LIST,
+    ImportFile,
     ImportMeta,
     ImportRejected,
     ImportResult,
@@ -119,10 +121,13 @@ async def import_lists(store: Store, submitted: str | Path, answer_list: str | P
                        principal_id: str, progress: Progress | None = None) -> ImportResult:
     """A two-list answer: `form` is RPO_REGISTERED_LIST or RPO_CLEANSED_LIST."""
     sub, answer = fingerprint(submitted), fingerprint(answer_list)
-    # The pair is one answer: its fingerprint is the two files' together (and the form, since the same
-    # pair read the other way would be another answer).
+    # The pair is one answer: the import's fingerprint is the two files' together (and the form, since the
+    # same pair read the other way would be another answer), which recognises the same pair again. Each
+    # file is also recorded on its own, with its own name, size and SHA-256, for the evidence.
     joined = f"{sub.sha256}+{answer.sha256}" if form == RPO_REGISTERED_LIST else f"{sub.sha256}+{form}:{answer.sha256}"
     info = FileInfo(Path(f"{sub.path.name} + {answer.path.name}"), sub.size + answer.size, joined)
-    meta = meta_for(KIND, info, checked_at=checked_at, principal_id=principal_id, rpo_form=form)
+    files = (ImportFile(FILE_SUBMITTED, sub.path.name, sub.size, sub.sha256),
+             ImportFile(form, answer.path.name, answer.size, answer.sha256))
+    meta = meta_for(KIND, info, checked_at=checked_at, principal_id=principal_id, rpo_form=form, files=files)
     summary = await store.import_rpo(answers_from_lists(submitted, answer_list, meta), meta, progress)
     return summary, meta.rejected

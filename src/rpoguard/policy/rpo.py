@@ -20,6 +20,7 @@ Legal ground (docs/law.md):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 
 from rpoguard.policy.model import RpoAnswerFacts, RpoFacts
@@ -51,11 +52,31 @@ def registration_bound(run: Sequence[RpoAnswerFacts]) -> datetime:
     return max(candidates)
 
 
+def combine_same_check(answers: Sequence[RpoAnswerFacts]) -> list[RpoAnswerFacts]:
+    """One answer per check time, oldest first. Two files of one principal may answer for the same check
+    time (each is kept with its own file); taken together they say what the import has always said of
+    two answers in one file: "registered" wins, and the later registration date counts (it revokes more
+    consents). The answer cited is the one that says so, the latest imported of them."""
+    by_time: dict[datetime, list[RpoAnswerFacts]] = {}
+    for answer in sorted(answers, key=lambda a: (a.checked_at, a.result_id)):
+        by_time.setdefault(answer.checked_at, []).append(answer)
+    combined = []
+    for same in by_time.values():
+        registered = [a for a in same if a.registered]
+        if len(same) == 1 or not registered:
+            combined.append(same[-1])
+            continue
+        dates = [a.registered_at for a in registered if a.registered_at is not None]
+        cited = registered[-1]
+        combined.append(replace(cited, registered_at=max(dates, key=latest_moment_of) if dates else None))
+    return combined
+
+
 def summarize_rpo(answers: Sequence[RpoAnswerFacts], at: datetime) -> RpoFacts | None:
     """The latest answer checked at or before `at`, plus the registration bound from the answers up to
     then; None when the number had not been checked by then. Answers checked after `at` were no evidence
     at `at` and are left out entirely (`check --at`, `scrub --at` decide as the world stood then)."""
-    ordered = sorted((a for a in answers if a.checked_at <= at), key=lambda a: (a.checked_at, a.result_id))
+    ordered = combine_same_check([a for a in answers if a.checked_at <= at])
     if not ordered:
         return None
     latest = ordered[-1]
