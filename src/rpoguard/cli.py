@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import gc
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +28,7 @@ from rpoguard.agi.stdio import serve_stdio
 from rpoguard.anchor import (
     DEFAULT_LOG_INTERVAL,
     AnchorError,
+    AnchorReport,
     AnchorWriter,
     configure,
     load_key,
@@ -33,7 +36,7 @@ from rpoguard.anchor import (
     verify_anchored,
     writer_from_config,
 )
-from rpoguard.audit import export_rows
+from rpoguard.audit import VerifyReport, export_rows
 from rpoguard.config import EVENT_LOOPS, MAX_PORT, Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, SOURCE_CLI, reason_text
 from rpoguard.db import is_postgres_url, open_store
@@ -63,7 +66,7 @@ from rpoguard.ingest import contracts as contract_import
 from rpoguard.ingest import directory as directory_import
 from rpoguard.ingest import optouts as optout_import
 from rpoguard.ingest import registry as registry_import
-from rpoguard.ingest.csvfile import FileError
+from rpoguard.ingest.csvfile import FileError, read_observer
 from rpoguard.ingest.scrub import scrub
 from rpoguard.numbers import NumberError, national_form, normalize, normalize_caller_id
 from rpoguard.policy import CampaignFacts
@@ -213,6 +216,35 @@ def _print_problems(problems: Sequence[RowProblem], stored: bool) -> None:
         print(f"  ... and {len(problems) - MAX_PROBLEMS_PRINTED} more", file=sys.stderr)
 
 
+def _report_import(args: argparse.Namespace, summary: ImportSummary, problems: list[RowProblem], what: str,
+                   **context: object) -> None:
+    """Every import's outcome: with --json one object on standard output (`context` adds the command's
+    own fields); else _print_import's lines, of which -q keeps only the rows skipped."""
+    if args.json:
+        print(json.dumps(_import_json(summary, problems, context), ensure_ascii=False))
+    elif args.quiet:
+        if not summary.already_imported:
+            _print_problems(problems, stored=True)
+    else:
+        _print_import(summary, problems, what)
+
+
+def _import_json(summary: ImportSummary, problems: Sequence[RowProblem],
+                 context: dict[str, object]) -> dict[str, object]:
+    return {
+        "import_id": summary.import_id,
+        "already_imported": summary.already_imported,
+        "rows_read": summary.rows_read,
+        "rows_stored": summary.rows_stored,
+        "rows_rejected": summary.rows_rejected,
+        "details": summary.detail,
+        "notes": summary.notes,
+        # The rows --skip-invalid left out, each with its line.
+        "rejected": [] if summary.already_imported else [{"line": p.line, "problem": p.message} for p in problems],
+        **context,
+    }
+
+
 async def _rpo_principal(store: Store, given: str | None) -> str:
     """The principal whose RPO answers a command reads or stores: --principal, or the only one there is.
     Answers differ between data controllers, so with several principals no default is safe."""
@@ -245,14 +277,14 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
         raise UsageError("give --registered (the registered numbers) or --cleansed (the cleaned list), not both")
     if not args.file and not (args.submitted and (args.registered or args.cleansed)):
         raise UsageError("give the RPO answer FILE, or --submitted with --registered or --cleansed")
-    if not args.file and args.skip_invalid:
+    if not args.file and args.skip_invalid and not args.quiet:
         # Not an error (a script may always pass it), but never in effect: see ImportRejected.skippable.
         print("rpoguard: --skip-invalid does not apply to a two-list answer: absence from a list proves nothing "
               "unless both lists are read whole", file=sys.stderr)
     principal = await _rpo_principal(store, args.principal)
     started = time.monotonic()
-    progress = _Progress("rows read")
-    try:
+    with _Progress("importing RPO answers", [args.file, args.submitted, args.registered, args.cleansed],
+                   args.quiet) as progress:
         if args.file:
             summary, problems = await registry_import.import_csv(store, args.file, args.checked_at, principal,
                                                                  args.skip_invalid, progress)
@@ -261,49 +293,186 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
                                  else (RPO_CLEANSED_LIST, args.cleansed))
             summary, problems = await registry_import.import_lists(store, args.submitted, answer_list, form,
                                                                    args.checked_at, principal, progress)
-    finally:
-        progress.done()
-    _print_import(summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}")
+    seconds = time.monotonic() - started
+    _report_import(args, summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}",
+                   principal=principal, checked_at=iso(args.checked_at), seconds=round(seconds, 3))
+    if args.json or args.quiet:
+        return EXIT_OK
     print(f"  answers of principal {principal}: its decisions read them, no other principal's do")
     if not summary.already_imported:
-        print(f"  {time.monotonic() - started:.1f} s")
+        print(f"  {seconds:.1f} s")
     return EXIT_OK
 
 
+def _megabytes(count: float) -> str:
+    return f"{count / 1e6:,.1f} MB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _on_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
 class _Progress:
-    """A one-line counter on standard error during long imports, when a person is watching (a TTY)."""
+    """How far a long import or scrub got, on standard error: the bytes its readers consumed of the input
+    files (csvfile.read_observer; their sizes are the total) and, for RPO imports, the rows read.
+    - On a terminal: a bar with the rate and the time left (rich), redrawn a few times a second from a
+      thread of its own (a scrub on SQLite never yields to the event loop) and erased at the end.
+    - Elsewhere (a log, a pipe): a plain line every PLAIN_INTERVAL seconds, so a long run shows it is alive
+      without filling the log; a short one prints nothing, and no control characters ever.
+    - Nothing with -q."""
 
-    INTERVAL = 0.5
+    REFRESH = 0.2
+    PLAIN_INTERVAL = 10.0
 
-    def __init__(self, unit: str) -> None:
-        self.unit = unit
-        self.shown = False
-        self.enabled = sys.stderr.isatty()
-        self.next_at = time.monotonic() + self.INTERVAL
+    def __init__(self, what: str, paths: Sequence[str | None], quiet: bool, stream: IO[str] | None = None) -> None:
+        self.what = what
+        self.stream = stream if stream is not None else sys.stderr
+        self.total = sum(_size(path) for path in paths if path) or None
+        self.rows: int | None = None
+        self._rows_at = 0.0
+        self.mode = "off" if quiet else "bar" if _on_terminal(self.stream) else "plain"
         self.started = time.monotonic()
+        self._streams: list[tuple[IO[bytes], int]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: Any = None
+        self._task: Any = None
+        self._token: contextvars.Token[Any] | None = None
 
     def __call__(self, count: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now < self.next_at:
-            return
-        self.next_at = now + self.INTERVAL
-        rate = count / max(now - self.started, 1e-9)
-        print(f"\r  {count:,} {self.unit} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
-        self.shown = True
+        """The store's count of the rows read so far (db.store.Progress)."""
+        self.rows = count
+        self._rows_at = time.monotonic()
 
-    def done(self) -> None:
-        if self.shown:
-            print(file=sys.stderr)
+    def _rows_text(self) -> str:
+        """The rows read and their rate while they were read (storing them after the last adds no rows)."""
+        if not self.rows:
+            return ""
+        return f"{self.rows:,} rows ({self.rows / max(self._rows_at - self.started, 1e-9):,.0f}/s)"
+
+    def _opened(self, stream: IO[bytes]) -> None:
+        try:
+            size = os.fstat(stream.fileno()).st_size
+        except (OSError, ValueError):
+            size = 0
+        with self._lock:
+            self._streams.append((stream, size))
+
+    def done(self) -> int:
+        """Bytes read so far; a file already closed counts whole."""
+        with self._lock:
+            streams = list(self._streams)
+        done = 0
+        for stream, size in streams:
+            try:
+                done += size if stream.closed else min(stream.tell(), size)
+            except (OSError, ValueError):  # closed meanwhile
+                done += size
+        return min(done, self.total) if self.total else done
+
+    def __enter__(self) -> _Progress:
+        if self.mode == "off":
+            return self
+        self._token = read_observer.set(self._opened)
+        if self.mode == "bar":
+            self._start_bar()
+        self._thread = threading.Thread(target=self._run, name="rpoguard-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mode == "off":
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._bar is not None:
+            self.tick()  # the last figures, however short the run (the bar is then erased)
+            self._bar.stop()
+        if self._token is not None:
+            read_observer.reset(self._token)
+
+    def _start_bar(self) -> None:
+        # Imported here: rich is for people at a terminal, and the gate's start-up should not pay for it.
+        from rich.console import Console  # noqa: PLC0415
+        from rich.progress import (  # noqa: PLC0415
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TaskProgressColumn,
+            TextColumn,
+        )
+
+        # Colour only here, on a terminal; rich leaves it out under NO_COLOR.
+        self._bar = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
+            TextColumn("{task.fields[status]}"), console=Console(file=self.stream), auto_refresh=False,
+            transient=True, redirect_stdout=False, redirect_stderr=False)
+        self._task = self._bar.add_task(self.what, total=self.total, status=self.status(0))
+        self._bar.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.REFRESH if self._bar is not None else self.PLAIN_INTERVAL):
+            self.tick()
+
+    def tick(self) -> None:
+        done = self.done()
+        if self._bar is None:
+            print(self.plain_line(done), file=self.stream, flush=True)
+            return
+        reading = not self.total or done < self.total
+        self._bar.update(self._task, completed=done, description=self.what if reading else f"{self.what}: storing",
+                         status=self.status(done))
+        self._bar.refresh()
+
+    def status(self, done: int) -> str:
+        """The rate, the time left while reading, and the rows when the store counts them."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        parts = [f"{_megabytes(done / elapsed)}/s"]
+        if self.total and done < self.total:
+            parts.append(f"{_duration((self.total - done) * elapsed / done)} left" if done else "-:--:-- left")
+        if self.rows:
+            parts.append(self._rows_text())
+        return ", ".join(parts)
+
+    def plain_line(self, done: int) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        if self.total and done >= self.total:
+            head = f"{self.what}: all {_megabytes(self.total)} read, storing"
+        elif self.total:
+            head = f"{self.what}: {100 * done / self.total:.0f}% of {_megabytes(self.total)} read"
+        else:
+            head = f"{self.what}: {_megabytes(done)} read"
+        return f"{head}, {self.status(done)}, {_duration(elapsed)} so far"
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # the import names the problem
+        return 0
 
 
 async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
     if args.listed_at is not None and args.listed_at > datetime.now(UTC) + CLOCK_LEEWAY:
         raise UsageError(f"--listed-at {args.listed_at.isoformat()} is in the future")
     replace = not args.append
-    summary, problems = await directory_import.import_file(store, args.file, replace, args.skip_invalid,
-                                                           args.listed_at, args.allow_empty)
-    _print_import(summary, problems, "directory listings")
-    if replace and not summary.already_imported:
+    with _Progress("importing directory listings", [args.file], args.quiet):
+        summary, problems = await directory_import.import_file(store, args.file, replace, args.skip_invalid,
+                                                               args.listed_at, args.allow_empty)
+    _report_import(args, summary, problems, "directory listings",
+                   listed_at=iso(args.listed_at) if args.listed_at else None, replace=replace)
+    if replace and not summary.already_imported and not (args.json or args.quiet):
         detail = summary.detail
         print(f"  listings: {detail.get('newly_listed', 0)} started, {detail.get('still_listed', 0)} kept, "
               f"{detail.get('ended', 0)} ended (an ended listing stays in the evidence as a period, with the "
@@ -352,8 +521,9 @@ def _csv_import(importer: Callable[[Store, str, bool], Awaitable[ImportResult]],
     """The handler of a `... import FILE [--skip-invalid]` command for headed CSV records."""
 
     async def handler(args: argparse.Namespace, store: Store, config: Config) -> int:
-        summary, problems = await importer(store, args.file, args.skip_invalid)
-        _print_import(summary, problems, what)
+        with _Progress(f"importing {what}", [args.file], args.quiet):
+            summary, problems = await importer(store, args.file, args.skip_invalid)
+        _report_import(args, summary, problems, what)
         return EXIT_OK
 
     return handler
@@ -409,13 +579,20 @@ async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Confi
     with _output(args.output) as out:
         async with contextlib.aclosing(store.due_numbers(candidates, principal, args.campaign, stale_before)) as due:
             async for number in due:
-                out.write((national_form(number) if args.national else number) + "\n")
+                if args.json:
+                    out.write(json.dumps({"number": number, "national": national_form(number),
+                                          "principal": principal}) + "\n")
+                else:
+                    out.write((national_form(number) if args.national else number) + "\n")
                 count += 1
     _print_problems(problems, stored=False)
+    if args.quiet:
+        return EXIT_ERROR if problems else EXIT_OK
     scope = (f"the numbers of {args.source}" if args.source else
              f"the numbers of campaign {args.campaign}" if args.campaign else "every number rpoguard knows")
     print(f"{count} number(s) for principal {principal} to submit to the RPO ({scope}: no valid answer of its "
-          f"own, or one that expires within {args.within} day(s)) written to {args.output}", file=sys.stderr)
+          f"own, or one that expires within {args.within} day(s)) written to {args.output or 'standard output'}",
+          file=sys.stderr)
     return EXIT_ERROR if problems else EXIT_OK
 
 
@@ -516,6 +693,137 @@ async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config)
     return EXIT_OK
 
 
+# -- what is stored: `principal|campaign|consent|contract|optout list` ------------------------------------
+
+# The first rows set the table's column widths; a longer value further down only pushes its own line out.
+TABLE_SAMPLE = 500
+
+Column = tuple[str, Callable[[Any], object]]
+
+
+def _when(moment: datetime | None) -> str | None:
+    """A stored moment for people: Europe/Rome with its offset, to the second."""
+    return moment.astimezone(ROME).isoformat(timespec="seconds") if moment is not None else None
+
+
+def _cell(value: object) -> str:
+    """One table cell on one line: operators' text (evidence, names, references) may hold line breaks or
+    terminal control characters, shown escaped."""
+    text = "-" if value is None or value == "" else str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+async def _write_table(rows: AsyncIterator[Any], columns: Sequence[Column], out: IO[str]) -> int:
+    """An aligned table with a header, written as the rows come (a large table is never held whole)."""
+    widths: list[int] = []
+    pending: list[list[str]] = []
+
+    def emit(cells: Sequence[str]) -> None:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip() + "\n")
+
+    def start() -> None:
+        headings = [heading for heading, _ in columns]
+        widths.extend(max(len(cells[i]) for cells in [headings, *pending]) for i in range(len(columns)))
+        emit(headings)
+        for cells in pending:
+            emit(cells)
+        pending.clear()
+
+    count = 0
+    async for row in rows:
+        count += 1
+        cells = [_cell(value(row)) for _, value in columns]
+        if widths:
+            emit(cells)
+            continue
+        pending.append(cells)
+        if len(pending) == TABLE_SAMPLE:
+            start()
+    if pending:
+        start()
+    return count
+
+
+async def _listing(args: argparse.Namespace, rows: AsyncIterator[Any], noun: str, columns: Sequence[Column],
+                   record: Callable[[Any], dict[str, object]]) -> int:
+    """Text: the table and a count line; --json: one object a record (JSON Lines), nothing else."""
+    if args.json:
+        async for row in rows:
+            sys.stdout.write(json.dumps(record(row), ensure_ascii=False) + "\n")
+        return EXIT_OK
+    count = await _write_table(rows, columns, sys.stdout)
+    limited = f" (the first {count}: --limit)" if args.limit is not None and count == args.limit else ""
+    print(f"{count} {noun}(s){limited}")
+    return EXIT_OK
+
+
+async def _known_principal(store: Store, principal: str | None) -> str | None:
+    """A --principal filter must name a principal: a typo would list nothing and look like "none stored"."""
+    if principal is not None and await store.get_principal(principal) is None:
+        raise UsageError(f"principal {principal!r} does not exist")
+    return principal
+
+
+def _iso_opt(moment: datetime | None) -> str | None:
+    return iso(moment) if moment is not None else None
+
+
+async def cmd_principal_list(args: argparse.Namespace, store: Store, config: Config) -> int:
+    return await _listing(args, store.list_principals(limit=args.limit), "principal", (
+        ("ID", lambda p: p.id), ("NAME", lambda p: p.name), ("CALLER IDS", lambda p: ",".join(p.caller_ids)),
+        ("ADDED", lambda p: _when(p.created_at)),
+    ), lambda p: {"id": p.id, "name": p.name, "caller_ids": list(p.caller_ids), "created_at": iso(p.created_at)})
+
+
+async def cmd_campaign_list(args: argparse.Namespace, store: Store, config: Config) -> int:
+    principal = await _known_principal(store, args.principal)
+    return await _listing(args, store.list_campaigns(principal_id=principal, limit=args.limit), "campaign", (
+        ("ID", lambda c: c.id), ("PRINCIPAL", lambda c: c.principal_id),
+        ("AUTOMATED", lambda c: "yes" if c.automated else "no"),
+        ("ATTEMPT CAP", lambda c: f"{c.max_attempts} per {c.per_days} day(s)" if c.max_attempts else None),
+        ("ADDED", lambda c: _when(c.created_at)),
+    ), lambda c: {"id": c.id, "principal": c.principal_id, "automated": c.automated,
+                  "max_attempts": c.max_attempts, "per_days": c.per_days, "created_at": iso(c.created_at)})
+
+
+async def cmd_consent_list(args: argparse.Namespace, store: Store, config: Config) -> int:
+    rows = store.list_consents(number=_number(args.number) if args.number else None,
+                               principal_id=await _known_principal(store, args.principal),
+                               in_force_at=args.in_force_at, revoked=args.revoked, limit=args.limit)
+    return await _listing(args, rows, "consent", (
+        ("ID", lambda c: c.id), ("NUMBER", lambda c: c.number), ("PRINCIPAL", lambda c: c.principal_id),
+        ("GIVEN", lambda c: _when(c.given_at)), ("EXPIRES", lambda c: _when(c.expires_at)),
+        ("REVOKED", lambda c: _when(c.revoked_at)), ("AUTOMATED", lambda c: "yes" if c.automated else "no"),
+        ("EVIDENCE", lambda c: c.evidence), ("PURPOSE", lambda c: c.purpose),
+    ), lambda c: {"id": c.id, "number": c.number, "principal": c.principal_id, "given_at": iso(c.given_at),
+                  "expires_at": _iso_opt(c.expires_at), "revoked_at": _iso_opt(c.revoked_at),
+                  "automated": c.automated, "evidence": c.evidence, "purpose": c.purpose, "import_id": c.import_id,
+                  "created_at": iso(c.created_at)})
+
+
+async def cmd_contract_list(args: argparse.Namespace, store: Store, config: Config) -> int:
+    rows = store.list_contracts(number=_number(args.number) if args.number else None,
+                                principal_id=await _known_principal(store, args.principal),
+                                running_at=args.running_at, limit=args.limit)
+    return await _listing(args, rows, "contract", (
+        ("ID", lambda k: k.id), ("NUMBER", lambda k: k.number), ("PRINCIPAL", lambda k: k.principal_id),
+        ("START", lambda k: k.start.isoformat()), ("END", lambda k: k.end.isoformat() if k.end else "running"),
+    ), lambda k: {"id": k.id, "number": k.number, "principal": k.principal_id, "start": k.start.isoformat(),
+                  "end": k.end.isoformat() if k.end else None, "created_at": iso(k.created_at)})
+
+
+async def cmd_optout_list(args: argparse.Namespace, store: Store, config: Config) -> int:
+    rows = store.list_optouts(number=_number(args.number) if args.number else None,
+                              principal_id=await _known_principal(store, args.principal), since=args.since,
+                              limit=args.limit)
+    return await _listing(args, rows, "refusal", (
+        ("ID", lambda o: o.id), ("NUMBER", lambda o: o.number),
+        ("PRINCIPAL", lambda o: o.principal_id or "every principal"), ("AT", lambda o: _when(o.at)),
+        ("SOURCE", lambda o: o.source), ("REFERENCE", lambda o: o.reference),
+    ), lambda o: {"id": o.id, "number": o.number, "principal": o.principal_id, "at": iso(o.at), "source": o.source,
+                  "reference": o.reference, "created_at": iso(o.created_at)})
+
+
 def _check_json(verdict: Verdict, call: CallRequest, at: datetime, recorded: bool, principal: str | None,
                 evidence: dict[str, object], validity_days: int) -> dict[str, object]:
     return {
@@ -596,9 +904,13 @@ def _output(path: str | None) -> Iterator[IO[str]]:
 async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> int:
     gate = Gate(store, config)
     at = args.at or datetime.now(UTC)
-    with _output(args.output) as out:
-        summary = await scrub(gate, args.file, args.campaign, at, out)
+    # No progress while the results stream onto the same screen: the bar would garble them.
+    hidden = args.quiet or (args.output is None and _on_terminal(sys.stdout))
+    with _output(args.output) as out, _Progress("scrubbing", [args.file], hidden):
+        summary = await scrub(gate, args.file, args.campaign, at, out, json_lines=args.json)
     _print_problems(summary.problems, stored=False)
+    if args.quiet:
+        return EXIT_ERROR if summary.problems else EXIT_OK
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.most_common())
     unread = f"; {len(summary.problems)} unreadable row(s) listed above" if summary.problems else ""
     print(f"scrub for campaign {args.campaign} at {at.isoformat()}: {summary.rows} number(s), "
@@ -625,9 +937,40 @@ async def cmd_audit_verify(args: argparse.Namespace, store: Store, config: Confi
             chain, anchors = await verify_anchored(rows, path, key)
     except AnchorError as exc:
         raise UsageError(str(exc)) from None
-    for line in report_lines(chain, anchors):
-        print(line)
+    if args.json:
+        print(json.dumps(_verify_json(chain, anchors), ensure_ascii=False))
+    else:
+        for line in report_lines(chain, anchors):
+            print(line)
     return EXIT_OK if chain.intact and (anchors is None or anchors.intact) else EXIT_BLOCK
+
+
+def _verify_json(chain: VerifyReport, anchors: AnchorReport | None) -> dict[str, object]:
+    """`audit verify --json`: the chain walk and, when an anchor file was checked, what it proved."""
+    anchor_part: dict[str, object] | None = None
+    if anchors is not None:
+        last = anchors.last
+        anchor_part = {
+            "file": anchors.path,
+            "intact": anchors.intact,
+            "lines": anchors.lines,
+            "matched": anchors.matched,
+            "hmac_checked": anchors.keyed,
+            "unchecked_hmacs": anchors.unchecked_macs,
+            "last": {"line": last.line, "row": last.seq, "hash": last.hash, "at": last.at} if last else None,
+            # Rows after the last anchor: covered by the hash chain only.
+            "unanchored_rows": anchors.unanchored,
+            "complete": anchors.log_end is not None,
+            "problems": [{"line": p.line or None, "row": p.seq, "problem": p.problem} for p in anchors.problems],
+        }
+    return {
+        "intact": chain.intact and (anchors is None or anchors.intact),
+        "rows": chain.rows,
+        "head": chain.head_hash,
+        "problems": [{"row": p.seq, "problem": p.problem} for p in chain.problems],
+        # null: no anchor file was checked, so rows removed from the end or a rewritten chain cannot show.
+        "anchors": anchor_part,
+    }
 
 
 async def cmd_audit_anchor(args: argparse.Namespace, store: Store, config: Config) -> int:
@@ -668,7 +1011,7 @@ async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Confi
         # Closed here, before the store: a reader that went away must not leave the query half read.
         async with contextlib.aclosing(store.audit_rows(start, end)) as rows:
             count = await export_rows(rows, out, args.format)
-    if args.output:
+    if args.output and not args.quiet:
         print(f"{count} decision(s) written to {args.output}", file=sys.stderr)
     return EXIT_OK
 
@@ -822,15 +1165,48 @@ Typical order: principal add -> campaign add -> registry import / directory impo
 Times are ISO 8601 (2026-11-28 or 2026-11-28T14:30); without an offset they mean Europe/Rome."""
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """Every parser of the command tree takes the global options, so they may come before or after the
+    command: `rpoguard --db X consent list` and `rpoguard consent list --db X`. Below the top their default
+    is SUPPRESS: a (sub)command that does not repeat one leaves the value given before it alone, and one
+    given after the command wins. argparse makes the subcommands' parsers of this class too."""
+
+    def __init__(self, *args: Any, top: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        unset: Any = None if top else argparse.SUPPRESS
+        flag: Any = False if top else argparse.SUPPRESS
+        options = self.add_argument_group("global options (before or after the command)")
+        options.add_argument("--db", default=unset,
+                             help="database file, or postgresql://user:pass@host/db for several PBXs (env "
+                                  "RPOGUARD_DB; default ./rpoguard.db, created by the first command that stores "
+                                  "data; commands that only read never create one)")
+        options.add_argument("--config", default=unset, help="TOML configuration file (env RPOGUARD_CONFIG)")
+        options.add_argument("-v", "--verbose", action="store_true", default=flag,
+                             help="log what happens on standard error")
+        options.add_argument("-q", "--quiet", action="store_true", default=flag,
+                             help="no progress, summaries or notes; errors, results and the rows a command "
+                                  "lists still print")
+
+
+def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _list_command(where: argparse._SubParsersAction[argparse.ArgumentParser], handler: Handler,
+                  help_text: str) -> argparse.ArgumentParser:
+    """A `... list` command: what is stored, as an aligned table or JSON Lines."""
+    sub = where.add_parser("list", help=help_text, description=help_text + ". Times in Europe/Rome; with --json "
+                           "one object a line, numbers in E.164, times in UTC (ISO 8601).")
+    sub.set_defaults(handler=handler)
+    sub.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
+    sub.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines) instead of a table")
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rpoguard", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _CommandParser(prog="rpoguard", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter, top=True)
     parser.add_argument("--version", action="version", version=f"rpoguard {__version__}")
-    parser.add_argument("--db", help="database file, or postgresql://user:pass@host/db for several PBXs "
-                                     "(env RPOGUARD_DB; default ./rpoguard.db, created by the first command that "
-                                     "stores data; commands that only read never create one)")
-    parser.add_argument("--config", help="TOML configuration file (env RPOGUARD_CONFIG)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on standard error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
@@ -849,6 +1225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="the principal's legal name")
     p.add_argument("--caller-id", action="append", metavar="NUMBER",
                    help="a caller ID declared to the ROC/AGCOM for this principal (repeat for several)")
+    _list_command(principals, cmd_principal_list, "list the principals and their declared caller IDs")
 
     campaigns = group("campaign", "campaigns: which principal, automated or not, attempt cap")
     p = command(campaigns, "add", cmd_campaign_add, "add or update a campaign")
@@ -858,6 +1235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calls without a live operator (robocalls): every number then needs consent")
     p.add_argument("--max-attempts", type=_positive_int, metavar="N", help="at most N allowed calls per number...")
     p.add_argument("--per-days", type=_positive_int, metavar="D", help="...in any D days (with --max-attempts)")
+    p = _list_command(campaigns, cmd_campaign_list, "list the campaigns with their principal and attempt cap")
+    p.add_argument("--principal", metavar="ID", help="only this principal's campaigns")
 
     registry = group("registry", "answers from the Registro Pubblico delle Opposizioni (RPO)")
     p = command(registry, "import", cmd_registry_import,
@@ -879,6 +1258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when the RPO checked the list (a date alone means 00:00 Europe/Rome)")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones "
                    "(default: a file with any bad row is rejected whole; never for a two-list answer)")
+    _json_option(p, "the import's summary (one object)")
 
     p = command(registry, "due", cmd_registry_due,
                 "write the numbers to submit to the RPO: no valid answer, or one that expires soon")
@@ -892,8 +1272,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also numbers whose answer expires within DAYS days (default 0: already expired)")
     p.add_argument("--from", dest="source", metavar="FILE",
                    help="answer for the numbers of this list (one a line) instead of every number known")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to submit, one number a line")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the file to submit, one number a line (default: standard output; the summary goes to "
+                        "standard error)")
     p.add_argument("--national", action="store_true", help="write 0612345678 instead of +390612345678")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object a number (JSON Lines): number (E.164), national, principal")
 
     directory = group("directory", "numbers listed in a public telephone directory (opt-out regime)")
     p = command(directory, "import", cmd_directory_import,
@@ -907,6 +1291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-empty", action="store_true",
                    help="accept a file without any number (refused otherwise: replacing the directory with it "
                         "ends every listing)")
+    _json_option(p, "the import's summary (one object)")
 
     consents = group("consent", "documented consents to be called (opt-in)")
     p = command(consents, "add", cmd_consent_add, "record one consent")
@@ -927,6 +1312,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "[,automated,expires_at,purpose]")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    _json_option(p, "the import's summary (one object)")
+    p = _list_command(consents, cmd_consent_list, "list the consents stored, in the order they were stored")
+    p.add_argument("--number", metavar="NUMBER", help="only this number's consents")
+    p.add_argument("--principal", metavar="ID", help="only the consents given to this principal")
+    p.add_argument("--in-force-at", type=_time_arg, metavar="TIME",
+                   help="only those in force then: given by then, neither expired nor revoked by then")
+    p.add_argument("--revoked", action="store_true", help="only those that were revoked")
 
     contracts = group("contract", "contracts for goods or services (consent survives RPO registration "
                                   "while they run and 30 days after)")
@@ -940,6 +1332,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "import contracts from a CSV with a header: number,principal,start[,end]")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    _json_option(p, "the import's summary (one object)")
+    p = _list_command(contracts, cmd_contract_list, "list the contracts stored, in the order they were stored")
+    p.add_argument("--number", metavar="NUMBER", help="only this number's contracts")
+    p.add_argument("--principal", metavar="ID", help="only the contracts with this principal")
+    p.add_argument("--running-at", type=_date_arg, metavar="DATE",
+                   help="only those running that day: started by then and not ended before it")
 
     optouts = group("optout", "refusals: 'do not call me again' (final at once)")
     p = command(optouts, "add", cmd_optout_add, "record a refusal")
@@ -951,6 +1349,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "import refusals from a CSV with a header: number,at[,principal,reference]")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    _json_option(p, "the import's summary (one object)")
+    p = _list_command(optouts, cmd_optout_list, "list the refusals stored, in the order they were stored")
+    p.add_argument("--number", metavar="NUMBER", help="only this number's refusals")
+    p.add_argument("--principal", metavar="ID",
+                   help="only the refusals that bind this principal: its own and those for every principal")
+    p.add_argument("--since", type=_time_arg, metavar="TIME", help="only those said at or after TIME")
 
     p = commands.add_parser("evidence", help="everything rpoguard knows about one number, for the DPO",
                             description="Everything rpoguard knows about one number, oldest first: RPO answers "
@@ -985,6 +1389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", required=True, metavar="ID")
     p.add_argument("--at", type=_time_arg, metavar="TIME", help="decide for this time instead of now")
     p.add_argument("-o", "--output", metavar="OUT.csv", help="write the results here (default: standard output)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object a number (JSON Lines: line, input, number, decision, reasons, basis, "
+                        "campaign, at) instead of CSV")
 
     p = commands.add_parser("serve", help="run the FastAGI gate for Asterisk (127.0.0.1:4573 by default)",
                             description="Run the FastAGI gate. Asterisk asks it before each call with "
@@ -1037,6 +1444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor-key", metavar="FILE",
                    help="the key file its lines are signed with (default: [audit] anchor_key_file); "
                         "without it, forged lines cannot be told apart")
+    _json_option(p, "the result (one object: intact, rows, head, problems, anchors)")
     p = command(audit, "anchor", cmd_audit_anchor,
                 "verify the log, then append its current head to the anchor file (once after enabling "
                 "anchors on an existing log, or from cron to a second anchor file kept elsewhere)")

@@ -50,10 +50,15 @@ from rpoguard.db.rows import (
     EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
     NOTE_COLUMNS,
+    ListDialect,
+    Query,
     attach_files,
     batches,
+    campaigns_query,
     consent_item,
+    consents_query,
     contract_item,
+    contracts_query,
     decision_item,
     due_source,
     facts_from_document,
@@ -63,8 +68,15 @@ from rpoguard.db.rows import (
     note_item,
     opt_us,
     optout_item,
+    optouts_query,
+    principals_query,
     refuse_older_extract,
     rpo_answer_item,
+    stored_campaign,
+    stored_consent,
+    stored_contract,
+    stored_optout,
+    stored_principal,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -103,6 +115,11 @@ from rpoguard.db.store import (
     RowProblem,
     RpoAnswer,
     Store,
+    StoredCampaign,
+    StoredConsent,
+    StoredContract,
+    StoredOptout,
+    StoredPrincipal,
     StoreError,
     StoreUnavailable,
 )
@@ -255,6 +272,16 @@ def _until(entry: AuditEntry, cap: AttemptCap) -> int:
 
 def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(18)]
+
+
+# The list queries' PostgreSQL parts: one database, DATE columns, text sorted by bytes as SQLite does.
+_LISTS = ListDialect(
+    optouts="optouts",
+    collate=' COLLATE "C"',
+    caller_ids="(SELECT coalesce(json_agg(c.number ORDER BY c.number COLLATE \"C\"), '[]'::json)::text"
+               " FROM principal_caller_ids c WHERE c.principal_id = p.id)",
+    day=lambda day: day,
+)
 
 
 class _PgAuditAppender:
@@ -1014,6 +1041,38 @@ class PostgresStore(Store):
     async def principal_ids(self) -> list[str]:
         rows = await self._call(lambda: self.pool.fetch("SELECT id FROM principals ORDER BY id COLLATE \"C\""))
         return [row[0] for row in rows]
+
+    # -- what is stored ----------------------------------------------------------------------------
+
+    async def _stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]:
+        """The rows of a list query, converted, through a server-side cursor in one read-only snapshot."""
+        sql, args = _numbered(*query)
+        try:
+            async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
+                async for record in con.cursor(sql, *args, prefetch=BATCH):
+                    yield convert(record)
+        except _DB_ERRORS as exc:
+            raise _pg_error(exc, self.where) from exc
+
+    def list_principals(self, *, limit: int | None = None) -> AsyncIterator[StoredPrincipal]:
+        return self._stream(principals_query(_LISTS, limit), stored_principal)
+
+    def list_campaigns(self, *, principal_id: str | None = None,
+                       limit: int | None = None) -> AsyncIterator[StoredCampaign]:
+        return self._stream(campaigns_query(_LISTS, principal_id, limit), stored_campaign)
+
+    def list_consents(self, *, number: str | None = None, principal_id: str | None = None,
+                      in_force_at: datetime | None = None, revoked: bool = False,
+                      limit: int | None = None) -> AsyncIterator[StoredConsent]:
+        return self._stream(consents_query(_LISTS, number, principal_id, in_force_at, revoked, limit), stored_consent)
+
+    def list_contracts(self, *, number: str | None = None, principal_id: str | None = None,
+                       running_at: date | None = None, limit: int | None = None) -> AsyncIterator[StoredContract]:
+        return self._stream(contracts_query(_LISTS, number, principal_id, running_at, limit), stored_contract)
+
+    def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
+                     since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
+        return self._stream(optouts_query(_LISTS, number, principal_id, since, limit), stored_optout)
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ conversions live here once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import islice
 from typing import Any
@@ -20,6 +21,11 @@ from rpoguard.db.store import (
     NOTE_REVOKED,
     NOTE_REVOKED_AGAIN,
     EvidenceItem,
+    StoredCampaign,
+    StoredConsent,
+    StoredContract,
+    StoredOptout,
+    StoredPrincipal,
 )
 from rpoguard.policy.model import (
     CampaignFacts,
@@ -265,3 +271,110 @@ def decision_item(row: Sequence[Any]) -> EvidenceItem:
         "decision": decision, "reasons": [code for code in reasons.split(",") if code], "basis": basis,
         "evidence": json.loads(evidence), "source": source, "uniqueid": uniqueid, "hash": digest,
         "recorded_at": iso_opt(recorded_us)})
+
+# -- lists: what is stored, for `rpoguard principal|campaign|consent|contract|optout list` ----------------
+# The SQL is shared (:name parameters; PostgreSQL's store rewrites them) but for what ListDialect says.
+# Rows come in a stable order: text ids in byte order, the rest by id (the order they were stored, and the
+# primary key, so a whole table streams without a sort).
+
+
+@dataclass(frozen=True, slots=True)
+class ListDialect:
+    optouts: str  # the refusals' table as the reading connection names it
+    collate: str  # after ORDER BY on text: byte order on both backends
+    caller_ids: str  # a JSON array (text) of principal p's caller IDs, sorted
+    day: Callable[[date], object]  # a date as the backend compares it with a stored contract date
+
+
+Query = tuple[str, dict[str, Any]]
+
+
+def _query(select: str, clauses: Sequence[tuple[str, str, object]], order: str, limit: int | None) -> Query:
+    """`clauses`: (SQL, parameter name, value), each applied when its value is not None (a flag's SQL
+    names no parameter)."""
+    params = {name: value for sql, name, value in clauses if value is not None and f":{name}" in sql}
+    where = [sql for sql, name, value in clauses if value is not None]
+    sql = select + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    return sql, params
+
+
+def principals_query(d: ListDialect, limit: int | None) -> Query:
+    return _query(f"SELECT p.id, p.name, {d.caller_ids}, p.created_us FROM principals p", (),
+                  f"p.id{d.collate}", limit)
+
+
+def campaigns_query(d: ListDialect, principal_id: str | None, limit: int | None) -> Query:
+    return _query("SELECT id, principal_id, automated, max_attempts, per_days, created_us FROM campaigns",
+                  [("principal_id = :principal", "principal", principal_id)], f"id{d.collate}", limit)
+
+
+def consents_query(d: ListDialect, number: str | None, principal_id: str | None, in_force_at: datetime | None,
+                   revoked: bool, limit: int | None) -> Query:
+    return _query(
+        "SELECT id, number, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us,"
+        " import_id, created_us FROM consents",
+        [("number = :number", "number", number),
+         ("principal_id = :principal", "principal", principal_id),
+         # The decision's reading of a consent (architecture.md §3): from given_at until it expires or is
+         # revoked, whichever comes first.
+         ("given_us <= :at AND (expires_us IS NULL OR expires_us > :at) AND (revoked_us IS NULL OR revoked_us > :at)",
+          "at", opt_us(in_force_at)),
+         ("revoked_us IS NOT NULL", "revoked", True if revoked else None)],
+        "id", limit)
+
+
+def contracts_query(d: ListDialect, number: str | None, principal_id: str | None, running_at: date | None,
+                    limit: int | None) -> Query:
+    return _query(
+        "SELECT id, number, principal_id, start_date, end_date, created_us FROM contracts",
+        [("number = :number", "number", number),
+         ("principal_id = :principal", "principal", principal_id),
+         ("start_date <= :day AND (end_date IS NULL OR end_date >= :day)", "day",
+          d.day(running_at) if running_at is not None else None)],
+        "id", limit)
+
+
+def optouts_query(d: ListDialect, number: str | None, principal_id: str | None, since: datetime | None,
+                  limit: int | None) -> Query:
+    return _query(
+        f"SELECT id, number, principal_id, at_us, source, reference, created_us FROM {d.optouts}",
+        [("number = :number", "number", number),
+         # A refusal for every principal binds this one too.
+         ("(principal_id IS NULL OR principal_id = :principal)", "principal", principal_id),
+         ("at_us >= :since", "since", opt_us(since))],
+        "id", limit)
+
+
+def as_date(value: date | str) -> date:
+    """A contract date: PostgreSQL gives a date, SQLite its ISO text."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def stored_principal(row: Sequence[Any]) -> StoredPrincipal:
+    pid, name, caller_ids, created = row
+    return StoredPrincipal(pid, name, tuple(json.loads(caller_ids or "[]")), from_us(created))
+
+
+def stored_campaign(row: Sequence[Any]) -> StoredCampaign:
+    cid, principal, automated, max_attempts, per_days, created = row
+    return StoredCampaign(cid, principal, bool(automated), max_attempts, per_days, from_us(created))
+
+
+def stored_consent(row: Sequence[Any]) -> StoredConsent:
+    cid, number, principal, given, evidence, purpose, automated, expires, revoked, import_id, created = row
+    return StoredConsent(cid, number, principal, from_us(given), evidence, purpose, bool(automated), opt_dt(expires),
+                         opt_dt(revoked), import_id, from_us(created))
+
+
+def stored_contract(row: Sequence[Any]) -> StoredContract:
+    kid, number, principal, start, end, created = row
+    return StoredContract(kid, number, principal, as_date(start), as_date(end) if end is not None else None,
+                          from_us(created))
+
+
+def stored_optout(row: Sequence[Any]) -> StoredOptout:
+    oid, number, principal, at, source, reference, created = row
+    return StoredOptout(oid, number, principal, from_us(at), source, reference, from_us(created))

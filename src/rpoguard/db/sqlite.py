@@ -29,7 +29,7 @@ from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from time import monotonic, time_ns
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -54,10 +54,15 @@ from rpoguard.db.rows import (
     EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
     NOTE_COLUMNS,
+    ListDialect,
+    Query,
     attach_files,
     batches,
+    campaigns_query,
     consent_item,
+    consents_query,
     contract_item,
+    contracts_query,
     decision_item,
     due_source,
     facts_from_document,
@@ -67,8 +72,15 @@ from rpoguard.db.rows import (
     note_item,
     opt_us,
     optout_item,
+    optouts_query,
+    principals_query,
     refuse_older_extract,
     rpo_answer_item,
+    stored_campaign,
+    stored_consent,
+    stored_contract,
+    stored_optout,
+    stored_principal,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -107,6 +119,11 @@ from rpoguard.db.store import (
     RowProblem,
     RpoAnswer,
     Store,
+    StoredCampaign,
+    StoredConsent,
+    StoredContract,
+    StoredOptout,
+    StoredPrincipal,
     StoreError,
 )
 from rpoguard.db.upgrade import (
@@ -124,6 +141,8 @@ from rpoguard.policy.model import (
 from rpoguard.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DAY_US = 86_400_000_000
 
@@ -1197,6 +1216,39 @@ class SqliteStore(Store):
     async def principal_ids(self) -> list[str]:
         return [row[0] for row in await self.read_db.execute_fetchall("SELECT id FROM principals ORDER BY id")]
 
+    # -- what is stored ----------------------------------------------------------------------------
+
+    async def _stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]:
+        """The rows of a list query, converted, fetched in chunks on the reading connection (one WAL
+        snapshot for the whole list; imports and the gate are not held up)."""
+        sql, params = query
+        try:
+            async with self.read_db.execute(sql, params) as cursor:
+                async for row in cursor:
+                    yield convert(row)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+
+    def list_principals(self, *, limit: int | None = None) -> AsyncIterator[StoredPrincipal]:
+        return self._stream(principals_query(_LISTS, limit), stored_principal)
+
+    def list_campaigns(self, *, principal_id: str | None = None,
+                       limit: int | None = None) -> AsyncIterator[StoredCampaign]:
+        return self._stream(campaigns_query(_LISTS, principal_id, limit), stored_campaign)
+
+    def list_consents(self, *, number: str | None = None, principal_id: str | None = None,
+                      in_force_at: datetime | None = None, revoked: bool = False,
+                      limit: int | None = None) -> AsyncIterator[StoredConsent]:
+        return self._stream(consents_query(_LISTS, number, principal_id, in_force_at, revoked, limit), stored_consent)
+
+    def list_contracts(self, *, number: str | None = None, principal_id: str | None = None,
+                       running_at: date | None = None, limit: int | None = None) -> AsyncIterator[StoredContract]:
+        return self._stream(contracts_query(_LISTS, number, principal_id, running_at, limit), stored_contract)
+
+    def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
+                     since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
+        return self._stream(optouts_query(_LISTS, number, principal_id, since, limit), stored_optout)
+
     # -- the decision log --------------------------------------------------------------------------
 
     async def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
@@ -1229,6 +1281,17 @@ def _iso_day(day: date | None) -> str | None:
 
 def _day(text: str | None) -> date | None:
     return date.fromisoformat(text) if text is not None else None
+
+
+# The list queries' SQLite parts: refusals live in the audit file (attached as `audit` on the reading
+# connection); contract dates are ISO text, which compares as the dates do.
+_LISTS = ListDialect(
+    optouts="audit.optouts",
+    collate="",
+    caller_ids="(SELECT json_group_array(number) FROM (SELECT c.number FROM principal_caller_ids c"
+               " WHERE c.principal_id = p.id ORDER BY c.number))",
+    day=date.isoformat,
+)
 
 
 def _consent_params(record: ConsentRecord, import_id: int | None, now_us: int) -> tuple[Any, ...]:

@@ -242,6 +242,63 @@ class PrincipalInfo:
     caller_ids: tuple[str, ...]
 
 
+# -- what is stored, row by row, for `rpoguard principal|campaign|consent|contract|optout list` ------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPrincipal:
+    id: str
+    name: str
+    caller_ids: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCampaign:
+    id: str
+    principal_id: str
+    automated: bool
+    max_attempts: int | None
+    per_days: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConsent:
+    id: int
+    number: str
+    principal_id: str
+    given_at: datetime
+    evidence: str
+    purpose: str | None
+    automated: bool
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    import_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContract:
+    id: int
+    number: str
+    principal_id: str
+    start: date
+    end: date | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOptout:
+    id: int
+    number: str
+    principal_id: str | None  # None: every principal
+    at: datetime
+    source: str
+    reference: str | None
+    created_at: datetime
+
+
 class Store(ABC):
     """Async storage for facts, evidence and the decision log."""
 
@@ -360,6 +417,35 @@ class Store(ABC):
     @abstractmethod
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
                          reference: str | None) -> int: ...
+
+    # -- what is stored: each streams its rows (never all in memory), in a stable order ------------------
+
+    @abstractmethod
+    def list_principals(self, *, limit: int | None = None) -> AsyncIterator[StoredPrincipal]:
+        """Every principal with its declared caller IDs, by id."""
+
+    @abstractmethod
+    def list_campaigns(self, *, principal_id: str | None = None,
+                       limit: int | None = None) -> AsyncIterator[StoredCampaign]:
+        """Campaigns (of one principal), by id."""
+
+    @abstractmethod
+    def list_consents(self, *, number: str | None = None, principal_id: str | None = None,
+                      in_force_at: datetime | None = None, revoked: bool = False,
+                      limit: int | None = None) -> AsyncIterator[StoredConsent]:
+        """Consents in the order they were stored. `in_force_at`: given by then, neither expired nor
+        revoked by then (the decision's reading); `revoked`: only those that carry a revocation."""
+
+    @abstractmethod
+    def list_contracts(self, *, number: str | None = None, principal_id: str | None = None,
+                       running_at: date | None = None, limit: int | None = None) -> AsyncIterator[StoredContract]:
+        """Contracts in the order they were stored; `running_at`: started by that day and not ended before it."""
+
+    @abstractmethod
+    def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
+                     since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
+        """Refusals in the order they were stored. `principal_id`: the ones that bind it, its own and
+        those for every principal (as a decision reads them); `since`: said at or after that moment."""
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -6,13 +6,15 @@ a RowProblem with its line number, so one import can report every bad row at onc
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from rpoguard.db.store import ImportMeta, ImportRejected, RowProblem, Store
 from rpoguard.numbers import NumberError, normalize_for_import
@@ -23,6 +25,11 @@ T = TypeVar("T")
 # A cell longer than this is not a phone number, a date or an evidence reference: reject the row.
 MAX_FIELD = 4_096
 MAX_PROBLEMS_KEPT = 10_000
+
+
+# Told about the byte stream of every file read_rows opens, so that a progress display can follow how far
+# the reading got (the CLI's, on a terminal); None: nobody watches.
+read_observer: ContextVar[Callable[[IO[bytes]], None] | None] = ContextVar("read_observer", default=None)
 
 
 class FileError(Exception):
@@ -57,6 +64,9 @@ def read_rows(path: str | Path, problems: list[RowProblem]) -> Iterator[tuple[in
         fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed in finally
     except OSError as exc:
         raise FileError(f"cannot read {path}: {exc.strerror}") from exc
+    observer = read_observer.get()
+    if observer is not None:
+        observer(fh.buffer)
     try:
         sample = fh.read(8192)
         fh.seek(0)
@@ -154,16 +164,28 @@ async def existing_principals(store: Store, path: str | Path) -> set[str]:
     """The principals a headed CSV names that exist: looked up once each, before the write transaction."""
     names: set[str] = set()
     column: int | None = None
-    for _line, fields in read_rows(path, []):
-        if column is None:
-            lowered = [f.lower() for f in fields]
-            if "principal" not in lowered:
-                return set()
-            column = lowered.index("principal")
-            continue
-        if column < len(fields) and fields[column]:
-            names.add(fields[column])
+    # A first look at the file, not the import's reading: a progress display follows the import's pass.
+    with unobserved():
+        for _line, fields in read_rows(path, []):
+            if column is None:
+                lowered = [f.lower() for f in fields]
+                if "principal" not in lowered:
+                    return set()
+                column = lowered.index("principal")
+                continue
+            if column < len(fields) and fields[column]:
+                names.add(fields[column])
     return {name for name in names if await store.get_principal(name) is not None}
+
+
+@contextlib.contextmanager
+def unobserved() -> Iterator[None]:
+    """Files read meanwhile are not shown to the read_observer."""
+    token = read_observer.set(None)
+    try:
+        yield
+    finally:
+        read_observer.reset(token)
 
 
 def known_principal(name: str, known: set[str]) -> str:

@@ -7,8 +7,9 @@ count as attempts. Caller ID (rule 10) is not evaluated: the list does not say w
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ from rpoguard.db.store import RowProblem
 from rpoguard.gate import CallRequest, Gate
 from rpoguard.ingest.csvfile import read_rows
 from rpoguard.ingest.registry import HEADER_WORDS
+from rpoguard.policy import Decision
+from rpoguard.timeutil import iso
 
 OUTPUT_FIELDS = ("line", "input", "number", "decision", "reasons", "basis")
 
@@ -39,12 +42,35 @@ def _inputs(path: str | Path, problems: list[RowProblem]) -> Iterator[tuple[int,
         yield line, fields[0]
 
 
-async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, out: IO[str]) -> ScrubSummary:
-    summary = ScrubSummary()
+def _json_lines(out: IO[str], campaign_id: str, at: datetime) -> Callable[[int, str, str | None, Decision], None]:
+    """One JSON object a number (JSON Lines), with the same fields as the CSV and the decision's context."""
+    moment = iso(at)
+
+    def write(line: int, raw: str, number: str | None, decision: Decision) -> None:
+        out.write(json.dumps({"line": line, "input": raw, "number": number, "decision": decision.decision,
+                              "reasons": list(decision.reasons), "basis": decision.basis, "campaign": campaign_id,
+                              "at": moment}, ensure_ascii=False) + "\n")
+
+    return write
+
+
+def _csv_rows(out: IO[str]) -> Callable[[int, str, str | None, Decision], None]:
     # The default "\r\n" terminator (RFC 4180) makes csv quote a cell with a bare CR, so no cell can
     # spill into a new row.
     writer = csv.writer(out)
     writer.writerow(OUTPUT_FIELDS)
+
+    def write(line: int, raw: str, number: str | None, decision: Decision) -> None:
+        writer.writerow([spreadsheet_safe(v) for v in (line, raw, number or "", decision.decision,
+                                                        ",".join(decision.reasons), decision.basis or "")])
+
+    return write
+
+
+async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, out: IO[str],
+                json_lines: bool = False) -> ScrubSummary:
+    summary = ScrubSummary()
+    write = _json_lines(out, campaign_id, at) if json_lines else _csv_rows(out)
     for line, raw in _inputs(path, summary.problems):
         call = CallRequest(raw_number=raw, campaign_id=campaign_id, caller_id=None, source=SOURCE_CLI)
         decision, facts = await gate.evaluate(call, at)
@@ -52,6 +78,5 @@ async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, ou
         if decision.decision == ALLOW:
             summary.allowed += 1
         summary.reasons.update(decision.reasons)
-        writer.writerow([spreadsheet_safe(v) for v in (line, raw, facts.number or "", decision.decision,
-                                                        ",".join(decision.reasons), decision.basis or "")])
+        write(line, raw, facts.number, decision)
     return summary
