@@ -57,8 +57,9 @@ from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import contracts as contract_import
 from rpoguard.ingest import directory as directory_import
 from rpoguard.ingest import optouts as optout_import
+from rpoguard.ingest import plausible
 from rpoguard.ingest import registry as registry_import
-from rpoguard.ingest.csvfile import FileError
+from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, encoding_name
 from rpoguard.ingest.scrub import scrub
 from rpoguard.numbers import NumberError, national_form, normalize, normalize_caller_id
 from rpoguard.policy import CampaignFacts
@@ -70,8 +71,6 @@ EXIT_OK = 0
 EXIT_BLOCK = 1
 EXIT_ERROR = 2
 MAX_PROBLEMS_PRINTED = 200
-# How far ahead of this machine's clock a check or an extract may be dated (another machine's clock).
-CLOCK_LEEWAY = timedelta(minutes=10)
 
 
 class UsageError(Exception):
@@ -91,6 +90,13 @@ def _date_arg(text: str) -> Any:
     try:
         return parse_date(text)
     except TimeFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _encoding_arg(text: str) -> str:
+    try:
+        return encoding_name(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -195,11 +201,7 @@ async def _rpo_principal(store: Store, given: str | None) -> str:
 
 
 async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    if args.checked_at > datetime.now(UTC) + CLOCK_LEEWAY:
-        # The RPO answered before the file reached us. A check dated later would be ignored by decisions
-        # until then (they read answers checked by their own moment), leaving an older "not registered"
-        # answer in force; and a mistyped year would keep the answers "fresh" for as long.
-        raise UsageError(f"--checked-at {args.checked_at.isoformat()} is in the future")
+    plausible.rpo_checked_at(args.checked_at)
     lists = [flag for flag, given in (("--submitted", args.submitted), ("--registered", args.registered),
                                       ("--cleansed", args.cleansed)) if given]
     if args.file and lists:
@@ -214,17 +216,21 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
         print("rpoguard: --skip-invalid does not apply to a two-list answer: absence from a list proves nothing "
               "unless both lists are read whole", file=sys.stderr)
     principal = await _rpo_principal(store, args.principal)
+    expired = plausible.expired_on_arrival(args.checked_at, config.rpo_validity_days)
+    if expired is not None:
+        print(f"rpoguard: warning: {expired}", file=sys.stderr)
     started = time.monotonic()
     progress = _Progress("rows read")
+    read = {"encoding": args.encoding, "validity_days": config.rpo_validity_days}
     try:
         if args.file:
             summary, problems = await registry_import.import_csv(store, args.file, args.checked_at, principal,
-                                                                 args.skip_invalid, progress)
+                                                                 args.skip_invalid, progress, **read)
         else:
             form, answer_list = ((RPO_REGISTERED_LIST, args.registered) if args.registered
                                  else (RPO_CLEANSED_LIST, args.cleansed))
             summary, problems = await registry_import.import_lists(store, args.submitted, answer_list, form,
-                                                                   args.checked_at, principal, progress)
+                                                                   args.checked_at, principal, progress, **read)
     finally:
         progress.done()
     _print_import(summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}")
@@ -261,10 +267,8 @@ class _Progress:
 
 
 async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    if args.listed_at is not None and args.listed_at > datetime.now(UTC) + CLOCK_LEEWAY:
-        raise UsageError(f"--listed-at {args.listed_at.isoformat()} is in the future")
     summary, problems = await directory_import.import_file(store, args.file, not args.append, args.skip_invalid,
-                                                           args.listed_at)
+                                                           args.listed_at, encoding=args.encoding, column=args.column)
     _print_import(summary, problems, "directory listings")
     return EXIT_OK
 
@@ -274,6 +278,7 @@ async def cmd_consent_add(args: argparse.Namespace, store: Store, config: Config
         raise UsageError("--evidence must name where the proof of consent is kept")
     if args.expires_at is not None and args.expires_at <= args.given_at:
         raise UsageError("--expires-at must be after --given-at")
+    plausible.not_in_future(args.given_at, "--given-at")
     record = ConsentRecord(_number(args.number), args.principal, args.given_at, args.evidence.strip(),
                            args.automated, args.expires_at, args.purpose)
     consent_id, created = await store.add_consent(record)
@@ -286,6 +291,7 @@ async def cmd_consent_add(args: argparse.Namespace, store: Store, config: Config
 async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Config) -> int:
     number = _number(args.number)
     at = args.at or datetime.now(UTC)
+    plausible.not_in_future(at, "--at")
     if await store.get_principal(args.principal) is None:
         raise UsageError(f"principal {args.principal!r} does not exist")
     count = await store.revoke_consents(number, args.principal, at)
@@ -294,11 +300,11 @@ async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Con
     return EXIT_OK
 
 
-def _csv_import(importer: Callable[[Store, str, bool], Awaitable[ImportResult]], what: str) -> Handler:
+def _csv_import(importer: Callable[[Store, str, bool, str], Awaitable[ImportResult]], what: str) -> Handler:
     """The handler of a `... import FILE [--skip-invalid]` command for headed CSV records."""
 
     async def handler(args: argparse.Namespace, store: Store, config: Config) -> int:
-        summary, problems = await importer(store, args.file, args.skip_invalid)
+        summary, problems = await importer(store, args.file, args.skip_invalid, args.encoding)
         _print_import(summary, problems, what)
         return EXIT_OK
 
@@ -313,6 +319,7 @@ cmd_optout_import = _csv_import(optout_import.import_file, "opt-outs")
 async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Config) -> int:
     if args.end is not None and args.end < args.start:
         raise UsageError("--end is before --start")
+    plausible.not_in_future(args.start, "--start")
     number = _number(args.number)
     contract_id, created = await store.add_contract(number, args.principal, args.start, args.end)
     print(f"contract #{contract_id} {'recorded' if created else 'updated'}: {number} with {args.principal} from "
@@ -334,7 +341,8 @@ async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Confi
     horizon = now.astimezone(ROME) + timedelta(days=args.within)
     stale_before = horizon - timedelta(days=config.rpo_validity_days)
     problems: list[RowProblem] = []
-    candidates = registry_import.numbers_from_list(args.source, problems) if args.source else None
+    candidates = (registry_import.numbers_from_list(args.source, problems, args.encoding, args.column)
+                  if args.source else None)
     count = 0
     with _output(args.output) as out:
         async for number in store.due_numbers(candidates, principal, args.campaign, stale_before):
@@ -400,6 +408,7 @@ def _describe_evidence(item: EvidenceItem) -> str:
 async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config) -> int:
     number = _number(args.number)
     at = args.at or datetime.now(UTC)
+    plausible.not_in_future(at, "--at")
     optout_id = await store.add_optout(number, args.principal, at, SOURCE_CLI, None)
     print(f"opt-out #{optout_id} recorded: {number} refuses calls from "
           f"{args.principal or 'every principal'} from {at.isoformat()}")
@@ -474,13 +483,18 @@ def _output(path: str | None) -> Iterator[IO[str]]:
 
 
 async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if await store.get_campaign(args.campaign) is None:
+        # Before any row: every row would only say unknown_campaign.
+        raise UsageError(f"campaign {args.campaign!r} does not exist; add it with 'rpoguard campaign add'")
     gate = Gate(store, config)
     at = args.at or datetime.now(UTC)
     with _output(args.output) as out:
-        summary = await scrub(gate, args.file, args.campaign, at, out)
+        summary = await scrub(gate, args.file, args.campaign, at, out, encoding=args.encoding, column=args.column)
     _print_problems(summary.problems, stored=False)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.most_common())
     unread = f"; {len(summary.problems)} unreadable row(s) listed above" if summary.problems else ""
+    if summary.column is not None and summary.column.columns > 1:
+        print(f"scrub: numbers read from {summary.column.describe()}", file=sys.stderr)
     print(f"scrub for campaign {args.campaign} at {at.isoformat()}: {summary.rows} number(s), "
           f"{summary.allowed} allowed, {summary.rows - summary.allowed} blocked"
           f"{' (' + reasons + ')' if reasons else ''}; caller ID not checked; nothing recorded{unread}",
@@ -749,6 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when the RPO checked the list (a date alone means 00:00 Europe/Rome)")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones "
                    "(default: a file with any bad row is rejected whole; never for a two-list answer)")
+    _encoding_option(p)
 
     p = command(registry, "due", cmd_registry_due,
                 "write the numbers to submit to the RPO: no valid answer, or one that expires soon")
@@ -761,19 +776,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--within", type=_non_negative_int, default=0, metavar="DAYS",
                    help="also numbers whose answer expires within DAYS days (default 0: already expired)")
     p.add_argument("--from", dest="source", metavar="FILE",
-                   help="answer for the numbers of this list (one a line) instead of every number known")
+                   help="answer for the numbers of this list (one a line, or a CSV's number column) instead of "
+                        "every number known")
+    _encoding_option(p)
+    _column_option(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to submit, one number a line")
     p.add_argument("--national", action="store_true", help="write 0612345678 instead of +390612345678")
 
     directory = group("directory", "numbers listed in a public telephone directory (opt-out regime)")
     p = command(directory, "import", cmd_directory_import,
                 "import the public-directory numbers; by default the file replaces the previous listings")
-    p.add_argument("file", metavar="FILE", help="one number a line (or the first column of a CSV)")
+    p.add_argument("file", metavar="FILE", help="one number a line, or a CSV (, ; or tab) with a number column")
     p.add_argument("--append", action="store_true", help="add to the current listings instead of replacing them")
     p.add_argument("--listed-at", type=_time_arg, metavar="TIME",
                    help="the date of the directory extract: its listings count from then (default: now). A "
                         "decision as of an earlier moment does not see them")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    _encoding_option(p)
+    _column_option(p)
 
     consents = group("consent", "documented consents to be called (opt-in)")
     p = command(consents, "add", cmd_consent_add, "record one consent")
@@ -794,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "[,automated,expires_at,purpose]")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    _encoding_option(p)
 
     contracts = group("contract", "contracts for goods or services (consent survives RPO registration "
                                   "while they run and 30 days after)")
@@ -807,6 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "import contracts from a CSV with a header: number,principal,start[,end]")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    _encoding_option(p)
 
     optouts = group("optout", "refusals: 'do not call me again' (final at once)")
     p = command(optouts, "add", cmd_optout_add, "record a refusal")
@@ -818,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "import refusals from a CSV with a header: number,at[,principal,reference]")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    _encoding_option(p)
 
     p = commands.add_parser("evidence", help="everything rpoguard knows about one number, for the DPO",
                             description="Everything rpoguard knows about one number, oldest first: RPO answers "
@@ -842,10 +865,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("scrub", help="pre-check a campaign list; writes a CSV with every decision",
                             description="Decide every number of a list for a campaign, without recording them.")
     p.set_defaults(handler=cmd_scrub)
-    p.add_argument("file", metavar="FILE", help="one number a line (or the first column of a CSV)")
+    p.add_argument("file", metavar="FILE", help="one number a line, or a CSV (, ; or tab) with a number column")
     p.add_argument("--campaign", required=True, metavar="ID")
     p.add_argument("--at", type=_time_arg, metavar="TIME", help="decide for this time instead of now")
     p.add_argument("-o", "--output", metavar="OUT.csv", help="write the results here (default: standard output)")
+    _encoding_option(p)
+    _column_option(p)
 
     p = commands.add_parser("serve", help="run the FastAGI gate for Asterisk (127.0.0.1:4573 by default)",
                             description="Run the FastAGI gate. Asterisk asks it before each call with "
@@ -922,6 +947,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="target", required=True, metavar="URL",
                    help="the empty database to copy into: a SQLite file or postgresql://user:pass@host/db")
     return parser
+
+
+def _encoding_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoding", type=_encoding_arg, default=DEFAULT_ENCODING, metavar="NAME",
+                        help="the input files' encoding: utf-8 (default; a byte-order mark is fine), cp1252 "
+                             "(Windows-1252, what Excel saves in Italy), latin-1, utf-16...")
+
+
+def _column_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--column", metavar="NAME|N",
+                        help="the column holding the numbers, by its header name or its number from 1 (default: "
+                             "the column the header names telefono, cellulare, numero, phone...; else the only "
+                             "one holding numbers)")
 
 
 def _event_loop_option(parser: argparse.ArgumentParser) -> None:

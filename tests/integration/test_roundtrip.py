@@ -307,15 +307,17 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
                                                              f"347 765 4321,{yesterday}T10:00,beta,call-77\n")))
     first = check_json(run_cli, MOBILE_REG)[1]
     assert first["reasons"] == [RPO_REGISTERED, UNLISTED_NO_CONSENT]  # beta's refusal is not acme's
+    # A refusal is a fact: dated now (one dated ahead, as this was on the call day, is refused).
+    refused_at = datetime.now(ROME).isoformat(timespec="seconds")
     ok(run_cli("optout", "import", write_file("optouts2.csv", "number,at,principal\n"
-                                                              f"347 765 4321,{CALL_DAY}T11:30,acme\n")))
+                                                              f"347 765 4321,{refused_at},acme\n")))
     second = check_json(run_cli, MOBILE_REG, at=f"{CALL_DAY}T12:00")[1]
     assert second["reasons"][0] == OPTOUT
 
     items = evidence_json(run_cli, "347 765 4321")
     assert [i["kind"] for i in items] == [
-        "consent", "contract", "optout", "rpo_answer", "decision", "optout", "decision"]
-    consent, contract, refusal_beta, answer, decision1, refusal_acme, decision2 = items
+        "consent", "contract", "optout", "rpo_answer", "optout", "decision", "decision"]
+    consent, contract, refusal_beta, answer, refusal_acme, decision1, decision2 = items
     assert consent["principal"] == "acme" and consent["evidence"] == "rec:2024-05-02/1193"
     assert contract["principal"] == "beta" and contract["start"] == contract_start and contract["end"] is None
     assert refusal_beta["principal"] == "beta" and refusal_beta["reference"] == "call-77"
@@ -341,12 +343,12 @@ def test_evidence_names_the_rpo_files_and_every_record_in_time_order(
     assert [r[:19] for r in rows] == sorted(r[:19] for r in rows)
     assert "RPO answer obtained by [acme]: REGISTERED" in rows[3] and answered.due.name in rows[3]
     assert f"{answered.size} bytes" in rows[3] and answered.sha256 in rows[3]
-    assert "decision BLOCK" in rows[4] and "rpo_registered,unlisted_no_consent" in rows[4]
+    assert "decision BLOCK" in rows[5] and "rpo_registered,unlisted_no_consent" in rows[5]
     assert "reasons optout" in rows[6]
-    assert "refusal" in rows[2] and "contract" in rows[1] and "consent" in rows[0]
+    assert "refusal" in rows[2] and "refusal" in rows[4] and "contract" in rows[1] and "consent" in rows[0]
 
     assert [i["kind"] for i in evidence_json(run_cli, "347 765 4321", "--principal", "acme")] == [
-        "consent", "rpo_answer", "decision", "optout", "decision"]
+        "consent", "rpo_answer", "optout", "decision", "decision"]
     # acme's RPO answer is acme's: beta's evidence does not show it (answers are per data controller).
     assert [i["kind"] for i in evidence_json(run_cli, "347 765 4321", "--principal", "beta")] == [
         "contract", "optout"]

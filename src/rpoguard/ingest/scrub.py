@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +17,8 @@ from rpoguard.audit import spreadsheet_safe
 from rpoguard.constants import ALLOW, SOURCE_CLI
 from rpoguard.db.store import RowProblem
 from rpoguard.gate import CallRequest, Gate
-from rpoguard.ingest.csvfile import read_rows
-from rpoguard.ingest.registry import HEADER_WORDS
+from rpoguard.ingest.csvfile import DEFAULT_ENCODING
+from rpoguard.ingest.numberlist import NumberColumn, find_number_column, numbered_rows
 
 OUTPUT_FIELDS = ("line", "input", "number", "decision", "reasons", "basis")
 
@@ -30,22 +29,22 @@ class ScrubSummary:
     allowed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     problems: list[RowProblem] = field(default_factory=list)
+    column: NumberColumn | None = None
 
 
-def _inputs(path: str | Path, problems: list[RowProblem]) -> Iterator[tuple[int, str]]:
-    for line, fields in read_rows(path, problems):
-        if line == 1 and fields[0].lower() in HEADER_WORDS:
-            continue
-        yield line, fields[0]
-
-
-async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, out: IO[str]) -> ScrubSummary:
+async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, out: IO[str], *,
+                encoding: str = DEFAULT_ENCODING, column: str | None = None) -> ScrubSummary:
+    """Every row of the list decided for the campaign; the output names each row by its line and the input
+    as written. `column`: --column NAME|N (default: found from the header or the rows, numberlist.py)."""
     summary = ScrubSummary()
+    # Before the header is written: a file whose number column cannot be told leaves no output at all.
+    summary.column = where = find_number_column(path, encoding, column)
     # The default "\r\n" terminator (RFC 4180) makes csv quote a cell with a bare CR, so no cell can
     # spill into a new row.
     writer = csv.writer(out)
     writer.writerow(OUTPUT_FIELDS)
-    for line, raw in _inputs(path, summary.problems):
+    # An empty number cell is answered too (invalid_number), so every data row has its line in the output.
+    for line, raw in numbered_rows(path, summary.problems, where, encoding, empty_is_problem=False):
         call = CallRequest(raw_number=raw, campaign_id=campaign_id, caller_id=None, source=SOURCE_CLI)
         decision, facts = await gate.evaluate(call, at)
         summary.rows += 1
