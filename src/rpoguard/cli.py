@@ -65,8 +65,9 @@ from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import contracts as contract_import
 from rpoguard.ingest import directory as directory_import
 from rpoguard.ingest import optouts as optout_import
+from rpoguard.ingest import plausible
 from rpoguard.ingest import registry as registry_import
-from rpoguard.ingest.csvfile import FileError, read_observer
+from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, encoding_name, read_observer
 from rpoguard.ingest.scrub import scrub
 from rpoguard.numbers import NumberError, national_form, normalize, normalize_caller_id
 from rpoguard.policy import CampaignFacts
@@ -81,8 +82,6 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 MAX_PROBLEMS_PRINTED = 200
-# How far ahead of this machine's clock a check or an extract may be dated (another machine's clock).
-CLOCK_LEEWAY = timedelta(minutes=10)
 
 
 class UsageError(Exception):
@@ -102,6 +101,13 @@ def _date_arg(text: str) -> Any:
     try:
         return parse_date(text)
     except TimeFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _encoding_arg(text: str) -> str:
+    try:
+        return encoding_name(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -263,11 +269,7 @@ async def _rpo_principal(store: Store, given: str | None) -> str:
 
 
 async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    if args.checked_at > datetime.now(UTC) + CLOCK_LEEWAY:
-        # The RPO answered before the file reached us. A check dated later would be ignored by decisions
-        # until then (they read answers checked by their own moment), leaving an older "not registered"
-        # answer in force; and a mistyped year would keep the answers "fresh" for as long.
-        raise UsageError(f"--checked-at {args.checked_at.isoformat()} is in the future")
+    plausible.rpo_checked_at(args.checked_at)
     lists = [flag for flag, given in (("--submitted", args.submitted), ("--registered", args.registered),
                                       ("--cleansed", args.cleansed)) if given]
     if args.file and lists:
@@ -282,17 +284,21 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
         print("rpoguard: --skip-invalid does not apply to a two-list answer: absence from a list proves nothing "
               "unless both lists are read whole", file=sys.stderr)
     principal = await _rpo_principal(store, args.principal)
+    expired = plausible.expired_on_arrival(args.checked_at, config.rpo_validity_days)
+    if expired is not None:
+        print(f"rpoguard: warning: {expired}", file=sys.stderr)
     started = time.monotonic()
     with _Progress("importing RPO answers", [args.file, args.submitted, args.registered, args.cleansed],
                    args.quiet) as progress:
+        read = {"encoding": args.encoding, "validity_days": config.rpo_validity_days}
         if args.file:
             summary, problems = await registry_import.import_csv(store, args.file, args.checked_at, principal,
-                                                                 args.skip_invalid, progress)
+                                                                 args.skip_invalid, progress, **read)
         else:
             form, answer_list = ((RPO_REGISTERED_LIST, args.registered) if args.registered
                                  else (RPO_CLEANSED_LIST, args.cleansed))
             summary, problems = await registry_import.import_lists(store, args.submitted, answer_list, form,
-                                                                   args.checked_at, principal, progress)
+                                                                   args.checked_at, principal, progress, **read)
     seconds = time.monotonic() - started
     _report_import(args, summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}",
                    principal=principal, checked_at=iso(args.checked_at), seconds=round(seconds, 3))
@@ -464,12 +470,11 @@ def _size(path: str) -> int:
 
 
 async def cmd_directory_import(args: argparse.Namespace, store: Store, config: Config) -> int:
-    if args.listed_at is not None and args.listed_at > datetime.now(UTC) + CLOCK_LEEWAY:
-        raise UsageError(f"--listed-at {args.listed_at.isoformat()} is in the future")
     replace = not args.append
     with _Progress("importing directory listings", [args.file], args.quiet):
         summary, problems = await directory_import.import_file(store, args.file, replace, args.skip_invalid,
-                                                               args.listed_at, args.allow_empty)
+                                                               args.listed_at, args.allow_empty,
+                                                               encoding=args.encoding, column=args.column)
     _report_import(args, summary, problems, "directory listings",
                    listed_at=iso(args.listed_at) if args.listed_at else None, replace=replace)
     if replace and not summary.already_imported and not (args.json or args.quiet):
@@ -485,6 +490,7 @@ async def cmd_consent_add(args: argparse.Namespace, store: Store, config: Config
         raise UsageError("--evidence must name where the proof of consent is kept")
     if args.expires_at is not None and args.expires_at <= args.given_at:
         raise UsageError("--expires-at must be after --given-at")
+    plausible.not_in_future(args.given_at, "--given-at")
     record = ConsentRecord(_number(args.number), args.principal, args.given_at, args.evidence.strip(),
                            args.automated, args.expires_at, args.purpose)
     consent_id, created = await store.add_consent(record)
@@ -497,6 +503,7 @@ async def cmd_consent_add(args: argparse.Namespace, store: Store, config: Config
 async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Config) -> int:
     number = _number(args.number)
     at = args.at or datetime.now(UTC)
+    plausible.not_in_future(at, "--at")
     if await store.get_principal(args.principal) is None:
         raise UsageError(f"principal {args.principal!r} does not exist")
     revocations = await store.revoke_consents(number, args.principal, at)
@@ -517,12 +524,12 @@ async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Con
     return EXIT_OK
 
 
-def _csv_import(importer: Callable[[Store, str, bool], Awaitable[ImportResult]], what: str) -> Handler:
+def _csv_import(importer: Callable[[Store, str, bool, str], Awaitable[ImportResult]], what: str) -> Handler:
     """The handler of a `... import FILE [--skip-invalid]` command for headed CSV records."""
 
     async def handler(args: argparse.Namespace, store: Store, config: Config) -> int:
         with _Progress(f"importing {what}", [args.file], args.quiet):
-            summary, problems = await importer(store, args.file, args.skip_invalid)
+            summary, problems = await importer(store, args.file, args.skip_invalid, args.encoding)
         _report_import(args, summary, problems, what)
         return EXIT_OK
 
@@ -537,6 +544,7 @@ cmd_optout_import = _csv_import(optout_import.import_file, "opt-outs")
 async def cmd_contract_add(args: argparse.Namespace, store: Store, config: Config) -> int:
     if args.end is not None and args.end < args.start:
         raise UsageError("--end is before --start")
+    plausible.not_in_future(args.start, "--start")
     number = _number(args.number)
     done = await store.add_contract(number, args.principal, args.start, args.end)
     what = f"contract #{done.contract_id}: {number} with {args.principal} from {args.start.isoformat()}"
@@ -574,7 +582,8 @@ async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Confi
     horizon = now.astimezone(ROME) + timedelta(days=args.within)
     stale_before = horizon - timedelta(days=config.rpo_validity_days)
     problems: list[RowProblem] = []
-    candidates = registry_import.numbers_from_list(args.source, problems) if args.source else None
+    candidates = (registry_import.numbers_from_list(args.source, problems, args.encoding, args.column)
+                  if args.source else None)
     count = 0
     with _output(args.output) as out:
         async with contextlib.aclosing(store.due_numbers(candidates, principal, args.campaign, stale_before)) as due:
@@ -687,6 +696,7 @@ def _describe_note(item: EvidenceItem) -> str:
 async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config) -> int:
     number = _number(args.number)
     at = args.at or datetime.now(UTC)
+    plausible.not_in_future(at, "--at")
     optout_id = await store.add_optout(number, args.principal, at, SOURCE_CLI, None)
     print(f"opt-out #{optout_id} recorded: {number} refuses calls from "
           f"{args.principal or 'every principal'} from {at.isoformat()}")
@@ -902,17 +912,23 @@ def _output(path: str | None) -> Iterator[IO[str]]:
 
 
 async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if await store.get_campaign(args.campaign) is None:
+        # Before any row: every row would only say unknown_campaign.
+        raise UsageError(f"campaign {args.campaign!r} does not exist; add it with 'rpoguard campaign add'")
     gate = Gate(store, config)
     at = args.at or datetime.now(UTC)
     # No progress while the results stream onto the same screen: the bar would garble them.
     hidden = args.quiet or (args.output is None and _on_terminal(sys.stdout))
     with _output(args.output) as out, _Progress("scrubbing", [args.file], hidden):
-        summary = await scrub(gate, args.file, args.campaign, at, out, json_lines=args.json)
+        summary = await scrub(gate, args.file, args.campaign, at, out, json_lines=args.json,
+                              encoding=args.encoding, column=args.column)
     _print_problems(summary.problems, stored=False)
     if args.quiet:
         return EXIT_ERROR if summary.problems else EXIT_OK
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.most_common())
     unread = f"; {len(summary.problems)} unreadable row(s) listed above" if summary.problems else ""
+    if summary.column is not None and summary.column.columns > 1:
+        print(f"scrub: numbers read from {summary.column.describe()}", file=sys.stderr)
     print(f"scrub for campaign {args.campaign} at {at.isoformat()}: {summary.rows} number(s), "
           f"{summary.allowed} allowed, {summary.rows - summary.allowed} blocked"
           f"{' (' + reasons + ')' if reasons else ''}; caller ID not checked; nothing recorded{unread}",
@@ -1259,6 +1275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones "
                    "(default: a file with any bad row is rejected whole; never for a two-list answer)")
     _json_option(p, "the import's summary (one object)")
+    _encoding_option(p)
 
     p = command(registry, "due", cmd_registry_due,
                 "write the numbers to submit to the RPO: no valid answer, or one that expires soon")
@@ -1271,7 +1288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--within", type=_non_negative_int, default=0, metavar="DAYS",
                    help="also numbers whose answer expires within DAYS days (default 0: already expired)")
     p.add_argument("--from", dest="source", metavar="FILE",
-                   help="answer for the numbers of this list (one a line) instead of every number known")
+                   help="answer for the numbers of this list (one a line, or a CSV's number column) instead of "
+                        "every number known")
+    _encoding_option(p)
+    _column_option(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="the file to submit, one number a line (default: standard output; the summary goes to "
                         "standard error)")
@@ -1282,7 +1302,7 @@ def build_parser() -> argparse.ArgumentParser:
     directory = group("directory", "numbers listed in a public telephone directory (opt-out regime)")
     p = command(directory, "import", cmd_directory_import,
                 "import the public-directory numbers; by default the file replaces the previous listings")
-    p.add_argument("file", metavar="FILE", help="one number a line (or the first column of a CSV)")
+    p.add_argument("file", metavar="FILE", help="one number a line, or a CSV (, ; or tab) with a number column")
     p.add_argument("--append", action="store_true", help="add to the current listings instead of replacing them")
     p.add_argument("--listed-at", type=_time_arg, metavar="TIME",
                    help="the date of the directory extract: its listings count from then (default: now). A "
@@ -1292,6 +1312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a file without any number (refused otherwise: replacing the directory with it "
                         "ends every listing)")
     _json_option(p, "the import's summary (one object)")
+    _encoding_option(p)
+    _column_option(p)
 
     consents = group("consent", "documented consents to be called (opt-in)")
     p = command(consents, "add", cmd_consent_add, "record one consent")
@@ -1313,6 +1335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
     _json_option(p, "the import's summary (one object)")
+    _encoding_option(p)
     p = _list_command(consents, cmd_consent_list, "list the consents stored, in the order they were stored")
     p.add_argument("--number", metavar="NUMBER", help="only this number's consents")
     p.add_argument("--principal", metavar="ID", help="only the consents given to this principal")
@@ -1333,6 +1356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
     _json_option(p, "the import's summary (one object)")
+    _encoding_option(p)
     p = _list_command(contracts, cmd_contract_list, "list the contracts stored, in the order they were stored")
     p.add_argument("--number", metavar="NUMBER", help="only this number's contracts")
     p.add_argument("--principal", metavar="ID", help="only the contracts with this principal")
@@ -1350,6 +1374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
     _json_option(p, "the import's summary (one object)")
+    _encoding_option(p)
     p = _list_command(optouts, cmd_optout_list, "list the refusals stored, in the order they were stored")
     p.add_argument("--number", metavar="NUMBER", help="only this number's refusals")
     p.add_argument("--principal", metavar="ID",
@@ -1385,13 +1410,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("scrub", help="pre-check a campaign list; writes a CSV with every decision",
                             description="Decide every number of a list for a campaign, without recording them.")
     p.set_defaults(handler=cmd_scrub)
-    p.add_argument("file", metavar="FILE", help="one number a line (or the first column of a CSV)")
+    p.add_argument("file", metavar="FILE", help="one number a line, or a CSV (, ; or tab) with a number column")
     p.add_argument("--campaign", required=True, metavar="ID")
     p.add_argument("--at", type=_time_arg, metavar="TIME", help="decide for this time instead of now")
     p.add_argument("-o", "--output", metavar="OUT.csv", help="write the results here (default: standard output)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object a number (JSON Lines: line, input, number, decision, reasons, basis, "
                         "campaign, at) instead of CSV")
+    _encoding_option(p)
+    _column_option(p)
 
     p = commands.add_parser("serve", help="run the FastAGI gate for Asterisk (127.0.0.1:4573 by default)",
                             description="Run the FastAGI gate. Asterisk asks it before each call with "
@@ -1470,6 +1497,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="target", required=True, metavar="URL",
                    help="the empty database to copy into: a SQLite file or postgresql://user:pass@host/db")
     return parser
+
+
+def _encoding_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoding", type=_encoding_arg, default=DEFAULT_ENCODING, metavar="NAME",
+                        help="the input files' encoding: utf-8 (default; a byte-order mark is fine), cp1252 "
+                             "(Windows-1252, what Excel saves in Italy), latin-1, utf-16...")
+
+
+def _column_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--column", metavar="NAME|N",
+                        help="the column holding the numbers, by its header name or its number from 1 (default: "
+                             "the column the header names telefono, cellulare, numero, phone...; else the only "
+                             "one holding numbers)")
 
 
 def _event_loop_option(parser: argparse.ArgumentParser) -> None:

@@ -68,6 +68,13 @@ SETUP = [
 Cli = Callable[..., Any]
 
 
+def aged(err: str) -> str:
+    """Standard error without the warning an RPO answer gets when it is imported more than 15 days after its
+    check: these tests' fixed dates age, and from 5 December 2026 the quick start's answers arrive expired."""
+    return "".join(line for line in err.splitlines(keepends=True)
+                   if not line.startswith("rpoguard: warning: these answers expired on "))
+
+
 def check_json(run_cli: Cli, number: str, *extra: str, at: str = AT, campaign: str = "spring26") -> tuple[int, dict]:
     code, out, err = run_cli("check", number, "--campaign", campaign, "--at", at, "--json", *extra)
     assert code in (0, 1), err
@@ -130,7 +137,7 @@ def test_quick_start_from_examples(run_cli: Cli, run_cli_at: ClockedCliRunner, d
     ]
     for args, text in zip(SETUP, expected_out, strict=True):
         code, out, err = run_cli(*args)
-        assert (code, err) == (0, ""), (args, out, err)
+        assert (code, aged(err)) == (0, ""), (args, out, err)
         assert text in out, (args, out)
     assert db_path.exists()
     assert (db_path.stat().st_mode & 0o777) == 0o600
@@ -443,7 +450,7 @@ def test_registry_lists_form(run_cli: Cli, seeded: Path, write_file: Callable[..
     registered = write_file("registered.txt", "06 4567 8901\n")
     code, out, err = run_cli("registry", "import", "--submitted", submitted, "--registered", registered,
                              "--checked-at", "2026-11-23", "--principal", "acme")
-    assert (code, err) == (0, "")
+    assert (code, aged(err)) == (0, "")
     assert "registered 1, not registered 1" in out
     assert check_json(run_cli, "06 4567 8901")[1]["reasons"] == ["rpo_registered"]
     assert check_json(run_cli, "338 000 1111")[1]["reasons"] == ["unlisted_no_consent"]

@@ -10,10 +10,13 @@ consent is never changed (it is ended with `consent revoke`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rpoguard.db.store import ConsentRecord, ImportResult, Store
+from rpoguard.ingest import plausible
 from rpoguard.ingest.csvfile import (
+    DEFAULT_ENCODING,
     existing_principals,
     fingerprint,
     header_records,
@@ -39,10 +42,12 @@ def parse_flag(text: str) -> bool:
     raise ValueError(f"automated must be yes/no (or 1/0, true/false), not {text[:20]!r}")
 
 
-def _builder(known: set[str]) -> Callable[[Callable[[str], str]], ConsentRecord]:
+def _builder(known: set[str], now: datetime | None = None) -> Callable[[Callable[[str], str]], ConsentRecord]:
     def build(cell: Callable[[str], str]) -> ConsentRecord:
         principal = known_principal(cell("principal"), known)
         given_at = parse_time(cell("given_at"))
+        # A consent not given yet is no consent: dated ahead, it would also not count until then.
+        plausible.not_in_future(given_at, "given_at", now)
         expires_at = parse_time(cell("expires_at")) if cell("expires_at") else None
         if expires_at is not None and expires_at <= given_at:
             raise ValueError("expires_at is not after given_at")
@@ -59,9 +64,11 @@ def _builder(known: set[str]) -> Callable[[Callable[[str], str]], ConsentRecord]
     return build
 
 
-async def import_file(store: Store, path: str | Path, skip_invalid: bool) -> ImportResult:
+async def import_file(store: Store, path: str | Path, skip_invalid: bool,
+                      encoding: str = DEFAULT_ENCODING) -> ImportResult:
     # The store refuses a row restating a recorded consent with other details: skipped like a bad row.
     meta = meta_for(KIND, fingerprint(path), skip_invalid=skip_invalid)
-    build = _builder(await existing_principals(store, path))
-    summary = await store.import_consents(header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid), meta)
+    build = _builder(await existing_principals(store, path, encoding), datetime.now(UTC))
+    records = header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid, encoding)
+    summary = await store.import_consents(records, meta)
     return summary, meta.rejected

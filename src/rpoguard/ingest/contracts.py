@@ -9,10 +9,13 @@ one or none does not): the contract's record is never changed (db/history.py).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rpoguard.db.store import ContractRecord, ImportResult, Store
+from rpoguard.ingest import plausible
 from rpoguard.ingest.csvfile import (
+    DEFAULT_ENCODING,
     existing_principals,
     fingerprint,
     header_records,
@@ -27,9 +30,11 @@ REQUIRED = ("number", "principal", "start")
 OPTIONAL = ("end",)
 
 
-def _builder(known: set[str]) -> Callable[[Callable[[str], str]], ContractRecord]:
+def _builder(known: set[str], now: datetime | None = None) -> Callable[[Callable[[str], str]], ContractRecord]:
     def build(cell: Callable[[str], str]) -> ContractRecord:
         start = parse_date(cell("start"))
+        # A contract that has not started is not a fact yet; its end may be planned, so it is not checked.
+        plausible.not_in_future(start, "start", now)
         end = parse_date(cell("end")) if cell("end") else None
         if end is not None and end < start:
             raise ValueError("end is before start")
@@ -38,8 +43,9 @@ def _builder(known: set[str]) -> Callable[[Callable[[str], str]], ContractRecord
     return build
 
 
-async def import_file(store: Store, path: str | Path, skip_invalid: bool) -> ImportResult:
+async def import_file(store: Store, path: str | Path, skip_invalid: bool,
+                      encoding: str = DEFAULT_ENCODING) -> ImportResult:
     meta = meta_for(KIND, fingerprint(path))
-    build = _builder(await existing_principals(store, path))
-    records = header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid)
+    build = _builder(await existing_principals(store, path, encoding), datetime.now(UTC))
+    records = header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid, encoding)
     return await store.import_contracts(records, meta), meta.rejected

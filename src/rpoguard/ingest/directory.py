@@ -15,16 +15,18 @@ from datetime import datetime
 from pathlib import Path
 
 from rpoguard.db.store import ImportMeta, ImportResult, Store
-from rpoguard.ingest.csvfile import FileError, fingerprint, meta_for, require_clean
-from rpoguard.ingest.registry import numbers_from_list
+from rpoguard.ingest import plausible
+from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, fingerprint, meta_for, require_clean
+from rpoguard.ingest.numberlist import NumberColumn, find_number_column
+from rpoguard.ingest.registry import numbered_from_list
 
 KIND = "directory"
 
 
-def _numbers(path: str | Path, meta: ImportMeta, skip_invalid: bool, replace: bool,
-             allow_empty: bool) -> Iterator[str]:
+def _numbers(path: str | Path, meta: ImportMeta, skip_invalid: bool, replace: bool, allow_empty: bool,
+             encoding: str, where: NumberColumn) -> Iterator[str]:
     count = 0
-    for number in numbers_from_list(path, meta.rejected):
+    for _, number in numbered_from_list(path, meta.rejected, encoding, where=where):
         count += 1
         yield number
     require_clean(meta.rejected, skip_invalid)
@@ -38,9 +40,19 @@ def _numbers(path: str | Path, meta: ImportMeta, skip_invalid: bool, replace: bo
 
 
 async def import_file(store: Store, path: str | Path, replace: bool, skip_invalid: bool,
-                      listed_at: datetime | None = None, allow_empty: bool = False) -> ImportResult:
+                      listed_at: datetime | None = None, allow_empty: bool = False, *,
+                      encoding: str = DEFAULT_ENCODING, column: str | None = None) -> ImportResult:
     """Import one directory file. A file without a number is refused unless `allow_empty`: replacing the
-    directory with it would end every listing, which is rarely what an operator meant."""
+    directory with it would end every listing, which is rarely what an operator meant. `column`: --column
+    NAME|N, the list's number column (default: found from the header or the rows)."""
+    if listed_at is not None:
+        plausible.not_in_future(listed_at, "--listed-at")
     meta = meta_for(KIND, fingerprint(path), checked_at=listed_at)
-    summary = await store.import_directory(_numbers(path, meta, skip_invalid, replace, allow_empty), meta, replace)
+    # Found before the store is asked: a replacing file read in the wrong column would end every listing.
+    where = find_number_column(path, encoding, column)
+    summary = await store.import_directory(_numbers(path, meta, skip_invalid, replace, allow_empty, encoding, where),
+                                           meta, replace)
+    note = where.note()
+    if note is not None and not summary.already_imported:
+        summary.notes.append(note)
     return summary, meta.rejected

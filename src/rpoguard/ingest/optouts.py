@@ -7,10 +7,13 @@ refusal was recorded: a call id, a letter). A refusal already on record is a dup
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rpoguard.db.store import ImportResult, OptoutRecord, Store
+from rpoguard.ingest import plausible
 from rpoguard.ingest.csvfile import (
+    DEFAULT_ENCODING,
     existing_principals,
     fingerprint,
     header_records,
@@ -25,17 +28,20 @@ REQUIRED = ("number", "at")
 OPTIONAL = ("principal", "reference")
 
 
-def _builder(known: set[str]) -> Callable[[Callable[[str], str]], OptoutRecord]:
+def _builder(known: set[str], now: datetime | None = None) -> Callable[[Callable[[str], str]], OptoutRecord]:
     def build(cell: Callable[[str], str]) -> OptoutRecord:
         principal = known_principal(cell("principal"), known) if cell("principal") else None
-        return OptoutRecord(normalize_cell(cell("number")), principal, parse_time(cell("at")),
-                            cell("reference") or None)
+        at = parse_time(cell("at"))
+        # Dated ahead, a refusal would not block until then.
+        plausible.not_in_future(at, "at", now)
+        return OptoutRecord(normalize_cell(cell("number")), principal, at, cell("reference") or None)
 
     return build
 
 
-async def import_file(store: Store, path: str | Path, skip_invalid: bool) -> ImportResult:
+async def import_file(store: Store, path: str | Path, skip_invalid: bool,
+                      encoding: str = DEFAULT_ENCODING) -> ImportResult:
     meta = meta_for(KIND, fingerprint(path))
-    build = _builder(await existing_principals(store, path))
-    records = header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid)
+    build = _builder(await existing_principals(store, path, encoding), datetime.now(UTC))
+    records = header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid, encoding)
     return await store.import_optouts(records, meta), meta.rejected

@@ -25,12 +25,23 @@ from rpoguard.db.store import (
     ImportMeta,
     ImportRejected,
     ImportResult,
+    ImportSummary,
     Progress,
     RowProblem,
     RpoAnswer,
     Store,
 )
-from rpoguard.ingest.csvfile import FileInfo, fingerprint, meta_for, normalize_cell, read_rows, require_clean
+from rpoguard.ingest import plausible
+from rpoguard.ingest.csvfile import (
+    DEFAULT_ENCODING,
+    FileInfo,
+    fingerprint,
+    meta_for,
+    normalize_cell,
+    read_rows,
+    require_clean,
+)
+from rpoguard.ingest.numberlist import NUMBER_HEADERS, NumberColumn, find_number_column, header_key, numbered_rows
 from rpoguard.timeutil import TimeFormatError, parse_time
 
 KIND = "rpo"
@@ -39,7 +50,6 @@ STATUS_WORDS = {
     "registered": True, "1": True, "y": True, "iscritto": True,
     "not_registered": False, "0": False, "n": False, "non_iscritto": False,
 }
-HEADER_WORDS = {"number", "numero", "msisdn", "telefono", "phone"}
 
 
 def parse_status(text: str) -> bool:
@@ -50,11 +60,13 @@ def parse_status(text: str) -> bool:
                          "iscritto/non_iscritto") from None
 
 
-def answers_from_csv(path: str | Path, meta: ImportMeta, skip_invalid: bool) -> Iterator[RpoAnswer]:
+def answers_from_csv(path: str | Path, meta: ImportMeta, skip_invalid: bool,
+                     encoding: str = DEFAULT_ENCODING) -> Iterator[RpoAnswer]:
     checked_at = meta.checked_at
     assert checked_at is not None
-    for line, fields in read_rows(path, meta.rejected):
-        if line == 1 and fields[0].lower() in HEADER_WORDS:
+    for line, fields in read_rows(path, meta.rejected, encoding):
+        # The same header names as a list's number column ('N° telefono;stato' too).
+        if line == 1 and header_key(fields[0]) in NUMBER_HEADERS:
             continue
         try:
             if len(fields) < 2:
@@ -66,8 +78,7 @@ def answers_from_csv(path: str | Path, meta: ImportMeta, skip_invalid: bool) -> 
                 if not registered:
                     raise ValueError("registered_at given for a number that is not registered")
                 registered_at = parse_time(fields[2])
-                if registered_at > checked_at:
-                    raise ValueError("registered_at is after the check date")
+                plausible.rpo_registered_at(registered_at, checked_at)
         except (ValueError, TimeFormatError) as exc:
             meta.rejected.append(RowProblem(line, str(exc)))
             continue
@@ -75,23 +86,32 @@ def answers_from_csv(path: str | Path, meta: ImportMeta, skip_invalid: bool) -> 
     require_clean(meta.rejected, skip_invalid)
 
 
-def numbered_from_list(path: str | Path, problems: list[RowProblem]) -> Iterator[tuple[int, str]]:
-    """(line, E.164 number) from a one-number-a-line file (or the first column of a CSV)."""
-    for line, fields in read_rows(path, problems):
-        if line == 1 and fields[0].lower() in HEADER_WORDS:
-            continue
-        try:
-            yield line, normalize_cell(fields[0])
-        except ValueError as exc:
-            problems.append(RowProblem(line, str(exc)))
+def numbered_from_list(path: str | Path, problems: list[RowProblem], encoding: str = DEFAULT_ENCODING,
+                       column: str | None = None, where: NumberColumn | None = None) -> Iterator[tuple[int, str]]:
+    """(line, E.164 number) from a one-number-a-line file or a CSV's number column (numberlist.py). The
+    column is found when this is called, so a file whose column cannot be told is refused before any row
+    is read; `where` gives a column already found."""
+    found = where or find_number_column(path, encoding, column)
+
+    def rows() -> Iterator[tuple[int, str]]:
+        for line, cell in numbered_rows(path, problems, found, encoding):
+            try:
+                yield line, normalize_cell(cell)
+            except ValueError as exc:
+                problems.append(RowProblem(line, str(exc)))
+
+    return rows()
 
 
-def numbers_from_list(path: str | Path, problems: list[RowProblem]) -> Iterator[str]:
-    """E.164 numbers from a one-number-a-line file (or the first column of a CSV)."""
-    return (number for _, number in numbered_from_list(path, problems))
+def numbers_from_list(path: str | Path, problems: list[RowProblem], encoding: str = DEFAULT_ENCODING,
+                      column: str | None = None) -> Iterator[str]:
+    """E.164 numbers from a one-number-a-line file or a CSV's number column."""
+    return (number for _, number in numbered_from_list(path, problems, encoding, column))
 
 
-def answers_from_lists(submitted: str | Path, answer_list: str | Path, meta: ImportMeta) -> Iterator[RpoAnswer]:
+def answers_from_lists(submitted: str | Path, answer_list: str | Path, meta: ImportMeta,
+                       encoding: str = DEFAULT_ENCODING,
+                       columns: tuple[NumberColumn, NumberColumn] | None = None) -> Iterator[RpoAnswer]:
     """The submitted list's rows, then the answer list's: with --registered the list names the registered
     numbers, with --cleansed the numbers that are not registered; the store combines them into one answer
     per submitted number (db/rpo_import.py). Streams both files: no set of 30 million numbers in memory.
@@ -99,27 +119,41 @@ def answers_from_lists(submitted: str | Path, answer_list: str | Path, meta: Imp
     Any unreadable row in either list refuses the whole import, --skip-invalid or not: a number that could
     not be read might be exactly the one the list names, and its absence would then answer wrongly."""
     cleansed = meta.rpo_form == RPO_CLEANSED_LIST
-    yield from (RpoAnswer(number, cleansed, None, line, submitted=True)
-                for line, number in numbered_from_list(submitted, meta.rejected))
+    sub_column, answer_column = columns or (None, None)
+    submitted_rows = numbered_from_list(submitted, meta.rejected, encoding, where=sub_column)
     problems: list[RowProblem] = []
-    yield from (RpoAnswer(number, not cleansed, None, line)
-                for line, number in numbered_from_list(answer_list, problems))
+    answer_rows = numbered_from_list(answer_list, problems, encoding, where=answer_column)
+    yield from (RpoAnswer(number, cleansed, None, line, submitted=True) for line, number in submitted_rows)
+    yield from (RpoAnswer(number, not cleansed, None, line) for line, number in answer_rows)
     # Line numbers are per file: name the answer list in its problems.
     meta.rejected.extend(RowProblem(p.line, f"{Path(answer_list).name}: {p.message}") for p in problems)
     if meta.rejected:
         raise ImportRejected(meta.rejected, skippable=False)
 
 
+def _expiry_note(summary: ImportSummary, checked_at: datetime, validity_days: int | None) -> ImportSummary:
+    if validity_days is not None:
+        note = plausible.expired_on_arrival(checked_at, validity_days)
+        if note is not None:
+            summary.notes.append(note)
+    return summary
+
+
 async def import_csv(store: Store, path: str | Path, checked_at: datetime, principal_id: str, skip_invalid: bool,
-                     progress: Progress | None = None) -> ImportResult:
+                     progress: Progress | None = None, *, encoding: str = DEFAULT_ENCODING,
+                     validity_days: int | None = None) -> ImportResult:
+    """`validity_days` (the configured [policy] rpo_validity_days): say when the answers are already expired."""
+    plausible.rpo_checked_at(checked_at)
     meta = meta_for(KIND, fingerprint(path), checked_at=checked_at, principal_id=principal_id)
-    summary = await store.import_rpo(answers_from_csv(path, meta, skip_invalid), meta, progress)
-    return summary, meta.rejected
+    summary = await store.import_rpo(answers_from_csv(path, meta, skip_invalid, encoding), meta, progress)
+    return _expiry_note(summary, checked_at, validity_days), meta.rejected
 
 
 async def import_lists(store: Store, submitted: str | Path, answer_list: str | Path, form: str, checked_at: datetime,
-                       principal_id: str, progress: Progress | None = None) -> ImportResult:
+                       principal_id: str, progress: Progress | None = None, *, encoding: str = DEFAULT_ENCODING,
+                       validity_days: int | None = None) -> ImportResult:
     """A two-list answer: `form` is RPO_REGISTERED_LIST or RPO_CLEANSED_LIST."""
+    plausible.rpo_checked_at(checked_at)
     sub, answer = fingerprint(submitted), fingerprint(answer_list)
     # The pair is one answer: the import's fingerprint is the two files' together (and the form, since the
     # same pair read the other way would be another answer), which recognises the same pair again. Each
@@ -129,5 +163,13 @@ async def import_lists(store: Store, submitted: str | Path, answer_list: str | P
     files = (ImportFile(FILE_SUBMITTED, sub.path.name, sub.size, sub.sha256),
              ImportFile(form, answer.path.name, answer.size, answer.sha256))
     meta = meta_for(KIND, info, checked_at=checked_at, principal_id=principal_id, rpo_form=form, files=files)
-    summary = await store.import_rpo(answers_from_lists(submitted, answer_list, meta), meta, progress)
-    return summary, meta.rejected
+    # Both columns are found before the store is asked: a list whose column cannot be told refuses the pair
+    # before anything is written.
+    columns = (find_number_column(submitted, encoding), find_number_column(answer_list, encoding))
+    answers = answers_from_lists(submitted, answer_list, meta, encoding, columns)
+    summary = await store.import_rpo(answers, meta, progress)
+    for path, where in zip((submitted, answer_list), columns, strict=True):
+        note = where.note()
+        if note is not None and not summary.already_imported:
+            summary.notes.append(f"{Path(path).name}: {note}")
+    return _expiry_note(summary, checked_at, validity_days), meta.rejected

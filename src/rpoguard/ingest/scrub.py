@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +19,8 @@ from rpoguard.audit import spreadsheet_safe
 from rpoguard.constants import ALLOW, SOURCE_CLI
 from rpoguard.db.store import RowProblem
 from rpoguard.gate import CallRequest, Gate
-from rpoguard.ingest.csvfile import read_rows
-from rpoguard.ingest.registry import HEADER_WORDS
+from rpoguard.ingest.csvfile import DEFAULT_ENCODING
+from rpoguard.ingest.numberlist import NumberColumn, find_number_column, numbered_rows
 from rpoguard.policy import Decision
 from rpoguard.timeutil import iso
 
@@ -33,13 +33,7 @@ class ScrubSummary:
     allowed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     problems: list[RowProblem] = field(default_factory=list)
-
-
-def _inputs(path: str | Path, problems: list[RowProblem]) -> Iterator[tuple[int, str]]:
-    for line, fields in read_rows(path, problems):
-        if line == 1 and fields[0].lower() in HEADER_WORDS:
-            continue
-        yield line, fields[0]
+    column: NumberColumn | None = None
 
 
 def _json_lines(out: IO[str], campaign_id: str, at: datetime) -> Callable[[int, str, str | None, Decision], None]:
@@ -67,11 +61,17 @@ def _csv_rows(out: IO[str]) -> Callable[[int, str, str | None, Decision], None]:
     return write
 
 
-async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, out: IO[str],
-                json_lines: bool = False) -> ScrubSummary:
+async def scrub(gate: Gate, path: str | Path, campaign_id: str, at: datetime, out: IO[str], *,
+                json_lines: bool = False, encoding: str = DEFAULT_ENCODING,
+                column: str | None = None) -> ScrubSummary:
+    """Every row of the list decided for the campaign; the output names each row by its line and the input
+    as written. `column`: --column NAME|N (default: found from the header or the rows, numberlist.py)."""
     summary = ScrubSummary()
+    # Before the header is written: a file whose number column cannot be told leaves no output at all.
+    summary.column = where = find_number_column(path, encoding, column)
     write = _json_lines(out, campaign_id, at) if json_lines else _csv_rows(out)
-    for line, raw in _inputs(path, summary.problems):
+    # An empty number cell is answered too (invalid_number), so every data row has its line in the output.
+    for line, raw in numbered_rows(path, summary.problems, where, encoding, empty_is_problem=False):
         call = CallRequest(raw_number=raw, campaign_id=campaign_id, caller_id=None, source=SOURCE_CLI)
         decision, facts = await gate.evaluate(call, at)
         summary.rows += 1
