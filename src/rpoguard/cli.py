@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import gc
 import json
 import logging
@@ -71,7 +72,7 @@ from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, encoding_name, 
 from rpoguard.ingest.scrub import scrub
 from rpoguard.numbers import NumberError, national_form, normalize, normalize_caller_id
 from rpoguard.policy import CampaignFacts
-from rpoguard.timeutil import ROME, TimeFormatError, iso, parse_date, parse_time, to_us
+from rpoguard.timeutil import ROME, TimeFormatError, human, iso, parse_date, parse_time, to_us
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
             summary, problems = await registry_import.import_lists(store, args.submitted, answer_list, form,
                                                                    args.checked_at, principal, progress, **read)
     seconds = time.monotonic() - started
-    _report_import(args, summary, problems, f"RPO answers checked at {args.checked_at.isoformat()}",
+    _report_import(args, summary, problems, f"RPO answers checked at {human(args.checked_at)}",
                    principal=principal, checked_at=iso(args.checked_at), seconds=round(seconds, 3))
     if args.json or args.quiet:
         return EXIT_OK
@@ -495,7 +496,7 @@ async def cmd_consent_add(args: argparse.Namespace, store: Store, config: Config
                            args.automated, args.expires_at, args.purpose)
     consent_id, created = await store.add_consent(record)
     print(f"consent #{consent_id} {'recorded' if created else 'was already recorded'}: {record.number} to "
-          f"{record.principal_id} from {record.given_at.isoformat()}"
+          f"{record.principal_id} from {human(record.given_at)}"
           f"{' (covers automated calls)' if record.automated else ''}")
     return EXIT_OK
 
@@ -508,18 +509,18 @@ async def cmd_consent_revoke(args: argparse.Namespace, store: Store, config: Con
         raise UsageError(f"principal {args.principal!r} does not exist")
     revocations = await store.revoke_consents(number, args.principal, at)
     if not revocations:
-        print(f"no consent of {number} to {args.principal} was given by {at.isoformat()} and not expired then")
+        print(f"no consent of {number} to {args.principal} was given by {human(at)} and not expired then")
     for done in revocations:
         what = f"consent #{done.consent_id} of {number} to {args.principal}"
         if done.first:
-            print(f"{what} revoked at {at.isoformat()}")
+            print(f"{what} revoked at {human(at)}")
             continue
         # The first revocation stands: a later one is noted beside it, never substituted.
-        first = done.revoked_at.astimezone(ROME).isoformat()
-        line = f"{what}: already revoked at {first}; this revocation (at {at.isoformat()}) noted"
+        first = human(done.revoked_at)
+        line = f"{what}: already revoked at {first}; this revocation (at {human(at)}) noted"
         if done.effective_at < done.revoked_at:
             line += (f"; it names an earlier moment, so decisions count the consent revoked from "
-                     f"{done.effective_at.astimezone(ROME).isoformat()}")
+                     f"{human(done.effective_at)}")
         print(line)
     return EXIT_OK
 
@@ -618,8 +619,23 @@ async def cmd_evidence(args: argparse.Namespace, store: Store, config: Config) -
     print(f"Evidence for {number}{' and principal ' + args.principal if args.principal else ''}: "
           f"{len(items)} record(s), oldest first (times in Europe/Rome)")
     for item in items:
-        print(f"{item.at.astimezone(ROME):%Y-%m-%d %H:%M:%S}  {_describe_evidence(item)}")
+        print(f"{human(item.at)}  {_describe_evidence(_humanised(item))}")
     return EXIT_OK
+
+
+def _humanised(item: EvidenceItem) -> EvidenceItem:
+    """The item with its stored moments (ISO 8601 UTC, as in --json) shown as a person reads them."""
+    return dataclasses.replace(item, detail={k: _human_text(v) if k.endswith("_at") else v
+                                             for k, v in item.detail.items()})
+
+
+def _human_text(value: object) -> object:
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return value
+    try:
+        return human(parse_time(value))
+    except TimeFormatError:
+        return value
 
 
 def _describe_evidence(item: EvidenceItem) -> str:
@@ -699,7 +715,7 @@ async def cmd_optout_add(args: argparse.Namespace, store: Store, config: Config)
     plausible.not_in_future(at, "--at")
     optout_id = await store.add_optout(number, args.principal, at, SOURCE_CLI, None)
     print(f"opt-out #{optout_id} recorded: {number} refuses calls from "
-          f"{args.principal or 'every principal'} from {at.isoformat()}")
+          f"{args.principal or 'every principal'} from {human(at)}")
     return EXIT_OK
 
 
@@ -713,7 +729,7 @@ Column = tuple[str, Callable[[Any], object]]
 
 def _when(moment: datetime | None) -> str | None:
     """A stored moment for people: Europe/Rome with its offset, to the second."""
-    return moment.astimezone(ROME).isoformat(timespec="seconds") if moment is not None else None
+    return human(moment) if moment is not None else None
 
 
 def _cell(value: object) -> str:
@@ -880,7 +896,7 @@ def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bo
                  simulated: bool, validity_days: int) -> None:
     word = "ALLOW" if verdict.decision == ALLOW else "BLOCK"
     print(f"{word} {verdict.number or call.raw_number!s} for campaign {call.campaign_id}"
-          f"{' (principal ' + principal + ')' if principal else ''} at {at.isoformat()}")
+          f"{' (principal ' + principal + ')' if principal else ''} at {human(at)}")
     if verdict.basis:
         print(f"  basis: {verdict.basis}")
     for code in verdict.reasons:
@@ -890,7 +906,7 @@ def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bo
     if recorded:
         print(f"  decision {verdict.decision_id} recorded in the audit log")
     elif simulated:
-        print(f"  simulation as of {at.isoformat()}: not recorded")
+        print(f"  simulation as of {human(at)}: not recorded")
     else:
         print("  not recorded (dry run)")
 
@@ -929,7 +945,7 @@ async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> i
     unread = f"; {len(summary.problems)} unreadable row(s) listed above" if summary.problems else ""
     if summary.column is not None and summary.column.columns > 1:
         print(f"scrub: numbers read from {summary.column.describe()}", file=sys.stderr)
-    print(f"scrub for campaign {args.campaign} at {at.isoformat()}: {summary.rows} number(s), "
+    print(f"scrub for campaign {args.campaign} at {human(at)}: {summary.rows} number(s), "
           f"{summary.allowed} allowed, {summary.rows - summary.allowed} blocked"
           f"{' (' + reasons + ')' if reasons else ''}; caller ID not checked; nothing recorded{unread}",
           file=sys.stderr)

@@ -56,9 +56,9 @@ def iso(moment: datetime) -> str:
 
 
 def human(moment: datetime) -> str:
-    """How a time is shown to a person: Europe/Rome with its offset, to the second (2026-11-24 11:00:00+01:00).
+    """How a time is shown to a person: Europe/Rome with its offset, to the second (2026-11-24T11:00:00+01:00).
     Machine output (JSON, CSV exports, the audit hash) keeps iso()."""
-    return moment.astimezone(ROME).isoformat(sep=" ", timespec="seconds")
+    return moment.astimezone(ROME).isoformat(timespec="seconds")
 
 
 def human_us(value: int) -> str:

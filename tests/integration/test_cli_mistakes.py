@@ -252,3 +252,18 @@ def test_an_internal_error_is_one_line_with_the_way_to_the_details(tmp_path: Pat
                           timeout=60, check=False, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert done.returncode == EXIT_ERROR
     one_line_error(done.stderr, "internal error: TypeError: a bug", "-v")
+
+
+def test_times_for_people_are_in_rome_with_their_offset_to_the_second(run_cli: Cli, tmp_path: Path) -> None:
+    assert run_cli("principal", "add", "acme", "--name", "ACME").code == 0
+    assert run_cli("campaign", "add", "c", "--principal", "acme").code == 0
+    code, out, _ = run_cli("consent", "add", "333 123 4567", "--principal", "acme", "--given-at",
+                           "2026-07-01T09:30:15.250+00:00", "--evidence", "form 1")
+    assert code == 0
+    assert "from 2026-07-01T11:30:15+02:00" in out  # summer time in Rome, no microseconds
+    code, out, _ = run_cli("check", "333 123 4567", "--campaign", "c", "--at", "2026-11-24T10:00:00Z")
+    assert "at 2026-11-24T11:00:00+01:00" in out and "simulation as of 2026-11-24T11:00:00+01:00" in out
+    code, out, _ = run_cli("evidence", "333 123 4567")
+    assert code == 0
+    assert "2026-07-01T11:30:15+02:00  consent #1 [acme]" in out
+    assert ".250" not in out and "None" not in out

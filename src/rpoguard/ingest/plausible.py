@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from rpoguard.timeutil import ROME
+from rpoguard.timeutil import ROME, human
 
 # How far ahead of this machine's clock a fact may be dated (another machine's clock).
 CLOCK_LEEWAY = timedelta(minutes=10)
@@ -28,7 +28,7 @@ class ImplausibleDate(ValueError):
 
 
 def _shown(moment: datetime | date) -> str:
-    return moment.isoformat()
+    return human(moment) if isinstance(moment, datetime) else moment.isoformat()
 
 
 def _start_of(moment: datetime | date) -> datetime:
@@ -43,7 +43,7 @@ def not_in_future(moment: datetime | date, what: str, now: datetime | None = Non
     reference = now or datetime.now(UTC)
     if _start_of(moment) > reference + CLOCK_LEEWAY:
         raise ImplausibleDate(f"{what} {_shown(moment)} is in the future (it is now "
-                              f"{reference.astimezone(ROME):%Y-%m-%d %H:%M} in Rome): a fact is recorded once it "
+                              f"{human(reference)}): a fact is recorded once it "
                               "has happened, dated when it happened")
 
 
