@@ -313,6 +313,15 @@ async def _sessions(port: int, number: str, stop: asyncio.Event, log: list[Sessi
             log.append(Session(number, started, ended, set(variables[VAR_REASONS].split(",")) & RPO_CODES))
 
 
+async def _until_sessions(log: list[Session], count: int, after: float, patience: float = 60.0) -> None:
+    """Until each number has `count` sessions done that started after `after`: counted, not timed, so that a
+    busy machine (fewer sessions a second) still has them."""
+    deadline = time.monotonic() + patience
+    while any(sum(s.number == n and s.started > after for s in log) < count for n in (SHARED, BIG_ONLY)):
+        assert time.monotonic() < deadline, f"not {count} sessions per number within {patience} s: {log[-5:]}"
+        await asyncio.sleep(0.01)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -329,7 +338,7 @@ def test_serve_answers_from_the_previous_data_until_the_import_commits(
     async def scenario() -> tuple[float, float, bytes, bytes, int]:
         stop = asyncio.Event()
         workers = [asyncio.create_task(_sessions(port, n, stop, log)) for n in (SHARED, BIG_ONLY)]
-        await asyncio.sleep(0.3)  # a few sessions on the previous data before the import starts
+        await _until_sessions(log, 3, after=0.0)  # a few sessions on the previous data before the import starts
         watch.start()
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
@@ -337,7 +346,7 @@ def test_serve_answers_from_the_previous_data_until_the_import_commits(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         finished = time.monotonic()
-        await asyncio.sleep(0.5)  # and some after it
+        await _until_sessions(log, 3, after=finished)  # and some after it
         stop.set()
         await asyncio.gather(*workers)
         return started, finished, out, err, proc.returncode or 0
