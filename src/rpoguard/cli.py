@@ -71,6 +71,7 @@ from rpoguard.ingest import registry as registry_import
 from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, encoding_name, read_observer
 from rpoguard.ingest.scrub import scrub
 from rpoguard.numbers import NumberError, national_form, normalize, normalize_caller_id
+from rpoguard.outfile import OutputError, open_output
 from rpoguard.policy import CampaignFacts
 from rpoguard.timeutil import ROME, TimeFormatError, human, iso, parse_date, parse_time, to_us
 
@@ -913,18 +914,13 @@ def _print_check(verdict: Verdict, call: CallRequest, at: datetime, recorded: bo
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[IO[str]]:
-    """Standard output, or a file that appears only complete: a failed run leaves the previous file."""
-    if path is None:
-        yield sys.stdout
-        return
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    """Standard output (no -o, or -), else by rpoguard.outfile's rules: a regular file appears only complete
+    (a failed run leaves the previous file); a device or FIFO is written directly, never replaced."""
     try:
-        with partial.open("w", encoding="utf-8", newline="") as out:
+        with open_output(path) as out:
             yield out
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def cmd_scrub(args: argparse.Namespace, store: Store, config: Config) -> int:

@@ -1,11 +1,13 @@
-"""`rpoguard serve` as a child process for the integration tests: started on a free port, ready when it
-accepts connections, always stopped (SIGTERM, then SIGKILL) at the end."""
+"""`rpoguard serve` as a child process for the integration tests: started on a port it picks itself, ready
+once its log says where it listens and it handles SIGTERM, always stopped (SIGTERM, then SIGKILL) at the end."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
+import re
+import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -14,45 +16,96 @@ from typing import Any
 
 import pytest
 
-START_TIMEOUT = 20.0
+START_TIMEOUT = 30.0
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# cli.py's start-up line: "rpoguard X: FastAGI gate listening on HOST:PORT (database ...".
+LISTENING = re.compile(rb"FastAGI gate listening on \S+:(\d+) \(")
 
 
 def start_serve(cli_script: str, env: Mapping[str, str], folder: Path, *,
                 wrapper: Sequence[str] = (), args: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """Start the server and wait until it accepts; returns (process, port, log file)."""
-    port = free_port()
-    log = folder / f"serve-{port}.log"
+    """Start the server and wait until it is ready; returns (process, port, log file).
+
+    `--port 0`: the kernel gives the server a free port when it binds. A port picked here and bound later
+    could be taken in between by another process (then the test would talk to that one), and a connect
+    that succeeds proves only that something listens. Ready means: the log names the port (written after
+    the bind) and the process catches SIGTERM (its handler is installed after that line; a SIGTERM any
+    earlier would kill it instead of stopping it)."""
+    log = folder / f"serve-{secrets.token_hex(4)}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([*wrapper, cli_script, "serve", "--port", str(port), *args], env=dict(env),
+        proc = subprocess.Popen([*wrapper, cli_script, "serve", "--port", "0", *args], env=dict(env),
                                 stdout=out, stderr=subprocess.STDOUT, cwd=folder)
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            # A bare TCP connect is the health check that hangs some FastAGI servers: ours answers failure.
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port, log
-        except OSError:
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            found = LISTENING.search(log.read_bytes())
+            if found and catches(proc.pid, signal.SIGTERM):
+                return proc, int(found.group(1)), log
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop(proc)
                 pytest.fail(f"rpoguard serve did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
+            time.sleep(0.02)
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def catches(pid: int, signum: signal.Signals) -> bool:
+    """Whether process `pid` has a handler for `signum` (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(caught >> (signum - 1) & 1)
+
+
+def _tcp_sockets() -> Iterator[list[str]]:
+    """The rows of the kernel's TCP socket tables (IPv4 and IPv6), split into fields."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                yield row.split()
+
+
+def listening(port: int) -> bool:
+    """Whether a socket listens on `port` (any address): false once the server has closed its listener."""
+    local_port = f"{port:04X}"
+    return any(f[1].rsplit(":", 1)[1] == local_port and f[3] == "0A" for f in _tcp_sockets())
+
+
+def connections_held(pid: int, port: int) -> int:
+    """Connections to ``port`` that process ``pid`` has accepted and not yet closed: its own descriptors.
+
+    What a client sees says nothing of when the server's event loop took a connection in or let it go:
+    connect() returns before the server's loop has accepted it, and close() returns before the server has
+    read the EOF. The server's slot is taken when it accepts and freed when it closes its side; this counts.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    local_port = f"{port:04X}"
+    return sum(1 for f in _tcp_sockets() if f[1].rsplit(":", 1)[1] == local_port and f[3] != "0A" and f[9] in inodes)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; always waited for, so no process outlives its test."""
     if proc.poll() is None:
         proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait()
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Stop every one of `procs`, even when stopping one of them fails."""
+    with contextlib.ExitStack() as stack:
+        for proc in procs:
+            stack.callback(stop, proc)
 
 
 @contextlib.contextmanager

@@ -277,6 +277,8 @@ def run_child(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        # stdin too: a test that fails before closing it must not leave the pipe to the collector.
+        proc.stdin.close()
         proc.stdout.close()
         proc.stderr.close()
 

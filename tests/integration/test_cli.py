@@ -9,6 +9,7 @@ libfaketime (`run_cli_at`) for a recorded decision, which is always for the mome
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -537,24 +538,33 @@ def test_audit_verify_then_tamper(run_cli: Cli, run_cli_at: ClockedCliRunner, se
     assert "row 3:" not in out
 
 
+def _kill_if_running(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+
+
 def test_parallel_checks_keep_one_intact_chain(
     run_cli: Cli, seeded: Path, cli_script: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     numbers = ["06 4567 8901", "02 1234 5678", "333 123 4567", "347 765 4321", "055 234 5678", "338 000 1111"]
     # Recorded decisions, each for its own moment: every command's clock starts at AT (libfaketime).
     at_clock = {**cli_env, **clock_env(AT)}
-    procs = [
-        subprocess.Popen(
-            [cli_script, "check", number, "--campaign", "spring26", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=at_clock,
-            cwd=tmp_path,
-        )
-        for number in numbers
-    ]
-    results = [proc.communicate(timeout=60) for proc in procs]
+    with contextlib.ExitStack() as running:
+        # Each one killed if still running and waited for on the way out, even when a wait below fails.
+        procs = [
+            running.enter_context(subprocess.Popen(
+                [cli_script, "check", number, "--campaign", "spring26", "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=at_clock,
+                cwd=tmp_path,
+            ))
+            for number in numbers
+        ]
+        for proc in procs:
+            running.callback(_kill_if_running, proc)
+        results = [proc.communicate(timeout=60) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 1, 0, 1, 0, 1], results
     ids = {json.loads(out)["decision_id"] for out, _ in results}
     code, out, _ = run_cli("audit", "verify")

@@ -111,6 +111,15 @@ def sql(path: Path, query: str, params: tuple[Any, ...] = ()) -> Any:
         con.close()
 
 
+def size(path: Path) -> int:
+    """The file's size, 0 when it is not there. SQLite deletes the WAL when its last connection closes, at
+    any moment: a size read after an exists() may find it gone, so the absence is caught, not checked first."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def import_cmd(cli_script: str, big: Path) -> list[str]:
     # The kill rounds add principals: the answers name theirs.
     return [cli_script, "registry", "import", str(big), "--checked-at", BIG_CHECKED, "--principal", "acme"]
@@ -162,24 +171,28 @@ def test_killed_import_leaves_the_previous_answers_and_a_rerun_lands_it(
     rows = audit_rows(run_cli)
     wal = Path(f"{data}-wal")
     for round_no, delay in enumerate([*delays, None], start=1):
-        proc = subprocess.Popen(import_cmd(cli_script, big_csv), env=cli_env, cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        started = time.monotonic()
-        # A timed kill also comes early if the WAL starts growing (the last phase has begun: the machine is
-        # faster than during the calibration), so that no kill ever comes after the commit.
-        limit, threshold = (delay, 1) if delay is not None else (120.0, wal_trigger)
-        while (proc.poll() is None and time.monotonic() - started < limit
-               and (wal.stat().st_size if wal.exists() else 0) < threshold):
-            time.sleep(0.001)
-        killed_at = time.monotonic() - started
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the import finished before the kill at {killed_at:.2f} s (whole import {typical:.2f} s): "
-                        f"{out!r} {err!r}")
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        # The with block closes the pipes and waits: whatever fails inside, no import outlives the round.
+        with subprocess.Popen(import_cmd(cli_script, big_csv), env=cli_env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            try:
+                started = time.monotonic()
+                # A timed kill also comes early if the WAL starts growing (the last phase has begun: the machine
+                # is faster than during the calibration), so that no kill ever comes after the commit.
+                limit, threshold = (delay, 1) if delay is not None else (120.0, wal_trigger)
+                while proc.poll() is None and time.monotonic() - started < limit and size(wal) < threshold:
+                    time.sleep(0.001)
+                killed_at = time.monotonic() - started
+                if proc.poll() is not None:
+                    out, err = proc.communicate()
+                    pytest.fail(f"the import finished before the kill at {killed_at:.2f} s (whole import "
+                                f"{typical:.2f} s): {out!r} {err!r}")
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
         assert proc.returncode == -signal.SIGKILL
-        left = wal.stat().st_size if wal.exists() else 0
+        left = size(wal)
         print(f"kill {round_no} at {killed_at:.2f} s: data WAL left with {left:,} bytes")
         if delay is None:
             assert left >= wal_trigger  # uncommitted pages were on disk when it died
@@ -300,6 +313,15 @@ async def _sessions(port: int, number: str, stop: asyncio.Event, log: list[Sessi
             log.append(Session(number, started, ended, set(variables[VAR_REASONS].split(",")) & RPO_CODES))
 
 
+async def _until_sessions(log: list[Session], count: int, after: float, patience: float = 60.0) -> None:
+    """Until each number has `count` sessions done that started after `after`: counted, not timed, so that a
+    busy machine (fewer sessions a second) still has them."""
+    deadline = time.monotonic() + patience
+    while any(sum(s.number == n and s.started > after for s in log) < count for n in (SHARED, BIG_ONLY)):
+        assert time.monotonic() < deadline, f"not {count} sessions per number within {patience} s: {log[-5:]}"
+        await asyncio.sleep(0.01)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -316,7 +338,7 @@ def test_serve_answers_from_the_previous_data_until_the_import_commits(
     async def scenario() -> tuple[float, float, bytes, bytes, int]:
         stop = asyncio.Event()
         workers = [asyncio.create_task(_sessions(port, n, stop, log)) for n in (SHARED, BIG_ONLY)]
-        await asyncio.sleep(0.3)  # a few sessions on the previous data before the import starts
+        await _until_sessions(log, 3, after=0.0)  # a few sessions on the previous data before the import starts
         watch.start()
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
@@ -324,7 +346,7 @@ def test_serve_answers_from_the_previous_data_until_the_import_commits(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         finished = time.monotonic()
-        await asyncio.sleep(0.5)  # and some after it
+        await _until_sessions(log, 3, after=finished)  # and some after it
         stop.set()
         await asyncio.gather(*workers)
         return started, finished, out, err, proc.returncode or 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from agi_fakes import make_env, play
-from serve_process import start_serve, stop
+from serve_process import start_serve, stop, stop_all
 
 from rpoguard.constants import (
     ATTEMPT_LIMIT,
@@ -108,8 +108,7 @@ def two_nodes(prepared: str, tmp_path: Path, cli_script: str) -> Iterator[tuple[
             procs.append((proc, port))
         yield procs[0][1], procs[1][1]
     finally:
-        for proc, _ in procs:
-            stop(proc)
+        stop_all([proc for proc, _ in procs])
 
 
 def check_env(campaign: str, number: str, uniqueid: str) -> bytes:
@@ -196,8 +195,11 @@ def test_an_import_runs_while_both_nodes_serve(
             i += 1
         return seen
 
-    during = asyncio.run(sessions_while(importing))
-    _, err = importing.communicate(timeout=120)
+    try:
+        during = asyncio.run(sessions_while(importing))
+        _, err = importing.communicate(timeout=120)
+    finally:
+        stop(importing)  # waited for even when a session or the wait failed: no process outlives the test
     assert importing.returncode == 0, err
     assert all(t.variables[VAR_DECISION] == CHANNEL_ALLOW for t in during), [
         t.variables.get(VAR_REASONS) for t in during if t.variables[VAR_DECISION] != CHANNEL_ALLOW]

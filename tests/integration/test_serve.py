@@ -12,13 +12,14 @@ import asyncio
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agi_fakes import make_env, play
-from serve_process import clean_env, running_serve
+from serve_process import clean_env, connections_held, listening, running_serve
 
 from rpoguard.config import ConfigError, load_config
 from rpoguard.constants import (
@@ -143,6 +144,13 @@ def test_unknown_number_is_blocked_not_checked(server: tuple[subprocess.Popen[by
     assert RPO_NOT_CHECKED in transcript.variables[VAR_REASONS].split(",")
 
 
+async def _until(predicate: Callable[[], bool], what: str, patience: float = 15.0) -> None:
+    deadline = time.monotonic() + patience
+    while not predicate():
+        assert time.monotonic() < deadline, f"never happened within {patience} s: {what}"
+        await asyncio.sleep(0.01)
+
+
 def test_sigterm_finishes_the_session_in_flight_then_exits(server: tuple[subprocess.Popen[bytes], int],
                                                            run_cli: CliRunner) -> None:
     proc, port = server
@@ -153,9 +161,11 @@ def test_sigterm_finishes_the_session_in_flight_then_exits(server: tuple[subproc
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(env[:half])
         await writer.drain()
-        await asyncio.sleep(0.2)
+        # In flight means accepted by the server (connect() returns before that; a connection still in the
+        # backlog when the listener closes is reset, not finished).
+        await _until(lambda: connections_held(proc.pid, port) == 1, "the server accepted the session")
         proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+        await _until(lambda: not listening(port), "the server closed its listener")
         # A new call after SIGTERM is turned away (connection refused: Asterisk reads AGISTATUS=FAILURE,
         # or a failure line), never left waiting.
         try:

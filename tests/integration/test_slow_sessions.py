@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from agi_fakes import Transcript, make_env, play
-from serve_process import clean_env, prepare_db, start_serve, stop
+from serve_process import clean_env, connections_held, prepare_db, start_serve, stop_all
 
 from rpoguard.agi.server import DEFAULT_LOG_INTERVAL as LOG_INTERVAL
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION, VAR_ID
@@ -89,8 +89,7 @@ def serve(tmp_path: Path, run_cli: Callable[..., Any], cli_script: str) -> Itera
         return Server(proc, port, log)
 
     yield start
-    for proc in procs:
-        stop(proc)
+    stop_all(procs)
 
 
 class SlowClient:
@@ -160,34 +159,9 @@ async def _fast_sessions(port: int, count: int, concurrency: int) -> list[Transc
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-def _held_by(pid: int, port: int) -> int:
-    """Connections to ``port`` that process ``pid`` has accepted and not yet closed: its own descriptors.
-
-    What a client sees says nothing of when the server's event loop took a connection in or let it go:
-    connect() returns before the server's loop has accepted it, and close() returns before the server has
-    read the EOF. The server's slot is freed only when it closes its side, which this counts.
-    """
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:["):-1])
-    local_port = f"{port:04X}"
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(FileNotFoundError):
-            for row in Path(table).read_text().splitlines()[1:]:
-                fields = row.split()
-                listening = fields[3] == "0A"
-                if fields[1].rsplit(":", 1)[1] == local_port and not listening and fields[9] in inodes:
-                    count += 1
-    return count
-
-
 async def _until_server_holds(pid: int, port: int, count: int, patience: float = 15.0) -> None:
     until = time.monotonic() + patience
-    while (held := _held_by(pid, port)) != count:
+    while (held := connections_held(pid, port)) != count:
         assert time.monotonic() < until, f"the server holds {held} connections, not {count}, after {patience}s"
         await asyncio.sleep(0.05)
 
@@ -253,9 +227,8 @@ def test_past_the_connection_cap_the_excess_is_refused_with_one_log_line(serve: 
     server = serve(session_deadline=SLOW_DEADLINE, max_connections=cap)
 
     async def scenario() -> tuple[list[SlowClient], list[SlowClient], list[Transcript], list[Transcript], float]:
-        # The start-up probe's connection takes a slot until the server has read its EOF and closed it; the
-        # last slow client would be refused instead of an excess one. Then the same for the slow clients.
-        await _until_server_holds(server.proc.pid, server.port, 0)
+        # Every slow client holds its slot before the excess arrives (connect() returns before the server's
+        # loop has accepted the connection).
         held, held_tasks = await _open_slow(server.port, cap)
         await _until_server_holds(server.proc.pid, server.port, cap)
         # The cap is full of slow clients: more connections, slow or a real call, are refused at once.
