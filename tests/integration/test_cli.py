@@ -770,6 +770,9 @@ def test_usage_errors_exit_2_with_a_clear_message(
 def test_database_in_a_missing_folder_is_a_clear_error(run_cli: Cli, tmp_path: Path) -> None:
     code, _, err = run_cli("--db", tmp_path / "missing" / "x.db", "audit", "verify")
     assert code == 2
+    assert f"database not found: {tmp_path / 'missing' / 'x.db'}" in err
+    code, _, err = run_cli("--db", tmp_path / "missing" / "x.db", "db", "migrate")
+    assert code == 2
     assert f"cannot open database {tmp_path / 'missing' / 'x.db'}" in err
     assert "Traceback" not in err
 
@@ -777,7 +780,7 @@ def test_database_in_a_missing_folder_is_a_clear_error(run_cli: Cli, tmp_path: P
 def test_database_that_cannot_be_opened_is_a_clear_error(run_cli: Cli, tmp_path: Path) -> None:
     folder = tmp_path / "a-folder.db"
     folder.mkdir()
-    code, _, err = run_cli("--db", folder, "audit", "verify")
+    code, _, err = run_cli("--db", folder, "db", "migrate")
     assert code == 2
     assert f"rpoguard: cannot open database {folder}" in err
     # Not asserted here: the Python tracebacks that may follow the message (a race, see

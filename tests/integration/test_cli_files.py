@@ -57,6 +57,7 @@ def acme(run_cli: Cli) -> None:
 
 
 def test_scrub_for_a_campaign_that_does_not_exist_is_one_error(run_cli: Cli, tmp_path: Path) -> None:
+    assert run_cli("db", "migrate").code == 0
     out = tmp_path / "out.csv"
     refused(run_cli("scrub", EXAMPLES / "campaign-list.txt", "--campaign", "nosuch", "--at", AT, "-o", out),
             "campaign 'nosuch' does not exist")

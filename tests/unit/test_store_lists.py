@@ -67,7 +67,7 @@ def test_consents_by_number_principal_moment_and_revocation(seeded: Store, run: 
                                         expires_at=t("2026-06-01"))))
     revoked, _ = run(add(ConsentRecord(MOBILE, "acme", t("2026-03-01"), "call-3")))
     later, _ = run(add(ConsentRecord(MOBILE, "beta", t("2026-09-01"), "web-4")))
-    assert run(seeded.revoke_consents(MOBILE, "acme", t("2026-04-01T12:00"))) == 1
+    assert len(run(seeded.revoke_consents(MOBILE, "acme", t("2026-04-01T12:00")))) == 1
 
     def ids(**filters: Any) -> list[int]:
         return [c.id for c in run(collect(seeded.list_consents(**filters)))]
@@ -102,9 +102,9 @@ def test_consents_of_an_import_name_it(seeded: Store, run: Callable[..., Any]) -
 
 
 def test_contracts_running_on_a_day(seeded: Store, run: Callable[..., Any]) -> None:
-    ended, _ = run(seeded.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 3, 31)))
-    running, _ = run(seeded.add_contract(NUM, "beta", date(2026, 3, 1), None))
-    other, _ = run(seeded.add_contract(MOBILE, "acme", date(2026, 4, 1), date(2026, 4, 1)))
+    ended = run(seeded.add_contract(NUM, "acme", date(2026, 1, 1), date(2026, 3, 31))).contract_id
+    running = run(seeded.add_contract(NUM, "beta", date(2026, 3, 1), None)).contract_id
+    other = run(seeded.add_contract(MOBILE, "acme", date(2026, 4, 1), date(2026, 4, 1))).contract_id
 
     def ids(**filters: Any) -> list[int]:
         return [c.id for c in run(collect(seeded.list_contracts(**filters)))]

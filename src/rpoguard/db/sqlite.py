@@ -228,12 +228,18 @@ def audit_path(path: str | Path) -> Path:
     return data.with_name(f"{data.stem}.audit{data.suffix}" if data.suffix else f"{data.name}.audit")
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 def _require_existing(data: Path, audit: Path) -> None:
     if not data.exists():
         raise DatabaseNotFound(f"database not found: {data}")
     # The decisions live in their own file: reading the facts without them would show a log that looks
     # empty, and a new empty one would pass for intact.
     if not audit.exists():
+        with contextlib.suppress(OSError), data.open("rb") as head:
+            if head.read(16) != SQLITE_MAGIC:
+                raise StoreError(f"cannot open database {data}: file is not a database")
         raise DatabaseNotFound(f"database not found: the decision log {audit} is missing beside {data}")
 
 
