@@ -503,9 +503,11 @@ def phase_child(db: str, file: str, checked: str, out: str) -> None:
         store = SqliteStore(db)
         await store.open()
         await store.db.execute("PRAGMA wal_autocheckpoint = 0")
+        # RPO answers belong to a principal (the one that consulted the RPO).
+        await store.add_principal("bench", "Bench", [])
         del events[:]
         begun = time.perf_counter()
-        summary, _ = await registry.import_csv(store, file, parse_time(checked), False)
+        summary, _ = await registry.import_csv(store, file, parse_time(checked), "bench", False)
         ended = time.perf_counter()
         await store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         checkpointed = time.perf_counter()
