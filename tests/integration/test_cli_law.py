@@ -414,11 +414,11 @@ def test_a_second_revocation_is_noted_never_substituted(
         ("consent_revoked_again", "2026-11-15T09:00:00.000000Z", False),
         ("consent_revoked_again", "2026-11-05T09:00:00.000000Z", True)]
     text = ok(run_cli("evidence", "333 123 4567"))
-    assert "revocation from 2026-11-05T09:00:00.000000Z noted, already revoked from 2026-11-10" in text
+    assert "revocation from 2026-11-05T10:00:00+01:00 noted, already revoked from 2026-11-10T10:00:00+01:00" in text
     # A recorded consent is never changed: restated with other details, it is refused.
     refused(run_cli("consent", "add", "333 123 4567", "--principal", "acme", "--given-at", "2026-10-01",
                     "--evidence", "form-1", "--expires-at", "2027-01-01"),
-            "consent #1", "is already recorded with expires_at none (asked 2026-12-31T23:00:00.000000Z)",
+            "consent #1", "is already recorded with expires_at none (asked 2027-01-01T00:00:00+01:00)",
             "never changed", "consent revoke")
     bad = write_file("c.csv", "number,principal,given_at,evidence,automated\n333 123 4567,acme,2026-10-01,form-1,yes\n")
     err = refused(run_cli("consent", "import", bad), "line 2: consent #1", "automated no (asked yes)")

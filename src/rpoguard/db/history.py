@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
 
-from rpoguard.db.rows import iso_opt, opt_dt, opt_us
+from rpoguard.db.rows import opt_dt, opt_us
 from rpoguard.db.store import (
     CONTRACT_CORRECTED,
     CONTRACT_ENDED,
@@ -27,7 +27,7 @@ from rpoguard.db.store import (
     NOTE_END_SET,
     ConsentRecord,
 )
-from rpoguard.timeutil import from_us
+from rpoguard.timeutil import from_us, human_us
 
 
 def consent_differences(purpose: str | None, automated: object, expires_us: int | None,
@@ -40,9 +40,13 @@ def consent_differences(purpose: str | None, automated: object, expires_us: int 
     if bool(automated) != record.automated:
         differences.append(f"automated {'yes' if automated else 'no'} (asked {'yes' if record.automated else 'no'})")
     if expires_us != opt_us(record.expires_at):
-        differences.append(f"expires_at {iso_opt(expires_us) or 'none'} "
-                           f"(asked {iso_opt(opt_us(record.expires_at)) or 'none'})")
+        differences.append(f"expires_at {_shown(expires_us)} (asked {_shown(opt_us(record.expires_at))})")
     return differences
+
+
+def _shown(value_us: int | None) -> str:
+    """A stored moment in a message for people: Rome time with its offset, or "none"."""
+    return human_us(value_us) if value_us is not None else "none"
 
 
 def _text(value: str | None) -> str:
@@ -51,7 +55,7 @@ def _text(value: str | None) -> str:
 
 def consent_conflict(consent_id: int, record: ConsentRecord, differences: Iterable[str]) -> str:
     return (f"consent #{consent_id} of {record.number} to {record.principal_id} given at "
-            f"{iso_opt(opt_us(record.given_at))} with evidence {record.evidence!r} is already recorded with "
+            f"{_shown(opt_us(record.given_at))} with evidence {record.evidence!r} is already recorded with "
             f"{'; '.join(differences)}: a recorded consent is never changed. To end it, use 'rpoguard consent "
             "revoke --at TIME'; a different consent needs its own evidence reference")
 
