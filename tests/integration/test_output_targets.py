@@ -18,6 +18,7 @@ import pytest
 from serve_process import clean_env, prepare_db
 
 from devices import FULL, NULL, device_node, is_device
+from fakeclock import clock_env
 from rpoguard.constants import ALLOW
 from rpoguard.db.sqlite import audit_path
 
@@ -49,13 +50,14 @@ def template(tmp_path_factory: pytest.TempPathFactory, cli_script: str) -> Path:
     db = folder / "template.db"
     env = {**clean_env(db), "PYTHONIOENCODING": "utf-8"}
 
-    def cli(*args: str | Path) -> Result:
-        done = subprocess.run([cli_script, *map(str, args)], capture_output=True, text=True, env=env, cwd=folder,
-                              timeout=60, check=False)
+    def cli(*args: str | Path, clock: dict[str, str] | None = None) -> Result:
+        done = subprocess.run([cli_script, *map(str, args)], capture_output=True, text=True,
+                              env={**env, **(clock or {})}, cwd=folder, timeout=60, check=False)
         return Result(done.returncode, done.stdout, done.stderr)
 
     prepare_db(cli, db)
-    code, out, err = cli("check", LISTED, "--campaign", "autunno26", "--at", AT, "--json")
+    # Recorded (a check --at is a simulation): the command's own clock set to AT (libfaketime).
+    code, out, err = cli("check", LISTED, "--campaign", "autunno26", "--json", clock=clock_env(AT))
     assert code == 0 and f'"decision": "{ALLOW}"' in out, (out, err)
     return db
 
