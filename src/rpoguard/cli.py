@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rpoguard import __version__
-from rpoguard.agi.ari import AriClient, AriGate, AriOptions
+from rpoguard.agi.ari import AriClient, AriGate
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
 from rpoguard.agi.stdio import serve_stdio
@@ -1066,12 +1066,8 @@ async def cmd_serve(args: argparse.Namespace, store: Store | None, config: Confi
 async def _serve(args: argparse.Namespace, store: SupervisedStore, config: Config) -> int:
     serve = config.serve
     server = FastAgiServer(
+        dataclasses.replace(serve, host=args.host or serve.host, port=serve.port if args.port is None else args.port),
         build_routes(Gate(store, config)),
-        host=args.host or serve.host,
-        port=serve.port if args.port is None else args.port,
-        session_deadline=serve.session_deadline,
-        max_connections=serve.max_connections,
-        allowed_clients=serve.allowed_clients,
     )
     try:
         await server.start()
@@ -1122,22 +1118,21 @@ async def cmd_ari(args: argparse.Namespace, store: Store | None, config: Config)
     user = args.user or ari.user
     if not user:
         raise UsageError("no ARI user: give --user or set [ari] user in the config (a user of Asterisk's ari.conf)")
+    ari = dataclasses.replace(ari, url=args.url or ari.url, user=user, app=args.app or ari.app)
     try:
-        client = AriClient(args.url or ari.url, user, _ari_password(args, config))
+        client = AriClient(ari, _ari_password(args, config))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    options = AriOptions(app=args.app or ari.app, decision_deadline=ari.decision_deadline,
-                         reconnect_max=ari.reconnect_max)
-    if not options.app or "," in options.app:
-        raise UsageError(f"--app {options.app!r}: must be a non-empty name without commas")
+    if not ari.app or "," in ari.app:
+        raise UsageError(f"--app {ari.app!r}: must be a non-empty name without commas")
     # As `serve`: the database is opened under supervision, so a missing one blocks with engine_error.
     supervised = await _supervised_store(config)
-    gate = AriGate(client, Gate(supervised, config), options)
+    gate = AriGate(ari, client, Gate(supervised, config))
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, gate.stop)
-    log.warning("rpoguard %s: ARI gate for Stasis(%s,...) on %s as %s (database %s)", __version__, options.app,
+    log.warning("rpoguard %s: ARI gate for Stasis(%s,...) on %s as %s (database %s)", __version__, ari.app,
                 client.base, user, config.db)
     try:
         await gate.run()

@@ -8,6 +8,7 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from rpoguard.constants import DEFAULT_FASTAGI_HOST, DEFAULT_FASTAGI_PORT, DEFAULT_RPO_VALIDITY_DAYS
 
@@ -28,19 +29,56 @@ class ConfigError(Exception):
 EVENT_LOOPS = ("asyncio", "uvloop")
 MAX_PORT = 65535
 
+# -- defaults: each lives here once; the servers and the classic AGI entry read them from these dataclasses
+
+# [serve]: from accept to close. The gate answers in well under a millisecond; 2 s leaves room for a slow
+# disk while a dialler's call still fails fast if the server is stuck (Asterisk itself waits forever,
+# docs/asterisk-agi.md "No timeout on Asterisk's side").
+DEFAULT_SESSION_DEADLINE: Final = 2.0
+# Above what a PBX ever has in flight (a session lasts about a millisecond) so that a few thousand idle or
+# slow-dripping connections, each cut at its own deadline, cannot take every slot from real calls.
+DEFAULT_MAX_CONNECTIONS: Final = 4096
+# Call bursts from a dialler arrive together; the kernel caps this at net.core.somaxconn anyway.
+DEFAULT_BACKLOG: Final = 512
+# How long a connection closing after "failure" waits for Asterisk to read it and hang up first.
+DEFAULT_LINGER: Final = 0.5
+# [ari]
+DEFAULT_ARI_URL: Final = "http://127.0.0.1:8088"
+DEFAULT_ARI_APP: Final = "rpoguard"
+# From StasisStart to the channel's answer, as the FastAGI session deadline.
+DEFAULT_DECISION_DEADLINE: Final = 2.0
+# Reconnection waits start here and double up to reconnect_max.
+DEFAULT_RECONNECT_MIN: Final = 0.5
+DEFAULT_RECONNECT_MAX: Final = 10.0
+# A channel answered this long ago that a resync still finds in the application is hung up.
+DEFAULT_ANSWER_GRACE: Final = 5.0
+DEFAULT_ARI_REQUEST_TIMEOUT: Final = 2.0
+# WebSocket pings: a connection a proxy or firewall silently dropped is noticed within two periods.
+DEFAULT_ARI_HEARTBEAT: Final = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
+    """`rpoguard serve` (the FastAGI server) and, for the deadline and command timeout, classic AGI."""
+
     host: str = DEFAULT_FASTAGI_HOST
+    # 0 picks a free port (tests); the file accepts 1..65535.
     port: int = DEFAULT_FASTAGI_PORT
     # Asterisk waits for a FastAGI server forever; the server must give up first (docs/asterisk-agi.md).
-    session_deadline: float = 2.0
-    max_connections: int = 4096
+    session_deadline: float = DEFAULT_SESSION_DEADLINE
+    # Sessions at once; more are answered "failure" at once.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # FastAGI has no authentication: binding beyond loopback needs an explicit list of PBX addresses.
     allowed_clients: tuple[str, ...] = ()
     # "uvloop" (pip install 'rpoguard[uvloop]') for `serve` and `ari`: less CPU per call, and under
     # overload it keeps serving where the default loop lets sessions reach their deadline (README).
     event_loop: str = "asyncio"
+    # Seconds a closing connection waits for Asterisk to read "failure" and hang up; 0 closes at once.
+    linger: float = DEFAULT_LINGER
+    # Optional bound on each reply from Asterisk, within the session deadline; None: the deadline only.
+    command_timeout: float | None = None
+    # The listening socket's queue of connections not yet accepted.
+    backlog: int = DEFAULT_BACKLOG
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +99,21 @@ class AriConfig:
     """`rpoguard ari`: where Asterisk's ARI is and who we are there. The password is best kept out of this
     file (RPOGUARD_ARI_PASSWORD or password_file); see README "FastAGI or ARI?"."""
 
-    url: str = "http://127.0.0.1:8088"
-    app: str = "rpoguard"
+    url: str = DEFAULT_ARI_URL
+    app: str = DEFAULT_ARI_APP
     user: str = ""
     password: str | None = None
     # A file holding only the password (owner-only), e.g. one systemd's LoadCredential provides.
     password_file: str | None = None
     # From StasisStart to the answer; past it the channel is hung up (as [serve] session_deadline).
-    decision_deadline: float = 2.0
-    # Longest wait between reconnection attempts (the first waits 0.5 s, then doubling).
-    reconnect_max: float = 10.0
+    decision_deadline: float = DEFAULT_DECISION_DEADLINE
+    # Longest wait between reconnection attempts (the first waits reconnect_min, then doubling).
+    reconnect_max: float = DEFAULT_RECONNECT_MAX
+    # Not keys of the file (_ARI_KEYS): fixed for operators, shortened by tests.
+    reconnect_min: float = DEFAULT_RECONNECT_MIN
+    answer_grace: float = DEFAULT_ANSWER_GRACE
+    request_timeout: float = DEFAULT_ARI_REQUEST_TIMEOUT
+    heartbeat: float = DEFAULT_ARI_HEARTBEAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +210,9 @@ _SERVE_KEYS: dict[str, type] = {
     "max_connections": int,
     "allowed_clients": list,
     "event_loop": str,
+    "linger": float,
+    "command_timeout": float,
+    "backlog": int,
 }
 _AUDIT_KEYS: dict[str, type] = {"anchor_file": str, "anchor_key_file": str, "anchor_log_interval": float}
 _ARI_KEYS: dict[str, type] = {"url": str, "app": str, "user": str, "password": str, "password_file": str,
@@ -179,8 +225,13 @@ def _serve(table: dict[str, object], where: str) -> ServeConfig:
         raise ConfigError(f"{where}: port must be 1..{MAX_PORT}, not {values['port']}")
     if "session_deadline" in values and not values["session_deadline"] > 0:  # type: ignore[operator]
         raise ConfigError(f"{where}: session_deadline must be more than 0 seconds")
-    if "max_connections" in values and values["max_connections"] < 1:  # type: ignore[operator]
-        raise ConfigError(f"{where}: max_connections must be 1 or more")
+    for key in ("max_connections", "backlog"):
+        if key in values and values[key] < 1:  # type: ignore[operator]
+            raise ConfigError(f"{where}: {key} must be 1 or more")
+    if "command_timeout" in values and not values["command_timeout"] > 0:  # type: ignore[operator]
+        raise ConfigError(f"{where}: command_timeout must be more than 0 seconds (leave it out for none)")
+    if "linger" in values and not values["linger"] >= 0:  # type: ignore[operator]
+        raise ConfigError(f"{where}: linger must be 0 (close at once) or more seconds")
     if "allowed_clients" in values:
         values["allowed_clients"] = tuple(str(v) for v in values["allowed_clients"])  # type: ignore[attr-defined]
     if values.get("event_loop", EVENT_LOOPS[0]) not in EVENT_LOOPS:

@@ -50,7 +50,8 @@ from rpoguard.agi.protocol import (
     AgiLineTooLongError,
 )
 from rpoguard.agi.routes import build_routes
-from rpoguard.agi.server import DEFAULT_LINGER, FastAgiServer
+from rpoguard.agi.server import FastAgiServer
+from rpoguard.config import DEFAULT_LINGER, ServeConfig
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION
 
 T = TypeVar("T")
@@ -111,7 +112,7 @@ class ServerThread:
         self._thread.start()
 
         async def start() -> FastAgiServer:
-            server = FastAgiServer(build_routes(self.gate), port=0, session_deadline=DEADLINE)
+            server = FastAgiServer(ServeConfig(port=0, session_deadline=DEADLINE), build_routes(self.gate))
             await server.start()
             return server
 
@@ -967,7 +968,7 @@ def _send_and_close_before_accept(data: bytes, patience: float = DEFAULT_LINGER 
         loop.set_exception_handler(
             lambda _loop, context: errors.append(f"{context['message']}: {context.get('exception')!r}")
         )
-        server = FastAgiServer(build_routes(FakeGate(ALLOW_VERDICT)), port=0, session_deadline=DEADLINE)
+        server = FastAgiServer(ServeConfig(port=0, session_deadline=DEADLINE), build_routes(FakeGate(ALLOW_VERDICT)))
         await server.start()
         # Blocking on purpose (see the docstring).
         with socket.create_connection(("127.0.0.1", server.port)) as sock:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from rpoguard.agi.protocol import MAX_COMMAND_BYTES, Route, quote_arg
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer
-from rpoguard.config import Config
+from rpoguard.config import Config, ServeConfig
 from rpoguard.constants import (
     ALLOW,
     BLOCK,
@@ -132,7 +132,7 @@ def check_transcript(t: Transcript, verdict: Verdict) -> None:
 
 
 async def one_session(routes: Mapping[str, Route], env: bytes) -> Transcript:
-    async with FastAgiServer(routes, port=0, session_deadline=2.0) as server:
+    async with FastAgiServer(ServeConfig(port=0, session_deadline=2.0), routes) as server:
         return await play(server.port, env)
 
 
@@ -287,7 +287,7 @@ def test_real_gate_blocks_hostile_requests_and_sends_only_clean_values(store: An
     numbers = ['"; EXEC System(reboot)', "${CALLERID(num)}", "0612345678\\", "06 1234 5678\t${EXTEN}", "=1+1", ""]
 
     async def scenario() -> list[Transcript]:
-        async with FastAgiServer(build_routes(gate), port=0, session_deadline=2.0) as server:
+        async with FastAgiServer(ServeConfig(port=0, session_deadline=2.0), build_routes(gate)) as server:
             return [
                 await play(server.port, campaign_env(campaign, (number,), agi_callerid='"\\')) for number in numbers
             ]

@@ -25,7 +25,7 @@ from agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, make_env, play
 from rpoguard.agi import protocol
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer
-from rpoguard.config import Config
+from rpoguard.config import Config, ServeConfig
 from rpoguard.constants import CHANNEL_ALLOW, VAR_DECISION, VAR_NUMBER, VAR_REASON
 from rpoguard.db import open_store
 from rpoguard.gate import Gate
@@ -46,7 +46,7 @@ def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def sessions(gate: Any, envs: list[bytes]) -> list[Transcript]:
-    async with FastAgiServer(build_routes(gate), port=0) as server:
+    async with FastAgiServer(ServeConfig(port=0), build_routes(gate)) as server:
         return [await play(server.port, env) for env in envs]
 
 
@@ -244,7 +244,7 @@ def test_concurrent_sessions_share_the_once_per_field_warning(
     env = make_env(overrides={"agi_calleridname": SOCIETA})
 
     async def scenario() -> list[Transcript]:
-        async with FastAgiServer(build_routes(gate), port=0) as server:
+        async with FastAgiServer(ServeConfig(port=0), build_routes(gate)) as server:
             return list(await asyncio.gather(*(play(server.port, env) for _ in range(32))))
 
     assert all(t.dialplan_allows for t in arun(scenario()))

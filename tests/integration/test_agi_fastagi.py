@@ -30,6 +30,7 @@ from agi_fakes import (
 from rpoguard.agi.protocol import AgiRequest, AgiSession, AgiUsageError, Route
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
+from rpoguard.config import ServeConfig
 from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
 from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
 
@@ -52,7 +53,7 @@ def wire(commands: list[bytes]) -> bytes:
 async def one_session(
     routes: Mapping[str, Route], env: bytes, server_options: dict[str, Any] | None = None, **play_options: Any
 ) -> Transcript:
-    async with FastAgiServer(routes, port=0, **(server_options or {})) as server:
+    async with FastAgiServer(ServeConfig(port=0, **(server_options or {})), routes) as server:
         return await play(server.port, env, **play_options)
 
 
@@ -190,7 +191,7 @@ def test_many_concurrent_sessions_each_get_their_own_answer(arun: Any) -> None:
     gate = FakeGate(ALLOW_VERDICT, delay=0.01)
 
     async def scenario() -> list[Transcript]:
-        async with FastAgiServer(build_routes(gate), port=0) as server:
+        async with FastAgiServer(ServeConfig(port=0), build_routes(gate)) as server:
             return await asyncio.gather(*(play(server.port, RECORDED_CHECK_ENV) for _ in range(64)))
 
     transcripts = arun(scenario())
@@ -437,7 +438,7 @@ def test_env_line_of_8192_bytes_is_accepted(arun: Any) -> None:
 
 def test_endless_line_without_newline_is_cut_off(arun: Any) -> None:
     async def scenario() -> bytes:
-        async with FastAgiServer(build_routes(FakeGate()), port=0) as server:
+        async with FastAgiServer(ServeConfig(port=0), build_routes(FakeGate())) as server:
             return await raw_exchange(
                 server.port, make_env(terminate=False) + b"agi_x: " + b"z" * 20000, half_close=False
             )
@@ -478,7 +479,7 @@ def test_peer_closing_before_the_blank_line_runs_nothing_and_the_server_carries_
     gate = FakeGate()
 
     async def scenario() -> tuple[bytes, bytes, Transcript]:
-        async with FastAgiServer(build_routes(gate), port=0) as server:
+        async with FastAgiServer(ServeConfig(port=0), build_routes(gate)) as server:
             half = await raw_exchange(server.port, make_env(terminate=False)[:200])
             health_check = await raw_exchange(server.port, b"")
             # A full close (not a half-close) in the middle of a line.
@@ -502,7 +503,7 @@ def test_peer_that_never_ends_the_env_gets_failure_at_the_deadline(arun: Any) ->
     gate = FakeGate()
 
     async def scenario() -> tuple[bytes, float]:
-        async with FastAgiServer(build_routes(gate), port=0, session_deadline=0.3) as server:
+        async with FastAgiServer(ServeConfig(port=0, session_deadline=0.3), build_routes(gate)) as server:
             loop = asyncio.get_running_loop()
             started = loop.time()
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -524,7 +525,7 @@ def test_peer_vanishing_during_the_route_leaves_the_server_healthy(arun: Any, ca
     gate = FakeGate(delay=0.1)
 
     async def scenario() -> Transcript:
-        async with FastAgiServer(build_routes(gate), port=0) as server:
+        async with FastAgiServer(ServeConfig(port=0), build_routes(gate)) as server:
             _, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(RECORDED_CHECK_ENV)
             await writer.drain()
@@ -618,7 +619,7 @@ def test_connection_cap_answers_failure_at_once_and_logs_once(arun: Any, caplog:
     gate = FakeGate(delay=0.5)
 
     async def scenario() -> tuple[Transcript, Transcript, Transcript]:
-        async with FastAgiServer(build_routes(gate), port=0, max_connections=1) as server:
+        async with FastAgiServer(ServeConfig(port=0, max_connections=1), build_routes(gate)) as server:
             first = asyncio.create_task(play(server.port, RECORDED_CHECK_ENV))
             await gate.entered.wait()
             second = await play(server.port, RECORDED_CHECK_ENV)
@@ -640,7 +641,7 @@ def test_graceful_stop_lets_the_session_in_flight_finish(arun: Any) -> None:
     gate = FakeGate(delay=0.3)
 
     async def scenario() -> Transcript:
-        server = FastAgiServer(build_routes(gate), port=0)
+        server = FastAgiServer(ServeConfig(port=0), build_routes(gate))
         await server.start()
         port = server.port
         session = asyncio.create_task(play(port, RECORDED_CHECK_ENV))
@@ -660,7 +661,7 @@ def test_stop_past_grace_answers_failure_to_what_is_left(arun: Any) -> None:
     gate = FakeGate(delay=5.0)
 
     async def scenario() -> Transcript:
-        server = FastAgiServer(build_routes(gate), port=0, session_deadline=10.0)
+        server = FastAgiServer(ServeConfig(port=0, session_deadline=10.0), build_routes(gate))
         await server.start()
         session = asyncio.create_task(play(server.port, RECORDED_CHECK_ENV))
         await gate.entered.wait()
@@ -674,7 +675,7 @@ def test_stop_past_grace_answers_failure_to_what_is_left(arun: Any) -> None:
 
 def test_port_zero_binds_a_free_port_and_exposes_the_sockets(arun: Any) -> None:
     async def scenario() -> None:
-        server = FastAgiServer({}, port=0)
+        server = FastAgiServer(ServeConfig(port=0), {})
         with pytest.raises(RuntimeError):
             _ = server.port
         await server.start()
@@ -690,7 +691,7 @@ def test_clients_outside_allowed_clients_are_answered_failure(arun: Any, caplog:
     gate = FakeGate()
 
     async def scenario() -> Transcript:
-        async with FastAgiServer(build_routes(gate), port=0, allowed_clients=["10.0.0.0/8"]) as server:
+        async with FastAgiServer(ServeConfig(port=0, allowed_clients=("10.0.0.0/8",)), build_routes(gate)) as server:
             return await play(server.port, RECORDED_CHECK_ENV)
 
     t = arun(scenario())
@@ -701,7 +702,8 @@ def test_clients_outside_allowed_clients_are_answered_failure(arun: Any, caplog:
 
 def test_allowed_clients_admit_loopback(arun: Any) -> None:
     async def scenario() -> Transcript:
-        async with FastAgiServer(build_routes(FakeGate()), port=0, allowed_clients=["127.0.0.0/8"]) as server:
+        config = ServeConfig(port=0, allowed_clients=("127.0.0.0/8",))
+        async with FastAgiServer(config, build_routes(FakeGate())) as server:
             return await play(server.port, RECORDED_CHECK_ENV)
 
     assert arun(scenario()).written == wire(EXPECTED_ALLOW)
@@ -709,13 +711,13 @@ def test_allowed_clients_admit_loopback(arun: Any) -> None:
 
 def test_binding_beyond_loopback_needs_allowed_clients() -> None:
     with pytest.raises(ValueError, match="allowed_clients"):
-        FastAgiServer({}, host="0.0.0.0", port=0)
-    FastAgiServer({}, host="0.0.0.0", port=0, allowed_clients=["192.0.2.10"])
+        FastAgiServer(ServeConfig(host="0.0.0.0", port=0), {})
+    FastAgiServer(ServeConfig(host="0.0.0.0", port=0, allowed_clients=("192.0.2.10",)), {})
 
 
 def test_serve_until_signalled_stops_on_sigterm(arun: Any) -> None:
     async def scenario() -> None:
-        server = FastAgiServer(build_routes(FakeGate()), port=0)
+        server = FastAgiServer(ServeConfig(port=0), build_routes(FakeGate()))
         await server.start()
         task = asyncio.create_task(serve_until_signalled(server, grace=1.0))
         await asyncio.sleep(0.05)

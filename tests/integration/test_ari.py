@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,15 +14,15 @@ from typing import Any
 import pytest
 from ari_fakes import APP, PASSWORD, USER, FakeAri, FakeGate, channel
 
-from rpoguard.agi.ari import AriClient, AriError, AriGate, AriOptions, ari_base, call_request, stasis_args
-from rpoguard.config import Config
+from rpoguard.agi.ari import AriClient, AriError, AriGate, ari_base, call_request, stasis_args
+from rpoguard.config import AriConfig, Config
 from rpoguard.constants import BLOCK, SOURCE_ARI, VAR_DECISION, VAR_ID, VAR_NUMBER, VAR_REASON, VAR_REASONS
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.gate import Gate, Verdict
 
 ALLOWED = "0612345678"
 BLOCKED = "3477654321"
-FAST = AriOptions(app=APP, decision_deadline=1.0, reconnect_min=0.01, reconnect_max=0.05, answer_grace=0.0)
+FAST = AriConfig(app=APP, decision_deadline=1.0, reconnect_min=0.01, reconnect_max=0.05, answer_grace=0.0)
 
 
 async def until(predicate: Callable[[], bool], what: str, limit: float = 5.0) -> None:
@@ -35,11 +36,12 @@ async def until(predicate: Callable[[], bool], what: str, limit: float = 5.0) ->
 
 
 @contextlib.asynccontextmanager
-async def running(gate: Any, options: AriOptions = FAST, *, password: str = PASSWORD,
+async def running(gate: Any, options: AriConfig = FAST, *, password: str = PASSWORD,
                   fake: FakeAri | None = None) -> AsyncIterator[tuple[FakeAri, AriGate]]:
     fake = fake or await FakeAri().start()
-    client = AriClient(fake.url, USER, password, request_timeout=2.0, heartbeat=1.0)
-    ari = AriGate(client, gate, options)
+    config = dataclasses.replace(options, url=fake.url, user=USER, request_timeout=2.0, heartbeat=1.0)
+    client = AriClient(config, password)
+    ari = AriGate(config, client, gate)
     task = asyncio.get_running_loop().create_task(ari.run())
     try:
         yield fake, ari
@@ -145,7 +147,7 @@ def test_ari_url_forms_and_errors() -> None:
     with pytest.raises(ValueError, match="not in the URL"):
         ari_base("http://u:p@127.0.0.1:8088")
     with pytest.raises(ValueError, match="no ':'"):
-        AriClient("http://127.0.0.1:8088", "a:b", "x")
+        AriClient(AriConfig(url="http://127.0.0.1:8088", user="a:b"), "x")
 
 
 # --------------------------------------------------------------------------------------------- failures
@@ -227,7 +229,7 @@ def test_decision_past_the_deadline_hangs_up(arun: Callable[..., Any]) -> None:
     gate.hold = asyncio.Event()  # never set: the store is stuck
 
     async def scenario() -> None:
-        options = AriOptions(app=APP, decision_deadline=0.2, reconnect_min=0.01, reconnect_max=0.05)
+        options = AriConfig(app=APP, decision_deadline=0.2, reconnect_min=0.01, reconnect_max=0.05)
         async with running(gate, options) as (fake, ari):
             await connected(fake, ari)
             fake.enter(channel("c8", ALLOWED))
@@ -243,7 +245,7 @@ def test_decision_whose_record_never_lands_is_never_given(arun: Callable[..., An
     gate.record_stuck = True
 
     async def scenario() -> None:
-        options = AriOptions(app=APP, decision_deadline=0.2, reconnect_min=0.01, reconnect_max=0.05)
+        options = AriConfig(app=APP, decision_deadline=0.2, reconnect_min=0.01, reconnect_max=0.05)
         async with running(gate, options) as (fake, ari):
             await connected(fake, ari)
             fake.enter(channel("c20", ALLOWED))
@@ -355,7 +357,7 @@ def test_decision_in_flight_over_a_reconnect_is_answered_once(arun: Callable[...
     gate.hold = asyncio.Event()
 
     async def scenario() -> None:
-        options = AriOptions(app=APP, decision_deadline=5.0, reconnect_min=0.01, reconnect_max=0.05)
+        options = AriConfig(app=APP, decision_deadline=5.0, reconnect_min=0.01, reconnect_max=0.05)
         async with running(gate, options) as (fake, ari):
             await connected(fake, ari)
             fake.enter(channel("c15", ALLOWED))
@@ -427,9 +429,9 @@ def test_failing_resync_backs_off_instead_of_spinning(arun: Callable[..., Any]) 
     async def scenario() -> None:
         fake = await FakeAri().start()
         fake.failing.add("/channels")  # the WebSocket opens, but listing the channels fails every time
-        client = AriClient(fake.url, USER, PASSWORD)
-        options = AriOptions(app=APP, reconnect_min=0.01, reconnect_max=0.04)
-        ari = RecordingGate(client, FakeGate(), options)
+        config = AriConfig(url=fake.url, app=APP, user=USER, reconnect_min=0.01, reconnect_max=0.04)
+        client = AriClient(config, PASSWORD)
+        ari = RecordingGate(config, client, FakeGate())
         ari.waits = []
         task = asyncio.get_running_loop().create_task(ari.run())
         try:
@@ -467,7 +469,7 @@ def test_unreachable_rest_is_an_ari_error(arun: Callable[..., Any]) -> None:
         fake = await FakeAri().start()
         url = fake.url
         await fake.stop()
-        client = AriClient(url, USER, PASSWORD, request_timeout=1.0)
+        client = AriClient(AriConfig(url=url, user=USER, request_timeout=1.0), PASSWORD)
         try:
             with pytest.raises(AriError) as raised:
                 await client.channels()

@@ -41,20 +41,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from rpoguard.agi.routes.check import detail_variables
-from rpoguard.agi.routes.common import GateLike
-from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, SOURCE_ARI, VAR_DECISION
+from rpoguard.agi.shared import UNKNOWN, GateLike, decision_value, detail_variables
+from rpoguard.config import AriConfig
+from rpoguard.constants import SOURCE_ARI, VAR_DECISION
 from rpoguard.gate import CallRequest
 from rpoguard.numbers import redact
 
 log = logging.getLogger(__name__)
 
-DEFAULT_APP: Final = "rpoguard"
-DEFAULT_URL: Final = "http://127.0.0.1:8088"
 # Q.850 cause 21, "call rejected": what the FastAGI subroutine hangs up with too.
 HANGUP_CAUSE: Final = 21
-# Asterisk's placeholder for a missing caller number, as in routes/common.py.
-UNKNOWN: Final = "unknown"
 # The combined (name and number) presentation, as FastAGI's agi_callingpres: "allowed_not_screened",
 # "prohib_...", "unavailable". Only the allowed ones show the callee a number.
 PRESENTATION_VARIABLE: Final = "CALLERID(pres)"
@@ -99,23 +95,24 @@ def ari_base(url: str) -> str:
 
 
 class AriClient:
-    """ARI's REST calls and its events WebSocket, for one Asterisk and one user.
+    """ARI's REST calls and its events WebSocket, for one Asterisk (``config.url``) and one user
+    (``config.user``). ``password`` is the one the caller settled on (command line, environment, file or
+    ``config.password``); this class does not look for it.
 
     Credentials travel in an Authorization header, never in a URL, so that no log line or error message
     (aiohttp puts URLs into its exceptions) can carry the password.
     """
 
-    def __init__(self, url: str, user: str, password: str, *, request_timeout: float = 2.0,
-                 heartbeat: float = 5.0) -> None:
+    def __init__(self, config: AriConfig, password: str) -> None:
+        user = config.user
         if not user or ":" in user:
             raise ValueError(f"ARI user {user!r}: must be non-empty and contain no ':'")
-        self.base = ari_base(url)
+        self.base = ari_base(config.url)
         self.user = user
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        # WebSocket pings: a connection a proxy or a firewall silently dropped is noticed within two periods.
-        self.heartbeat = heartbeat
+        self._timeout = aiohttp.ClientTimeout(total=config.request_timeout)
+        self.heartbeat = config.heartbeat
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -278,27 +275,17 @@ class _Entry:
     task: asyncio.Task[None] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AriOptions:
-    app: str = DEFAULT_APP
-    # From StasisStart to the channel's answer, as the FastAGI session deadline: a decision that takes
-    # longer (a stuck disk, a locked database) is abandoned and the channel hung up.
-    decision_deadline: float = 2.0
-    reconnect_min: float = 0.5
-    reconnect_max: float = 10.0
-    # A channel we answered that a resync still finds in the application this long after: the answer
-    # did not land, so it is hung up.
-    answer_grace: float = 5.0
-
-
 class AriGate:
-    """Runs the Stasis application: keeps the WebSocket up and answers every channel that enters."""
+    """Runs the Stasis application ``config.app``: keeps the WebSocket up and answers every channel that
+    enters. A decision that takes longer than ``config.decision_deadline`` (a stuck disk, a locked
+    database) is abandoned and the channel hung up; a channel answered ``config.answer_grace`` seconds
+    ago that a resync still finds in the application is hung up too (its answer did not land)."""
 
-    def __init__(self, client: AriLike, gate: GateLike, options: AriOptions | None = None) -> None:
+    def __init__(self, config: AriConfig, client: AriLike, gate: GateLike) -> None:
         self.client = client
         self.gate = gate
-        self.options = options or AriOptions()
-        self.app = self.options.app
+        self.config = config
+        self.app = config.app
         self._channels: dict[str, _Entry] = {}
         self._stopping = asyncio.Event()
         # Set while the WebSocket is open and the resync after it is done; for tests and the log.
@@ -318,14 +305,14 @@ class AriGate:
         rejected meanwhile); one that failed, or broke soon after opening, waits and doubles the wait, so a
         PBX in trouble is not hammered.
         """
-        delay = self.options.reconnect_min
+        delay = self.config.reconnect_min
         while not self._stopping.is_set():
             try:
                 ws = await self.client.connect_events(self.app)
             except AriError as exc:
                 self._connection_error(str(exc), delay)
                 await self._sleep(delay)
-                delay = min(delay * 2, self.options.reconnect_max)
+                delay = min(delay * 2, self.config.reconnect_max)
                 continue
             self.connections += 1
             self._last_error = ""
@@ -341,11 +328,11 @@ class AriGate:
                 break
             log.warning("ARI: events connection lost; reconnecting (calls meanwhile get STASISSTATUS=FAILED "
                         "and are rejected by the dialplan)")
-            if served and time.monotonic() - opened >= self.options.reconnect_max:
-                delay = self.options.reconnect_min
+            if served and time.monotonic() - opened >= self.config.reconnect_max:
+                delay = self.config.reconnect_min
             else:
                 await self._sleep(delay)
-                delay = min(delay * 2, self.options.reconnect_max)
+                delay = min(delay * 2, self.config.reconnect_max)
         await self._drain()
 
     async def _sleep(self, seconds: float) -> None:
@@ -356,7 +343,7 @@ class AriGate:
         # One line per cause, not one per retry.
         if cause != self._last_error:
             log.error("ARI: cannot connect (%s); retrying, every %.1f s at most %.0f s", cause, delay,
-                      self.options.reconnect_max)
+                      self.config.reconnect_max)
             self._last_error = cause
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
@@ -397,7 +384,7 @@ class AriGate:
         """On stop: let decisions in flight finish, so no channel is left half-answered."""
         tasks = [e.task for e in self._channels.values() if e.task is not None and not e.task.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=self.options.decision_deadline + 1)
+            await asyncio.wait(tasks, timeout=self.config.decision_deadline + 1)
 
     # -- events
 
@@ -452,7 +439,7 @@ class AriGate:
                 log.warning("ARI: channel %s was waiting in the application unseen; deciding it now", channel_id)
                 self._start(channel, args, resync=True)
             elif entry.state is State.FAILED or (
-                entry.state is State.ANSWERED and now - entry.since > self.options.answer_grace
+                entry.state is State.ANSWERED and now - entry.since > self.config.answer_grace
             ):
                 self._hangup_later(channel_id, "its answer did not land")
         # Channels gone while we were away: their StasisEnd was lost.
@@ -473,11 +460,11 @@ class AriGate:
     async def _answer(self, channel_id: str, entry: _Entry, channel: Mapping[str, Any], args: list[str],
                       resync: bool) -> None:
         try:
-            async with asyncio.timeout(self.options.decision_deadline):
+            async with asyncio.timeout(self.config.decision_deadline):
                 await self._decide(channel_id, entry, channel, args, resync)
         except TimeoutError:
             log.error("ARI: no decision for channel %s within %.1f s; hanging up", channel_id,
-                      self.options.decision_deadline)
+                      self.config.decision_deadline)
             await self._hangup(channel_id, entry)
         except AriError as exc:
             if exc.gone:
@@ -507,9 +494,9 @@ class AriGate:
         if entry.ended:
             return  # hung up while waiting: no decision for a call that cannot go out (as FastAGI)
         call = call_request(channel, args, presentation, self.app, resync=resync)
-        # As the FastAGI check route: the details go while the decision's audit record is being committed
-        # (an fsync they do not depend on), all four at once since each is a REST round trip, and
-        # RPOGUARD_DECISION only once the record is durable, after the details of the final verdict.
+        # Unlike the FastAGI check route, the details go while the decision's audit record is being
+        # committed (an fsync they do not depend on), all four at once: each is a REST round trip of its
+        # own. RPOGUARD_DECISION goes only once the record is durable, after the final verdict's details.
         pending = await self.gate.begin(call)
         sent = detail_variables(pending.provisional)
         try:
@@ -528,7 +515,7 @@ class AriGate:
         details = detail_variables(verdict)
         if details != sent:
             await self._set_variables(channel_id, details)
-        await self.client.set_variable(channel_id, VAR_DECISION, CHANNEL_ALLOW if verdict.allowed else CHANNEL_BLOCK)
+        await self.client.set_variable(channel_id, VAR_DECISION, decision_value(verdict))
         if verdict.allowed:
             entry.state = State.ANSWERED
             entry.since = time.monotonic()

@@ -7,9 +7,10 @@ session has a hard deadline, every error answers ``failure`` (dispatch.py), and 
 cap, from unknown clients or during shutdown are answered ``failure`` at once instead of being left to
 wait.
 
-asyncio ``BufferedProtocol`` rather than streams: bench/README.md's measured facts give 138 µs of server CPU per
-session against 240 µs for streams, with fewer syscalls; the line handling it needs is small
-(protocol.AgiLineProtocol). It runs on any asyncio loop, uvloop included, without depending on one.
+asyncio ``BufferedProtocol`` rather than streams: it costs less CPU per session, with fewer syscalls
+(docs/performance.md, "FastAGI server"), and the line handling it needs is small (protocol.AgiLineProtocol).
+It runs on any asyncio loop, uvloop included, without depending on one. Its settings are a ServeConfig
+(rpoguard.config, the ``[serve]`` section), where each default lives.
 """
 
 from __future__ import annotations
@@ -20,18 +21,14 @@ import logging
 import resource
 import signal
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from rpoguard.agi.dispatch import Outcome, run_session
 from rpoguard.agi.protocol import FAILURE_LINE, AgiLineProtocol, AgiRequest, Route
-from rpoguard.constants import DEFAULT_FASTAGI_HOST, DEFAULT_FASTAGI_PORT
+from rpoguard.config import ServeConfig
 
 __all__ = [
-    "DEFAULT_BACKLOG",
-    "DEFAULT_LINGER",
-    "DEFAULT_MAX_CONNECTIONS",
-    "DEFAULT_SESSION_DEADLINE",
     "FastAgiServer",
     "Route",
     "fit_open_file_limit",
@@ -40,16 +37,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# From accept to close. The gate answers in well under a millisecond; 2 s leaves room for a slow disk
-# while a dialler's call still fails fast if the server is stuck (Asterisk itself would wait forever).
-DEFAULT_SESSION_DEADLINE: Final = 2.0
-# Above what a PBX ever has in flight (a session lasts about a millisecond) so that a few thousand idle or
-# slow-dripping connections, each cut at its own deadline, cannot take every slot from real calls.
-DEFAULT_MAX_CONNECTIONS: Final = 4096
-# Call bursts from a dialler arrive together; the kernel caps this at net.core.somaxconn anyway.
-DEFAULT_BACKLOG: Final = 512
-# How long a closing connection waits for Asterisk to read "failure" and hang up (see linger_close).
-DEFAULT_LINGER: Final = 0.5
 # At most one log line per reason per interval when turning connections away: a flood must not also
 # flood the log.
 DEFAULT_LOG_INTERVAL: Final = 10.0
@@ -128,47 +115,42 @@ def _is_loopback(host: str) -> bool:
 
 
 class FastAgiServer:
-    """Serve ``routes`` over FastAGI. ``agi://host:port/check?campaign=C`` runs ``routes["check"]``.
+    """Serve ``routes`` over FastAGI with the settings of ``config``. ``agi://host:port/check?campaign=C``
+    runs ``routes["check"]``.
 
-    ``session_deadline``: seconds from accept to close; when it passes, the session answers ``failure``
-    and closes. ``max_connections``: sessions at once; more are answered ``failure`` immediately.
-    ``command_timeout``: optional bound on each reply, within the deadline. ``allowed_clients``: IP
-    addresses or networks allowed to connect (FastAGI has no authentication); required when ``host`` is
-    not a loopback address. ``port=0`` picks a free port (see ``port``).
+    ``config.session_deadline``: seconds from accept to close; when it passes, the session answers
+    ``failure`` and closes. ``max_connections``: sessions at once; more are answered ``failure``
+    immediately. ``command_timeout``: optional bound on each reply, within the deadline.
+    ``allowed_clients``: IP addresses or networks allowed to connect (FastAGI has no authentication);
+    required when ``host`` is not a loopback address. ``port=0`` picks a free port (see ``port``).
+    ``log_interval``: at most one log line per reason for turning connections away in that many seconds.
     """
 
     def __init__(
         self,
+        config: ServeConfig,
         routes: Mapping[str, Route],
-        host: str = DEFAULT_FASTAGI_HOST,
-        port: int = DEFAULT_FASTAGI_PORT,
         *,
-        session_deadline: float = DEFAULT_SESSION_DEADLINE,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        backlog: int = DEFAULT_BACKLOG,
-        command_timeout: float | None = None,
-        allowed_clients: Collection[str] = (),
-        linger: float = DEFAULT_LINGER,
         log_interval: float = DEFAULT_LOG_INTERVAL,
     ) -> None:
-        if session_deadline <= 0:
-            raise ValueError(f"session_deadline must be positive, not {session_deadline!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, not {max_connections!r}")
-        self._allowed = _parse_clients(allowed_clients)
-        if not self._allowed and not _is_loopback(host):
+        if config.session_deadline <= 0:
+            raise ValueError(f"session_deadline must be positive, not {config.session_deadline!r}")
+        if config.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {config.max_connections!r}")
+        self._allowed = _parse_clients(config.allowed_clients)
+        if not self._allowed and not _is_loopback(config.host):
             raise ValueError(
-                f"refusing to serve FastAGI on {host!r} without allowed_clients: FastAGI has no "
+                f"refusing to serve FastAGI on {config.host!r} without allowed_clients: FastAGI has no "
                 "authentication, so anyone who can connect could ask for verdicts"
             )
         self._routes = dict(routes)
-        self._host = host
-        self._port = port
-        self._session_deadline = session_deadline
-        self._max_connections = max_connections
-        self._backlog = backlog
-        self._command_timeout = command_timeout
-        self._linger = linger
+        self._host = config.host
+        self._port = config.port
+        self._session_deadline = config.session_deadline
+        self._max_connections = config.max_connections
+        self._backlog = config.backlog
+        self._command_timeout = config.command_timeout
+        self._linger = config.linger
         self._throttle = _Throttle(log_interval)
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()

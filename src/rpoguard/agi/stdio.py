@@ -51,7 +51,7 @@ from rpoguard.agi.protocol import (
     AgiRequest,
     Route,
 )
-from rpoguard.agi.server import DEFAULT_SESSION_DEADLINE
+from rpoguard.config import DEFAULT_SESSION_DEADLINE
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "PROGRAM_PREFIX", "run_stdio", "serve_stdio"]
 

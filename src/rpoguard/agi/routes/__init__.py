@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rpoguard.agi.protocol import Route
 from rpoguard.agi.routes.check import ROUTE_CHECK, CheckRoute
-from rpoguard.agi.routes.common import GateLike
 from rpoguard.agi.routes.optout import ROUTE_OPTOUT, OptoutRoute
+from rpoguard.agi.shared import GateLike
 
 __all__ = ["ROUTE_CHECK", "ROUTE_OPTOUT", "GateLike", "build_routes"]
 

@@ -14,12 +14,10 @@ one round trip, ``EXEC MSet "A=..,B=..,RPOGUARD_DECISION=.."`` (AgiSession.set_v
 VARIABLE each, in the same order, when a value is unsafe for MSet or Asterisk has no MSet), sent once the
 decision's audit record is durable.
 
-Why not send the details while the record commits, as this route did before: the commit (an fsync, 0.5-1
-ms) outlasts a round trip through Asterisk (0.15-0.3 ms), so the decision's own command still waits for
-it and the call is not set up any sooner, while the extra round trip costs the event loop about 45 µs of
-CPU per call (10% of the throughput at saturation). Measured call by call, interleaved against the same
-store on the dev VM: one round trip after the commit was 45-105 µs faster at the median than the
-overlapped two. The commit itself starts before the route awaits it (Gate.begin, SqliteStore).
+The details are not sent while the record commits: the commit outlasts a round trip through Asterisk,
+so the decision's command would wait for it anyway, and the extra round trip costs CPU per call
+(docs/performance.md, "One round trip after the commit"). The commit itself starts before the route
+awaits it (Gate.begin).
 """
 
 from __future__ import annotations
@@ -28,24 +26,9 @@ import logging
 from typing import Final
 
 from rpoguard.agi.protocol import AgiRequest, AgiSession
-from rpoguard.agi.routes.common import (
-    GateLike,
-    audit_extra,
-    caller_id_of,
-    campaign_of,
-    number_of,
-    source_of,
-)
-from rpoguard.constants import (
-    CHANNEL_ALLOW,
-    CHANNEL_BLOCK,
-    VAR_DECISION,
-    VAR_ID,
-    VAR_NUMBER,
-    VAR_REASON,
-    VAR_REASONS,
-)
-from rpoguard.gate import CallRequest, Verdict
+from rpoguard.agi.routes.common import audit_extra, caller_id_of, campaign_of, number_of, source_of
+from rpoguard.agi.shared import GateLike, channel_variables
+from rpoguard.gate import CallRequest
 from rpoguard.numbers import redact
 
 log = logging.getLogger(__name__)
@@ -64,21 +47,6 @@ def call_request(request: AgiRequest) -> CallRequest:
         channel=request.channel,
         extra=audit_extra(request),
     )
-
-
-def detail_variables(verdict: Verdict) -> list[tuple[str, str]]:
-    """Everything the dialplan learns about a verdict except the decision itself."""
-    return [
-        (VAR_REASON, verdict.reasons[0] if verdict.reasons else ""),
-        (VAR_REASONS, ",".join(verdict.reasons)),
-        (VAR_NUMBER, verdict.number or ""),
-        (VAR_ID, verdict.decision_id or ""),
-    ]
-
-
-def channel_variables(verdict: Verdict) -> list[tuple[str, str]]:
-    """The variables for a verdict, in the order they must be set (decision last)."""
-    return [*detail_variables(verdict), (VAR_DECISION, CHANNEL_ALLOW if verdict.allowed else CHANNEL_BLOCK)]
 
 
 class CheckRoute:

@@ -1,4 +1,5 @@
-"""What the routes share: the gate interface and how a request names the number, campaign and caller ID.
+"""What the routes share: how a request names the number, campaign and caller ID (the gate interface they
+call is in agi/shared.py, shared with the ARI gate).
 
 Argument order, the same for every route and for FastAGI and classic AGI:
 
@@ -21,18 +22,16 @@ an agi_extension that is not UTF-8 does not matter when argument 1 gives the num
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Final
 
 from rpoguard.agi.protocol import AST_PRES_ALLOWED, AST_PRES_RESTRICTION, AgiRequest
+from rpoguard.agi.shared import UNKNOWN
 from rpoguard.constants import SOURCE_AGI, SOURCE_FASTAGI
-from rpoguard.gate import CallRequest, OptoutRequest, OptoutResult, PendingVerdict
 
 ARG_NUMBER: Final = 1
 ARG_CAMPAIGN: Final = 2
 ARG_CALLER_ID: Final = 3
 QUERY_CAMPAIGN: Final = "campaign"
-# Asterisk's placeholder for a missing caller number (setup_env in res_agi.c).
-UNKNOWN: Final = "unknown"
 
 # Environment keys copied into CallRequest.extra so the audit log keeps the input exactly as received.
 _AUDIT_KEYS: Final = (
@@ -44,14 +43,6 @@ _AUDIT_KEYS: Final = (
     "agi_callingpres",
     "agi_accountcode",
 )
-
-
-class GateLike(Protocol):
-    """The part of rpoguard.gate.Gate the routes use."""
-
-    async def begin(self, call: CallRequest) -> PendingVerdict: ...
-
-    async def optout(self, request: OptoutRequest) -> OptoutResult: ...
 
 
 def source_of(request: AgiRequest) -> str:

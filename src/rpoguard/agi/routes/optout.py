@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Final
 
 from rpoguard.agi.protocol import AgiFailure, AgiRequest, AgiSession
-from rpoguard.agi.routes.common import GateLike, campaign_of, number_of, source_of
+from rpoguard.agi.routes.common import campaign_of, number_of, source_of
+from rpoguard.agi.shared import GateLike
 from rpoguard.constants import OPTOUT_OK, VAR_OPTOUT
 from rpoguard.gate import GateError, OptoutRequest
 
