@@ -16,7 +16,7 @@ BLOCK: Final = "block"
 CHANNEL_ALLOW: Final = "ALLOW"
 CHANNEL_BLOCK: Final = "BLOCK"
 
-# Reason codes, in the order of the decision table (architecture.md §3).
+# Reason codes, in the order of the decision table (docs/architecture.md §3).
 INVALID_NUMBER: Final = "invalid_number"
 FOREIGN_NUMBER: Final = "foreign_number"
 UNSUPPORTED_NUMBER_TYPE: Final = "unsupported_number_type"
@@ -86,7 +86,7 @@ BASIS_CONTRACT: Final = "contract"
 LINE_FIXED: Final = "fixed"
 LINE_MOBILE: Final = "mobile"
 
-# Channel variables the gate sets (architecture.md §4).
+# Channel variables the gate sets (docs/architecture.md §4).
 VAR_DECISION: Final = "RPOGUARD_DECISION"
 VAR_REASON: Final = "RPOGUARD_REASON"
 VAR_REASONS: Final = "RPOGUARD_REASONS"

@@ -1,9 +1,10 @@
-"""Dialled strings and caller IDs -> E.164 and line type (architecture.md §3 rule 1).
+"""Dialled strings and caller IDs -> E.164 and line type (docs/architecture.md §3 rule 1).
 
 libphonenumber (package ``phonenumberslite``, imported as ``phonenumbers``) is the authority on what is a
-valid number: plain string rules disagree with it on about 1.5% of real inputs (bench/README.md, measured facts),
-and every disagreement is either a blocked lawful call or an unproven one. This module only decides which
-E.164 spellings a dialled string can mean and in which order, then lets libphonenumber judge them.
+valid number: plain string rules disagree with it on real inputs (docs/performance.md, "Number
+normalisation"), and every disagreement is either a blocked lawful call or an unproven one. This module
+only decides which E.164 spellings a dialled string can mean and in which order, then lets libphonenumber
+judge them.
 
 Forms accepted (after removing separators, see ``_SEPARATORS``):
 
@@ -16,8 +17,8 @@ A national number is read as national first: ``39…`` without ``+`` or ``00`` i
 national reading is not a valid number (a TIM mobile 390 123 4567 is national). That is how an Italian
 reads such a string: ``3901000070`` is a mobile in the 390 range, even though ``+39 0100 0070`` would be
 a Genoa number, and ``39 06 12345678`` is Rome, because ``390612345678`` is no national number.
-Refusing the strings that read both ways, as this module once did, blocked every call to such mobiles and
-rejected whole RPO answer files that listed one. Whoever means the other reading writes the ``+`` or the
+Refusing the strings that read both ways would block every call to such mobiles and reject whole RPO
+answer files that list one. Whoever means the other reading writes the ``+`` or the
 ``00``.
 
 Only ASCII digits are digits here. Asterisk extensions, SIP user parts and the CSV files we import carry
@@ -26,10 +27,12 @@ ASCII digits; a fullwidth or Arabic-Indic digit means an encoding or copy-paste 
 Separators, on the other hand, may be any Unicode space or dash, because spreadsheets and word processors
 put non-breaking spaces and en dashes into numbers that were typed correctly.
 
-Imports of tens of millions of rows call ``normalize_for_import``: a fast path (``normalize_fast``) answers
-the clean fixed and mobile numbers that make up nearly all of them with regexes compiled once from
-libphonenumber's own +39 metadata, and hands everything else to ``normalize``. libphonenumber stays the
-authority: the fast path only ever gives the answer ``normalize`` gives, and says None when it is not sure.
+Each call decision and each imported row (tens of millions in an import) goes through
+``normalize_with_fast_path`` (the importers call it by its other name, ``normalize_for_import``): a fast
+path (``normalize_fast``) answers the clean fixed and mobile numbers that make up nearly all of them with
+regexes compiled once from libphonenumber's own +39 metadata, and hands everything else to ``normalize``.
+libphonenumber stays the authority: the fast path only ever gives the answer ``normalize`` gives, and says
+None when it is not sure.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ __all__ = [
     "normalize_caller_id",
     "normalize_fast",
     "normalize_for_import",
+    "normalize_with_fast_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -292,8 +296,9 @@ def normalize_fast(raw: str) -> Number | None:
     return _fast_number(cleaned)
 
 
-def normalize_for_import(raw: str) -> Number:
-    """``normalize(raw)`` with no trunk prefix, fast on clean input: importers call this once a row.
+def normalize_with_fast_path(raw: str) -> Number:
+    """``normalize(raw)`` with no trunk prefix, fast on clean input: the gate calls it once a call and the
+    importers once a row (as ``normalize_for_import``).
 
     Same result as ``normalize(raw)`` for every input, the same NumberError (reason, message, e164) when
     it refuses: ``normalize_fast`` answers when it is sure and ``normalize`` answers everything else.
@@ -302,6 +307,10 @@ def normalize_for_import(raw: str) -> Number:
     if number is not None:
         return number
     return normalize(raw)
+
+
+# The importers' name for it.
+normalize_for_import: Final = normalize_with_fast_path
 
 
 @functools.lru_cache(maxsize=1024)

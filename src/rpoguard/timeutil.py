@@ -50,8 +50,8 @@ def from_us(value: int) -> datetime:
 
 def iso(moment: datetime) -> str:
     """The form times take in output and in the audit hash: UTC with microseconds."""
-    # isoformat is C code and gives the same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ") in a fifth of the
-    # time (0.5 against 2.5 µs); it is on every decision's evidence and audit hash.
+    # isoformat is C code and gives the same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ") at a fraction of
+    # its cost (docs/performance.md); it is on every decision's evidence and audit hash.
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

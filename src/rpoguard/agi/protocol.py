@@ -401,7 +401,8 @@ def parse_reply(line: str) -> AgiReply:
     data: str | None = None
     if rest.startswith("("):
         # The data may itself hold ")" and spaces (GET VARIABLE returns any value): it runs to the last
-        # ")". Linear on purpose; a backtracking pattern took 200 ms on a crafted 8 KiB line.
+        # ")". Linear on purpose: a backtracking pattern is slow on a crafted 8 KiB line (a peer's denial
+        # of service).
         close = rest.rfind(")")
         if close > 0:
             data, rest = rest[1:close], rest[close + 1 :]
@@ -649,8 +650,8 @@ class AgiLineProtocol(asyncio.BufferedProtocol):
     """An asyncio protocol that splits input into lines and exposes the LineChannel interface.
 
     BufferedProtocol because it receives into one preallocated buffer instead of a fresh bytes object per
-    read (bench/README.md, measured facts: about 40% less server CPU per session than streams). Pipe transports
-    only call data_received, so that is supported too (classic AGI over stdin).
+    read, for less server CPU per session than streams (docs/performance.md, "FastAGI server"). Pipe
+    transports only call data_received, so that is supported too (classic AGI over stdin).
     """
 
     def __init__(self, *, max_line: int = MAX_LINE_BYTES) -> None:

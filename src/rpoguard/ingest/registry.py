@@ -3,7 +3,7 @@
 Every answer belongs to the principal (data controller) that consulted the RPO: answers differ between
 controllers, because a citizen may lift the opposition for some operators only.
 
-Three input forms (architecture.md §4):
+Three input forms (docs/architecture.md §4):
 - one CSV `number,status[,registered_at]` (header optional), every row checked at --checked-at;
 - the submitted list and the registered list the RPO sent back: every submitted number absent from the
   registered list is `not_registered` at the check date;

@@ -1,7 +1,7 @@
 """Calling hours (Codice di condotta per il telemarketing, Garante provv. 148/2024, in force 28 Sep 2024).
 
 Weekdays 09:00-20:00; Saturdays and days before a public holiday 10:00-19:00; never on Sundays or
-public holidays. Windows are half-open: 09:00 <= t < 20:00 (architecture.md §3).
+public holidays. Windows are half-open: 09:00 <= t < 20:00 (docs/architecture.md §3).
 
 Holidays come from the maintained `holidays` package (national calendar, no regional patron saints),
 which includes 4 October (San Francesco d'Assisi) from 2026 under Legge 151/2025; the test suite pins that.

@@ -1,4 +1,4 @@
-"""The decision table of architecture.md §3, one small function per legal rule.
+"""The decision table of docs/architecture.md §3, one small function per legal rule.
 
 `decide` is pure: the same facts, context and time always give the same decision. Every rule that
 fails adds its reason code; the first one is the primary reason. Rules that need a fact the call does
@@ -129,7 +129,7 @@ def _registration_bound(facts: Facts) -> datetime | None:
 
 
 def _consent_in_force(consent: ConsentFacts, at: datetime) -> bool:
-    # architecture.md §3: a consent counts from given_at until expires_at or revoked_at, whichever first.
+    # docs/architecture.md §3: a consent counts from given_at until expires_at or revoked_at, whichever first.
     if consent.given_at > at:
         return False
     ends = [t for t in (consent.expires_at, consent.revoked_at) if t is not None]
@@ -226,7 +226,7 @@ def rule_attempt_cap(ev: _Evaluation) -> str | None:
     return ATTEMPT_LIMIT if ev.facts.recent_allows >= campaign.max_attempts else None
 
 
-# Rules 2-11 in the order of architecture.md §3; rule 1 (the number) is decided by the normaliser.
+# Rules 2-11 in the order of docs/architecture.md §3; rule 1 (the number) is decided by the normaliser.
 RULES: tuple[Rule, ...] = (
     rule_campaign_known,
     rule_no_refusal,
