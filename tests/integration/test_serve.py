@@ -113,6 +113,18 @@ def test_event_loop_setting_is_checked(write_file: Callable[..., Path]) -> None:
         load_config(str(write_file("c.toml", '[serve]\nevent_loop = "libuv"\n')))
 
 
+def test_serve_limits_are_read_and_checked(write_file: Callable[..., Path]) -> None:
+    default = load_config(str(write_file("a.toml", ""))).serve
+    assert (default.linger, default.command_timeout, default.backlog) == (0.5, None, 512)
+    set_all = load_config(str(write_file("b.toml", "[serve]\nlinger = 0\ncommand_timeout = 1\nbacklog = 64\n")))
+    assert (set_all.serve.linger, set_all.serve.command_timeout, set_all.serve.backlog) == (0.0, 1.0, 64)
+    for text, message in (("linger = -1", "linger must be 0"), ("command_timeout = 0", "command_timeout must be"),
+                          ("backlog = 0", "backlog must be 1 or more"), ('backlog = "x"', "'backlog' must be int"),
+                          ("lingr = 1", "unknown key 'lingr'")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(str(write_file("c.toml", f"[serve]\n{text}\n")))
+
+
 def test_uvloop_chosen_but_missing_is_a_clear_error(run_cli: CliRunner, tmp_path: Path) -> None:
     # A uvloop that cannot be imported, ahead of the installed one on the path.
     fake = tmp_path / "site" / "uvloop"
