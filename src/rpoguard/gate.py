@@ -1,9 +1,9 @@
 """The gate: one call in, one recorded decision out.
 
-Every front end (CLI `check`, FastAGI, classic AGI, ARI) hands a CallRequest to Gate.check and gets a
-Verdict back. The gate normalises the number, asks the store for all facts in one round, runs the pure
-policy and appends the decision to the audit log before it answers: a call is only allowed once its
-decision is durable. Whatever goes wrong in between becomes BLOCK with `engine_error`.
+Every front end (CLI `check`, FastAGI, classic AGI, ARI) hands a CallRequest to Gate.begin and acts on
+the Verdict its PendingVerdict's final() gives. The gate normalises the number, asks the store for all
+facts in one round, runs the pure policy and appends the decision to the audit log before it answers: a
+call is only allowed once its decision is durable. Whatever goes wrong in between becomes BLOCK with `engine_error`.
 """
 
 from __future__ import annotations
@@ -81,19 +81,26 @@ class PendingVerdict:
     """A decision taken and being recorded (Gate.begin). `provisional` is what the decision will be if
     its record lands as expected; only `final()` may be acted on."""
 
-    def __init__(self, provisional: Verdict, recording: asyncio.Future[Verdict]) -> None:
+    def __init__(self, provisional: Verdict, recording: asyncio.Future[Verdict], *,
+                 decision: Decision | None = None, facts: Facts | None = None) -> None:
         self.provisional = provisional
+        # What the gate evaluated (its evidence, the campaign's principal), for a front end that shows it;
+        # None from a stand-in gate.
+        self.decision = decision
+        self.facts = facts
         self._recording = recording
         # The front end may never ask (its peer left): the outcome is still collected, never reported
         # as "exception was never retrieved".
         recording.add_done_callback(_collect)
 
     @classmethod
-    def settled(cls, verdict: Verdict) -> PendingVerdict:
-        """A verdict that is already final (a front end or a test without a separate commit)."""
+    def settled(cls, verdict: Verdict, *, decision: Decision | None = None,
+                facts: Facts | None = None) -> PendingVerdict:
+        """A verdict that is already final (a simulation, an unrecorded BLOCK, or a test without a separate
+        commit)."""
         done: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         done.set_result(verdict)
-        return cls(verdict, done)
+        return cls(verdict, done, decision=decision, facts=facts)
 
     async def final(self) -> Verdict:
         """The verdict once its record is durable. Cancelling the caller cancels the recording too,
@@ -161,8 +168,8 @@ class Gate:
     """Normalise, fetch facts in one round, decide, record. Shared by every front end.
 
     The clock is injected so tests can decide for another time; the servers and `check` pass nothing and
-    use the real clock, since a recorded decision is always for the moment it is made (`check --at` only
-    evaluates, never records).
+    use the real clock, since a recorded decision is always for the moment it is made (`check --at` is a
+    simulation: begun with record=False, never recorded).
     """
 
     def __init__(self, store: GateStore, config: Config, clock: Callable[[], datetime] | None = None) -> None:
@@ -174,7 +181,7 @@ class Gate:
         self._recording: set[asyncio.Task[Verdict]] = set()
 
     async def evaluate(self, call: CallRequest, at: datetime | None = None) -> tuple[Decision, Facts]:
-        """Decide without recording: what `check --dry-run` and `scrub` use."""
+        """Decide without recording: what `scrub` uses, and the first step of begin()."""
         at = at or self.clock()
         number_error: str | None = None
         e164: str | None = None
@@ -209,20 +216,31 @@ class Gate:
         recorded, and an unrecorded BLOCK (decision_id None) if even the log is out of reach."""
         return await (await self.begin(call, at)).final()
 
-    async def begin(self, call: CallRequest, at: datetime | None = None) -> PendingVerdict:
+    async def begin(self, call: CallRequest, at: datetime | None = None, *, record: bool = True,
+                    block_on_error: bool = True) -> PendingVerdict:
         """Decide, and start the durable append before returning (Store.start_decision), so the commit
         (an fsync) runs while the front end goes on. The front end may act on `provisional` only for
         what does not depend on the record (the ARI gate sets the details meanwhile); the decision
         itself comes from `final()`, which returns once the record is durable and may differ from the
-        provisional verdict (attempt cap reached meanwhile, or the log out of reach)."""
+        provisional verdict (attempt cap reached meanwhile, or the log out of reach).
+
+        record=False: a simulation (`check --dry-run`, `check --at`), settled at once, never recorded and
+        so never counted in an attempt cap. block_on_error=False: a failure to decide is raised instead of
+        becoming BLOCK engine_error (a person at the command line is told what went wrong; a PBX must
+        get an answer)."""
         at = at or self.clock()
         try:
             decision, facts = await self.evaluate(call, at)
         except Exception as exc:
+            if not block_on_error:
+                raise
             self._errors.error("cannot decide, call blocked", exc)
             decision = Decision(BLOCK, (ENGINE_ERROR,), None, {"error": type(exc).__name__},
                                 call.caller_id is not None)
             facts = Facts(None, None, None)
+        if not record:
+            return PendingVerdict.settled(Verdict(decision.decision, decision.reasons, facts.number, None,
+                                                  decision.basis), decision=decision, facts=facts)
         decision_id = str(uuid.uuid4())
         provisional = Verdict(decision.decision, decision.reasons, facts.number, decision_id, decision.basis)
         loop = asyncio.get_running_loop()
@@ -232,7 +250,7 @@ class Gate:
             written = self.store.start_decision(entry, cap)
         except Exception as exc:  # the store is unavailable
             self._errors.error("cannot record the decision, call blocked", exc)
-            return PendingVerdict.settled(_unrecorded(decision, facts))
+            return PendingVerdict.settled(_unrecorded(decision, facts), decision=decision, facts=facts)
         task = loop.create_task(self._settle(decision, facts, entry, written))
         # A caller that gives up before the task ran still withdraws the record if its write has not begun.
         task.add_done_callback(functools.partial(_withdraw_if_cancelled, written))
@@ -240,12 +258,7 @@ class Gate:
         # dropped its PendingVerdict.
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
-        return PendingVerdict(provisional, task)
-
-    async def record(self, call: CallRequest, decision: Decision, facts: Facts, at: datetime,
-                     decision_id: str | None = None) -> Verdict:
-        entry, cap = _audit_entry(call, decision, facts, at, decision_id or str(uuid.uuid4()))
-        return await self._settle(decision, facts, entry, self.store.append_decision(entry, cap))
+        return PendingVerdict(provisional, task, decision=decision, facts=facts)
 
     async def _settle(self, decision: Decision, facts: Facts, entry: AuditEntry,
                       written: Awaitable[AuditRow]) -> Verdict:

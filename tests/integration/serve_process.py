@@ -18,7 +18,7 @@ import pytest
 
 START_TIMEOUT = 30.0
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# cli.py's start-up line: "rpoguard X: FastAGI gate listening on HOST:PORT (database ...".
+# `rpoguard serve`'s start-up line: "rpoguard X: FastAGI gate listening on HOST:PORT (database ...".
 LISTENING = re.compile(rb"FastAGI gate listening on \S+:(\d+) \(")
 
 

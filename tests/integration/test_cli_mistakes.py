@@ -242,10 +242,10 @@ def test_ctrl_c_during_an_import_exits_130_and_changes_nothing(run_cli: Cli, cli
 def test_an_internal_error_is_one_line_with_the_way_to_the_details(tmp_path: Path) -> None:
     # A bug (not the operator's mistake) inside a command: simulated by a handler that fails.
     script = (
-        "import sys, rpoguard.cli as cli\n"
+        "import sys, rpoguard.cli as cli, rpoguard.cli.database as database\n"
         "async def broken(args, store, config):\n"
         "    raise TypeError('a bug')\n"
-        "cli.cmd_db_migrate.__code__ = broken.__code__\n"
+        "database.cmd_db_migrate.__code__ = broken.__code__\n"
         "sys.exit(cli.main(['--db', sys.argv[1], 'db', 'migrate']))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.db")], capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""The progress display of imports and scrub (cli._Progress) away from a terminal: plain lines with the
+"""The progress display of imports and scrub (cli.progress.ProgressDisplay) away from a terminal: plain lines with the
 share read, the rate and the time left, never a control character; nothing at all with -q. What a
 terminal shows is in tests/integration/test_cli_lists.py (a pseudo-terminal)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from rpoguard.cli import _Progress
+from rpoguard.cli.progress import ProgressDisplay
 from rpoguard.ingest.csvfile import read_observer, read_rows
 
 
@@ -15,7 +15,7 @@ def test_plain_lines_say_how_far_how_fast_and_how_long_left(tmp_path: Path) -> N
     path = tmp_path / "answers.csv"
     path.write_bytes(b"+390612345678,registered\n" * 40_000)  # 1 MB, read in chunks
     log = io.StringIO()
-    progress = _Progress("importing RPO answers", [str(path)], quiet=False, stream=log)
+    progress = ProgressDisplay("importing RPO answers", [str(path)], quiet=False, stream=log)
     assert progress.mode == "plain"
     progress.PLAIN_INTERVAL = 3600.0  # only the line this test asks for, however slow the machine
     with progress:
@@ -41,7 +41,7 @@ def test_quiet_shows_nothing_and_watches_nothing(tmp_path: Path) -> None:
     path = tmp_path / "list.txt"
     path.write_text("06 4567 8901\n", encoding="utf-8")
     log = io.StringIO()
-    with _Progress("scrubbing", [str(path)], quiet=True, stream=log) as progress:
+    with ProgressDisplay("scrubbing", [str(path)], quiet=True, stream=log) as progress:
         assert read_observer.get() is None
         assert list(read_rows(path, [])) == [(1, ["06 4567 8901"])]
     assert progress.mode == "off"
