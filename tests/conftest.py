@@ -24,12 +24,12 @@ from typing import NamedTuple, Protocol, TypeVar
 
 import pytest
 
-from fakeclock import ClockedCliRunner, clock_env
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import Store
+from support.fakeclock import ClockedCliRunner, clock_env
 
-# The PostgreSQL server and per-test databases (tests/pgfixtures.py).
-pytest_plugins = ["pgfixtures"]
+# The PostgreSQL server and per-test databases (tests/support/pgfixtures.py).
+pytest_plugins = ["support.pgfixtures"]
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -176,7 +176,7 @@ def run_cli(tmp_path: Path, cli_env: dict[str, str], cli_script: str) -> CliRunn
 
 @pytest.fixture
 def run_cli_at(run_cli: CliRunner) -> ClockedCliRunner:
-    """Run the real `rpoguard` console script with its wall clock starting at MOMENT (tests/fakeclock.py):
+    """Run the real `rpoguard` console script with its wall clock starting at MOMENT (tests/support/fakeclock.py):
     how a test records a decision at a fixed moment, as the gate would then."""
     clock_env("2026-01-01")  # skip (or fail in CI) at once without libfaketime
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from fuzz_helpers import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,6 +47,7 @@ from rpoguard.ingest import consents
 from rpoguard.ingest.csvfile import MAX_FIELD, FileError, header_records, read_rows
 from rpoguard.ingest.registry import answers_from_csv
 from rpoguard.timeutil import parse_time
+from support.fuzz import fuzz_settings
 
 REPO: Final = Path(__file__).resolve().parents[2]
 EXAMPLES: Final = REPO / "examples"

@@ -9,7 +9,7 @@ byte for byte, and at the end of each test no session, connection, unhandled loo
 exception (a log record with a traceback) may be left. Hypothesis draws batches of scenarios that run
 concurrently, so one deadline wait covers many sessions and the module stays within its time budget.
 
-For every scenario the fake Asterisk (tests/integration/agi_fakes.py: res_agi's argument splitting, the
+For every scenario the fake Asterisk (tests/support/agi_fakes.py: res_agi's argument splitting, the
 worst-case assumption that every SET VARIABLE took effect whatever the reply said) records what it was
 told, and the test checks how Asterisk would read it:
 
@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import pytest
-from agi_fakes import ALLOW_VERDICT, RECORDED_CHECK_ENV, USAGE_520, FakeGate, asterisk_answer, make_env
-from fuzz_helpers import fuzz_settings
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -52,6 +50,8 @@ from rpoguard.agi.protocol import (
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import DEFAULT_LINGER, FastAgiServer
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION
+from support.agi_fakes import ALLOW_VERDICT, RECORDED_CHECK_ENV, USAGE_520, FakeGate, asterisk_answer, make_env
+from support.fuzz import fuzz_settings
 
 T = TypeVar("T")
 

@@ -21,8 +21,6 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import pytest
-from agi_fakes import FakeGate, Transcript, make_env, parse_args, play, separate_app_args, strip_quoted
-from fuzz_helpers import fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -43,6 +41,8 @@ from rpoguard.constants import (
     VAR_REASONS,
 )
 from rpoguard.gate import CallRequest, Gate, Verdict
+from support.agi_fakes import FakeGate, Transcript, make_env, parse_args, play, separate_app_args, strip_quoted
+from support.fuzz import fuzz_settings
 
 ORDER: Final = (VAR_REASON, VAR_REASONS, VAR_NUMBER, VAR_ID, VAR_DECISION)
 UNSENDABLE: Final = str.maketrans({"\n": " ", "\r": " ", "\0": " "})

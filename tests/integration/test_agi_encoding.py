@@ -20,7 +20,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, make_env, play
 
 from rpoguard.agi import protocol
 from rpoguard.agi.routes import build_routes
@@ -29,6 +28,7 @@ from rpoguard.config import Config
 from rpoguard.constants import CHANNEL_ALLOW, VAR_DECISION, VAR_NUMBER, VAR_REASON
 from rpoguard.db import open_store
 from rpoguard.gate import Gate
+from support.agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, make_env, play
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]

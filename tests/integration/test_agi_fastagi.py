@@ -14,7 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from agi_fakes import (
+
+from rpoguard.agi.protocol import AgiRequest, AgiSession, AgiUsageError, Route
+from rpoguard.agi.routes import build_routes
+from rpoguard.agi.server import FastAgiServer, serve_until_signalled
+from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
+from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
+from support.agi_fakes import (
     ALLOW_VERDICT,
     BLOCK_VERDICT,
     RECORDED_CHECK_ENV,
@@ -26,12 +32,6 @@ from agi_fakes import (
     play,
     raw_exchange,
 )
-
-from rpoguard.agi.protocol import AgiRequest, AgiSession, AgiUsageError, Route
-from rpoguard.agi.routes import build_routes
-from rpoguard.agi.server import FastAgiServer, serve_until_signalled
-from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
-from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
 
 EXPECTED_ALLOW = [
     # One round trip (AgiSession.set_variables) once the record is durable, the decision last.

@@ -7,7 +7,6 @@ import collections
 from typing import Any
 
 import pytest
-from agi_fakes import USAGE_520, parse_args
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from rpoguard.agi.protocol import (
     read_request,
     split_script,
 )
+from support.agi_fakes import USAGE_520, parse_args
 
 
 class ScriptedChannel:

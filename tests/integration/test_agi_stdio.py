@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, asterisk_answer, make_env
 
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.stdio import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, serve_stdio
 from rpoguard.constants import SOURCE_AGI
+from support.agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, asterisk_answer, make_env
 
-CHILD = Path(__file__).with_name("agi_stdio_child.py")
+# The child runs as a module from tests/, the way its imports of support.* resolve.
+TESTS = Path(__file__).resolve().parents[1]
+CHILD = "support.agi_stdio_child"
 NUMBER = "0612345678"
 LATIN1_NAME = "Società Srl".encode("latin-1")
 
@@ -251,11 +253,11 @@ def run_child(
     mode: str, env: bytes, *, deadline: float = 2.0, route: str = "-", hangup_when_gate_entered: bool = False
 ) -> tuple[int, Transcript, str]:
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), mode, str(deadline), route],
+        [sys.executable, "-m", CHILD, mode, str(deadline), route],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=CHILD.parent,
+        cwd=TESTS,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:

@@ -1,4 +1,4 @@
-"""The ARI gate against a fake ARI over a real socket (ari_fakes.py): what it does to each channel, how it
+"""The ARI gate against a fake ARI over a real socket (tests/support/ari_fakes.py): what it does to each channel, how it
 fails closed, reconnects and resyncs. The real Asterisk runs the same scenarios in tests/e2e/test_ari.py."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ari_fakes import APP, PASSWORD, USER, FakeAri, FakeGate, channel
 
 from rpoguard.agi.ari import AriClient, AriError, AriGate, AriOptions, ari_base, call_request, stasis_args
 from rpoguard.config import Config
 from rpoguard.constants import BLOCK, SOURCE_ARI, VAR_DECISION, VAR_ID, VAR_NUMBER, VAR_REASON, VAR_REASONS
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.gate import Gate, Verdict
+from support.ari_fakes import APP, PASSWORD, USER, FakeAri, FakeGate, channel
 
 ALLOWED = "0612345678"
 BLOCKED = "3477654321"

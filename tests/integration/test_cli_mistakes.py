@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from pgfixtures import PgServer
 from rpoguard.audit import AuditEntry
 from rpoguard.db.sqlite import SqliteStore, audit_path
+from support.pgfixtures import PgServer
 
 Cli = Callable[..., Any]
 

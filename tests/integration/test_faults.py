@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import Transcript, make_env, play
-from serve_process import clean_env, prepare_db, start_serve, stop_all
 
 from rpoguard.constants import ENGINE_ERROR, VAR_ID, VAR_REASONS
 from rpoguard.db.sqlite import audit_path
+from support.agi_fakes import Transcript, make_env, play
+from support.serve_process import clean_env, prepare_db, start_serve, stop_all
 
 LISTED = "06 4567 8901"  # listed, not registered in the examples: ALLOW in calling hours
 

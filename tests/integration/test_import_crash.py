@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play, sets_the_decision_last
-from serve_process import running_serve
 
 from rpoguard.constants import RPO_EXPIRED, RPO_NOT_CHECKED, RPO_REGISTERED, VAR_NUMBER, VAR_REASONS
 from rpoguard.db.sqlite import audit_path
 from rpoguard.timeutil import ROME, parse_time, to_us
+from support.agi_fakes import make_env, play, sets_the_decision_last
+from support.serve_process import running_serve
 
 Cli = Callable[..., Any]
 

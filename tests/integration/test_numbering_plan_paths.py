@@ -1,4 +1,4 @@
-"""The national numbering plan (tests/numbering_plan.py) through every door a number comes in by: each
+"""The national numbering plan (tests/support/numbering_plan.py) through every door a number comes in by: each
 importer (RPO answers in rows and in lists, directory, consents, contracts, refusals), `registry due
 --from`, `scrub`, and the gate's own Gate.evaluate (with and without a trunk prefix).
 
@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from numbering_plan import PLAN, PlanRow, refused_rows, valid_rows
 from rpoguard.audit import spreadsheet_safe
 from rpoguard.config import Config
 from rpoguard.constants import SOURCE_CLI
 from rpoguard.db import open_store
 from rpoguard.gate import CallRequest, Gate
 from rpoguard.timeutil import parse_time
+from support.numbering_plan import PLAN, PlanRow, refused_rows, valid_rows
 
 Cli = Callable[..., Any]
 CHECKED = "2026-11-20"

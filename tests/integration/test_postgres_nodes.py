@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play
-from serve_process import start_serve, stop, stop_all
 
 from rpoguard.constants import (
     ATTEMPT_LIMIT,
@@ -36,6 +34,8 @@ from rpoguard.constants import (
     VAR_REASONS,
 )
 from rpoguard.timeutil import ROME
+from support.agi_fakes import make_env, play
+from support.serve_process import start_serve, stop, stop_all
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]
@@ -216,7 +216,7 @@ def test_an_import_runs_while_both_nodes_serve(
 def test_a_node_whose_database_is_missing_blocks_then_serves_when_it_appears(
     pg_server: Any, tmp_path: Path, cli_script: str, run_cli: CliRunner
 ) -> None:
-    from pgfixtures import with_database
+    from support.pgfixtures import with_database
 
     preload = libfaketime()
     name = f"rpoguard_late_{os.getpid()}"

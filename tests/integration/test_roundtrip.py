@@ -23,10 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play
-from serve_process import running_serve
 
-from fakeclock import ClockedCliRunner
 from rpoguard.constants import (
     CHANNEL_BLOCK,
     OPTOUT,
@@ -41,6 +38,9 @@ from rpoguard.constants import (
 from rpoguard.db.sqlite import audit_path
 from rpoguard.policy.calendar import allowed_window
 from rpoguard.timeutil import ROME
+from support.agi_fakes import make_env, play
+from support.fakeclock import ClockedCliRunner
+from support.serve_process import running_serve
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

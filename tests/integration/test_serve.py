@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play
-from serve_process import clean_env, connections_held, listening, running_serve
 
 from rpoguard.config import ConfigError, load_config
 from rpoguard.constants import (
@@ -34,6 +32,8 @@ from rpoguard.constants import (
     VAR_REASON,
     VAR_REASONS,
 )
+from support.agi_fakes import make_env, play
+from support.serve_process import clean_env, connections_held, listening, running_serve
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import Transcript, make_env, play
-from serve_process import clean_env, connections_held, prepare_db, start_serve, stop_all
 
 from rpoguard.agi.server import DEFAULT_LOG_INTERVAL as LOG_INTERVAL
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION, VAR_ID
 from rpoguard.db.sqlite import audit_path
+from support.agi_fakes import Transcript, make_env, play
+from support.serve_process import clean_env, connections_held, prepare_db, start_serve, stop_all
 
 pytestmark = pytest.mark.slow
 

@@ -26,15 +26,15 @@ from typing import Any
 
 import pytest
 
-from pgfixtures import PgServer, _admin, with_database
-from rawdb import RawDb
 from rpoguard.audit import GENESIS_HASH, AuditEntry, canonical_evidence, chain_hash, verify_chain
 from rpoguard.db import open_store
 from rpoguard.db.copy import copy_database
 from rpoguard.db.rows import CONTROLLER_UNKNOWN
 from rpoguard.db.store import ImportMeta, RpoAnswer, Store
 from rpoguard.timeutil import parse_time, to_us
-from schema1 import (
+from support.pgfixtures import PgServer, _admin, with_database
+from support.rawdb import RawDb
+from support.schema1 import (
     CHECKED,
     CLEANSED_SHA,
     NUM,

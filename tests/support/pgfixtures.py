@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV_URL = "RPOGUARD_TEST_PG_URL"
 # Per test session: runs that share one server (RPOGUARD_TEST_PG_URL) must not drop each other's template.
 TEMPLATE = f"rpoguard_test_template_{os.getpid()}"
