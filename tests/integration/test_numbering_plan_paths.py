@@ -10,7 +10,6 @@ as its E.164 number (a 2-million-row answer file over the same plan lands whole:
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from rpoguard.constants import SOURCE_CLI
 from rpoguard.db import open_store
 from rpoguard.gate import CallRequest, Gate
 from rpoguard.timeutil import parse_time
+from support.aio import run_once
 from support.numbering_plan import PLAN, PlanRow, refused_rows, valid_rows
 
 Cli = Callable[..., Any]
@@ -147,7 +147,7 @@ def test_the_gate_reads_every_row_as_the_table_says(db_path: Path, trunk: str) -
         finally:
             await store.close()
 
-    for row, (decision, facts) in asyncio.run(decide_all()):
+    for row, (decision, facts) in run_once(decide_all()):
         if row.reason is None:
             # A valid number: the gate looks it up as its E.164 form (and blocks it for want of an answer).
             assert (facts.number, decision.reasons[:1]) == (row.e164, ("rpo_not_checked",)), row

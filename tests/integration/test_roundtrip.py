@@ -10,7 +10,6 @@ the FastAGI sessions use the real clock, and there only reasons unrelated to the
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from rpoguard.db.sqlite import audit_path
 from rpoguard.policy.calendar import allowed_window
 from rpoguard.timeutil import ROME
 from support.agi_fakes import make_env, play
+from support.aio import run_once
 from support.fakeclock import ClockedCliRunner
 from support.serve_process import running_serve
 
@@ -502,7 +502,7 @@ def server(seeded: Path, tmp_path: Path, cli_env: dict[str, str], cli_script: st
 
 
 def _session(port: int, number: str) -> tuple[str, list[str]]:
-    transcript = asyncio.run(play(port, make_env("check?campaign=autunno26", (number,))))
+    transcript = run_once(play(port, make_env("check?campaign=autunno26", (number,))))
     assert transcript.agistatus == "SUCCESS" and not transcript.failure, transcript.written
     assert transcript.variables[VAR_NUMBER] == number
     return transcript.variables[VAR_DECISION], transcript.variables[VAR_REASONS].split(",")
