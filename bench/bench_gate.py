@@ -49,8 +49,6 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import clockshift
 import loadgen
 from common import (

@@ -33,8 +33,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import loadgen
 from bench_gate import (
     Server,

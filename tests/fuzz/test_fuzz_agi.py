@@ -50,7 +50,8 @@ from rpoguard.agi.protocol import (
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import DEFAULT_LINGER, FastAgiServer
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION
-from support.agi_fakes import ALLOW_VERDICT, RECORDED_CHECK_ENV, USAGE_520, FakeGate, asterisk_answer, make_env
+from support.agi_env import RECORDED_CHECK_ENV
+from support.agi_fakes import ALLOW_VERDICT, USAGE_520, FakeGate, asterisk_answer, make_env
 from support.aio import run_once
 from support.fuzz import fuzz_settings
 

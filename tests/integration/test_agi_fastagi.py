@@ -20,10 +20,10 @@ from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer, serve_until_signalled
 from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
 from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
+from support.agi_env import RECORDED_CHECK_ENV
 from support.agi_fakes import (
     ALLOW_VERDICT,
     BLOCK_VERDICT,
-    RECORDED_CHECK_ENV,
     USAGE_520,
     FakeGate,
     Transcript,
