@@ -1,3 +1,4 @@
+/* rpoguard bench: an LD_PRELOAD shim that adds RPOGUARD_BENCH_CLOCK_SHIFT_S seconds to CLOCK_REALTIME (clockshift.py). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdlib.h>

@@ -3,9 +3,7 @@
 The calling-hours rule blocks every call at night and on Sundays, so a benchmark run at 6 am would only
 ever measure BLOCK(outside_hours) and never the ALLOW path (the attempt-cap check, the longer audit row).
 The end-to-end tests shift `rpoguard serve`'s clock with libfaketime, but libfaketime wraps every clock
-call (monotonic ones too, even with FAKETIME_DONT_FAKE_MONOTONIC) and several sleeping calls: measured
-here it more than doubled the server's CPU per session (586 -> 1,297 µs at 64 in flight). That is the
-benchmark measuring libfaketime.
+call and more than doubled the server's CPU per session (bench/README.md, "The servers' clock").
 
 This shim (clockshift.c), compiled with gcc on first use and loaded with LD_PRELOAD, replaces `clock_gettime`,
 `gettimeofday` and `time` only to add a fixed number of seconds to CLOCK_REALTIME readings, the clock
