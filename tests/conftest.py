@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol
 
 import pytest
 
@@ -33,8 +33,6 @@ from support.fakeclock import ClockedCliRunner, clock_env
 pytest_plugins = ["support.pgfixtures"]
 
 BACKENDS = ("sqlite", "postgres")
-
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
