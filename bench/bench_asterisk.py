@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import os
 import re
 import secrets
 import statistics
@@ -39,7 +40,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import clockshift  # noqa: E402
 from common import (  # noqa: E402
@@ -53,7 +53,8 @@ from common import (  # noqa: E402
     wait_for_port,
 )
 
-ROOTFS = Path("/var/cache/rpoguard-e2e/rootfs")
+# Where scripts/build-asterisk-rootfs caches it (RPOGUARD_E2E_CACHE moves it, for the script and here alike).
+ROOTFS = Path(os.environ.get("RPOGUARD_E2E_CACHE") or "/var/cache/rpoguard-e2e") / "rootfs"
 CAMPAIGN = "bench"
 MODES = ("none", "astdb", "ref", "agi", "gate", "ari")
 ARI_USER = "bench"
@@ -123,7 +124,7 @@ _TIMING = re.compile(r"bench-timing (\w+) (\S+) ([\d.]+) ([\d.]+) ([^\s\"]*)")
 
 
 def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, calls: int | None = None,
-        at: datetime | None = None) -> None:
+        at: datetime | None = None, lock_held: bool = False) -> None:
     """Print part 4's tables; `numbers` are national numbers present in the store at `db`. With `at`, the
     gate's wall clock is shifted there (bench/clockshift.py), so that it decides as in the calling hours."""
     from tests.e2e.harness import ARI_MODULES, Asterisk, HarnessError, RunDir, ari_files  # noqa: PLC0415
@@ -152,9 +153,11 @@ def run(db: Path, numbers: Sequence[str], env: dict[str, str], *, quick: bool, c
         ref = subprocess.Popen([sys.executable, str(REPO / "bench" / "refserver.py"), "--port", str(ref_port),
                                 "--style", "protocol", "--numbers", str(ref_numbers)],
                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    # Asterisk needs the fixed SIP ports the e2e tests use: wait for a test session to finish first.
+    # Asterisk needs the fixed SIP ports the e2e tests use: wait for a test session to finish first, unless
+    # the caller is that session (the e2e smoke test of this script).
     host_lock = (ROOTFS.parent / "e2e-session.lock").open("w")
-    fcntl.flock(host_lock, fcntl.LOCK_EX)
+    if not lock_held:
+        fcntl.flock(host_lock, fcntl.LOCK_EX)
     run_dir = RunDir.create(ROOTFS)
     asterisk = None
     ari_gate: subprocess.Popen[bytes] | None = None
@@ -277,6 +280,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per mode")
     parser.add_argument("--size", type=float, default=1.0, help="store size in millions (default 1)")
+    parser.add_argument("--lock-held", action="store_true",
+                        help="the caller holds the e2e session lock (an e2e test running this script)")
     args = parser.parse_args()
     import bench_gate  # noqa: PLC0415
 
@@ -285,7 +290,7 @@ def main() -> None:
     store = bench_gate.build_store(folder / "asterisk-bench.db", int(args.size * 1e6), bench_gate.call_time(), env)
     try:
         run(store.path, bench_gate.draw_numbers(store.layout, args.calls, seed=11), env, quick=False,
-            calls=args.calls, at=store.at)
+            calls=args.calls, at=store.at, lock_held=args.lock_held)
     finally:
         bench_gate.remove_db(store.path)
 

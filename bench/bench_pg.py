@@ -4,7 +4,7 @@ processes on one PostgreSQL database, next to one process on SQLite, on the same
     python bench/bench_pg.py                        # 200,000 numbers; about 3 minutes
     python bench/bench_pg.py --size 1000000 --rounds 3 --duration 15
 
-1. The store is built as bench_gate.py builds it (SQLite, written in key order), then copied into
+1. The store is built as bench_gate.py builds it (SQLite, through the store's imports), then copied into
    PostgreSQL with `rpoguard db copy` (timed: the move an operator makes when they outgrow SQLite).
 2. PostgreSQL is a throwaway cluster on loopback (scripts/pg-throwaway), fsync ON: a decision is answered
    after its durable commit, as in production. SQLite runs with synchronous=FULL as shipped.
@@ -32,8 +32,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
 from bench_gate import (

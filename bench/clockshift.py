@@ -3,11 +3,9 @@
 The calling-hours rule blocks every call at night and on Sundays, so a benchmark run at 6 am would only
 ever measure BLOCK(outside_hours) and never the ALLOW path (the attempt-cap check, the longer audit row).
 The end-to-end tests shift `rpoguard serve`'s clock with libfaketime, but libfaketime wraps every clock
-call (monotonic ones too, even with FAKETIME_DONT_FAKE_MONOTONIC) and several sleeping calls: measured
-here it more than doubled the server's CPU per session (586 -> 1,297 µs at 64 in flight). That is the
-benchmark measuring libfaketime.
+call and more than doubled the server's CPU per session (bench/README.md, "The servers' clock").
 
-This shim, compiled with gcc on first use and loaded with LD_PRELOAD, replaces `clock_gettime`,
+This shim (clockshift.c), compiled with gcc on first use and loaded with LD_PRELOAD, replaces `clock_gettime`,
 `gettimeofday` and `time` only to add a fixed number of seconds to CLOCK_REALTIME readings, the clock
 behind Python's `datetime.now()` and `time.time()`; every other clock goes straight to the C library's
 (vDSO) implementation. Nothing in the product knows about it: there is no clock switch in rpoguard.
@@ -23,58 +21,19 @@ from pathlib import Path
 
 OFFSET_VARIABLE = "RPOGUARD_BENCH_CLOCK_SHIFT_S"
 
-C_SOURCE = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdlib.h>
-#include <sys/time.h>
-#include <time.h>
-
-static long shift_s;
-static int (*real_clock_gettime)(clockid_t, struct timespec *);
-static int (*real_gettimeofday)(struct timeval *, void *);
-
-__attribute__((constructor)) static void init(void) {
-    const char *value = getenv("RPOGUARD_BENCH_CLOCK_SHIFT_S");
-    shift_s = value ? strtol(value, NULL, 10) : 0;
-    real_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
-    real_gettimeofday = (int (*)(struct timeval *, void *))dlsym(RTLD_NEXT, "gettimeofday");
-}
-
-int clock_gettime(clockid_t id, struct timespec *ts) {
-    int rc = real_clock_gettime(id, ts);
-    if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE)) ts->tv_sec += shift_s;
-    return rc;
-}
-
-int gettimeofday(struct timeval *tv, void *tz) {
-    int rc = real_gettimeofday(tv, tz);
-    if (rc == 0 && tv) tv->tv_sec += shift_s;
-    return rc;
-}
-
-time_t time(time_t *out) {
-    struct timespec ts;
-    real_clock_gettime(CLOCK_REALTIME, &ts);
-    time_t now = ts.tv_sec + shift_s;
-    if (out) *out = now;
-    return now;
-}
-"""
+C_SOURCE = Path(__file__).with_name("clockshift.c")
 
 
 def build(folder: Path) -> Path:
     """Compile the shim once per source version (cached by the source's hash)."""
-    digest = hashlib.sha256(C_SOURCE.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(C_SOURCE.read_bytes()).hexdigest()[:12]
     library = folder / f"clockshift-{digest}.so"
     if library.exists():
         return library
-    source = folder / f"clockshift-{digest}.c"
-    source.write_text(C_SOURCE)
-    result = subprocess.run(["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", f"{library}.tmp", str(source), "-ldl"],
+    result = subprocess.run(["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", f"{library}.tmp", str(C_SOURCE), "-ldl"],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"gcc failed on {source}:\n{result.stderr}")
+        raise RuntimeError(f"gcc failed on {C_SOURCE}:\n{result.stderr}")
     Path(f"{library}.tmp").replace(library)
     return library
 

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """Shared fixtures: a temporary database, an opened SqliteStore, and the real `rpoguard` console script.
 
-There is no pytest-asyncio here. The `run` fixture owns one event loop per test and runs coroutines on it,
-so an opened store (whose aiosqlite connection lives on that loop) can be used by every step of a test:
+There is no pytest-asyncio here. The `run` fixture owns one event loop per test and runs coroutines on it
+(support/aio.py), so an opened store (whose aiosqlite connection lives on that loop) serves every step of a
+test:
 
     def test_something(store, run):
         run(store.add_principal("acme", "ACME", []))
@@ -13,35 +14,29 @@ test's temporary folder, so nothing ever lands in the repository.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol
 
 import pytest
 
-from fakeclock import ClockedCliRunner, clock_env
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import Store
+from support.aio import EventLoop, Runner
+from support.fakeclock import ClockedCliRunner, clock_env
 
-# The PostgreSQL server and per-test databases (tests/pgfixtures.py).
-pytest_plugins = ["pgfixtures"]
+# The PostgreSQL server and per-test databases (tests/support/pgfixtures.py).
+pytest_plugins = ["support.pgfixtures"]
 
 BACKENDS = ("sqlite", "postgres")
-
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 CLI_TIMEOUT = 60
-
-
-class Runner(Protocol):
-    def __call__(self, awaitable: Awaitable[T], /) -> T: ...
 
 
 class CliResult(NamedTuple):
@@ -71,21 +66,9 @@ def console_script() -> str:
 
 @pytest.fixture
 def run() -> Iterator[Runner]:
-    """Run a coroutine to completion on this test's own event loop."""
-    loop = asyncio.new_event_loop()
-
-    def runner(awaitable: Awaitable[T], /) -> T:
-        async def wrapped() -> T:
-            return await awaitable
-
-        return loop.run_until_complete(wrapped())
-
-    try:
-        yield runner
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
+    """Run a coroutine to completion on this test's own event loop (support/aio.py)."""
+    with EventLoop() as loop:
+        yield loop
 
 
 @pytest.fixture
@@ -176,7 +159,7 @@ def run_cli(tmp_path: Path, cli_env: dict[str, str], cli_script: str) -> CliRunn
 
 @pytest.fixture
 def run_cli_at(run_cli: CliRunner) -> ClockedCliRunner:
-    """Run the real `rpoguard` console script with its wall clock starting at MOMENT (tests/fakeclock.py):
+    """Run the real `rpoguard` console script with its wall clock starting at MOMENT (tests/support/fakeclock.py):
     how a test records a decision at a fixed moment, as the gate would then."""
     clock_env("2026-01-01")  # skip (or fail in CI) at once without libfaketime
 

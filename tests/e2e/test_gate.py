@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dialplan_examples import shipped_hook
+from support.dialplan_examples import shipped_hook
 
 from .harness import LOOPBACK, Asterisk, HarnessError, Invite, SippCarrier, StartAsterisk, free_tcp_port, tail
 

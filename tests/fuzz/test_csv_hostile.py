@@ -18,7 +18,6 @@ Each case runs on its own copy of one seeded database, all of them at once, so t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import io
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from fuzz_helpers import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,6 +46,8 @@ from rpoguard.ingest import consents
 from rpoguard.ingest.csvfile import MAX_FIELD, FileError, header_records, read_rows
 from rpoguard.ingest.registry import answers_from_csv
 from rpoguard.timeutil import parse_time
+from support.aio import run_once
+from support.fuzz import fuzz_settings
 
 REPO: Final = Path(__file__).resolve().parents[2]
 EXAMPLES: Final = REPO / "examples"
@@ -589,7 +589,7 @@ def test_csv_export_of_any_text_is_safe_and_lossless(values: list[tuple[str, str
         )
         rows.append(AuditRow(seq, entry, "0" * 64, "f" * 64))
     out = io.StringIO(newline="")
-    assert asyncio.run(export_rows(_rows(rows), out, "csv")) == len(rows)
+    assert run_once(export_rows(_rows(rows), out, "csv")) == len(rows)
     parsed = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     check_cells(parsed)
     for row, (raw, campaign, caller, channel) in zip(parsed[1:], values, strict=True):

@@ -9,7 +9,7 @@ byte for byte, and at the end of each test no session, connection, unhandled loo
 exception (a log record with a traceback) may be left. Hypothesis draws batches of scenarios that run
 concurrently, so one deadline wait covers many sessions and the module stays within its time budget.
 
-For every scenario the fake Asterisk (tests/integration/agi_fakes.py: res_agi's argument splitting, the
+For every scenario the fake Asterisk (tests/support/agi_fakes.py: res_agi's argument splitting, the
 worst-case assumption that every SET VARIABLE took effect whatever the reply said) records what it was
 told, and the test checks how Asterisk would read it:
 
@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import pytest
-from agi_fakes import ALLOW_VERDICT, RECORDED_CHECK_ENV, USAGE_520, FakeGate, asterisk_answer, make_env
-from fuzz_helpers import fuzz_settings
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -53,6 +51,10 @@ from rpoguard.agi.routes import build_routes
 from rpoguard.agi.server import FastAgiServer
 from rpoguard.config import DEFAULT_LINGER, ServeConfig
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION
+from support.agi_env import RECORDED_CHECK_ENV
+from support.agi_fakes import ALLOW_VERDICT, USAGE_520, FakeGate, asterisk_answer, make_env
+from support.aio import run_once
+from support.fuzz import fuzz_settings
 
 T = TypeVar("T")
 
@@ -303,7 +305,7 @@ async def _run_batch(port: int, scenarios: Sequence[Scenario]) -> list[Seen]:
 
 
 def run_batch(server: ServerThread, scenarios: Sequence[Scenario]) -> list[Seen]:
-    return asyncio.run(asyncio.wait_for(_run_batch(server.port, scenarios), PATIENCE + 10.0))
+    return run_once(_run_batch(server.port, scenarios), timeout=PATIENCE + 10.0)
 
 
 def check_outcome(server: ServerThread, scenario: Scenario, seen: Seen) -> None:
@@ -894,7 +896,7 @@ def test_line_protocol_holds_at_most_one_line_of_a_1mb_flood() -> None:
             assert await protocol.readline() == b"k: v"
         assert protocol._queued < _HIGH_WATER
 
-    asyncio.run(scenario())
+    run_once(scenario())
 
 
 def _model_lines(data: bytes, limit: int) -> tuple[list[bytes], bool]:
@@ -936,7 +938,7 @@ def test_line_splitting_does_not_depend_on_how_the_bytes_arrive(data: bytes, chu
             assert not too_long, (data, got)
         assert got == expected
 
-    asyncio.run(scenario())
+    run_once(scenario())
 
 
 # -- peers that are gone before the failure line is written -------------------------------------------------------
@@ -986,7 +988,7 @@ def _send_and_close_before_accept(data: bytes, patience: float = DEFAULT_LINGER 
         await server.stop(grace=0.1)
         return left
 
-    left = asyncio.run(main())
+    left = run_once(main())
     return left, errors
 
 

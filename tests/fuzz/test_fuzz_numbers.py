@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzz_helpers import fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -38,6 +37,7 @@ from rpoguard.constants import (
     UNSUPPORTED_NUMBER_TYPE,
 )
 from rpoguard.numbers import NumberError
+from support.fuzz import fuzz_settings
 
 HARNESS = Path(__file__).with_name("atheris_numbers.py")
 NUMBER_REASONS = {INVALID_NUMBER, FOREIGN_NUMBER, UNSUPPORTED_NUMBER_TYPE}

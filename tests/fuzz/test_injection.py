@@ -15,14 +15,11 @@ command line (res_agi reads at most 8191 bytes) must end in ``failure`` with no 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
 import pytest
-from agi_fakes import FakeGate, Transcript, make_env, parse_args, play, separate_app_args, strip_quoted
-from fuzz_helpers import fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -43,6 +40,9 @@ from rpoguard.constants import (
     VAR_REASONS,
 )
 from rpoguard.gate import CallRequest, Gate, Verdict
+from support.agi_fakes import FakeGate, Transcript, make_env, parse_args, play, separate_app_args, strip_quoted
+from support.aio import run_once
+from support.fuzz import fuzz_settings
 
 ORDER: Final = (VAR_REASON, VAR_REASONS, VAR_NUMBER, VAR_ID, VAR_DECISION)
 UNSENDABLE: Final = str.maketrans({"\n": " ", "\r": " ", "\0": " "})
@@ -137,7 +137,7 @@ async def one_session(routes: Mapping[str, Route], env: bytes) -> Transcript:
 
 
 def session(routes: Mapping[str, Route], env: bytes) -> Transcript:
-    return asyncio.run(asyncio.wait_for(one_session(routes, env), 20))
+    return run_once(one_session(routes, env), timeout=20)
 
 
 def campaign_env(campaign: str, args: tuple[str | bytes, ...] = ("0612345678",), **overrides: str | bytes) -> bytes:

@@ -1,28 +1,21 @@
-"""Fixtures for the integration tests: a way to run a coroutine with a hard time limit.
+"""The integration tests' `run`: the one of tests/conftest.py, with a time limit on every coroutine.
 
-No pytest-asyncio: each test drives its own coroutine with ``arun``, on a fresh event loop, so a hung
-session fails the test instead of hanging the suite.
+Each coroutine here plays a whole session against a server; a hung session fails the test after
+TEST_TIMEOUT seconds instead of hanging the suite (``run(coro, timeout=...)`` sets another limit).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 
-T = TypeVar("T")
+from support.aio import EventLoop, Runner
 
 TEST_TIMEOUT = 20.0
 
 
 @pytest.fixture
-def arun() -> Callable[[Awaitable[T]], T]:
-    def runner(awaitable: Awaitable[T], timeout: float = TEST_TIMEOUT) -> T:
-        async def guarded() -> T:
-            return await asyncio.wait_for(awaitable, timeout)
-
-        return asyncio.run(guarded())
-
-    return runner
+def run() -> Iterator[Runner]:
+    with EventLoop(timeout=TEST_TIMEOUT) as loop:
+        yield loop

@@ -20,7 +20,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, make_env, play
 
 from rpoguard.agi import protocol
 from rpoguard.agi.routes import build_routes
@@ -29,6 +28,7 @@ from rpoguard.config import Config, ServeConfig
 from rpoguard.constants import CHANNEL_ALLOW, VAR_DECISION, VAR_NUMBER, VAR_REASON
 from rpoguard.db import open_store
 from rpoguard.gate import Gate
+from support.agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, make_env, play
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]
@@ -58,7 +58,7 @@ def encoding_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_latin1_caller_name_gets_the_real_gates_allow(
-    run_cli: CliRunner, store_url: str, arun: Callable[..., Any]
+    run_cli: CliRunner, store_url: str, run: Callable[..., Any]
 ) -> None:
     def cli(*args: Any) -> str:
         result = run_cli(*args, env={"RPOGUARD_DB": store_url})
@@ -90,7 +90,7 @@ def test_latin1_caller_name_gets_the_real_gates_allow(
             await store.close()
         return transcript
 
-    t = arun(scenario())
+    t = run(scenario())
     assert t.dialplan_allows and not t.failure, t
     assert t.variables[VAR_NUMBER] == "+39" + LISTED and t.variables[VAR_REASON] == ""
     [row] = [json.loads(line) for line in cli("audit", "export", "--format", "jsonl").splitlines()]
@@ -119,14 +119,14 @@ STRICT = [
 
 @pytest.mark.parametrize(("script", "args", "overrides"), STRICT)
 def test_a_value_the_decision_reads_that_is_not_utf8_answers_failure(
-    arun: Callable[..., Any],
+    run: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,
     script: str | bytes,
     args: tuple[str | bytes, ...],
     overrides: Mapping[str, str | bytes],
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT)  # a gate that would allow anything it were asked
-    (t,) = arun(sessions(gate, [make_env(script, args, overrides=overrides)]))
+    (t,) = run(sessions(gate, [make_env(script, args, overrides=overrides)]))
     assert t.failed_closed and t.written == b"failure\n", t
     assert gate.calls == [] and gate.optouts == []
     # One line says why, naming the field and not the value.
@@ -169,10 +169,10 @@ LENIENT = [
 
 @pytest.mark.parametrize(("script", "args", "overrides"), LENIENT)
 def test_a_value_the_decision_does_not_read_is_kept_with_replacement(
-    arun: Callable[..., Any], script: str, args: tuple[str | bytes, ...], overrides: Mapping[str, str | bytes]
+    run: Callable[..., Any], script: str, args: tuple[str | bytes, ...], overrides: Mapping[str, str | bytes]
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT)
-    (t,) = arun(sessions(gate, [make_env(script, args, overrides=overrides)]))
+    (t,) = run(sessions(gate, [make_env(script, args, overrides=overrides)]))
     assert t.dialplan_allows and t.variables[VAR_DECISION] == CHANNEL_ALLOW, t
     (call,) = gate.calls
     assert (call.raw_number, call.campaign_id) == (NUMBER, "C1")
@@ -186,19 +186,19 @@ def test_a_value_the_decision_does_not_read_is_kept_with_replacement(
         assert call.extra["arg_2"] == "Societ\ufffd Srl"
 
 
-def test_a_withheld_caller_id_argument_is_not_read(arun: Callable[..., Any]) -> None:
+def test_a_withheld_caller_id_argument_is_not_read(run: Callable[..., Any]) -> None:
     gate = FakeGate(ALLOW_VERDICT)
     env = make_env("check?campaign=C1", (NUMBER, "C1", b"069480\xe01234"), overrides={"agi_callingpres": "32"})
-    (t,) = arun(sessions(gate, [env]))
+    (t,) = run(sessions(gate, [env]))
     assert t.dialplan_allows
     assert gate.calls[0].caller_id == ""
 
 
 @pytest.mark.parametrize("pres", ["junk", "", "0x20"])
-def test_a_presentation_that_is_not_a_number_counts_as_withheld(arun: Callable[..., Any], pres: str) -> None:
+def test_a_presentation_that_is_not_a_number_counts_as_withheld(run: Callable[..., Any], pres: str) -> None:
     # It cannot show that the number is presented, so rule 10 must not see the caller ID as presented.
     gate = FakeGate(ALLOW_VERDICT)
-    arun(sessions(gate, [make_env(overrides={"agi_callingpres": pres})]))
+    run(sessions(gate, [make_env(overrides={"agi_callingpres": pres})]))
     assert gate.calls[0].caller_id == ""
 
 
@@ -206,14 +206,14 @@ def test_a_presentation_that_is_not_a_number_counts_as_withheld(arun: Callable[.
 
 
 def test_the_oddity_is_logged_once_per_field_for_many_sessions(
-    arun: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    run: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     gate = FakeGate(ALLOW_VERDICT)
     envs = [
         make_env(overrides={"agi_calleridname": SOCIETA, "agi_channel": b"PJSIP/caf\xe9-%d" % i}) for i in range(40)
     ]
-    transcripts = arun(sessions(gate, envs))
+    transcripts = run(sessions(gate, envs))
     assert all(t.dialplan_allows for t in transcripts)
     warnings = encoding_warnings(caplog)
     assert len(warnings) == 2, warnings
@@ -224,13 +224,13 @@ def test_the_oddity_is_logged_once_per_field_for_many_sessions(
 
 
 def test_the_log_stays_bounded_when_every_session_makes_up_new_field_names(
-    arun: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    run: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT)
     envs = [
         make_env(overrides={f"x_odd_{session}_{i}": b"\xe0" for i in range(20)}) for session in range(5)
     ]
-    transcripts = arun(sessions(gate, envs))
+    transcripts = run(sessions(gate, envs))
     assert all(t.dialplan_allows for t in transcripts)
     warnings = encoding_warnings(caplog)
     assert len(warnings) == protocol.MAX_REPORTED_FIELDS + 1, warnings
@@ -238,7 +238,7 @@ def test_the_log_stays_bounded_when_every_session_makes_up_new_field_names(
 
 
 def test_concurrent_sessions_share_the_once_per_field_warning(
-    arun: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    run: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT, delay=0.01)
     env = make_env(overrides={"agi_calleridname": SOCIETA})
@@ -247,5 +247,5 @@ def test_concurrent_sessions_share_the_once_per_field_warning(
         async with FastAgiServer(ServeConfig(port=0), build_routes(gate)) as server:
             return list(await asyncio.gather(*(play(server.port, env) for _ in range(32))))
 
-    assert all(t.dialplan_allows for t in arun(scenario()))
+    assert all(t.dialplan_allows for t in run(scenario()))
     assert len(encoding_warnings(caplog)) == 1

@@ -14,10 +14,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from agi_fakes import (
+
+from rpoguard.agi.protocol import AgiRequest, AgiSession, AgiUsageError, Route
+from rpoguard.agi.routes import build_routes
+from rpoguard.agi.server import FastAgiServer, serve_until_signalled
+from rpoguard.config import ServeConfig
+from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
+from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
+from support.agi_env import RECORDED_CHECK_ENV
+from support.agi_fakes import (
     ALLOW_VERDICT,
     BLOCK_VERDICT,
-    RECORDED_CHECK_ENV,
     USAGE_520,
     FakeGate,
     Transcript,
@@ -26,13 +33,6 @@ from agi_fakes import (
     play,
     raw_exchange,
 )
-
-from rpoguard.agi.protocol import AgiRequest, AgiSession, AgiUsageError, Route
-from rpoguard.agi.routes import build_routes
-from rpoguard.agi.server import FastAgiServer, serve_until_signalled
-from rpoguard.config import ServeConfig
-from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
-from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
 
 EXPECTED_ALLOW = [
     # One round trip (AgiSession.set_variables) once the record is durable, the decision last.
@@ -77,9 +77,9 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 # -- normal sessions ----------------------------------------------------------------------------------------
 
 
-def test_recorded_allow_session_is_answered_byte_exact(arun: Any) -> None:
+def test_recorded_allow_session_is_answered_byte_exact(run: Any) -> None:
     gate = FakeGate(ALLOW_VERDICT)
-    t = arun(one_session(build_routes(gate), RECORDED_CHECK_ENV))
+    t = run(one_session(build_routes(gate), RECORDED_CHECK_ENV))
     assert t.written == wire(EXPECTED_ALLOW)
     assert t.commands[-1].endswith(b',RPOGUARD_DECISION=ALLOW"')
     assert t.agistatus == "SUCCESS" and t.server_closed
@@ -115,7 +115,7 @@ class ChangingGate(FakeGate):
         return PendingVerdict(ALLOW_VERDICT, asyncio.get_running_loop().create_task(commit()))
 
 
-def test_nothing_is_sent_before_the_record_is_durable_and_the_final_verdict_is_what_goes(arun: Any) -> None:
+def test_nothing_is_sent_before_the_record_is_durable_and_the_final_verdict_is_what_goes(run: Any) -> None:
     gate = ChangingGate()
 
     async def release_soon() -> None:
@@ -134,7 +134,7 @@ def test_nothing_is_sent_before_the_record_is_durable_and_the_final_verdict_is_w
         finally:
             await releaser
 
-    t = arun(scenario())
+    t = run(scenario())
     # ALLOW was provisional; the durable verdict (attempt cap taken meanwhile) is the one the channel gets.
     assert t.commands == [
         b'EXEC MSet "RPOGUARD_REASON=attempt_limit,RPOGUARD_REASONS=attempt_limit,'
@@ -145,10 +145,10 @@ def test_nothing_is_sent_before_the_record_is_durable_and_the_final_verdict_is_w
 
 
 @pytest.mark.parametrize("mset_reply", [b"200 result=-2\n", None])
-def test_the_fallback_sets_one_variable_each_with_the_decision_last(arun: Any, mset_reply: bytes | None) -> None:
+def test_the_fallback_sets_one_variable_each_with_the_decision_last(run: Any, mset_reply: bytes | None) -> None:
     # Without MSet (EXEC answers -2), or with a value MSet could misread: one SET VARIABLE each, decision last.
     verdict = BLOCK_VERDICT if mset_reply else Verdict(BLOCK, ('a"b',), "+390612345678", "id-1")
-    t = arun(one_session(build_routes(FakeGate(verdict)), RECORDED_CHECK_ENV,
+    t = run(one_session(build_routes(FakeGate(verdict)), RECORDED_CHECK_ENV,
                          override=reply_at(0, mset_reply) if mset_reply else None))
     sets = [c for c in t.commands if c.startswith(b"SET VARIABLE")]
     assert [c.split(b" ")[2] for c in sets] == [b"RPOGUARD_REASON", b"RPOGUARD_REASONS", b"RPOGUARD_NUMBER",
@@ -156,9 +156,9 @@ def test_the_fallback_sets_one_variable_each_with_the_decision_last(arun: Any, m
     assert t.variables["RPOGUARD_DECISION"] == "BLOCK" and not t.dialplan_allows
 
 
-def test_without_mset_the_variables_go_one_by_one(arun: Any) -> None:
+def test_without_mset_the_variables_go_one_by_one(run: Any) -> None:
     # An Asterisk without MSet answers EXEC with result=-2: the route falls back and still ends right.
-    t = arun(one_session(build_routes(FakeGate(BLOCK_VERDICT)), RECORDED_CHECK_ENV,
+    t = run(one_session(build_routes(FakeGate(BLOCK_VERDICT)), RECORDED_CHECK_ENV,
                          override=reply_at(0, b"200 result=-2\n")))
     assert t.commands[1:] == [
         b'SET VARIABLE RPOGUARD_REASON "rpo_registered"',
@@ -172,34 +172,34 @@ def test_without_mset_the_variables_go_one_by_one(arun: Any) -> None:
 
 
 @pytest.mark.parametrize("odd", ['a"b', "a b", "a(b", "x\\y", "[1]", "a=b;c", "${X}"])
-def test_values_mset_could_misread_go_with_set_variable(arun: Any, odd: str) -> None:
+def test_values_mset_could_misread_go_with_set_variable(run: Any, odd: str) -> None:
     verdict = Verdict(BLOCK, (odd,), "+390612345678", "id-1")
-    t = arun(one_session(build_routes(FakeGate(verdict)), RECORDED_CHECK_ENV))
+    t = run(one_session(build_routes(FakeGate(verdict)), RECORDED_CHECK_ENV))
     assert not any(c.startswith(b"EXEC") for c in t.commands), t.commands
     assert t.variables["RPOGUARD_REASON"] == odd and t.variables["RPOGUARD_REASONS"] == odd
 
 
-def test_block_session_sets_every_variable_and_the_decision_last(arun: Any) -> None:
-    t = arun(one_session(build_routes(FakeGate(BLOCK_VERDICT)), RECORDED_CHECK_ENV))
+def test_block_session_sets_every_variable_and_the_decision_last(run: Any) -> None:
+    t = run(one_session(build_routes(FakeGate(BLOCK_VERDICT)), RECORDED_CHECK_ENV))
     assert t.written == wire(EXPECTED_BLOCK)
     assert t.agistatus == "SUCCESS"
     assert not t.dialplan_allows
     assert t.variables["RPOGUARD_REASONS"] == "rpo_registered,outside_hours"
 
 
-def test_many_concurrent_sessions_each_get_their_own_answer(arun: Any) -> None:
+def test_many_concurrent_sessions_each_get_their_own_answer(run: Any) -> None:
     gate = FakeGate(ALLOW_VERDICT, delay=0.01)
 
     async def scenario() -> list[Transcript]:
         async with FastAgiServer(ServeConfig(port=0), build_routes(gate)) as server:
             return await asyncio.gather(*(play(server.port, RECORDED_CHECK_ENV) for _ in range(64)))
 
-    transcripts = arun(scenario())
+    transcripts = run(scenario())
     assert all(t.written == wire(EXPECTED_ALLOW) for t in transcripts)
     assert len(gate.calls) == 64
 
 
-def test_env_that_is_not_utf8_does_not_break_the_session(arun: Any) -> None:
+def test_env_that_is_not_utf8_does_not_break_the_session(run: Any) -> None:
     # Values the decision does not read; those it reads are in test_agi_encoding.py.
     env = make_env(
         overrides={
@@ -208,7 +208,7 @@ def test_env_that_is_not_utf8_does_not_break_the_session(arun: Any) -> None:
         }
     )
     gate = FakeGate(ALLOW_VERDICT)
-    t = arun(one_session(build_routes(gate), env))
+    t = run(one_session(build_routes(gate), env))
     assert t.written == wire(EXPECTED_ALLOW)
     (call,) = gate.calls
     assert call.caller_id == "0694801234"
@@ -228,10 +228,10 @@ def test_env_that_is_not_utf8_does_not_break_the_session(arun: Any) -> None:
     ],
 )
 def test_route_and_campaign_come_from_the_script_query_or_argument_2(
-    arun: Any, script: str, args: tuple[str, ...], campaign: str | None
+    run: Any, script: str, args: tuple[str, ...], campaign: str | None
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT)
-    t = arun(one_session(build_routes(gate), make_env(script, args)))
+    t = run(one_session(build_routes(gate), make_env(script, args)))
     assert t.written == wire(EXPECTED_ALLOW)
     assert gate.calls[0].campaign_id == campaign
 
@@ -253,10 +253,10 @@ def test_route_and_campaign_come_from_the_script_query_or_argument_2(
     ],
 )
 def test_number_and_caller_id_selection(
-    arun: Any, args: tuple[str, ...], overrides: dict[str, str], number: str, caller_id: str
+    run: Any, args: tuple[str, ...], overrides: dict[str, str], number: str, caller_id: str
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT)
-    arun(one_session(build_routes(gate), make_env("check?campaign=C1", args, overrides=overrides)))
+    run(one_session(build_routes(gate), make_env("check?campaign=C1", args, overrides=overrides)))
     assert gate.calls[0].raw_number == number
     assert gate.calls[0].caller_id == caller_id
 
@@ -264,36 +264,36 @@ def test_number_and_caller_id_selection(
 # -- replies Asterisk can give --------------------------------------------------------------------------------
 
 
-def test_hangup_before_the_reply_is_skipped_and_the_session_stays_in_sync(arun: Any) -> None:
-    t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, b"HANGUP\n", prefix=True)))
+def test_hangup_before_the_reply_is_skipped_and_the_session_stays_in_sync(run: Any) -> None:
+    t = run(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, b"HANGUP\n", prefix=True)))
     assert t.written == wire(EXPECTED_ALLOW)
     assert t.dialplan_allows
 
 
-def test_hangup_queued_behind_the_env_means_no_decision(arun: Any) -> None:
+def test_hangup_queued_behind_the_env_means_no_decision(run: Any) -> None:
     # The channel hung up before the server read the request (a stalled server catching up on its
     # backlog): deciding now would record a decision for a call that never went out.
     gate = FakeGate(delay=0.05)
-    t = arun(one_session(build_routes(gate), RECORDED_CHECK_ENV, after_env=b"HANGUP\n"))
+    t = run(one_session(build_routes(gate), RECORDED_CHECK_ENV, after_env=b"HANGUP\n"))
     assert t.commands == []
     assert not t.dialplan_allows
     assert gate.calls == []
 
 
-def test_session_records_the_hangup_notice(arun: Any) -> None:
+def test_session_records_the_hangup_notice(run: Any) -> None:
     seen: list[bool] = []
 
     async def route(request: AgiRequest, session: AgiSession) -> None:
         await session.command("NOOP")
         seen.append(session.hung_up)
 
-    t = arun(one_session({"check": route}, RECORDED_CHECK_ENV, override=reply_at(0, b"HANGUP\n", prefix=True)))
+    t = run(one_session({"check": route}, RECORDED_CHECK_ENV, override=reply_at(0, b"HANGUP\n", prefix=True)))
     assert t.commands == [b"NOOP"]
     assert seen == [True]
 
 
-def test_100_trying_is_intermediate(arun: Any) -> None:
-    t = arun(
+def test_100_trying_is_intermediate(run: Any) -> None:
+    t = run(
         one_session(
             build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, b"100 result=0 Trying...\n", prefix=True)
         )
@@ -316,8 +316,8 @@ def test_100_trying_is_intermediate(arun: Any) -> None:
     ],
     ids=["result-1", "510", "511", "520-multi", "520-single", "garbage", "no-result", "unknown-code"],
 )
-def test_error_reply_to_the_first_command_answers_failure_and_never_allows(arun: Any, reply: bytes) -> None:
-    t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, reply)))
+def test_error_reply_to_the_first_command_answers_failure_and_never_allows(run: Any, reply: bytes) -> None:
+    t = run(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, reply)))
     # Exactly: the command, then the failure line, then the close. The command carried ALLOW (the record
     # was durable), but the failure line makes AGISTATUS=FAILURE: the dialplan's AND blocks.
     assert t.written == wire(EXPECTED_ALLOW) + b"failure\n"
@@ -325,19 +325,19 @@ def test_error_reply_to_the_first_command_answers_failure_and_never_allows(arun:
     assert not t.dialplan_allows
 
 
-def test_error_reply_to_the_decision_itself_still_reads_as_failure(arun: Any) -> None:
+def test_error_reply_to_the_decision_itself_still_reads_as_failure(run: Any) -> None:
     # Without MSet, one SET VARIABLE each, the decision last (command 5): ALLOW was sent, but the failure
     # line after it makes AGISTATUS=FAILURE.
     def replies(index: int, command: bytes, variables: dict[str, str]) -> bytes | None:
         return {0: b"200 result=-2\n", 5: b"200 result=-1\n"}.get(index)
 
-    t = arun(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=replies))
+    t = run(one_session(build_routes(FakeGate()), RECORDED_CHECK_ENV, override=replies))
     assert t.commands[-1] == b'SET VARIABLE RPOGUARD_DECISION "ALLOW"' and len(t.commands) == 6
     assert t.written.endswith(b'SET VARIABLE RPOGUARD_DECISION "ALLOW"\nfailure\n')
     assert t.failed_closed and not t.dialplan_allows
 
 
-def test_multiline_520_is_read_whole_and_the_next_command_gets_its_own_reply(arun: Any) -> None:
+def test_multiline_520_is_read_whole_and_the_next_command_gets_its_own_reply(run: Any) -> None:
     seen: list[Any] = []
 
     async def route(request: AgiRequest, session: AgiSession) -> None:
@@ -348,7 +348,7 @@ def test_multiline_520_is_read_whole_and_the_next_command_gets_its_own_reply(aru
         seen.append(await session.command("NOOP"))
         await session.set_variable("RPOGUARD_TEST", "after")
 
-    t = arun(one_session({"check": route}, RECORDED_CHECK_ENV, override=reply_at(0, USAGE_520)))
+    t = run(one_session({"check": route}, RECORDED_CHECK_ENV, override=reply_at(0, USAGE_520)))
     assert t.commands == [b'SET VARIABLE RPOGUARD_TEST "before"', b"NOOP", b'SET VARIABLE RPOGUARD_TEST "after"']
     assert seen[0] == USAGE_520.decode().rstrip("\n")
     assert seen[1].code == 200 and seen[1].result == 0
@@ -356,13 +356,13 @@ def test_multiline_520_is_read_whole_and_the_next_command_gets_its_own_reply(aru
     assert t.agistatus == "SUCCESS"
 
 
-def test_reply_fields_and_data_are_parsed(arun: Any) -> None:
+def test_reply_fields_and_data_are_parsed(run: Any) -> None:
     seen: list[Any] = []
 
     async def route(request: AgiRequest, session: AgiSession) -> None:
         seen.append(await session.command('GET VARIABLE "X"'))
 
-    t = arun(
+    t = run(
         one_session({"check": route}, RECORDED_CHECK_ENV, override=reply_at(0, b"200 result=1 (a (b) c) endpos=42\n"))
     )
     assert t.agistatus == "SUCCESS"
@@ -383,12 +383,12 @@ QUOTING = [
 ]
 
 
-def test_set_variable_quoting_reaches_asterisk_as_one_exact_value(arun: Any) -> None:
+def test_set_variable_quoting_reaches_asterisk_as_one_exact_value(run: Any) -> None:
     async def route(request: AgiRequest, session: AgiSession) -> None:
         for i, (value, _, _) in enumerate(QUOTING):
             await session.set_variable(f"RPOGUARD_T{i}", value)
 
-    t = arun(one_session({"check": route}, RECORDED_CHECK_ENV))
+    t = run(one_session({"check": route}, RECORDED_CHECK_ENV))
     assert t.commands == [
         b"SET VARIABLE RPOGUARD_T%d " % i + wire_value for i, (_, wire_value, _) in enumerate(QUOTING)
     ]
@@ -399,55 +399,55 @@ def test_set_variable_quoting_reaches_asterisk_as_one_exact_value(arun: Any) -> 
 
 
 @pytest.mark.parametrize("name", ["BAD NAME", "FUNC(x)", "", "A\nB", 'Q"', "X-Y"])
-def test_bad_variable_names_are_refused_before_sending(arun: Any, name: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_variable_names_are_refused_before_sending(run: Any, name: str, caplog: pytest.LogCaptureFixture) -> None:
     async def route(request: AgiRequest, session: AgiSession) -> None:
         await session.set_variable(name, "x")
 
-    t = arun(one_session({"check": route}, RECORDED_CHECK_ENV))
+    t = run(one_session({"check": route}, RECORDED_CHECK_ENV))
     assert t.written == b"failure\n"
     assert t.failed_closed
     assert len(errors(caplog)) == 1
 
 
-def test_a_command_too_long_for_asterisk_is_refused(arun: Any) -> None:
+def test_a_command_too_long_for_asterisk_is_refused(run: Any) -> None:
     async def route(request: AgiRequest, session: AgiSession) -> None:
         await session.set_variable("RPOGUARD_X", "y" * 8200)
 
-    t = arun(one_session({"check": route}, RECORDED_CHECK_ENV))
+    t = run(one_session({"check": route}, RECORDED_CHECK_ENV))
     assert t.written == b"failure\n"
 
 
 # -- broken or hostile peers ---------------------------------------------------------------------------------
 
 
-def test_env_line_of_8193_bytes_is_a_protocol_error(arun: Any) -> None:
+def test_env_line_of_8193_bytes_is_a_protocol_error(run: Any) -> None:
     gate = FakeGate()
     # "agi_arg_1: " is 11 bytes and "\n" one more: the line is 8193 bytes.
-    t = arun(one_session(build_routes(gate), make_env(args=("9" * 8181,))))
+    t = run(one_session(build_routes(gate), make_env(args=("9" * 8181,))))
     assert t.written == b"failure\n"
     assert t.failed_closed
     assert gate.calls == []
 
 
-def test_env_line_of_8192_bytes_is_accepted(arun: Any) -> None:
+def test_env_line_of_8192_bytes_is_accepted(run: Any) -> None:
     gate = FakeGate()
-    t = arun(one_session(build_routes(gate), make_env(args=("9" * 8180,))))
+    t = run(one_session(build_routes(gate), make_env(args=("9" * 8180,))))
     assert t.written == wire(EXPECTED_ALLOW)
     assert gate.calls[0].raw_number == "9" * 8180
 
 
-def test_endless_line_without_newline_is_cut_off(arun: Any) -> None:
+def test_endless_line_without_newline_is_cut_off(run: Any) -> None:
     async def scenario() -> bytes:
         async with FastAgiServer(ServeConfig(port=0), build_routes(FakeGate())) as server:
             return await raw_exchange(
                 server.port, make_env(terminate=False) + b"agi_x: " + b"z" * 20000, half_close=False
             )
 
-    assert arun(scenario()) == b"failure\n"
+    assert run(scenario()) == b"failure\n"
 
 
-def test_reply_line_longer_than_the_limit_answers_failure(arun: Any) -> None:
-    t = arun(
+def test_reply_line_longer_than_the_limit_answers_failure(run: Any) -> None:
+    t = run(
         one_session(
             build_routes(FakeGate()), RECORDED_CHECK_ENV, override=reply_at(0, b"200 result=1 (" + b"x" * 9000 + b")\n")
         )
@@ -456,25 +456,25 @@ def test_reply_line_longer_than_the_limit_answers_failure(arun: Any) -> None:
     assert t.failed_closed and not t.dialplan_allows
 
 
-def test_too_many_env_lines_answer_failure(arun: Any) -> None:
+def test_too_many_env_lines_answer_failure(run: Any) -> None:
     gate = FakeGate()
     extra = {f"agi_extra_{i}": "x" for i in range(600)}
-    t = arun(one_session(build_routes(gate), make_env(overrides=extra)))
+    t = run(one_session(build_routes(gate), make_env(overrides=extra)))
     assert t.written == b"failure\n"
     assert gate.calls == []
 
 
 @pytest.mark.parametrize("bad", [b"this is not agi\n", b": no name\n", b"agi_channel: again\n"])
-def test_malformed_env_answers_failure(arun: Any, bad: bytes) -> None:
+def test_malformed_env_answers_failure(run: Any, bad: bytes) -> None:
     gate = FakeGate()
     env = make_env(terminate=False) + bad + b"\n"
-    t = arun(one_session(build_routes(gate), env))
+    t = run(one_session(build_routes(gate), env))
     assert t.written == b"failure\n"
     assert gate.calls == []
 
 
 def test_peer_closing_before_the_blank_line_runs_nothing_and_the_server_carries_on(
-    arun: Any, caplog: pytest.LogCaptureFixture
+    run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     gate = FakeGate()
 
@@ -492,14 +492,14 @@ def test_peer_closing_before_the_blank_line_runs_nothing_and_the_server_carries_
             normal = await play(server.port, RECORDED_CHECK_ENV)
             return half, health_check, normal
 
-    half, health_check, normal = arun(scenario())
+    half, health_check, normal = run(scenario())
     assert half == b"" and health_check == b""
     assert normal.written == wire(EXPECTED_ALLOW)
     assert len(gate.calls) == 1
     assert errors(caplog) == []
 
 
-def test_peer_that_never_ends_the_env_gets_failure_at_the_deadline(arun: Any) -> None:
+def test_peer_that_never_ends_the_env_gets_failure_at_the_deadline(run: Any) -> None:
     gate = FakeGate()
 
     async def scenario() -> tuple[bytes, float]:
@@ -515,13 +515,13 @@ def test_peer_that_never_ends_the_env_gets_failure_at_the_deadline(arun: Any) ->
             await writer.wait_closed()
             return got, elapsed
 
-    got, elapsed = arun(scenario())
+    got, elapsed = run(scenario())
     assert got == b"failure\n"
     assert 0.25 <= elapsed < 0.3 + 0.5
     assert gate.calls == []
 
 
-def test_peer_vanishing_during_the_route_leaves_the_server_healthy(arun: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_peer_vanishing_during_the_route_leaves_the_server_healthy(run: Any, caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate(delay=0.1)
 
     async def scenario() -> Transcript:
@@ -535,7 +535,7 @@ def test_peer_vanishing_during_the_route_leaves_the_server_healthy(arun: Any, ca
             await asyncio.sleep(0.2)
             return await play(server.port, RECORDED_CHECK_ENV)
 
-    t = arun(scenario())
+    t = run(scenario())
     assert t.written == wire(EXPECTED_ALLOW)
     assert errors(caplog) == []
 
@@ -544,9 +544,9 @@ def test_peer_vanishing_during_the_route_leaves_the_server_healthy(arun: Any, ca
 
 
 def test_gate_that_raises_answers_failure_logged_once_with_the_route(
-    arun: Any, caplog: pytest.LogCaptureFixture
+    run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    t = arun(one_session(build_routes(FakeGate(error=RuntimeError("database is locked"))), RECORDED_CHECK_ENV))
+    t = run(one_session(build_routes(FakeGate(error=RuntimeError("database is locked"))), RECORDED_CHECK_ENV))
     assert t.written == b"failure\n"
     assert t.failed_closed
     (record,) = errors(caplog)
@@ -554,18 +554,18 @@ def test_gate_that_raises_answers_failure_logged_once_with_the_route(
     assert record.exc_info is not None
 
 
-def test_gate_slower_than_the_deadline_answers_failure_and_no_allow(arun: Any) -> None:
+def test_gate_slower_than_the_deadline_answers_failure_and_no_allow(run: Any) -> None:
     gate = FakeGate(delay=3.0)
-    t = arun(one_session(build_routes(gate), RECORDED_CHECK_ENV, server_options={"session_deadline": 0.3}))
+    t = run(one_session(build_routes(gate), RECORDED_CHECK_ENV, server_options={"session_deadline": 0.3}))
     assert t.written == b"failure\n"
     assert t.failed_closed and not t.sent_allow
     assert t.elapsed < 1.5
     assert gate.finished == 0
 
 
-def test_deadline_while_the_decision_awaits_its_reply_reads_as_failure(arun: Any) -> None:
+def test_deadline_while_the_decision_awaits_its_reply_reads_as_failure(run: Any) -> None:
     # Asterisk answers after 0.5 s: the deadline hits while the decision's command waits for its reply.
-    t = arun(
+    t = run(
         one_session(
             build_routes(FakeGate()), RECORDED_CHECK_ENV, server_options={"session_deadline": 0.4}, reply_delay=0.5
         )
@@ -575,9 +575,9 @@ def test_deadline_while_the_decision_awaits_its_reply_reads_as_failure(arun: Any
     assert t.written.endswith(b"failure\n")
 
 
-def test_optout_records_and_answers_ok(arun: Any) -> None:
+def test_optout_records_and_answers_ok(run: Any) -> None:
     gate = FakeGate()
-    t = arun(one_session(build_routes(gate), make_env("optout", ("0612345678", "C7"))))
+    t = run(one_session(build_routes(gate), make_env("optout", ("0612345678", "C7"))))
     assert t.written == b'SET VARIABLE RPOGUARD_OPTOUT "OK"\n'
     assert VAR_OPTOUT == "RPOGUARD_OPTOUT"
     assert t.variables[VAR_OPTOUT] == "OK" and t.agistatus == "SUCCESS"
@@ -586,17 +586,17 @@ def test_optout_records_and_answers_ok(arun: Any) -> None:
     assert request.uniqueid == "1732761234.17"
 
 
-def test_optout_is_recorded_even_after_the_caller_hung_up(arun: Any) -> None:
+def test_optout_is_recorded_even_after_the_caller_hung_up(run: Any) -> None:
     # "Non chiamatemi più" and the line drops: the refusal still counts, unlike a check for a dead call.
     gate = FakeGate()
-    arun(one_session(build_routes(gate), make_env("optout?campaign=C7", ("0612345678",)), after_env=b"HANGUP\n"))
+    run(one_session(build_routes(gate), make_env("optout?campaign=C7", ("0612345678",)), after_env=b"HANGUP\n"))
     (request,) = gate.optouts
     assert request.raw_number == "0612345678" and request.campaign_id == "C7"
 
 
-def test_optout_refused_by_the_gate_answers_failure(arun: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_optout_refused_by_the_gate_answers_failure(run: Any, caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate(optout_error=GateError("invalid_number", "not a valid telephone number"))
-    t = arun(one_session(build_routes(gate), make_env("optout?campaign=C7", ("12",))))
+    t = run(one_session(build_routes(gate), make_env("optout?campaign=C7", ("12",))))
     assert t.written == b"failure\n"
     assert t.failed_closed
     assert any("invalid_number" in r.getMessage() and "'optout'" in r.getMessage() for r in caplog.records)
@@ -606,16 +606,16 @@ def test_optout_refused_by_the_gate_answers_failure(arun: Any, caplog: pytest.Lo
 
 
 @pytest.mark.parametrize("script", ["nosuch?campaign=C1", None, "check/extra", "CHECK"])
-def test_unknown_route_answers_failure(arun: Any, script: str | None, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_route_answers_failure(run: Any, script: str | None, caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate()
-    t = arun(one_session(build_routes(gate), make_env(script)))
+    t = run(one_session(build_routes(gate), make_env(script)))
     assert t.written == b"failure\n"
     assert t.failed_closed
     assert gate.calls == []
     assert any("no route" in r.getMessage() for r in caplog.records)
 
 
-def test_connection_cap_answers_failure_at_once_and_logs_once(arun: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_connection_cap_answers_failure_at_once_and_logs_once(run: Any, caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate(delay=0.5)
 
     async def scenario() -> tuple[Transcript, Transcript, Transcript]:
@@ -626,7 +626,7 @@ def test_connection_cap_answers_failure_at_once_and_logs_once(arun: Any, caplog:
             third = await play(server.port, RECORDED_CHECK_ENV)
             return await first, second, third
 
-    first, second, third = arun(scenario())
+    first, second, third = run(scenario())
     assert first.written == wire(EXPECTED_ALLOW)
     for turned_away in (second, third):
         assert turned_away.written == b"failure\n"
@@ -637,7 +637,7 @@ def test_connection_cap_answers_failure_at_once_and_logs_once(arun: Any, caplog:
     assert len(limit_logs) == 1
 
 
-def test_graceful_stop_lets_the_session_in_flight_finish(arun: Any) -> None:
+def test_graceful_stop_lets_the_session_in_flight_finish(run: Any) -> None:
     gate = FakeGate(delay=0.3)
 
     async def scenario() -> Transcript:
@@ -652,12 +652,12 @@ def test_graceful_stop_lets_the_session_in_flight_finish(arun: Any) -> None:
         assert server.sockets == ()
         return await session
 
-    t = arun(scenario())
+    t = run(scenario())
     assert t.written == wire(EXPECTED_ALLOW)
     assert t.dialplan_allows
 
 
-def test_stop_past_grace_answers_failure_to_what_is_left(arun: Any) -> None:
+def test_stop_past_grace_answers_failure_to_what_is_left(run: Any) -> None:
     gate = FakeGate(delay=5.0)
 
     async def scenario() -> Transcript:
@@ -668,12 +668,12 @@ def test_stop_past_grace_answers_failure_to_what_is_left(arun: Any) -> None:
         await server.stop(grace=0.2)
         return await session
 
-    t = arun(scenario())
+    t = run(scenario())
     assert t.written == b"failure\n"
     assert t.failed_closed and not t.sent_allow
 
 
-def test_port_zero_binds_a_free_port_and_exposes_the_sockets(arun: Any) -> None:
+def test_port_zero_binds_a_free_port_and_exposes_the_sockets(run: Any) -> None:
     async def scenario() -> None:
         server = FastAgiServer(ServeConfig(port=0), {})
         with pytest.raises(RuntimeError):
@@ -684,29 +684,29 @@ def test_port_zero_binds_a_free_port_and_exposes_the_sockets(arun: Any) -> None:
         await server.stop()
         await server.stop()  # idempotent
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_clients_outside_allowed_clients_are_answered_failure(arun: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_clients_outside_allowed_clients_are_answered_failure(run: Any, caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate()
 
     async def scenario() -> Transcript:
         async with FastAgiServer(ServeConfig(port=0, allowed_clients=("10.0.0.0/8",)), build_routes(gate)) as server:
             return await play(server.port, RECORDED_CHECK_ENV)
 
-    t = arun(scenario())
+    t = run(scenario())
     assert t.written == b"failure\n"
     assert gate.calls == []
     assert any("allowed_clients" in r.getMessage() for r in caplog.records)
 
 
-def test_allowed_clients_admit_loopback(arun: Any) -> None:
+def test_allowed_clients_admit_loopback(run: Any) -> None:
     async def scenario() -> Transcript:
         config = ServeConfig(port=0, allowed_clients=("127.0.0.0/8",))
         async with FastAgiServer(config, build_routes(FakeGate())) as server:
             return await play(server.port, RECORDED_CHECK_ENV)
 
-    assert arun(scenario()).written == wire(EXPECTED_ALLOW)
+    assert run(scenario()).written == wire(EXPECTED_ALLOW)
 
 
 def test_binding_beyond_loopback_needs_allowed_clients() -> None:
@@ -715,7 +715,7 @@ def test_binding_beyond_loopback_needs_allowed_clients() -> None:
     FastAgiServer(ServeConfig(host="0.0.0.0", port=0, allowed_clients=("192.0.2.10",)), {})
 
 
-def test_serve_until_signalled_stops_on_sigterm(arun: Any) -> None:
+def test_serve_until_signalled_stops_on_sigterm(run: Any) -> None:
     async def scenario() -> None:
         server = FastAgiServer(ServeConfig(port=0), build_routes(FakeGate()))
         await server.start()
@@ -725,4 +725,4 @@ def test_serve_until_signalled_stops_on_sigterm(arun: Any) -> None:
         await asyncio.wait_for(task, 5)
         assert server.sockets == ()
 
-    arun(scenario())
+    run(scenario())

@@ -7,7 +7,6 @@ import collections
 from typing import Any
 
 import pytest
-from agi_fakes import USAGE_520, parse_args
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from rpoguard.agi.protocol import (
     read_request,
     split_script,
 )
+from support.agi_fakes import USAGE_520, parse_args
 
 
 class ScriptedChannel:
@@ -92,7 +92,7 @@ def test_parse_reply_refuses_what_is_not_agi(line: str) -> None:
         ([b"300 what"], AgiProtocolError),
     ],
 )
-def test_session_turns_error_replies_into_typed_errors(arun: Any, lines: list[bytes], error: type[AgiError]) -> None:
+def test_session_turns_error_replies_into_typed_errors(run: Any, lines: list[bytes], error: type[AgiError]) -> None:
     async def scenario() -> None:
         channel = ScriptedChannel(lines)
         session = AgiSession(channel)
@@ -103,10 +103,10 @@ def test_session_turns_error_replies_into_typed_errors(arun: Any, lines: list[by
             assert caught.value.text.splitlines() == [x.decode() for x in lines]
             assert caught.value.code == 520 and caught.value.command == "NOOP"
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_session_reads_exactly_one_reply_per_command(arun: Any) -> None:
+def test_session_reads_exactly_one_reply_per_command(run: Any) -> None:
     async def scenario() -> None:
         channel = ScriptedChannel(
             [b"HANGUP", b"100 result=0 Trying...", b"200 result=1", *USAGE_520.splitlines(), b"200 result=0"]
@@ -119,11 +119,11 @@ def test_session_reads_exactly_one_reply_per_command(arun: Any) -> None:
         assert (await session.command("NOOP")).result == 0
         assert channel.lines == collections.deque()
 
-    arun(scenario())
+    run(scenario())
 
 
 @pytest.mark.parametrize("guarded", [False, True])
-def test_no_command_is_sent_after_the_deadline(arun: Any, guarded: bool) -> None:
+def test_no_command_is_sent_after_the_deadline(run: Any, guarded: bool) -> None:
     async def scenario() -> None:
         channel = ScriptedChannel([b"200 result=1"])
         session = AgiSession(channel, deadline=asyncio.get_running_loop().time() - 0.001, guarded=guarded)
@@ -131,7 +131,7 @@ def test_no_command_is_sent_after_the_deadline(arun: Any, guarded: bool) -> None
             await session.set_variable("RPOGUARD_DECISION", "ALLOW")
         assert channel.written == b""
 
-    arun(scenario())
+    run(scenario())
 
 
 class Silent(ScriptedChannel):
@@ -145,7 +145,7 @@ class Silent(ScriptedChannel):
     [(None, 0.05, False), (0.05, None, False), (0.05, 5.0, False), (5.0, 0.05, True)],
 )
 def test_the_wait_for_a_reply_is_bounded(
-    arun: Any, deadline: float | None, command_timeout: float | None, guarded: bool
+    run: Any, deadline: float | None, command_timeout: float | None, guarded: bool
 ) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -156,10 +156,10 @@ def test_the_wait_for_a_reply_is_bounded(
             await session.command("NOOP")
         assert loop.time() - started < 1.0
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_failure_is_written_once_and_ends_the_session(arun: Any) -> None:
+def test_failure_is_written_once_and_ends_the_session(run: Any) -> None:
     async def scenario() -> None:
         channel = ScriptedChannel([])
         session = AgiSession(channel)
@@ -170,7 +170,7 @@ def test_failure_is_written_once_and_ends_the_session(arun: Any) -> None:
             await session.command("NOOP")
         assert channel.written == b"failure\n"
 
-    arun(scenario())
+    run(scenario())
 
 
 # -- what we send ------------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def test_split_script_bounds_the_query() -> None:
         split_script("check?" + "&".join(f"k{i}=v" for i in range(100)))
 
 
-def test_read_request_stops_at_the_blank_line_and_leaves_the_rest(arun: Any) -> None:
+def test_read_request_stops_at_the_blank_line_and_leaves_the_rest(run: Any) -> None:
     async def scenario() -> None:
         channel = ScriptedChannel([b"agi_network: yes", b"agi_arg_1: 1", b"", b"HANGUP"])
         request = await read_request(channel)
@@ -247,13 +247,13 @@ def test_read_request_stops_at_the_blank_line_and_leaves_the_rest(arun: Any) -> 
         assert list(channel.lines) == [b"HANGUP"]
         assert await read_request(ScriptedChannel([b"agi_network: yes"])) is None
 
-    arun(scenario())
+    run(scenario())
 
 
 # -- line splitting -----------------------------------------------------------------------------------------
 
 
-def test_line_protocol_splits_joins_and_limits(arun: Any) -> None:
+def test_line_protocol_splits_joins_and_limits(run: Any) -> None:
     async def scenario() -> None:
         proto = AgiLineProtocol()
         proto.data_received(b"agi_a: 1\r\nagi_b")
@@ -275,4 +275,4 @@ def test_line_protocol_splits_joins_and_limits(arun: Any) -> None:
         assert await ended.readline() == b"last"
         assert await ended.readline() is None
 
-    arun(scenario())
+    run(scenario())

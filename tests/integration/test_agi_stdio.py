@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, asterisk_answer, make_env
 
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.stdio import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, serve_stdio
 from rpoguard.constants import SOURCE_AGI
+from support.agi_fakes import ALLOW_VERDICT, FakeGate, Transcript, asterisk_answer, make_env
 
-CHILD = Path(__file__).with_name("agi_stdio_child.py")
+# The child runs as a module from tests/, the way its imports of support.* resolve.
+TESTS = Path(__file__).resolve().parents[1]
+CHILD = "support.agi_stdio_child"
 NUMBER = "0612345678"
 LATIN1_NAME = "Società Srl".encode("latin-1")
 
@@ -97,7 +99,7 @@ def be_asterisk(read_fd: int, write_fd: int, env: bytes, patience: float = 10.0)
 
 
 def in_process(
-    arun: Any, gate: FakeGate, env: bytes, route: str | None = None, **options: Any
+    run: Any, gate: FakeGate, env: bytes, route: str | None = None, **options: Any
 ) -> tuple[int, Transcript]:
     """serve_stdio on pipes in this process; a thread plays Asterisk on the other ends."""
     to_program_r, to_program_w = os.pipe()
@@ -107,7 +109,7 @@ def in_process(
     player.start()
     try:
         options.setdefault("watchdog", False)
-        code = arun(serve_stdio(build_routes(gate), route, stdin=to_program_r, stdout=from_program_w, **options))
+        code = run(serve_stdio(build_routes(gate), route, stdin=to_program_r, stdout=from_program_w, **options))
     finally:
         # Our ends close here; the player then sees end of file, as Asterisk does when the program exits.
         os.close(from_program_w)
@@ -132,10 +134,10 @@ def in_process(
     ],
 )
 def test_route_selection_and_a_full_allow_session(
-    arun: Any, request_name: str, args: tuple[str, ...], route: str | None
+    run: Any, request_name: str, args: tuple[str, ...], route: str | None
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT)
-    code, t = in_process(arun, gate, classic_env(args, request_name), route)
+    code, t = in_process(run, gate, classic_env(args, request_name), route)
     assert code == EXIT_OK
     assert t.written == wire(EXPECTED_ALLOW)
     assert t.dialplan_allows
@@ -144,36 +146,36 @@ def test_route_selection_and_a_full_allow_session(
     assert call.source == SOURCE_AGI
 
 
-def test_optout_over_stdio(arun: Any) -> None:
+def test_optout_over_stdio(run: Any) -> None:
     gate = FakeGate()
-    code, t = in_process(arun, gate, classic_env(("optout", NUMBER, "C1")))
+    code, t = in_process(run, gate, classic_env(("optout", NUMBER, "C1")))
     assert code == EXIT_OK
     assert t.written == b'SET VARIABLE RPOGUARD_OPTOUT "OK"\n'
     assert gate.optouts[0].source == SOURCE_AGI
 
 
-def test_unknown_explicit_route_is_a_usage_error_answered_failure(arun: Any) -> None:
+def test_unknown_explicit_route_is_a_usage_error_answered_failure(run: Any) -> None:
     gate = FakeGate()
-    code, t = in_process(arun, gate, classic_env(), "nosuch")
+    code, t = in_process(run, gate, classic_env(), "nosuch")
     assert code == EXIT_USAGE
     assert t.written == b"failure\n"
     assert gate.calls == []
 
 
-def test_no_route_in_the_arguments_answers_failure(arun: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_route_in_the_arguments_answers_failure(run: Any, caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate()
-    code, t = in_process(arun, gate, classic_env((NUMBER, "C1")))
+    code, t = in_process(run, gate, classic_env((NUMBER, "C1")))
     assert code == EXIT_FAILURE
     assert t.written == b"failure\n"
     assert gate.calls == []
     assert any("AGI(rpoguard-agi,check" in r.getMessage() for r in caplog.records)
 
 
-def test_latin1_caller_name_gets_the_normal_decision(arun: Any) -> None:
+def test_latin1_caller_name_gets_the_normal_decision(run: Any) -> None:
     # Not read by the decision: kept with U+FFFD, exactly as over FastAGI (test_agi_encoding.py).
     gate = FakeGate(ALLOW_VERDICT)
     env = classic_env(overrides={"agi_calleridname": LATIN1_NAME, "agi_channel": b"DAHDI/caf\xe9-1"})
-    code, t = in_process(arun, gate, env)
+    code, t = in_process(run, gate, env)
     assert code == EXIT_OK
     assert t.written == wire(EXPECTED_ALLOW)
     assert gate.calls[0].channel == "DAHDI/caf\ufffd-1"
@@ -191,55 +193,55 @@ def test_latin1_caller_name_gets_the_normal_decision(arun: Any) -> None:
     ids=["number", "campaign", "caller-id-argument", "caller-id-channel", "program"],
 )
 def test_a_value_the_decision_reads_that_is_not_utf8_answers_failure(
-    arun: Any, args: tuple[str | bytes, ...], request_name: str | bytes, overrides: dict[str, str | bytes]
+    run: Any, args: tuple[str | bytes, ...], request_name: str | bytes, overrides: dict[str, str | bytes]
 ) -> None:
     gate = FakeGate(ALLOW_VERDICT)
-    code, t = in_process(arun, gate, classic_env(args, request_name, overrides))
+    code, t = in_process(run, gate, classic_env(args, request_name, overrides))
     assert code == EXIT_FAILURE
     assert t.written == b"failure\n" and t.failed_closed
     assert gate.calls == []
 
 
-def test_gate_error_answers_failure_and_a_failing_exit_status(arun: Any) -> None:
-    code, t = in_process(arun, FakeGate(error=RuntimeError("database is locked")), classic_env())
+def test_gate_error_answers_failure_and_a_failing_exit_status(run: Any) -> None:
+    code, t = in_process(run, FakeGate(error=RuntimeError("database is locked")), classic_env())
     assert code == EXIT_FAILURE
     assert t.written == b"failure\n"
     assert not t.sent_allow
 
 
-def test_deadline_answers_failure_without_allow(arun: Any) -> None:
+def test_deadline_answers_failure_without_allow(run: Any) -> None:
     gate = FakeGate(delay=3.0)
     started = time.monotonic()
-    code, t = in_process(arun, gate, classic_env(), session_deadline=0.3)
+    code, t = in_process(run, gate, classic_env(), session_deadline=0.3)
     assert code == EXIT_FAILURE
     assert t.written == b"failure\n"
     assert time.monotonic() - started < 2.0
 
 
-def test_stdin_ending_before_the_environment_answers_failure(arun: Any) -> None:
-    code, t = in_process(arun, FakeGate(), classic_env()[:100])
+def test_stdin_ending_before_the_environment_answers_failure(run: Any) -> None:
+    code, t = in_process(run, FakeGate(), classic_env()[:100])
     assert code == EXIT_FAILURE
     assert t.written == b"failure\n"
 
 
-def test_recorded_session_replayed_from_regular_files(arun: Any, tmp_path: Path) -> None:
+def test_recorded_session_replayed_from_regular_files(run: Any, tmp_path: Path) -> None:
     stdin = tmp_path / "session.in"
     stdin.write_bytes(classic_env() + b"200 result=1\n" * 5)
     stdout = tmp_path / "session.out"
     gate = FakeGate()
     with stdin.open("rb") as inp, stdout.open("wb") as out:
-        code = arun(serve_stdio(build_routes(gate), stdin=inp, stdout=out, watchdog=False, handle_sighup=False))
+        code = run(serve_stdio(build_routes(gate), stdin=inp, stdout=out, watchdog=False, handle_sighup=False))
     assert code == EXIT_OK
     assert stdout.read_bytes() == wire(EXPECTED_ALLOW)
     assert gate.calls[0].raw_number == NUMBER
 
 
-def test_error_reply_in_a_replayed_session(arun: Any, tmp_path: Path) -> None:
+def test_error_reply_in_a_replayed_session(run: Any, tmp_path: Path) -> None:
     stdin = tmp_path / "session.in"
     stdin.write_bytes(classic_env() + b"510 Invalid or unknown command\n")
     stdout = tmp_path / "session.out"
     with stdin.open("rb") as inp, stdout.open("wb") as out:
-        code = arun(serve_stdio(build_routes(FakeGate()), stdin=inp, stdout=out, watchdog=False))
+        code = run(serve_stdio(build_routes(FakeGate()), stdin=inp, stdout=out, watchdog=False))
     assert code == EXIT_FAILURE
     assert stdout.read_bytes() == wire(EXPECTED_ALLOW[:1]) + b"failure\n"
 
@@ -251,11 +253,11 @@ def run_child(
     mode: str, env: bytes, *, deadline: float = 2.0, route: str = "-", hangup_when_gate_entered: bool = False
 ) -> tuple[int, Transcript, str]:
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), mode, str(deadline), route],
+        [sys.executable, "-m", CHILD, mode, str(deadline), route],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=CHILD.parent,
+        cwd=TESTS,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:

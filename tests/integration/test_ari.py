@@ -1,4 +1,4 @@
-"""The ARI gate against a fake ARI over a real socket (ari_fakes.py): what it does to each channel, how it
+"""The ARI gate against a fake ARI over a real socket (tests/support/ari_fakes.py): what it does to each channel, how it
 fails closed, reconnects and resyncs. The real Asterisk runs the same scenarios in tests/e2e/test_ari.py."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ari_fakes import APP, PASSWORD, USER, FakeAri, FakeGate, channel
 
 from rpoguard.agi.ari import AriClient, AriError, AriGate, ari_base, call_request, stasis_args
 from rpoguard.config import AriConfig, Config
 from rpoguard.constants import BLOCK, SOURCE_ARI, VAR_DECISION, VAR_ID, VAR_NUMBER, VAR_REASON, VAR_REASONS
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.gate import Gate, Verdict
+from support.ari_fakes import APP, PASSWORD, USER, FakeAri, FakeGate, channel
 
 ALLOWED = "0612345678"
 BLOCKED = "3477654321"
@@ -70,7 +70,7 @@ def assert_answered(actions: list[str], decision: str, reason: str, number: str,
 # --------------------------------------------------------------------------------------------- per call
 
 
-def test_allowed_channel_gets_the_variables_then_continues(arun: Callable[..., Any]) -> None:
+def test_allowed_channel_gets_the_variables_then_continues(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -81,7 +81,7 @@ def test_allowed_channel_gets_the_variables_then_continues(arun: Callable[..., A
             assert_answered(fake.actions("c1"), "ALLOW", "", "+39" + ALLOWED, "id-1", "continue")
             assert fake.hung_up == []
 
-    arun(scenario())
+    run(scenario())
     [call] = gate.calls
     assert (call.raw_number, call.campaign_id, call.caller_id, call.source) == (ALLOWED, "C1", "0694801234",
                                                                                  SOURCE_ARI)
@@ -89,7 +89,7 @@ def test_allowed_channel_gets_the_variables_then_continues(arun: Callable[..., A
     assert call.extra["arg_1"] == ALLOWED and call.extra["ari_callingpres"] == "allowed_not_screened"
 
 
-def test_blocked_channel_gets_the_variables_then_is_hung_up_with_cause_21(arun: Callable[..., Any]) -> None:
+def test_blocked_channel_gets_the_variables_then_is_hung_up_with_cause_21(run: Callable[..., Any]) -> None:
     gate = FakeGate()
 
     async def scenario() -> None:
@@ -100,11 +100,11 @@ def test_blocked_channel_gets_the_variables_then_is_hung_up_with_cause_21(arun: 
             assert_answered(fake.actions("c2"), "BLOCK", "rpo_registered", "+39" + BLOCKED, "id-1", "hangup 21")
             assert fake.continued == []
 
-    arun(scenario())
+    run(scenario())
 
 
 @pytest.mark.parametrize("pres", ["prohib_not_screened", "prohib", "unavailable", "prohib_passed_screen"])
-def test_withheld_presentation_means_no_caller_id(arun: Callable[..., Any], pres: str) -> None:
+def test_withheld_presentation_means_no_caller_id(run: Callable[..., Any], pres: str) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -113,7 +113,7 @@ def test_withheld_presentation_means_no_caller_id(arun: Callable[..., Any], pres
             fake.enter(channel("c3", ALLOWED), pres=pres)
             await until(lambda: gate.calls != [], "a check")
 
-    arun(scenario())
+    run(scenario())
     assert gate.calls[0].caller_id == "", f"{pres}: the callee sees no number, so none is checked"
 
 
@@ -153,7 +153,7 @@ def test_ari_url_forms_and_errors() -> None:
 # --------------------------------------------------------------------------------------------- failures
 
 
-def test_channel_created_into_the_application_is_hung_up_undecided(arun: Callable[..., Any]) -> None:
+def test_channel_created_into_the_application_is_hung_up_undecided(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -166,11 +166,11 @@ def test_channel_created_into_the_application_is_hung_up_undecided(arun: Callabl
             await until(lambda: fake.hung_up == [("c18", "21")], "c18 hung up")
             assert fake.actions("c18") == ["hangup 21"] and fake.continued == []
 
-    arun(scenario())
+    run(scenario())
     assert gate.calls == []
 
 
-def test_channel_gone_before_the_decision_is_not_decided(arun: Callable[..., Any]) -> None:
+def test_channel_gone_before_the_decision_is_not_decided(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -185,11 +185,11 @@ def test_channel_gone_before_the_decision_is_not_decided(arun: Callable[..., Any
             await asyncio.sleep(0.05)
             assert fake.actions("c6") == [] and fake.continued == []
 
-    arun(scenario())
+    run(scenario())
     assert gate.calls == [], "a call that cannot go out must not be decided (as FastAGI's needs_live_call)"
 
 
-def test_engine_error_blocks(arun: Callable[..., Any]) -> None:
+def test_engine_error_blocks(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
     gate.fail = True
 
@@ -202,10 +202,10 @@ def test_engine_error_blocks(arun: Callable[..., Any]) -> None:
             assert fake.variables["c7"][VAR_REASON] == "engine_error"
             assert fake.continued == []
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_final_verdict_differing_from_the_provisional_one_wins(arun: Callable[..., Any]) -> None:
+def test_final_verdict_differing_from_the_provisional_one_wins(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
     gate.final = Verdict(BLOCK, ("attempt_limit",), "+39" + ALLOWED, "id-final")
 
@@ -221,10 +221,10 @@ def test_final_verdict_differing_from_the_provisional_one_wins(arun: Callable[..
             assert fake.variables["c19"][VAR_ID] == "id-final"
             assert fake.continued == []
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_decision_past_the_deadline_hangs_up(arun: Callable[..., Any]) -> None:
+def test_decision_past_the_deadline_hangs_up(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
     gate.hold = asyncio.Event()  # never set: the store is stuck
 
@@ -237,10 +237,10 @@ def test_decision_past_the_deadline_hangs_up(arun: Callable[..., Any]) -> None:
             assert fake.hung_up == [("c8", "21")]
             assert fake.continued == [] and "c8" not in fake.variables
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_decision_whose_record_never_lands_is_never_given(arun: Callable[..., Any]) -> None:
+def test_decision_whose_record_never_lands_is_never_given(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
     gate.record_stuck = True
 
@@ -255,10 +255,10 @@ def test_decision_whose_record_never_lands_is_never_given(arun: Callable[..., An
             assert VAR_DECISION not in fake.variables["c20"]
             assert fake.hung_up == [("c20", "21")] and fake.continued == []
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_failed_variable_never_continues(arun: Callable[..., Any]) -> None:
+def test_failed_variable_never_continues(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -271,10 +271,10 @@ def test_failed_variable_never_continues(arun: Callable[..., Any]) -> None:
             assert fake.continued == []
             assert fake.actions("c9")[-1] == "hangup 21"
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_failed_continue_hangs_up(arun: Callable[..., Any]) -> None:
+def test_failed_continue_hangs_up(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -285,10 +285,10 @@ def test_failed_continue_hangs_up(arun: Callable[..., Any]) -> None:
             await until(lambda: fake.hung_up != [], "c10 hung up")
             assert fake.actions("c10")[-2:] == ["continue", "hangup 21"]
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_real_gate_records_the_decision_with_source_ari(arun: Callable[..., Any], tmp_path: Path) -> None:
+def test_real_gate_records_the_decision_with_source_ari(run: Callable[..., Any], tmp_path: Path) -> None:
     async def scenario() -> None:
         store = SqliteStore(tmp_path / "rpoguard.db")
         await store.open()
@@ -308,13 +308,13 @@ def test_real_gate_records_the_decision_with_source_ari(arun: Callable[..., Any]
         assert fake.variables["c11"][VAR_ID] == row.decision_id
         assert fake.variables["c11"][VAR_REASON] == "unknown_campaign"
 
-    arun(scenario())
+    run(scenario())
 
 
 # --------------------------------------------------------------------------------------------- connection
 
 
-def test_reconnects_and_decides_a_channel_whose_event_was_lost(arun: Callable[..., Any]) -> None:
+def test_reconnects_and_decides_a_channel_whose_event_was_lost(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -335,10 +335,10 @@ def test_reconnects_and_decides_a_channel_whose_event_was_lost(arun: Callable[..
             assert all(c.extra.get("ari_resync") == "1" for c in gate.calls)
             assert fake.actions("other") == [] and fake.actions("dialling") == []
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_unreadable_arguments_after_reconnect_are_hung_up(arun: Callable[..., Any]) -> None:
+def test_unreadable_arguments_after_reconnect_are_hung_up(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -348,11 +348,11 @@ def test_unreadable_arguments_after_reconnect_are_hung_up(arun: Callable[..., An
             fake.enter(channel("c14", app_data='rpoguard,"0612345678",C1'), announce=False)
             await until(lambda: fake.hung_up == [("c14", "21")], "c14 hung up")
 
-    arun(scenario())
+    run(scenario())
     assert gate.calls == []
 
 
-def test_decision_in_flight_over_a_reconnect_is_answered_once(arun: Callable[..., Any]) -> None:
+def test_decision_in_flight_over_a_reconnect_is_answered_once(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
     gate.hold = asyncio.Event()
 
@@ -373,10 +373,10 @@ def test_decision_in_flight_over_a_reconnect_is_answered_once(arun: Callable[...
         assert len(gate.calls) == 1, "decided twice"
         assert fake.actions("c15").count("continue") == 1
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_silently_dead_connection_is_noticed_by_its_heartbeat(arun: Callable[..., Any]) -> None:
+def test_silently_dead_connection_is_noticed_by_its_heartbeat(run: Callable[..., Any]) -> None:
     gate = FakeGate(allow={ALLOWED})
 
     async def scenario() -> None:
@@ -390,10 +390,10 @@ def test_silently_dead_connection_is_noticed_by_its_heartbeat(arun: Callable[...
             fake.enter(channel("c17", ALLOWED))
             await until(lambda: "c17" in fake.continued, "c17 continued on the new connection")
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_retries_with_backoff_and_logs_each_cause_once(arun: Callable[..., Any],
+def test_retries_with_backoff_and_logs_each_cause_once(run: Callable[..., Any],
                                                         caplog: pytest.LogCaptureFixture) -> None:
     gate = FakeGate(allow={ALLOWED})
 
@@ -409,7 +409,7 @@ def test_retries_with_backoff_and_logs_each_cause_once(arun: Callable[..., Any],
             await until(lambda: "c16" in fake.continued, "c16 continued after the outage")
 
     with caplog.at_level(logging.WARNING, logger="rpoguard.agi.ari"):
-        arun(scenario())
+        run(scenario())
     refusals = [r for r in caplog.records if "cannot connect" in r.getMessage()]
     assert len(refusals) == 1, [r.getMessage() for r in refusals]
     assert "HTTP 503" in refusals[0].getMessage()
@@ -425,7 +425,7 @@ class RecordingGate(AriGate):
         await super()._sleep(seconds)
 
 
-def test_failing_resync_backs_off_instead_of_spinning(arun: Callable[..., Any]) -> None:
+def test_failing_resync_backs_off_instead_of_spinning(run: Callable[..., Any]) -> None:
     async def scenario() -> None:
         fake = await FakeAri().start()
         fake.failing.add("/channels")  # the WebSocket opens, but listing the channels fails every time
@@ -445,10 +445,10 @@ def test_failing_resync_backs_off_instead_of_spinning(arun: Callable[..., Any]) 
         assert ari.waits[:5] == [0.01, 0.02, 0.04, 0.04, 0.04]
         assert fake.ws_connections >= 5
 
-    arun(scenario())
+    run(scenario())
 
 
-def test_wrong_password_is_reported_without_the_password(arun: Callable[..., Any],
+def test_wrong_password_is_reported_without_the_password(run: Callable[..., Any],
                                                           caplog: pytest.LogCaptureFixture) -> None:
     wrong = "not-the-Passw0rd-42"
 
@@ -458,13 +458,13 @@ def test_wrong_password_is_reported_without_the_password(arun: Callable[..., Any
             assert not ari.ready.is_set()
 
     with caplog.at_level(logging.DEBUG):
-        arun(scenario())
+        run(scenario())
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "HTTP 401" in text
     assert wrong not in text and PASSWORD not in text
 
 
-def test_unreachable_rest_is_an_ari_error(arun: Callable[..., Any]) -> None:
+def test_unreachable_rest_is_an_ari_error(run: Callable[..., Any]) -> None:
     async def scenario() -> None:
         fake = await FakeAri().start()
         url = fake.url
@@ -477,4 +477,4 @@ def test_unreachable_rest_is_an_ari_error(arun: Callable[..., Any]) -> None:
             await client.close()
         assert raised.value.status is None and not raised.value.gone
 
-    arun(scenario())
+    run(scenario())

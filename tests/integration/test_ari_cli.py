@@ -1,5 +1,5 @@
 """`rpoguard ari` as an operator runs it: the [ari] configuration, where the password comes from, clear
-errors, and the real console script against the fake ARI (ari_fakes.py) in a thread of this process."""
+errors, and the real console script against the fake ARI (tests/support/ari_fakes.py) in a thread of this process."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ari_fakes import APP, PASSWORD, USER, FakeAri, channel
 
 from rpoguard.config import AriConfig, ConfigError, load_config
+from support.ari_fakes import APP, PASSWORD, USER, FakeAri, channel
 
 
 def test_ari_section_of_the_configuration(write_file: Callable[..., Path]) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from fakeclock import ClockedCliRunner, clock_env
 from rpoguard.db.sqlite import audit_path
+from support.fakeclock import ClockedCliRunner, clock_env
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from fakeclock import ClockedCliRunner
-from schema1 import NUM, OTHER, V1_ROWS, v1_sqlite
+from support.fakeclock import ClockedCliRunner
+from support.schema1 import NUM, OTHER, V1_ROWS, v1_sqlite
 
 Cli = Callable[..., Any]
 

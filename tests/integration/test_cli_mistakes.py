@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from pgfixtures import PgServer
 from rpoguard.audit import AuditEntry
 from rpoguard.db.sqlite import SqliteStore, audit_path
+from support.aio import run_once
+from support.pgfixtures import PgServer
 
 Cli = Callable[..., Any]
 
@@ -117,9 +118,9 @@ def test_a_postgresql_database_without_rpoguard_tables_is_not_found(run_cli: Cli
         finally:
             await con.close()
 
-    assert asyncio.run(tables()) == 0
+    assert run_once(tables()) == 0
     assert run_cli("--db", empty_pg_url, "db", "migrate").code == 0
-    assert asyncio.run(tables()) > 0
+    assert run_once(tables()) > 0
 
 
 def test_serve_on_an_impossible_port_is_a_usage_error(run_cli: Cli) -> None:

@@ -7,7 +7,6 @@ depend on the hour: the assertions are about BLOCK/failure versus ALLOW and abou
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -20,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import Transcript, make_env, play
-from serve_process import clean_env, prepare_db, start_serve, stop_all
 
 from rpoguard.constants import ENGINE_ERROR, VAR_ID, VAR_REASONS
 from rpoguard.db.sqlite import audit_path
+from support.agi_fakes import Transcript, make_env, play
+from support.aio import run_once
+from support.serve_process import clean_env, prepare_db, start_serve, stop_all
 
 LISTED = "06 4567 8901"  # listed, not registered in the examples: ALLOW in calling hours
 
@@ -34,7 +34,7 @@ class Server:
         self.proc, self.port, self.log = proc, port, log
 
     def session(self, number: str = LISTED) -> Transcript:
-        return asyncio.run(play(self.port, make_env("check?campaign=autunno26", (number,)), patience=10))
+        return run_once(play(self.port, make_env("check?campaign=autunno26", (number,)), patience=10))
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play, sets_the_decision_last
-from serve_process import running_serve
 
 from rpoguard.constants import RPO_EXPIRED, RPO_NOT_CHECKED, RPO_REGISTERED, VAR_NUMBER, VAR_REASONS
 from rpoguard.db.sqlite import audit_path
 from rpoguard.timeutil import ROME, parse_time, to_us
+from support.agi_fakes import make_env, play, sets_the_decision_last
+from support.aio import run_once
+from support.serve_process import running_serve
 
 Cli = Callable[..., Any]
 
@@ -352,7 +353,7 @@ def test_serve_answers_from_the_previous_data_until_the_import_commits(
         return started, finished, out, err, proc.returncode or 0
 
     try:
-        started, finished, out, err, code = asyncio.run(scenario())
+        started, finished, out, err, code = run_once(scenario())
     finally:
         watch.stop.set()
         watch.join(10)

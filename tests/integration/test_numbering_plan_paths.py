@@ -1,4 +1,4 @@
-"""The national numbering plan (tests/numbering_plan.py) through every door a number comes in by: each
+"""The national numbering plan (tests/support/numbering_plan.py) through every door a number comes in by: each
 importer (RPO answers in rows and in lists, directory, consents, contracts, refusals), `registry due
 --from`, `scrub`, and the gate's own Gate.evaluate (with and without a trunk prefix).
 
@@ -10,7 +10,6 @@ as its E.164 number (a 2-million-row answer file over the same plan lands whole:
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import Callable
@@ -19,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from numbering_plan import PLAN, PlanRow, refused_rows, valid_rows
 from rpoguard.audit import spreadsheet_safe
 from rpoguard.config import Config
 from rpoguard.constants import SOURCE_CLI
 from rpoguard.db import open_store
 from rpoguard.gate import CallRequest, Gate
 from rpoguard.timeutil import parse_time
+from support.aio import run_once
+from support.numbering_plan import PLAN, PlanRow, refused_rows, valid_rows
 
 Cli = Callable[..., Any]
 CHECKED = "2026-11-20"
@@ -147,7 +147,7 @@ def test_the_gate_reads_every_row_as_the_table_says(db_path: Path, trunk: str) -
         finally:
             await store.close()
 
-    for row, (decision, facts) in asyncio.run(decide_all()):
+    for row, (decision, facts) in run_once(decide_all()):
         if row.reason is None:
             # A valid number: the gate looks it up as its E.164 form (and blocks it for want of an answer).
             assert (facts.number, decision.reasons[:1]) == (row.e164, ("rpo_not_checked",)), row

@@ -1,7 +1,7 @@
 """`-o` of `audit export`, `scrub` and `registry due` through the real console script: a device node or
 a FIFO is written, never replaced by a regular file; `-` is standard output; a link stays a link.
 
-Every device here is a private twin made for the test in its own folder (tests/devices.py): run as root
+Every device here is a private twin made for the test in its own folder (tests/support/devices.py): run as root
 on the old code, `-o /dev/null` replaced the machine's null device with a regular file."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from serve_process import clean_env, prepare_db
 
-from devices import FULL, NULL, device_node, is_device
-from fakeclock import clock_env
 from rpoguard.constants import ALLOW
 from rpoguard.db.sqlite import audit_path
+from support.devices import FULL, NULL, device_node, is_device
+from support.fakeclock import clock_env
+from support.serve_process import clean_env, prepare_db
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 AT = "2026-11-23T11:00"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fakeclock import ClockedCliRunner
+from support.fakeclock import ClockedCliRunner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]

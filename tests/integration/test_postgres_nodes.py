@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play
-from serve_process import start_serve, stop, stop_all
 
 from rpoguard.constants import (
     ATTEMPT_LIMIT,
@@ -36,6 +34,9 @@ from rpoguard.constants import (
     VAR_REASONS,
 )
 from rpoguard.timeutil import ROME
+from support.agi_fakes import make_env, play
+from support.aio import run_once
+from support.serve_process import start_serve, stop, stop_all
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]
@@ -137,7 +138,7 @@ def test_simultaneous_checks_on_two_nodes_respect_the_attempt_cap_exactly(
             play(port_a if i % 2 == 0 else port_b, check_env("capped", LISTED, f"{'ab'[i % 2]}.{i}"), patience=20)
             for i in range(SESSIONS))))
 
-    transcripts = asyncio.run(all_at_once())
+    transcripts = run_once(all_at_once())
     decisions = [t.variables[VAR_DECISION] for t in transcripts]
     assert all(t.agistatus == "SUCCESS" and not t.failure for t in transcripts)
     assert decisions.count(CHANNEL_ALLOW) == CAP, decisions
@@ -157,13 +158,13 @@ def test_refusal_through_one_node_blocks_the_next_call_on_the_other(
     two_nodes: tuple[int, int], pg_cli: CliRunner
 ) -> None:
     port_a, port_b = two_nodes
-    before = asyncio.run(play(port_b, check_env("open", LISTED, "b.1")))
+    before = run_once(play(port_b, check_env("open", LISTED, "b.1")))
     assert before.variables[VAR_DECISION] == CHANNEL_ALLOW, before.variables
 
-    said_no = asyncio.run(play(port_a, make_env("optout?campaign=open", (LISTED,))))
+    said_no = run_once(play(port_a, make_env("optout?campaign=open", (LISTED,))))
     assert said_no.agistatus == "SUCCESS" and said_no.variables[VAR_OPTOUT] == "OK"
 
-    after = asyncio.run(play(port_b, check_env("open", LISTED, "b.2")))
+    after = run_once(play(port_b, check_env("open", LISTED, "b.2")))
     assert after.variables[VAR_DECISION] == CHANNEL_BLOCK
     assert after.variables[VAR_REASON] == OPTOUT
     assert_chain_verifies(pg_cli, 2)
@@ -196,7 +197,7 @@ def test_an_import_runs_while_both_nodes_serve(
         return seen
 
     try:
-        during = asyncio.run(sessions_while(importing))
+        during = run_once(sessions_while(importing))
         _, err = importing.communicate(timeout=120)
     finally:
         stop(importing)  # waited for even when a session or the wait failed: no process outlives the test
@@ -208,7 +209,7 @@ def test_an_import_runs_while_both_nodes_serve(
     result = pg_cli("directory", "import", listing, "--append", "--listed-at", "2026-11-21")
     assert result.code == 0, result.err
     for port in (port_a, port_b):
-        now = asyncio.run(play(port, check_env("open", new_number, "n")))
+        now = run_once(play(port, check_env("open", new_number, "n")))
         assert now.variables[VAR_DECISION] == CHANNEL_ALLOW, now.variables
     assert_chain_verifies(pg_cli, len(during) + 2)
 
@@ -216,18 +217,18 @@ def test_an_import_runs_while_both_nodes_serve(
 def test_a_node_whose_database_is_missing_blocks_then_serves_when_it_appears(
     pg_server: Any, tmp_path: Path, cli_script: str, run_cli: CliRunner
 ) -> None:
-    from pgfixtures import with_database
+    from support.pgfixtures import with_database
 
     preload = libfaketime()
     name = f"rpoguard_late_{os.getpid()}"
     url = with_database(pg_server.admin_url, name)
     proc, port, log = start_serve(cli_script, node_env(url, preload), tmp_path)
     try:
-        early = asyncio.run(play(port, check_env("open", LISTED, "x.1")))
+        early = run_once(play(port, check_env("open", LISTED, "x.1")))
         assert early.variables[VAR_DECISION] == CHANNEL_BLOCK
         assert early.variables[VAR_REASON] == ENGINE_ERROR
 
-        asyncio.run(_create(pg_server.admin_url, name))
+        run_once(_create(pg_server.admin_url, name))
         for args in (("principal", "add", "acme", "--name", "ACME", "--caller-id", CALLER),
                      ("campaign", "add", "open", "--principal", "acme"),
                      ("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", "2026-11-20"),
@@ -237,14 +238,14 @@ def test_a_node_whose_database_is_missing_blocks_then_serves_when_it_appears(
         # The supervisor retries once a second: wait (bounded) for the node to find its database.
         deadline = time.monotonic() + 30
         while True:
-            later = asyncio.run(play(port, check_env("open", LISTED, "x.2")))
+            later = run_once(play(port, check_env("open", LISTED, "x.2")))
             if later.variables[VAR_DECISION] == CHANNEL_ALLOW or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert later.variables[VAR_DECISION] == CHANNEL_ALLOW, later.variables
     finally:
         stop(proc)
-        asyncio.run(_drop(pg_server.admin_url, name))
+        run_once(_drop(pg_server.admin_url, name))
     text = log.read_text(errors="replace")
     # Logged once when it failed, once when it came back; the password never appears.
     assert text.count("database unavailable, every call is blocked") == 1, text
@@ -293,11 +294,11 @@ def test_a_node_blocks_while_postgresql_is_down_and_serves_again_when_it_returns
             assert result.code == 0, result.err
         proc, port, log = start_serve(cli_script, node_env(url, libfaketime()), tmp_path)
         try:
-            first = asyncio.run(play(port, check_env("open", LISTED, "r.1")))
+            first = run_once(play(port, check_env("open", LISTED, "r.1")))
             assert first.variables[VAR_DECISION] == CHANNEL_ALLOW, first.variables
 
             subprocess.run([str(script), "halt", str(folder)], check=True, timeout=60)
-            down = [asyncio.run(play(port, check_env("open", LISTED, f"r.down.{i}"))) for i in range(3)]
+            down = [run_once(play(port, check_env("open", LISTED, f"r.down.{i}"))) for i in range(3)]
             # Failing closed: answered at once, blocked, engine_error; nothing waits for the database.
             assert all(t.agistatus == "SUCCESS" for t in down)
             assert [t.variables[VAR_DECISION] for t in down] == [CHANNEL_BLOCK] * 3
@@ -306,7 +307,7 @@ def test_a_node_blocks_while_postgresql_is_down_and_serves_again_when_it_returns
             subprocess.run([str(script), "resume", str(folder)], check=True, timeout=60)
             deadline = time.monotonic() + 30
             while True:
-                back = asyncio.run(play(port, check_env("open", LISTED, "r.back")))
+                back = run_once(play(port, check_env("open", LISTED, "r.back")))
                 if back.variables[VAR_DECISION] == CHANNEL_ALLOW or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)

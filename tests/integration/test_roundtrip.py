@@ -10,7 +10,6 @@ the FastAGI sessions use the real clock, and there only reasons unrelated to the
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -23,10 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play
-from serve_process import running_serve
 
-from fakeclock import ClockedCliRunner
 from rpoguard.constants import (
     CHANNEL_BLOCK,
     OPTOUT,
@@ -41,6 +37,10 @@ from rpoguard.constants import (
 from rpoguard.db.sqlite import audit_path
 from rpoguard.policy.calendar import allowed_window
 from rpoguard.timeutil import ROME
+from support.agi_fakes import make_env, play
+from support.aio import run_once
+from support.fakeclock import ClockedCliRunner
+from support.serve_process import running_serve
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -502,7 +502,7 @@ def server(seeded: Path, tmp_path: Path, cli_env: dict[str, str], cli_script: st
 
 
 def _session(port: int, number: str) -> tuple[str, list[str]]:
-    transcript = asyncio.run(play(port, make_env("check?campaign=autunno26", (number,))))
+    transcript = run_once(play(port, make_env("check?campaign=autunno26", (number,))))
     assert transcript.agistatus == "SUCCESS" and not transcript.failure, transcript.written
     assert transcript.variables[VAR_NUMBER] == number
     return transcript.variables[VAR_DECISION], transcript.variables[VAR_REASONS].split(",")

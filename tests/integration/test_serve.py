@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import make_env, play
-from serve_process import clean_env, connections_held, listening, running_serve
 
 from rpoguard.config import ConfigError, load_config
 from rpoguard.constants import (
@@ -34,6 +32,9 @@ from rpoguard.constants import (
     VAR_REASON,
     VAR_REASONS,
 )
+from support.agi_fakes import make_env, play
+from support.aio import run_once
+from support.serve_process import clean_env, connections_held, listening, running_serve
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CliRunner = Callable[..., Any]
@@ -71,7 +72,7 @@ def test_check_sets_every_variable_and_records_the_uniqueid(server: tuple[subpro
                                                             run_cli: CliRunner) -> None:
     _, port = server
     env = make_env("check?campaign=autunno26", (REGISTERED,), overrides={"agi_uniqueid": "1764000000.42"})
-    transcript = asyncio.run(play(port, env))
+    transcript = run_once(play(port, env))
 
     assert transcript.agistatus == "SUCCESS" and not transcript.failure
     assert not transcript.dialplan_allows
@@ -95,9 +96,9 @@ def test_check_sets_every_variable_and_records_the_uniqueid(server: tuple[subpro
 def test_on_uvloop_the_same_sessions_get_the_same_answers(prepared_db: Path, tmp_path: Path, cli_script: str,
                                                            run_cli: CliRunner) -> None:
     with running_serve(cli_script, clean_env(prepared_db), tmp_path, ("--event-loop", "uvloop")) as (_, port):
-        blocked = asyncio.run(play(port, make_env("check?campaign=autunno26", (REGISTERED,))))
-        said_no = asyncio.run(play(port, make_env("optout?campaign=autunno26", (LISTED,))))
-        after = asyncio.run(play(port, make_env("check?campaign=autunno26", (LISTED,))))
+        blocked = run_once(play(port, make_env("check?campaign=autunno26", (REGISTERED,))))
+        said_no = run_once(play(port, make_env("optout?campaign=autunno26", (LISTED,))))
+        after = run_once(play(port, make_env("check?campaign=autunno26", (LISTED,))))
     started = next(tmp_path.glob("serve-*.log")).read_text()
     assert "event loop uvloop" in started, started
     assert blocked.agistatus == "SUCCESS" and RPO_REGISTERED in blocked.variables[VAR_REASONS].split(",")
@@ -138,20 +139,20 @@ def test_uvloop_chosen_but_missing_is_a_clear_error(run_cli: CliRunner, tmp_path
 def test_optout_on_one_session_blocks_the_next(server: tuple[subprocess.Popen[bytes], int],
                                                run_cli: CliRunner) -> None:
     _, port = server
-    before = asyncio.run(play(port, make_env("check?campaign=autunno26", (LISTED,))))
+    before = run_once(play(port, make_env("check?campaign=autunno26", (LISTED,))))
     assert OPTOUT not in before.variables[VAR_REASONS].split(",")
 
-    said_no = asyncio.run(play(port, make_env("optout?campaign=autunno26", (LISTED,))))
+    said_no = run_once(play(port, make_env("optout?campaign=autunno26", (LISTED,))))
     assert said_no.agistatus == "SUCCESS" and said_no.variables[VAR_OPTOUT] == "OK"
 
-    after = asyncio.run(play(port, make_env("check?campaign=autunno26", (LISTED,))))
+    after = run_once(play(port, make_env("check?campaign=autunno26", (LISTED,))))
     assert after.variables[VAR_DECISION] == CHANNEL_BLOCK
     assert after.variables[VAR_REASON] == OPTOUT
 
 
 def test_unknown_number_is_blocked_not_checked(server: tuple[subprocess.Popen[bytes], int]) -> None:
     _, port = server
-    transcript = asyncio.run(play(port, make_env("check?campaign=autunno26", ("338 000 1111",))))
+    transcript = run_once(play(port, make_env("check?campaign=autunno26", ("338 000 1111",))))
     assert transcript.variables[VAR_DECISION] == CHANNEL_BLOCK
     assert RPO_NOT_CHECKED in transcript.variables[VAR_REASONS].split(",")
 
@@ -197,6 +198,6 @@ def test_sigterm_finishes_the_session_in_flight_then_exits(server: tuple[subproc
         # The call in flight was finished: its one command set the decision last.
         assert len(commands) == 1 and commands[0].endswith(f',{VAR_DECISION}={CHANNEL_BLOCK}"\n'.encode())
 
-    asyncio.run(session_across_sigterm())
+    run_once(session_across_sigterm())
     assert proc.wait(timeout=10) == 0
     assert [row["uniqueid"] for row in _audit(run_cli)] == ["1764000000.77"]

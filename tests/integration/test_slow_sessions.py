@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agi_fakes import Transcript, make_env, play
-from serve_process import clean_env, connections_held, prepare_db, start_serve, stop_all
 
 from rpoguard.agi.server import DEFAULT_LOG_INTERVAL as LOG_INTERVAL
 from rpoguard.constants import CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION, VAR_ID
 from rpoguard.db.sqlite import audit_path
+from support.agi_fakes import Transcript, make_env, play
+from support.aio import run_once
+from support.serve_process import clean_env, connections_held, prepare_db, start_serve, stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +204,7 @@ def test_two_thousand_slow_sessions_do_not_starve_fast_ones(
         await asyncio.wait_for(asyncio.gather(*tasks), SLOW_DEADLINE + 30)
         return clients, fast, held, rss_held
 
-    clients, fast, held, rss_held = asyncio.run(scenario())
+    clients, fast, held, rss_held = run_once(scenario())
     print(f"\nserver RssAnon: {rss_before} KiB idle, {rss_held} KiB holding {SLOW_CLIENTS} slow connections")
 
     assert len(held) == SLOW_CLIENTS, f"only {len(held)} slow clients were still held after the fast phase"
@@ -242,7 +243,7 @@ def test_past_the_connection_cap_the_excess_is_refused_with_one_log_line(serve: 
         after = await _fast_sessions(server.port, 10, 5)
         return held, excess, refused_calls, after, burst
 
-    held, excess, refused_calls, after, burst = asyncio.run(scenario())
+    held, excess, refused_calls, after, burst = run_once(scenario())
     for client in excess:
         assert client.received.startswith(b"failure\n"), client.received[:80]
         assert client.closed_by_server

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from rawdb import RawDb
 from rpoguard import anchor
 from rpoguard.anchor import (
     NO_ANCHORS_WARNING,
@@ -34,6 +33,7 @@ from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, VerifyReport, cha
 from rpoguard.config import AuditConfig, ConfigError, load_config
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.db.store import Store
+from support.rawdb import RawDb
 
 KEY = b"0123456789abcdef0123456789abcdef"
 COLUMNS = (

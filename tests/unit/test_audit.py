@@ -12,7 +12,6 @@ from collections.abc import AsyncIterable, Callable, Iterator
 
 import pytest
 
-from rawdb import RawDb
 from rpoguard.audit import (
     EXPORT_FIELDS,
     GENESIS_HASH,
@@ -27,6 +26,7 @@ from rpoguard.audit import (
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.db.store import Store
 from rpoguard.timeutil import parse_time, to_us
+from support.rawdb import RawDb
 
 T0 = to_us(parse_time("2026-11-24T11:00"))  # Tuesday, Europe/Rome
 MINUTE = 60_000_000

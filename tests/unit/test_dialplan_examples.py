@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from dialplan_examples import HOOK_CONTEXT, PRODUCT_DIALPLAN, shipped_hook
+from support.dialplan_examples import HOOK_CONTEXT, PRODUCT_DIALPLAN, shipped_hook
 
 GATE_CALL = "GoSub(rpoguard-check,s,1(${OUTNUM},"
 # Skip the gate only when the route set no campaign AND the trunk is not listed. `&` binds looser than `=` in

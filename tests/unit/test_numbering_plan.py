@@ -1,4 +1,4 @@
-"""The whole national numbering plan through rpoguard.numbers: every row of tests/numbering_plan.py, then sweeps.
+"""The whole national numbering plan through rpoguard.numbers: every row of support/numbering_plan.py, then sweeps.
 
 The table holds the truth (what the law and libphonenumber's metadata say a string means); every answer
 here is computed by the code under test and compared with it. Two checks keep the table itself honest:
@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterable
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
-from numbering_plan import (
+from rpoguard import constants as c
+from rpoguard.numbers import Number, NumberError, normalize, normalize_caller_id, normalize_fast, normalize_for_import
+from support.numbering_plan import (
     GEOGRAPHIC_CODES,
     MOBILE_PREFIXES,
     PLAN,
@@ -30,8 +32,6 @@ from numbering_plan import (
     refused_rows,
     valid_rows,
 )
-from rpoguard import constants as c
-from rpoguard.numbers import Number, NumberError, normalize, normalize_caller_id, normalize_fast, normalize_for_import
 
 NUMBER_REASONS = {c.INVALID_NUMBER, c.FOREIGN_NUMBER, c.UNSUPPORTED_NUMBER_TYPE}
 LINE_OF_TYPE = {PhoneNumberType.FIXED_LINE: c.LINE_FIXED, PhoneNumberType.MOBILE: c.LINE_MOBILE}

@@ -4,7 +4,7 @@ Every verdict here that comes from libphonenumber's metadata (a 30x mobile is in
 it, 3902123456 reads as a valid number both with and without its 39 as a country code...) is asserted
 against phonenumbers itself next to the case, so a metadata release that changes the facts fails with a
 clear message instead of silently testing nothing. The whole numbering plan, range by range, is in
-tests/numbering_plan.py and test_numbering_plan.py.
+tests/support/numbering_plan.py and test_numbering_plan.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """rpoguard.outfile: a regular file (or a new path) is replaced whole by a temporary file and a rename;
 a device, FIFO, `-` or a link through /proc is written directly; a link's target is written, not the link.
 
-The device tests use a private twin of /dev/null (tests/devices.py), never the machine's own."""
+The device tests use a private twin of /dev/null (tests/support/devices.py), never the machine's own."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devices import FULL, NULL, device_node, is_device
 from rpoguard.outfile import OutputError, open_output
+from support.devices import FULL, NULL, device_node, is_device
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from rawdb import RawDb
 from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.db.sqlite import SqliteStore, _migrations, audit_path
 from rpoguard.db.store import (
@@ -30,6 +29,7 @@ from rpoguard.db.store import (
 )
 from rpoguard.policy.model import Facts
 from rpoguard.timeutil import parse_time, to_us
+from support.rawdb import RawDb
 
 NUM = "+390645678901"
 OTHER_NUM = "+393331234567"

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from test_policy import NUMBER, ORDER_ROWS, RULE_ROWS
 
-from rawdb import RawDb
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import ConsentRecord, ImportMeta, RpoAnswer, Store
 from rpoguard.policy import CallContext, Facts, RpoFacts, decide
 from rpoguard.policy.rpo import latest_moment_of
 from rpoguard.timeutil import to_us
+from support.rawdb import RawDb
 
 ROWS = RULE_ROWS + ORDER_ROWS
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from rawdb import RawDb
 from rpoguard.audit import AuditEntry, AuditRow, chain_hash, verify_chain
 from rpoguard.db.store import (
     CONTRACT_CORRECTED,
@@ -40,6 +39,7 @@ from rpoguard.db.store import (
     Store,
 )
 from rpoguard.timeutil import parse_time, to_us
+from support.rawdb import RawDb
 
 NUM = "+390645678901"
 OTHER = "+393331234567"

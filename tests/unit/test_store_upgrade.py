@@ -14,7 +14,6 @@ it, and then opened by the current store, which upgrades it. The rules being pro
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -26,15 +25,16 @@ from typing import Any
 
 import pytest
 
-from pgfixtures import PgServer, _admin, with_database
-from rawdb import RawDb
 from rpoguard.audit import GENESIS_HASH, AuditEntry, canonical_evidence, chain_hash, verify_chain
 from rpoguard.db import open_store
 from rpoguard.db.copy import copy_database
 from rpoguard.db.rows import CONTROLLER_UNKNOWN
 from rpoguard.db.store import ImportMeta, RpoAnswer, Store
 from rpoguard.timeutil import parse_time, to_us
-from schema1 import (
+from support.aio import run_once
+from support.pgfixtures import PgServer, _admin, with_database
+from support.rawdb import RawDb
+from support.schema1 import (
     CHECKED,
     CLEANSED_SHA,
     NUM,
@@ -69,16 +69,16 @@ def v1_database(backend: str, db_path: Path, request: pytest.FixtureRequest) -> 
         if server is None:
             return v1_sqlite(db_path, principals, rows)
         name = f"rpoguard_v1_{os.getpid()}_{next(_names)}"
-        asyncio.run(_admin(server.admin_url, f'CREATE DATABASE "{name}"'))
+        run_once(_admin(server.admin_url, f'CREATE DATABASE "{name}"'))
         url = with_database(server.admin_url, name)
         made.append(name)
-        asyncio.run(v1_postgres(url, principals, rows))
+        run_once(v1_postgres(url, principals, rows))
         return url
 
     yield build
     if server is not None:
         for name in made:
-            asyncio.run(_admin(server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            run_once(_admin(server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def opened(run: Callable, url: str) -> Store:
@@ -194,16 +194,16 @@ def v2_database(backend: str, db_path: Path, request: pytest.FixtureRequest) -> 
         if server is None:
             return v2_sqlite(path, ["acme"], V2_ROWS, log)
         name = f"rpoguard_v2_{os.getpid()}_{next(_names)}"
-        asyncio.run(_admin(server.admin_url, f'CREATE DATABASE "{name}"'))
+        run_once(_admin(server.admin_url, f'CREATE DATABASE "{name}"'))
         made.append(name)
         url = with_database(server.admin_url, name)
-        asyncio.run(v2_postgres(url, ["acme"], V2_ROWS, log))
+        run_once(v2_postgres(url, ["acme"], V2_ROWS, log))
         return url
 
     yield build
     if server is not None:
         for name in made:
-            asyncio.run(_admin(server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            run_once(_admin(server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_a_log_written_before_the_recording_moment_still_verifies_whole_after_appends(

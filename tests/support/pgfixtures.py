@@ -13,7 +13,6 @@ TEMPLATE is a file copy: tens of milliseconds), and dropped afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
@@ -27,7 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from support.aio import run_once
+
+REPO = Path(__file__).resolve().parents[2]
 ENV_URL = "RPOGUARD_TEST_PG_URL"
 # Per test session: runs that share one server (RPOGUARD_TEST_PG_URL) must not drop each other's template.
 TEMPLATE = f"rpoguard_test_template_{os.getpid()}"
@@ -76,12 +77,12 @@ class PgServer:
         """A new database, migrated (from the template) or quite empty; returns its URL."""
         name = f"rpoguard_t{os.getpid()}_{next(_counter)}"
         template = TEMPLATE if migrated else "template0"
-        asyncio.run(_admin(self.admin_url, f'CREATE DATABASE "{name}" TEMPLATE {template}'))
+        run_once(_admin(self.admin_url, f'CREATE DATABASE "{name}" TEMPLATE {template}'))
         return with_database(self.admin_url, name)
 
     def drop(self, url: str) -> None:
         name = urlsplit(url).path.lstrip("/")
-        asyncio.run(_admin(self.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_once(_admin(self.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -107,13 +108,13 @@ def pg_server() -> Iterator[PgServer]:
         url = done.stdout.strip()
     try:
         template = with_database(url, TEMPLATE)
-        asyncio.run(_admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}"))
-        asyncio.run(_migrate(template))
+        run_once(_admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}"))
+        run_once(_migrate(template))
         yield PgServer(url)
     finally:
         if folder is None:
             with contextlib.suppress(Exception):
-                asyncio.run(_admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+                run_once(_admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
         else:
             subprocess.run([str(REPO / "scripts" / "pg-throwaway"), "stop", folder], check=False, timeout=60)
 

@@ -1,6 +1,6 @@
 """Private twins of the machine's device nodes, for tests of what rpoguard does to an output that is a
 device: made in the test's own folder (``mknod``, root only), so a test that goes wrong destroys its own
-copy and never the real /dev/null. Any test can import it (tests/ is on sys.path like rawdb.py)."""
+copy and never the real /dev/null."""
 
 from __future__ import annotations
 

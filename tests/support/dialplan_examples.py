@@ -1,4 +1,4 @@
-"""The FreePBX examples in dialplan/rpoguard.conf as a test loads them (``from dialplan_examples import ...``).
+"""The FreePBX examples in dialplan/rpoguard.conf as a test loads them (``from support.dialplan_examples import ...``).
 
 The examples are comments in the shipped file, so that including it changes nothing on a PBX that does not
 use them. A test takes the example exactly as shipped and only removes the comment marks, so what runs is
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-PRODUCT_DIALPLAN: Final = Path(__file__).resolve().parents[1] / "dialplan" / "rpoguard.conf"
+PRODUCT_DIALPLAN: Final = Path(__file__).resolve().parents[2] / "dialplan" / "rpoguard.conf"
 HOOK_CONTEXT: Final = "[macro-dialout-trunk-predial-hook]"
 
 

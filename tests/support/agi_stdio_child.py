@@ -1,6 +1,6 @@
 """A classic AGI program for the tests: run_stdio with a fake gate, as Asterisk would start it.
 
-Usage: agi_stdio_child.py MODE DEADLINE [ROUTE]
+Usage: python -m support.agi_stdio_child MODE DEADLINE [ROUTE]
 MODE: allow | raise | slow (the gate takes 0.6 s) | stuck (the gate blocks the event loop for 10 s).
 ROUTE: a route name to pass to run_stdio, or "-" for none.
 Logs go to stderr; "GATE ENTERED" is printed there when the gate is called.
@@ -12,11 +12,10 @@ import logging
 import sys
 import time
 
-from agi_fakes import FakeGate
-
 from rpoguard.agi.routes import build_routes
 from rpoguard.agi.stdio import run_stdio
 from rpoguard.gate import CallRequest, Verdict
+from support.agi_fakes import FakeGate
 
 
 def block_the_event_loop() -> None:

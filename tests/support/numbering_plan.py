@@ -1,8 +1,8 @@
 """The Italian numbering plan as rpoguard must read it: one row per range, length and way of writing it.
 
-``PLAN`` is a truth table for number handling that any test can import (``from numbering_plan import PLAN``;
-tests/ is on sys.path like rawdb.py). Each row is an input as someone writes it (national digits, with or
-without spaces, ``+39``, ``0039``, ``39``) and the answer the law and libphonenumber's Italian metadata
+``PLAN`` is a truth table for number handling that any test can import
+(``from support.numbering_plan import PLAN``). Each row is an input as someone writes it (national digits,
+with or without spaces, ``+39``, ``0039``, ``39``) and the answer the law and libphonenumber's Italian metadata
 give: the E.164 number and line type rpoguard may call, or the reason code it refuses it with.
 
 The ranges come from libphonenumber's metadata for IT and VA (phonenumbers 9.0.x, read with

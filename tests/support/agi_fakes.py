@@ -17,57 +17,10 @@ from dataclasses import dataclass, field
 
 from rpoguard.constants import ALLOW, BLOCK, CHANNEL_ALLOW, CHANNEL_BLOCK, VAR_DECISION
 from rpoguard.gate import CallRequest, GateError, OptoutRequest, OptoutResult, PendingVerdict, Verdict
+from support.agi_env import CHANNEL_ENV
 
-# What Asterisk 22 sends for AGI(agi://127.0.0.1:4573/check?campaign=C1,0612345678), byte for byte
-# (setup_env order; agi_accountcode is empty; a blank line ends it).
-RECORDED_CHECK_ENV = (
-    b"agi_network: yes\n"
-    b"agi_network_script: check?campaign=C1\n"
-    b"agi_request: agi://127.0.0.1:4573/check?campaign=C1\n"
-    b"agi_channel: Local/0612345678@outbound-acme-00000001;2\n"
-    b"agi_language: it\n"
-    b"agi_type: Local\n"
-    b"agi_uniqueid: 1732761234.17\n"
-    b"agi_version: 22.1.0\n"
-    b"agi_callerid: 0694801234\n"
-    b"agi_calleridname: ACME Srl\n"
-    b"agi_callingpres: 0\n"
-    b"agi_callingani2: 0\n"
-    b"agi_callington: 0\n"
-    b"agi_callingtns: 0\n"
-    b"agi_dnid: unknown\n"
-    b"agi_rdnis: unknown\n"
-    b"agi_context: rpoguard-check\n"
-    b"agi_extension: s\n"
-    b"agi_priority: 4\n"
-    b"agi_enhanced: 0.0\n"
-    b"agi_accountcode: \n"
-    b"agi_threadid: 140170378913344\n"
-    b"agi_arg_1: 0612345678\n"
-    b"\n"
-)
-
-_BASE_ENV: tuple[tuple[str, bytes], ...] = (
-    ("agi_channel", b"Local/0612345678@outbound-acme-00000001;2"),
-    ("agi_language", b"it"),
-    ("agi_type", b"Local"),
-    ("agi_uniqueid", b"1732761234.17"),
-    ("agi_version", b"22.1.0"),
-    ("agi_callerid", b"0694801234"),
-    ("agi_calleridname", b"ACME Srl"),
-    ("agi_callingpres", b"0"),
-    ("agi_callingani2", b"0"),
-    ("agi_callington", b"0"),
-    ("agi_callingtns", b"0"),
-    ("agi_dnid", b"unknown"),
-    ("agi_rdnis", b"unknown"),
-    ("agi_context", b"rpoguard-check"),
-    ("agi_extension", b"s"),
-    ("agi_priority", b"4"),
-    ("agi_enhanced", b"0.0"),
-    ("agi_accountcode", b""),
-    ("agi_threadid", b"140170378913344"),
-)
+# The channel lines of the recorded environment (support/agi_env.py), as bytes.
+_BASE_ENV: tuple[tuple[str, bytes], ...] = tuple((key, value.encode()) for key, value in CHANNEL_ENV)
 
 USAGE_520 = (
     b"520-Invalid command syntax.  Proper usage follows:\n"

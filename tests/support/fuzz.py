@@ -1,4 +1,4 @@
-"""Hypothesis settings shared by the fuzz tests (a plain module: ``conftest`` is not importable by name).
+"""Hypothesis settings shared by the fuzz tests.
 
 Every Hypothesis test here is deterministic (``derandomize=True``, no example database) and bounded
 (``max_examples``), so the whole folder runs in well under a minute and fails the same way twice.
