@@ -1,4 +1,4 @@
-"""The `rpoguard` command (architecture.md §4). Exit codes: 0 success / ALLOW, 1 BLOCK (or a broken audit
+"""The `rpoguard` command (docs/architecture.md §4). Exit codes: 0 success / ALLOW, 1 BLOCK (or a broken audit
 chain), 2 a usage or data error, with a message that names what and where.
 
 main() parses the command line (parser.py assembles it from one module per command group), then runs the
