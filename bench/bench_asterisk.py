@@ -1,7 +1,7 @@
 """Part 4 of the gate benchmarks: the time the gate adds to call setup in a real Asterisk 22.
 
     python bench/bench_asterisk.py [--calls 200]       (as root; builds a 1 M store of its own)
-    python bench/bench_gate.py --asterisk ...          (uses bench_gate's store)
+    python bench/bench_gate.py --asterisk ...          (the store of benchstore.py)
 
 Asterisk runs from the e2e root file system (tests/e2e/harness.py; cached under /var/cache/rpoguard-e2e,
 built by scripts/build-asterisk-rootfs). Each call is originated into one of these contexts, in turn, so
@@ -42,12 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import clockshift  # noqa: E402
+from benchstore import build_store, call_time, draw_numbers  # noqa: E402
 from common import (  # noqa: E402
     bench_dir,
     empty_config,
     free_port,
     markdown_table,
     percentile,
+    remove_db,
     rpoguard_env,
     venv_bin,
     wait_for_port,
@@ -283,16 +285,14 @@ def main() -> None:
     parser.add_argument("--lock-held", action="store_true",
                         help="the caller holds the e2e session lock (an e2e test running this script)")
     args = parser.parse_args()
-    import bench_gate  # noqa: PLC0415
-
     folder = bench_dir()
     env = rpoguard_env(empty_config(folder))
-    store = bench_gate.build_store(folder / "asterisk-bench.db", int(args.size * 1e6), bench_gate.call_time(), env)
+    store = build_store(folder / "asterisk-bench.db", int(args.size * 1e6), call_time(), env)
     try:
-        run(store.path, bench_gate.draw_numbers(store.layout, args.calls, seed=11), env, quick=False,
+        run(store.path, draw_numbers(store.layout, args.calls, seed=11), env, quick=False,
             calls=args.calls, at=store.at, lock_held=args.lock_held)
     finally:
-        bench_gate.remove_db(store.path)
+        remove_db(store.path)
 
 
 if __name__ == "__main__":

@@ -43,15 +43,11 @@ from pathlib import Path
 import clockshift
 import loadgen
 from bench_gate import (
-    CALLER_ID,
-    CAMPAIGN,
-    build_store,
-    call_time,
-    draw_numbers,
     proc_status,
     shift_to,
     start_server,
 )
+from benchstore import CALLER_ID, CAMPAIGN, build_store, call_time, draw_numbers
 from common import (
     bench_dir,
     empty_config,

@@ -37,13 +37,11 @@ import loadgen
 from bench_gate import (
     Server,
     audit_rows,
-    build_store,
-    call_time,
-    draw_numbers,
     machine_state,
     proc_cpu_s,
     start_server,
 )
+from benchstore import build_store, call_time, draw_numbers
 from common import (
     bench_dir,
     empty_config,
