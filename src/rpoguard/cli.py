@@ -31,7 +31,6 @@ from rpoguard.anchor import (
     AnchorError,
     AnchorReport,
     AnchorWriter,
-    configure,
     load_key,
     report_lines,
     verify_anchored,
@@ -40,8 +39,7 @@ from rpoguard.anchor import (
 from rpoguard.audit import VerifyReport, export_rows
 from rpoguard.config import EVENT_LOOPS, MAX_PORT, Config, ConfigError, load_config
 from rpoguard.constants import ALLOW, SOURCE_CLI, reason_text
-from rpoguard.db import is_postgres_url, open_store
-from rpoguard.db.sqlite import audit_path
+from rpoguard.db import open_store
 from rpoguard.db.store import (
     CONTRACT_CORRECTED,
     CONTRACT_ENDED,
@@ -1021,7 +1019,6 @@ async def cmd_audit_anchor(args: argparse.Namespace, store: Store, config: Confi
         return EXIT_OK
     # This command's anchor writer, so that the head also goes to the system log like the gate's.
     writer = AnchorWriter(path, key, DEFAULT_LOG_INTERVAL)
-    configure(writer)
     try:
         written = writer.append(chain.rows, chain.head_hash)
     except OSError as exc:
@@ -1047,10 +1044,7 @@ async def cmd_audit_export(args: argparse.Namespace, store: Store, config: Confi
 async def _supervised_store(config: Config) -> SupervisedStore:
     """The servers open the database themselves, under supervision: they start and stay up without one,
     blocking every call with engine_error until the database is (back) in place."""
-    data = Path(config.db)
-    # PostgreSQL has no files to watch: the pool reconnects by itself, and a failed open is retried.
-    paths = [] if is_postgres_url(config.db) else [data, audit_path(data)]
-    supervised = SupervisedStore(lambda: open_store(config.db, create=False), paths)
+    supervised = SupervisedStore.for_database(config.db, anchor=writer_from_config(config.audit, config.db))
     await supervised.start()
     return supervised
 
@@ -1555,12 +1549,12 @@ CREATES_DATABASE: frozenset[Handler] = frozenset({
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
     handler: Handler = args.handler
-    # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
-    configure(writer_from_config(config.audit, config.db))
     if handler in (cmd_serve, cmd_ari, cmd_db_copy):
         # These open their databases themselves (the servers under supervision).
         return await handler(args, None, config)  # type: ignore[arg-type]
-    async with open_store(config.db, create=handler in CREATES_DATABASE) as store:
+    # The decision writer anchors each group commit with it (rpoguard.anchor).
+    anchor = writer_from_config(config.audit, config.db)
+    async with open_store(config.db, create=handler in CREATES_DATABASE, anchor=anchor) as store:
         return await handler(args, store, config)
 
 

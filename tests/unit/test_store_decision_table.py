@@ -25,7 +25,7 @@ from rawdb import RawDb
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import ConsentRecord, ImportMeta, RpoAnswer, Store
 from rpoguard.policy import CallContext, Facts, RpoFacts, decide
-from rpoguard.policy.rpo import latest_moment_of
+from rpoguard.policy.rpo import latest_moment_of, with_rpo_summary
 from rpoguard.timeutil import to_us
 
 ROWS = RULE_ROWS + ORDER_ROWS
@@ -120,7 +120,7 @@ def test_stored_facts_give_the_tables_answer(
     campaign_id = f.campaign.id if f.campaign is not None else "spring-offers"
     # As the gate does: a number that failed normalisation never reaches the store.
     number = None if ctx.number_error else NUMBER
-    stored = run(store.facts(number, f.line_type, campaign_id, ctx.at))
+    stored = with_rpo_summary(run(store.facts(number, f.line_type, campaign_id, ctx.at)), ctx.at)
 
     decision = decide(stored, ctx)
     assert (decision.reasons, decision.basis if not decision.reasons else None) == (

@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import date, datetime
 from importlib import resources
 from time import time_ns
@@ -29,8 +29,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from rpoguard.audit import AuditEntry, AuditRow, chain_hash
-from rpoguard.constants import ALLOW, SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.anchor import AnchorWriter
+from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
 from rpoguard.db.history import (
     CONSENT_CONFLICTS_SQL,
     CONSENT_FILE_CONFLICTS_SQL,
@@ -45,6 +47,7 @@ from rpoguard.db.history import (
     contract_notes,
 )
 from rpoguard.db.rows import (
+    AUDIT_COLUMNS,
     BATCH,
     DUE_STALE,
     EVIDENCE_FILES_SQL,
@@ -53,6 +56,8 @@ from rpoguard.db.rows import (
     ListDialect,
     Query,
     attach_files,
+    audit_row,
+    audit_rows_query,
     batches,
     campaigns_query,
     consent_item,
@@ -97,7 +102,6 @@ from rpoguard.db.store import (
     NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
-    AttemptCapReached,
     ConsentRecord,
     ContractOutcome,
     ContractRecord,
@@ -123,6 +127,7 @@ from rpoguard.db.store import (
     StoreError,
     StoreUnavailable,
 )
+from rpoguard.db.tables import Table, TableRows, select_sql, to_common
 from rpoguard.db.upgrade import (
     ANSWER_COUNTS_SQL,
     ANSWERS_PER_PRINCIPAL,
@@ -237,9 +242,6 @@ SELECT json_build_array(
 )::text
 """
 
-_AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
-                  " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us")
-
 # Run after the head row is locked: a new statement, so a new snapshot in which every append that held
 # the lock before is committed. The ALLOW counts of the group's caps come back in the group's order.
 _HEAD_SQL = """
@@ -256,18 +258,13 @@ FROM audit_head h WHERE h.id = 1
 # The group's rows and the new head in one statement.
 _INSERT_SQL = f"""
 WITH added AS (
-  INSERT INTO audit_log ({_AUDIT_COLUMNS})
+  INSERT INTO audit_log ({AUDIT_COLUMNS})
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
                        $15::text[], $16::text[], $17::text[], $18::bigint[])
 )
 UPDATE audit_head SET seq = $19::bigint, hash = $20::text WHERE id = 1
 """
-
-
-def _until(entry: AuditEntry, cap: AttemptCap) -> int:
-    """The end (exclusive) of the cap's window around a decision: as long after it as the window is before."""
-    return entry.ts_us + (entry.ts_us - cap.since_us)
 
 
 def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -284,62 +281,27 @@ _LISTS = ListDialect(
 )
 
 
-class _PgAuditAppender:
-    """Group commit for the decision log: decisions that arrive while a group's transaction is in flight
-    go into the next one together. None is dropped; each caller gets its own row or its own error. One
-    dedicated connection, so the head lock is taken once per group, not once per decision."""
+class _PgAuditLog:
+    """How PostgreSQL writes one group of the shared writer (db/audit_writer.py), as a task on the loop.
+    One dedicated connection, so the head lock is taken once per group, not once per decision."""
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], where: str) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], where: str,
+                 anchor: AnchorWriter | None) -> None:
         self._connect = connect
         self._where = where
+        self._anchor = anchor
         self._con: asyncpg.Connection | None = None
-        self._pending: list[tuple[AuditEntry, AttemptCap | None, asyncio.Future[AuditRow]]] = []
-        self._task: asyncio.Task[None] | None = None
-        self.groups = 0
-        from rpoguard.anchor import current_writer  # noqa: PLC0415 -- the anchor hook, as in SQLite's writer
 
-        self._anchor = current_writer
+    def start(self, group: list[Queued]) -> asyncio.Future[list[Outcome]]:
+        return asyncio.ensure_future(self._write(group))
 
-    async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AuditRow] = loop.create_future()
-        self._pending.append((entry, cap, future))
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
-        return await future
+    def error(self, exc: BaseException) -> StoreError | None:
+        return _pg_error(exc, self._where) if isinstance(exc, Exception) else None
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                # A caller that gave up before its group started is not written: its call was refused.
-                group = [item for item in self._pending if not item[2].cancelled()]
-                self._pending = []
-                if not group:
-                    continue
-                try:
-                    results = await self._write([(e, c) for e, c, _ in group])
-                except Exception as exc:
-                    error = _pg_error(exc, self._where)
-                    for _, _, future in group:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                except BaseException as exc:
-                    for _, _, future in group:
-                        if not future.done():
-                            future.set_exception(StoreError(f"audit log: {type(exc).__name__}: {exc}"))
-                    raise
-                for (_, _, future), result in zip(group, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, AttemptCapReached):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._task = None
+    def committed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to do: the server checkpoints by itself."""
 
-    async def _write(self, items: list[tuple[AuditEntry, AttemptCap | None]]) -> list[AuditRow | AttemptCapReached]:
+    async def _write(self, group: list[Queued]) -> list[Outcome]:
         if self._con is None or self._con.is_closed():
             self._con = await self._connect()
         con = self._con
@@ -350,53 +312,24 @@ class _PgAuditAppender:
             # SERIALIZABLE default the lock fails with a serialisation error instead).
             await con.execute("BEGIN ISOLATION LEVEL READ COMMITTED;"
                               " SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
-            # The window reaches as far after the decision as before it. Decisions of several nodes (and the
-            # concurrent sessions of one) are stamped when they start and committed in lock order, so an
-            # ALLOW stamped a few milliseconds later may already be in: it must count, or two calls would
-            # each see the other "in the future" and both pass the cap. (A decision is recorded only for
-            # the moment it is made: `check --at` records nothing, so no back-dated call reaches here.)
-            caps = [(cap.number, cap.principal_id, cap.since_us, _until(entry, cap)) for entry, cap in items if cap]
-            head = await con.fetchrow(_HEAD_SQL, *([list(col) for col in zip(*caps, strict=True)] if caps
-                                                   else [[], [], [], []]))
+            windows = cap_windows(group)
+            head = await con.fetchrow(_HEAD_SQL, [w.number for w in windows], [w.principal_id for w in windows],
+                                      [w.since_us for w in windows], [w.until_us for w in windows])
             if head is None:
                 raise StoreError(f"database {self._where}: the audit chain head is missing")
-            seq, prev = int(head["seq"]), str(head["hash"])
             # The moment the group is written, once the head is locked: one clock read per group (this
             # node's clock, as SQLite's writer uses its own).
             recorded_us = time_ns() // 1000
-            stored_allows = iter(head["allows"])
-            allowed_in_group: dict[tuple[str, str], list[int]] = {}
-            results: list[AuditRow | AttemptCapReached] = []
-            rows: list[tuple[Any, ...]] = []
-            for entry, cap in items:
-                if cap is not None:
-                    stored = next(stored_allows)
-                    earlier = allowed_in_group.get((cap.number, cap.principal_id), [])
-                    allows = stored + sum(1 for ts in earlier if cap.since_us < ts < _until(entry, cap))
-                    if allows >= cap.max_allows:
-                        results.append(AttemptCapReached(allows))
-                        continue
-                seq += 1
-                digest = chain_hash(seq, entry, prev, recorded_us)
-                rows.append((seq, entry.decision_id, entry.ts_us, entry.number, entry.raw_number, entry.campaign_id,
-                             entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
-                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest, recorded_us))
-                results.append(AuditRow(seq, entry, prev, digest, recorded_us))
-                prev = digest
-                if entry.decision == ALLOW and entry.number and entry.principal_id:
-                    allowed_in_group.setdefault((entry.number, entry.principal_id), []).append(entry.ts_us)
-            if rows:
-                await con.execute(_INSERT_SQL, *_audit_columns(rows), seq, prev)
+            chained = chain_group(group, int(head["seq"]), str(head["hash"]), head["allows"], recorded_us)
+            if chained.rows:
+                await con.execute(_INSERT_SQL, *_audit_columns(chained.rows), chained.seq, chained.hash)
             await con.execute("COMMIT")
         except BaseException:
             await self._abandon()
             raise
-        self.groups += 1
-        anchor = self._anchor()
-        if rows and anchor is not None:
-            # Before the callers are answered, so every answered decision is anchored; never raises.
-            await asyncio.get_running_loop().run_in_executor(None, anchor.record, seq, prev)
-        return results
+        if chained.rows and self._anchor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, anchor_group, self._anchor, chained)
+        return chained.outcomes
 
     async def _abandon(self) -> None:
         """Roll back after a failure; a connection in an unknown state is closed and made anew next time."""
@@ -411,15 +344,10 @@ class _PgAuditAppender:
             con.terminate()
 
     async def close(self) -> None:
-        while self._task is not None:
-            await self._task
         if self._con is not None:
             con, self._con = self._con, None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(con.close(), CONNECT_TIMEOUT)
-        anchor = self._anchor()
-        if anchor is not None:
-            anchor.flush()
 
 
 async def _keep_session(con: asyncpg.Connection) -> None:
@@ -430,8 +358,11 @@ async def _keep_session(con: asyncpg.Connection) -> None:
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True) -> None:
+    def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True,
+                 anchor: AnchorWriter | None = None) -> None:
         self.create = create
+        # Anchors each group commit of the decision log (rpoguard.anchor); None: no anchoring.
+        self.anchor = anchor
         if url.startswith("postgres://"):
             url = "postgresql://" + url.removeprefix("postgres://")
         self.url = url
@@ -439,7 +370,7 @@ class PostgresStore(Store):
         self.pool_min = pool_min
         self.pool_max = pool_max
         self._pool: asyncpg.Pool | None = None
-        self._appender: _PgAuditAppender | None = None
+        self._appender: AuditWriter | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -469,7 +400,7 @@ class PostgresStore(Store):
                 reset=_keep_session)
         except Exception as exc:
             raise _pg_error(exc, self.where) from exc
-        self._appender = _PgAuditAppender(self._connect, self.where)
+        self._appender = AuditWriter(_PgAuditLog(self._connect, self.where, self.anchor), self.where, self.anchor)
 
     async def _migrate(self, con: asyncpg.Connection) -> None:
         # One transaction under a lock: nodes and commands that start together on a new database migrate
@@ -523,6 +454,34 @@ class PostgresStore(Store):
         return int(await self._call(lambda: self.pool.fetchval("SELECT coalesce(max(version), 0)"
                                                                " FROM rpoguard_schema")))
 
+    # -- the whole database (db copy) -------------------------------------------------------------------
+
+    async def read_tables(self, tables: Sequence[Table]) -> TableRows:
+        async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
+            return {table.name: [to_common(table, tuple(row)) for row in await con.fetch(select_sql(table))]
+                    for table in tables}
+
+    async def first_table_with_rows(self, tables: Sequence[Table]) -> str | None:
+        for table in tables:
+            if await self.pool.fetchval(f"SELECT 1 FROM {table.name} LIMIT 1"):
+                return table.name
+        return None
+
+    async def write_tables(self, tables: Sequence[Table], data: TableRows) -> None:
+        async with self.pool.acquire() as con, con.transaction():
+            for table in tables:
+                await con.copy_records_to_table(table.name, records=data[table.name], columns=list(table.columns))
+                if table.identity:
+                    # New rows continue after the copied ids.
+                    await con.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{table.identity}'),"
+                        f" coalesce((SELECT max({table.identity}) FROM {table.name}), 0) + 1, false)")
+                if table.name == "audit_log" and data[table.name]:
+                    # The chain goes on from the last copied row.
+                    last = dict(zip(table.columns, data[table.name][-1], strict=True))
+                    await con.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+                                      last["seq"], last["hash"])
+
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
             return await operation()
@@ -535,12 +494,15 @@ class PostgresStore(Store):
                     at: datetime) -> Facts:
         # One prepared statement (asyncpg caches it per connection), one round trip.
         document = await self._call(lambda: self.pool.fetchval(FACTS_SQL, campaign_id, number, to_us(at)))
-        return facts_from_document(number, line_type, document, at)
+        return facts_from_document(number, line_type, document)
 
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
+        return await self.start_decision(entry, cap)
+
+    def start_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> asyncio.Future[AuditRow]:
         if self._appender is None:
             raise StoreError("database is not open")
-        return await self._appender.append(entry, cap)
+        return self._appender.submit(entry, cap)
 
     # -- reference data ----------------------------------------------------------------------------
 
@@ -1076,23 +1038,5 @@ class PostgresStore(Store):
 
     # -- the decision log --------------------------------------------------------------------------
 
-    async def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
-        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_log"
-        clauses, params = [], []
-        if start_us is not None:
-            params.append(start_us)
-            clauses.append(f"ts_us >= ${len(params)}")
-        if end_us is not None:
-            params.append(end_us)
-            clauses.append(f"ts_us < ${len(params)}")
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY seq"
-        try:
-            async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
-                async for r in con.cursor(sql, *params, prefetch=BATCH):
-                    entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-                                       r[12], r[13], r[14])
-                    yield AuditRow(r[0], entry, r[15], r[16], r[17])
-        except _DB_ERRORS as exc:
-            raise _pg_error(exc, self.where) from exc
+    def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
+        return self._stream(audit_rows_query(start_us, end_us), audit_row)

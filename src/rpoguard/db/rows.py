@@ -14,6 +14,7 @@ from datetime import date, datetime, time
 from itertools import islice
 from typing import Any
 
+from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.db.store import (
     FACT_CONSENT,
     NOTE_END_CORRECTED,
@@ -36,7 +37,6 @@ from rpoguard.policy.model import (
     OptoutFacts,
     RpoAnswerFacts,
 )
-from rpoguard.policy.rpo import summarize_rpo
 from rpoguard.timeutil import ROME, from_us, iso, to_us
 
 BATCH = 10_000
@@ -60,9 +60,10 @@ def iso_opt(value: int | None) -> str | None:
     return iso(from_us(value)) if value is not None else None
 
 
-def facts_from_document(number: str | None, line_type: str | None, document: str | None, at: datetime) -> Facts:
-    """The facts statement's one JSON document (one decode per call instead of one per part), for a
-    decision at `at`."""
+def facts_from_document(number: str | None, line_type: str | None, document: str | None) -> Facts:
+    """The facts statement's one JSON document (one decode per call instead of one per part). The RPO
+    answers come raw (Facts.rpo_answers): what they say at the call time is the policy's reading
+    (policy.rpo.summarize_rpo), applied by the gate."""
     parts = json.loads(document) if document else None
     campaign_j, rpo_j, listing_j, consents_j, contracts_j, optouts_j, allows = parts or (
         None, None, None, None, None, None, 0)
@@ -71,10 +72,10 @@ def facts_from_document(number: str | None, line_type: str | None, document: str
         cid, principal, automated, max_attempts, per_days, caller_ids = campaign_j
         campaign = CampaignFacts(cid, principal, bool(automated), max_attempts, per_days,
                                  frozenset(caller_ids or ()))
-    rpo = summarize_rpo([
+    rpo_answers = tuple(
         RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), opt_dt(registered_us), import_id)
         for result_id, checked_us, registered, registered_us, import_id in rpo_j or ()
-    ], at)
+    )
     listing = None
     if listing_j:
         import_id, listed_us = listing_j
@@ -88,7 +89,8 @@ def facts_from_document(number: str | None, line_type: str | None, document: str
         for kid, start, end in contracts_j or ()
     )
     optouts = tuple(OptoutFacts(oid, principal, from_us(at)) for oid, principal, at in optouts_j or ())
-    return Facts(number, line_type, campaign, rpo, listing, consents, contracts, optouts, int(allows or 0))
+    return Facts(number, line_type, campaign, None, listing, consents, contracts, optouts, int(allows or 0),
+                 rpo_answers)
 
 
 # `registry due`: the numbers a principal must submit to the RPO. The SQL is the same on both backends but
@@ -271,6 +273,26 @@ def decision_item(row: Sequence[Any]) -> EvidenceItem:
         "decision": decision, "reasons": [code for code in reasons.split(",") if code], "basis": basis,
         "evidence": json.loads(evidence), "source": source, "uniqueid": uniqueid, "hash": digest,
         "recorded_at": iso_opt(recorded_us)})
+
+# -- the decision log ------------------------------------------------------------------------------------
+
+AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
+                 " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us")
+
+
+def audit_rows_query(start_us: int | None, end_us: int | None) -> Query:
+    """The log's rows in sequence order, optionally limited to start <= time < end."""
+    clauses = [("ts_us >= :start", "start", start_us), ("ts_us < :end", "end", end_us)]
+    params = {name: value for _, name, value in clauses if value is not None}
+    where = [sql for sql, _, value in clauses if value is not None]
+    return f"SELECT {AUDIT_COLUMNS} FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "") + \
+        " ORDER BY seq", params
+
+
+def audit_row(r: Sequence[Any]) -> AuditRow:
+    """A row of AUDIT_COLUMNS."""
+    return AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16], r[17])
+
 
 # -- lists: what is stored, for `rpoguard principal|campaign|consent|contract|optout list` ----------------
 # The SQL is shared (:name parameters; PostgreSQL's store rewrites them) but for what ListDialect says.

@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from time import monotonic, time_ns
+from time import time_ns
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
+from rpoguard.anchor import AnchorWriter
+from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow
 from rpoguard.config import secure_path
-from rpoguard.constants import ALLOW, SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
 from rpoguard.db.history import (
     CONSENT_CONFLICTS_SQL,
     CONSENT_FILE_CONFLICTS_SQL,
@@ -50,6 +50,7 @@ from rpoguard.db.history import (
     contract_notes,
 )
 from rpoguard.db.rows import (
+    AUDIT_COLUMNS,
     DUE_STALE,
     EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
@@ -57,6 +58,8 @@ from rpoguard.db.rows import (
     ListDialect,
     Query,
     attach_files,
+    audit_row,
+    audit_rows_query,
     batches,
     campaigns_query,
     consent_item,
@@ -101,7 +104,6 @@ from rpoguard.db.store import (
     NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
-    AttemptCapReached,
     ConsentRecord,
     ContractOutcome,
     ContractRecord,
@@ -126,6 +128,7 @@ from rpoguard.db.store import (
     StoredPrincipal,
     StoreError,
 )
+from rpoguard.db.tables import Table, TableRows, select_sql, to_common, to_sqlite
 from rpoguard.db.upgrade import (
     ANSWER_COUNTS_SQL,
     ANSWERS_PER_PRINCIPAL,
@@ -289,11 +292,7 @@ def _answers_owner_note(con: sqlite3.Connection) -> str | None:
     return answers_owner_note(AnswerOwnership(answers, attributed, principals, files))
 
 
-_INSERT_AUDIT = (
-    "INSERT INTO audit_log (seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id,"
-    " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
+_INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({','.join('?' * 18)})"
 
 
 # Memory-map the files for the per-call probe: pages come straight from the page cache, no read() copy.
@@ -301,8 +300,6 @@ _INSERT_AUDIT = (
 # memory only).
 PROBE_MMAP_BYTES = 8 << 30
 PROBE_BUSY_TIMEOUT_MS = 100
-# A decision log that cannot be written is logged once per cause, then at most once a minute.
-FAILURE_LOG_INTERVAL = 60.0
 # How often the audit log's write-ahead log is copied into its file, off the commit path.
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -317,134 +314,35 @@ def _open_probe(path: str, audit: str) -> sqlite3.Connection:
     return probe
 
 
-_Pending = tuple[AuditEntry, "AttemptCap | None", "asyncio.Future[AuditRow]", threading.Event]
+# The log's head, and the ALLOWs one cap counts (policy.attempts.CapWindow), read by the writer thread
+# once it holds the write lock.
+_HEAD_SQL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_ALLOWS_SQL = ("SELECT count(*) FROM audit_log WHERE number = ? AND principal_id = ? AND decision = 'allow'"
+               " AND ts_us > ? AND ts_us < ?")
 
 
-def _note_gave_up(gave_up: threading.Event, future: asyncio.Future[AuditRow]) -> None:
-    if future.cancelled():
-        gave_up.set()
+class _SqliteAuditLog:
+    """How SQLite writes one group of the shared writer (db/audit_writer.py): a plain sqlite3 connection
+    owned by one dedicated thread, so a whole group (chain head, cap counts, inserts, commit, anchor) is
+    one hop off the event loop. synchronous=FULL: one fsync per commit."""
 
-
-def _fail_all(group: list[_Pending], error: Exception) -> int:
-    """Give `error` to every caller of the group still waiting; how many were."""
-    waiting = [future for _, _, future, _ in group if not future.done()]
-    for future in waiting:
-        future.set_exception(error)
-    return len(waiting)
-
-
-class _AuditAppender:
-    """Group commit for the decision log. A decision is answered only once its row is durable
-    (synchronous=FULL: one fsync per commit), so decisions that arrive while a commit is in progress wait
-    and go into the next transaction together: one fsync for the group instead of one per call, and one
-    thread hop. No decision whose caller still waits is dropped; each caller gets its own row or its own
-    error. A caller that gave up (its session deadline passed) gets no row: its call was refused.
-
-    The writer is a plain sqlite3 connection owned by one dedicated thread, so a whole group (chain heads,
-    cap checks, inserts, commit) is one hop off the event loop.
-    """
-
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int, anchor: AnchorWriter | None) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self._anchor = anchor
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpoguard-audit")
         self._con: sqlite3.Connection | None = None
-        # Checkpoints run in their own thread and connection (see _checkpoint_if_due).
+        # Checkpoints run in their own thread and connection (see committed).
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpoguard-checkpoint")
         self._checkpoint_con: sqlite3.Connection | None = None
         self._checkpoint_running = False
         self._last_checkpoint = 0.0
-        self._pending: list[_Pending] = []
-        self._in_flight: asyncio.Future[list[Any]] | None = None
-        self._starting = False  # a group start is scheduled (submit)
-        self.groups = 0  # commits so far, for tests and the benchmark
-        # Causes of failed writes reported by _report since the last good one, with when: once per minute.
-        self._failing: dict[str, float] = {}
-        # The process's anchor writer (rpoguard.anchor), looked up per group: configured once per process,
-        # possibly after this store was opened.
-        from rpoguard.anchor import current_writer  # noqa: PLC0415 -- the anchor hook is local to this class
 
-        self._anchor = current_writer
+    def start(self, group: list[Queued]) -> asyncio.Future[list[Outcome]]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._write, group)
 
-    def submit(self, entry: AuditEntry, cap: AttemptCap | None) -> asyncio.Future[AuditRow]:
-        """Queue a decision; when no commit is in flight its group starts with the event loop's next
-        callback, before any I/O is polled, so the commit (an fsync) runs while the front end talks to the
-        PBX. Started from a task as before, it began only after the PBX's reply to the next command: 0.3
-        ms later for a lone call (strace of one session on the dev VM). Decisions submitted in the same
-        loop pass share the group. Cancelling the future before its group starts keeps the decision out."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AuditRow] = loop.create_future()
-        # Set when the caller gives up; read by the writer thread once it holds the write lock.
-        gave_up = threading.Event()
-        future.add_done_callback(functools.partial(_note_gave_up, gave_up))
-        self._pending.append((entry, cap, future, gave_up))
-        if self._in_flight is None and not self._starting:
-            self._starting = True
-            loop.call_soon(self._start_group, loop)
-        return future
-
-    async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
-        return await self.submit(entry, cap)
-
-    def _start_group(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A caller that gave up (its session deadline passed) before its group started is not written:
-        # its call was refused, and it must not count as an attempt.
-        self._starting = False
-        group = [item for item in self._pending if not item[2].done()]
-        self._pending = []
-        if not group:
-            return
-        try:
-            in_flight = loop.run_in_executor(self._executor, self._write, [(e, c, g) for e, c, _, g in group])
-        except RuntimeError as exc:  # the writer thread is shut down: the store is closing
-            _fail_all(group, StoreError(f"audit log: {exc}"))
-            return
-        self._in_flight = in_flight
-        in_flight.add_done_callback(functools.partial(self._group_done, group))
-
-    def _group_done(self, group: list[_Pending], in_flight: asyncio.Future[list[Any]]) -> None:
-        """Runs on the event loop when a group's transaction has ended: answer its callers, then start
-        the group that queued up meanwhile."""
-        self._in_flight = None
-        loop = in_flight.get_loop()
-        try:
-            self._answer(group, in_flight)
-        finally:
-            if self._pending and not self._starting:
-                self._start_group(loop)
-
-    def _answer(self, group: list[_Pending], in_flight: asyncio.Future[list[Any]]) -> None:
-        exc = StoreError("audit log: write cancelled") if in_flight.cancelled() else in_flight.exception()
-        if isinstance(exc, sqlite3.Error):
-            error = _store_error(exc, self.path)
-            if not _fail_all(group, error):
-                # Every caller already gave up (the write waited past their deadlines, e.g. on another
-                # writer's lock), so the gate, which logs its errors once per cause, never hears of it:
-                # say it here, as the gate would.
-                self._report(error)
-            return
-        if exc is not None:
-            log.error("audit log writer failed: %s: %s", type(exc).__name__, exc)
-            _fail_all(group, StoreError(f"audit log: {type(exc).__name__}: {exc}"))
-            return
-        if self._failing:
-            log.warning("decision log writable again: %s", self.path)
-            self._failing.clear()
-        for (_, _, future, _), result in zip(group, in_flight.result(), strict=True):
-            if future.done() or result is None:
-                continue
-            if isinstance(result, AttemptCapReached):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        self._checkpoint_if_due(loop=in_flight.get_loop())
-
-    def _report(self, error: StoreError) -> None:
-        cause = str(error)
-        now = monotonic()
-        if now - self._failing.get(cause, -FAILURE_LOG_INTERVAL) >= FAILURE_LOG_INTERVAL:
-            self._failing[cause] = now
-            log.error("decision log cannot be written, calls are blocked (engine_error): %s", cause)
+    def error(self, exc: BaseException) -> StoreError | None:
+        return _store_error(exc, self.path) if isinstance(exc, sqlite3.Error) else None
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
@@ -456,7 +354,28 @@ class _AuditAppender:
             self._con.execute("PRAGMA wal_autocheckpoint = 0")
         return self._con
 
-    def _checkpoint_if_due(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _write(self, group: list[Queued]) -> list[Outcome]:
+        """Runs in the writer thread: one transaction for the whole group."""
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # The moment the group is written, once the write lock is held: one clock read per group.
+            recorded_us = time_ns() // 1000
+            last = con.execute(_HEAD_SQL).fetchone()
+            seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
+            allows = [con.execute(_ALLOWS_SQL, (w.number, w.principal_id, w.since_us, w.until_us)).fetchone()[0]
+                      for w in cap_windows(group)]
+            chained = chain_group(group, seq, prev, allows, recorded_us)
+            con.executemany(_INSERT_AUDIT, chained.rows)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        anchor_group(self._anchor, chained)
+        return chained.outcomes
+
+    def committed(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start a PASSIVE checkpoint in the checkpoint thread at most once a CHECKPOINT_INTERVAL_S: it
         copies what it can without waiting for (or holding up) the writer, so the log stays short and
         commits never pay for it."""
@@ -480,65 +399,7 @@ class _AuditAppender:
             # A later one retries; the log only grows meanwhile, no decision is affected.
             log.warning("audit log checkpoint failed: %s", future.exception())
 
-    def _write(
-        self, items: list[tuple[AuditEntry, AttemptCap | None, threading.Event]]
-    ) -> list[AuditRow | AttemptCapReached | None]:
-        """Runs in the writer thread: one transaction for the whole group; None for a caller that gave up."""
-        con = self._connection()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            # The moment the group is written, once the write lock is held: one clock read per group.
-            recorded_us = time_ns() // 1000
-            last = con.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
-            allowed_in_group: dict[tuple[str, str], list[int]] = {}
-            results: list[AuditRow | AttemptCapReached | None] = []
-            rows = []
-            for entry, cap, gave_up in items:
-                if gave_up.is_set():
-                    # Its session deadline passed while another writer held the log (BEGIN IMMEDIATE can
-                    # wait up to the busy timeout): the call was refused, so no decision is recorded.
-                    results.append(None)
-                    continue
-                if cap is not None:
-                    stored = con.execute(
-                        "SELECT count(*) FROM audit_log WHERE number = ? AND principal_id = ? AND decision = 'allow'"
-                        " AND ts_us > ? AND ts_us <= ?", (cap.number, cap.principal_id, cap.since_us, entry.ts_us),
-                    ).fetchone()[0]
-                    earlier = allowed_in_group.get((cap.number, cap.principal_id), [])
-                    allows = stored + sum(1 for ts in earlier if cap.since_us < ts <= entry.ts_us)
-                    if allows >= cap.max_allows:
-                        results.append(AttemptCapReached(allows))
-                        continue
-                seq += 1
-                digest = chain_hash(seq, entry, prev, recorded_us)
-                rows.append((seq, entry.decision_id, entry.ts_us, entry.number, entry.raw_number, entry.campaign_id,
-                             entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
-                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest, recorded_us))
-                results.append(AuditRow(seq, entry, prev, digest, recorded_us))
-                prev = digest
-                if entry.decision == ALLOW and entry.number and entry.principal_id:
-                    allowed_in_group.setdefault((entry.number, entry.principal_id), []).append(entry.ts_us)
-            con.executemany(_INSERT_AUDIT, rows)
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            raise
-        self.groups += 1
-        anchor = self._anchor()
-        if rows and anchor is not None:
-            # Before the callers are answered, so every answered decision is anchored; never raises.
-            anchor.record(seq, prev)
-        return results
-
     async def close(self) -> None:
-        while self._in_flight is not None or self._starting:
-            if self._in_flight is None:
-                await asyncio.sleep(0)  # the scheduled start runs first
-                continue
-            # Its done callback (which may start the next group) runs before wait() returns.
-            await asyncio.wait([self._in_flight])
         loop = asyncio.get_running_loop()
         if self._con is not None:
             con, self._con = self._con, None
@@ -549,15 +410,15 @@ class _AuditAppender:
             checkpoint_con, self._checkpoint_con = self._checkpoint_con, None
             await loop.run_in_executor(self._checkpointer, checkpoint_con.close)
         self._checkpointer.shutdown(wait=True)
-        anchor = self._anchor()
-        if anchor is not None:
-            anchor.flush()
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000, create: bool = True,
+                 anchor: AnchorWriter | None = None) -> None:
         self.path = str(path)
         self.create = create
+        # Anchors each group commit of the decision log (rpoguard.anchor); None: no anchoring.
+        self.anchor = anchor
         self.audit_path = str(audit_path(path))
         self.busy_timeout_ms = busy_timeout_ms
         self._data: aiosqlite.Connection | None = None
@@ -565,7 +426,7 @@ class SqliteStore(Store):
         self._read: aiosqlite.Connection | None = None
         self._data_lock = asyncio.Lock()
         self._audit_lock = asyncio.Lock()
-        self._appender: _AuditAppender | None = None
+        self._appender: AuditWriter | None = None
         self._probe: sqlite3.Connection | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -586,7 +447,8 @@ class SqliteStore(Store):
             self._audit = await self._connect(self.audit_path)
             self._read = await self._connect(self.path)
             await self._read.execute("ATTACH DATABASE ? AS audit", (self.audit_path,))
-            self._appender = _AuditAppender(self.audit_path, self.busy_timeout_ms)
+            self._appender = AuditWriter(_SqliteAuditLog(self.audit_path, self.busy_timeout_ms, self.anchor),
+                                         self.audit_path, self.anchor)
             self._probe = _open_probe(self.path, self.audit_path)
         except sqlite3.Error as exc:
             await self.close()
@@ -636,6 +498,51 @@ class SqliteStore(Store):
     async def schema_version(self) -> int:
         return int((await self._fetchone("PRAGMA user_version"))[0])
 
+    # -- the whole database (db copy) -------------------------------------------------------------------
+
+    def _both_files(self) -> sqlite3.Connection:
+        """A plain connection with the audit file attached: one snapshot, or one write, across both files.
+        `db copy` is an operator's command, run alone on the loop: blocking calls are fine here."""
+        con = sqlite3.connect(self.path, isolation_level=None)
+        con.execute("ATTACH DATABASE ? AS audit", (self.audit_path,))
+        return con
+
+    async def read_tables(self, tables: Sequence[Table]) -> TableRows:
+        con = self._both_files()
+        try:
+            con.execute("BEGIN")  # one snapshot of both files
+            data = {table.name: [to_common(table, row) for row in con.execute(select_sql(table))]
+                    for table in tables}
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return data
+
+    async def first_table_with_rows(self, tables: Sequence[Table]) -> str | None:
+        con = self._both_files()
+        try:
+            return next((table.name for table in tables
+                         if con.execute(f"SELECT 1 FROM {table.name} LIMIT 1").fetchone()), None)
+        finally:
+            con.close()
+
+    async def write_tables(self, tables: Sequence[Table], data: TableRows) -> None:
+        # Ids are SQLite rowids, and the chain head is the log's last row: both continue by themselves.
+        con = self._both_files()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for table in tables:
+                    marks = ", ".join("?" for _ in table.columns)
+                    con.executemany(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})",
+                                    [to_sqlite(table, row) for row in data[table.name]])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
     # -- helpers -----------------------------------------------------------------------------------
 
     async def _fetchone(self, sql: str, params: Any = (), con: aiosqlite.Connection | None = None) -> Any:
@@ -663,7 +570,7 @@ class SqliteStore(Store):
             row = self._probe_facts(params)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
-        return facts_from_document(number, line_type, row[0], at)
+        return facts_from_document(number, line_type, row[0])
 
     def _probe_facts(self, params: dict[str, object]) -> Any:
         """The one read of a decision, run right here on the event loop: a handful of index probes on a
@@ -1224,12 +1131,12 @@ class SqliteStore(Store):
 
     # -- what is stored ----------------------------------------------------------------------------
 
-    async def _stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]:
+    async def _stream(self, query: Query, convert: Callable[[Any], T], *, audit: bool = False) -> AsyncIterator[T]:
         """The rows of a list query, converted, fetched in chunks on the reading connection (one WAL
         snapshot for the whole list; imports and the gate are not held up)."""
         sql, params = query
         try:
-            async with self.read_db.execute(sql, params) as cursor:
+            async with (self.audit_db if audit else self.read_db).execute(sql, params) as cursor:
                 async for row in cursor:
                     yield convert(row)
         except sqlite3.Error as exc:
@@ -1257,28 +1164,9 @@ class SqliteStore(Store):
 
     # -- the decision log --------------------------------------------------------------------------
 
-    async def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
-        sql = ("SELECT seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id,"
-               " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us"
-               " FROM audit_log")
-        clauses, params = [], []
-        if start_us is not None:
-            clauses.append("ts_us >= ?")
-            params.append(start_us)
-        if end_us is not None:
-            clauses.append("ts_us < ?")
-            params.append(end_us)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY seq"
-        try:
-            async with self.audit_db.execute(sql, params) as cursor:
-                async for r in cursor:
-                    entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-                                       r[12], r[13], r[14])
-                    yield AuditRow(r[0], entry, r[15], r[16], r[17])
-        except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+    def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
+        # On the audit file's own connection: the log alone, without the data file's snapshot.
+        return self._stream(audit_rows_query(start_us, end_us), audit_row, audit=True)
 
 
 def _iso_day(day: date | None) -> str | None:
