@@ -554,6 +554,24 @@ class SqliteStore(Store):
         with contextlib.suppress(sqlite3.Error):
             await (con or self.db).execute("ROLLBACK")
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self, *, audit: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the data file (or the audit file): BEGIN IMMEDIATE under the writer's
+        lock, COMMIT when the block ends, ROLLBACK when it raises (a rejected file, a cancelled command)."""
+        con, lock, path = (self.audit_db, self._audit_lock, self.audit_path) if audit else (
+            self.db, self._data_lock, self.path)
+        async with lock:
+            try:
+                await con.execute("BEGIN IMMEDIATE")
+                yield con
+                await con.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback(con)
+                raise _store_error(exc, path) from exc
+            except BaseException:
+                await self._rollback(con)
+                raise
+
     async def _write(self, sql: str, params: Any = ()) -> aiosqlite.Cursor:
         async with self._data_lock:
             try:
@@ -594,23 +612,17 @@ class SqliteStore(Store):
 
     async def add_principal(self, principal_id: str, name: str, caller_ids: Iterable[str]) -> bool:
         now = to_us(datetime.now().astimezone())
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                existed = await self._fetchone("SELECT 1 FROM principals WHERE id = ?", (principal_id,))
-                await self.db.execute(
-                    "INSERT INTO principals (id, name, created_us) VALUES (?, ?, ?)"
-                    " ON CONFLICT(id) DO UPDATE SET name = excluded.name",
-                    (principal_id, name, now),
-                )
-                await self.db.executemany(
-                    "INSERT OR IGNORE INTO principal_caller_ids (principal_id, number) VALUES (?, ?)",
-                    [(principal_id, n) for n in caller_ids],
-                )
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
+        async with self._transaction():
+            existed = await self._fetchone("SELECT 1 FROM principals WHERE id = ?", (principal_id,))
+            await self.db.execute(
+                "INSERT INTO principals (id, name, created_us) VALUES (?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET name = excluded.name",
+                (principal_id, name, now),
+            )
+            await self.db.executemany(
+                "INSERT OR IGNORE INTO principal_caller_ids (principal_id, number) VALUES (?, ?)",
+                [(principal_id, n) for n in caller_ids],
+            )
         return existed is None
 
     async def get_principal(self, principal_id: str) -> PrincipalInfo | None:
@@ -644,9 +656,8 @@ class SqliteStore(Store):
     async def _begin_import(
         self, meta: ImportMeta, *, additive: bool = True
     ) -> tuple[int | None, ImportSummary | None]:
-        """Open the import transaction; returns (import id, None) or (None, summary) if already imported.
+        """Inside the import's transaction: (import id, None), or (None, summary) if already imported.
         Only an additive import can be skipped as a repeat: a replacing one must replace again."""
-        await self.db.execute("BEGIN IMMEDIATE")
         if meta.sha256 and additive:
             prior = await self._fetchone(
                 "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
@@ -659,7 +670,6 @@ class SqliteStore(Store):
                 (meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id, meta.kind),
             )
             if prior is not None:
-                await self.db.execute("ROLLBACK")
                 detail = json.loads(prior[4]) if prior[4] else {}
                 return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True,
                                            files=meta.input_files())
@@ -688,136 +698,114 @@ class SqliteStore(Store):
             (summary.rows_read, summary.rows_stored, summary.rows_rejected, json.dumps(summary.detail),
              summary.import_id),
         )
-        await self.db.execute("COMMIT")
 
     async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
                          progress: Progress | None = None) -> ImportSummary:
         if meta.checked_at is None or meta.principal_id is None:
             raise ValueError("an RPO import needs the check date and the principal that consulted the RPO")
         checked_us = to_us(meta.checked_at)
-        async with self._data_lock:
-            try:
-                import_id, prior = await self._begin_import(meta)
-                if prior is not None:
-                    return prior
-                summary = ImportSummary(import_id)
-                # Rows land in an unindexed temp table first, then go into the keyed table in number order:
-                # SQLite sorts on disk with bounded memory, and sorted keys insert 3-4x faster than a
-                # file's own order (bench/README.md: 700,000 against 150,000-290,000 rows/s).
-                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo (number TEXT NOT NULL,"
-                                      " registered INTEGER NOT NULL, registered_us INTEGER, line INTEGER NOT NULL,"
-                                      " submitted INTEGER NOT NULL)")
-                await self.db.execute("DELETE FROM staged_rpo")
+        async with self._transaction():
+            import_id, prior = await self._begin_import(meta)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            # Rows land in an unindexed temp table first, then go into the keyed table in number order:
+            # SQLite sorts on disk with bounded memory, and sorted keys insert 3-4x faster than a
+            # file's own order (bench/README.md: 700,000 against 150,000-290,000 rows/s).
+            await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo (number TEXT NOT NULL,"
+                                  " registered INTEGER NOT NULL, registered_us INTEGER, line INTEGER NOT NULL,"
+                                  " submitted INTEGER NOT NULL)")
+            await self.db.execute("DELETE FROM staged_rpo")
 
-                def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
-                    return [(a.number, int(a.registered), opt_us(a.registered_at), a.line, int(a.submitted))
-                            for a in batch]
+            def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
+                return [(a.number, int(a.registered), opt_us(a.registered_at), a.line, int(a.submitted))
+                        for a in batch]
 
-                async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
-                        "INSERT INTO staged_rpo (number, registered, registered_us, line, submitted)"
-                        " VALUES (?, ?, ?, ?, ?)", b)):
-                    summary.rows_stored += len(batch)
-                    if progress is not None:
-                        progress(summary.rows_stored + len(meta.rejected))
-                await self.db.execute("DROP TABLE IF EXISTS temp.grouped_rpo")
-                await self.db.execute(f"CREATE TEMP TABLE grouped_rpo AS {grouped_sql(meta.rpo_form)}")
-                await self.db.execute("DELETE FROM staged_rpo")
-                refuse_strays(meta.rpo_form, list(await self.db.execute_fetchall(STRAYS_SQL)))
-                if meta.rpo_form == RPO_ANSWERS:
-                    opposite = (await self._fetchone(OPPOSITE_COUNT_SQL))[0]
-                    note = opposite_answers_note(opposite, list(await self.db.execute_fetchall(OPPOSITE_FIRST_SQL)))
-                    if note:
-                        summary.detail["opposite_answers"] = opposite
-                        summary.notes.append(note)
-                # Another file of this principal may have answered for the same check time: its answers
-                # stay as they are, each with its own file; decisions combine them (policy/rpo.py).
-                await self.db.execute(
-                    "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
-                    " SELECT number, ?, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid",
-                    (meta.principal_id, checked_us, import_id),
-                )
-                numbers, registered = await self._fetchone(COUNTS_SQL)
-                await self.db.execute("DROP TABLE temp.grouped_rpo")
-                summary.rows_read, summary.rows_stored = summary.rows_stored, numbers
-                summary.detail = {"registered": registered, "not_registered": numbers - registered,
-                                  **summary.detail}
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+            async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
+                    "INSERT INTO staged_rpo (number, registered, registered_us, line, submitted)"
+                    " VALUES (?, ?, ?, ?, ?)", b)):
+                summary.rows_stored += len(batch)
+                if progress is not None:
+                    progress(summary.rows_stored + len(meta.rejected))
+            await self.db.execute("DROP TABLE IF EXISTS temp.grouped_rpo")
+            await self.db.execute(f"CREATE TEMP TABLE grouped_rpo AS {grouped_sql(meta.rpo_form)}")
+            await self.db.execute("DELETE FROM staged_rpo")
+            refuse_strays(meta.rpo_form, list(await self.db.execute_fetchall(STRAYS_SQL)))
+            if meta.rpo_form == RPO_ANSWERS:
+                opposite = (await self._fetchone(OPPOSITE_COUNT_SQL))[0]
+                note = opposite_answers_note(opposite, list(await self.db.execute_fetchall(OPPOSITE_FIRST_SQL)))
+                if note:
+                    summary.detail["opposite_answers"] = opposite
+                    summary.notes.append(note)
+            # Another file of this principal may have answered for the same check time: its answers
+            # stay as they are, each with its own file; decisions combine them (policy/rpo.py).
+            await self.db.execute(
+                "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
+                " SELECT number, ?, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid",
+                (meta.principal_id, checked_us, import_id),
+            )
+            numbers, registered = await self._fetchone(COUNTS_SQL)
+            await self.db.execute("DROP TABLE temp.grouped_rpo")
+            summary.rows_read, summary.rows_stored = summary.rows_stored, numbers
+            summary.detail = {"registered": registered, "not_registered": numbers - registered,
+                              **summary.detail}
+            await self._finish_import(summary, meta)
         return summary
 
     async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
         listed_us = to_us(meta.checked_at or datetime.now().astimezone())
-        async with self._data_lock:
-            try:
-                import_id, prior = await self._begin_import(meta, additive=not replace)
-                if prior is not None:
-                    return prior
-                if replace:
-                    refuse_older_extract(listed_us, (await self._fetchone(LATEST_LISTING_SQL))[0])
-                summary = ImportSummary(import_id)
-                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_directory (number TEXT PRIMARY KEY)"
-                                      " WITHOUT ROWID")
-                await self.db.execute("DELETE FROM staged_directory")
-                read = 0
-                for batch in batches(numbers):
-                    await self.db.executemany("INSERT OR IGNORE INTO staged_directory VALUES (?)",
-                                              [(n,) for n in batch])
-                    read += len(batch)
-                ended = new = 0
-                if replace:
-                    # Ended, never deleted: a decision as of an earlier moment, and the evidence, still see
-                    # the period in which the number was listed.
-                    ended = (await self.db.execute(
-                        "UPDATE listings SET ended_us = ?, ended_by = ? WHERE ended_us IS NULL"
-                        " AND number NOT IN (SELECT number FROM staged_directory)", (listed_us, import_id))).rowcount
-                new = (await self.db.execute(
-                    "INSERT INTO listings (number, import_id, listed_us)"
-                    " SELECT number, ?, ? FROM staged_directory WHERE true ORDER BY number"
-                    " ON CONFLICT(number) WHERE ended_us IS NULL DO NOTHING", (import_id, listed_us))).rowcount
-                listed = (await self._fetchone("SELECT count(*) FROM staged_directory"))[0]
-                await self.db.execute("DELETE FROM staged_directory")
-                summary.rows_read, summary.rows_stored = read, listed
-                summary.detail = listing_detail(read, listed, new, max(ended, 0), replace)
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            import_id, prior = await self._begin_import(meta, additive=not replace)
+            if prior is not None:
+                return prior
+            if replace:
+                refuse_older_extract(listed_us, (await self._fetchone(LATEST_LISTING_SQL))[0])
+            summary = ImportSummary(import_id)
+            await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_directory (number TEXT PRIMARY KEY)"
+                                  " WITHOUT ROWID")
+            await self.db.execute("DELETE FROM staged_directory")
+            read = 0
+            for batch in batches(numbers):
+                await self.db.executemany("INSERT OR IGNORE INTO staged_directory VALUES (?)",
+                                          [(n,) for n in batch])
+                read += len(batch)
+            ended = new = 0
+            if replace:
+                # Ended, never deleted: a decision as of an earlier moment, and the evidence, still see
+                # the period in which the number was listed.
+                ended = (await self.db.execute(
+                    "UPDATE listings SET ended_us = ?, ended_by = ? WHERE ended_us IS NULL"
+                    " AND number NOT IN (SELECT number FROM staged_directory)", (listed_us, import_id))).rowcount
+            new = (await self.db.execute(
+                "INSERT INTO listings (number, import_id, listed_us)"
+                " SELECT number, ?, ? FROM staged_directory WHERE true ORDER BY number"
+                " ON CONFLICT(number) WHERE ended_us IS NULL DO NOTHING", (import_id, listed_us))).rowcount
+            listed = (await self._fetchone("SELECT count(*) FROM staged_directory"))[0]
+            await self.db.execute("DELETE FROM staged_directory")
+            summary.rows_read, summary.rows_stored = read, listed
+            summary.detail = listing_detail(read, listed, new, max(ended, 0), replace)
+            await self._finish_import(summary, meta)
         return summary
 
     async def _staged_import(self, meta: ImportMeta, table: str, columns: str, rows: Iterable[tuple[Any, ...]],
                              store_rows: Callable[[int, ImportSummary, int], Awaitable[None]]) -> ImportSummary:
         """One transaction for a CSV of records: the rows land in the temp table `table` (`columns`, the
         file's line last and in the key), then `store_rows(import_id, summary, rows read)` stores them."""
-        async with self._data_lock:
-            try:
-                import_id, prior = await self._begin_import(meta)
-                if prior is not None:
-                    return prior
-                summary = ImportSummary(import_id)
-                await self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) WITHOUT ROWID")
-                await self.db.execute(f"DELETE FROM {table}")
-                read = 0
-                for batch in batches(rows):
-                    marks = ",".join("?" * len(batch[0]))
-                    await self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", batch)
-                    read += len(batch)
-                await store_rows(import_id, summary, read)
-                await self.db.execute(f"DELETE FROM {table}")
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            import_id, prior = await self._begin_import(meta)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            await self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) WITHOUT ROWID")
+            await self.db.execute(f"DELETE FROM {table}")
+            read = 0
+            for batch in batches(rows):
+                marks = ",".join("?" * len(batch[0]))
+                await self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", batch)
+                read += len(batch)
+            await store_rows(import_id, summary, read)
+            await self.db.execute(f"DELETE FROM {table}")
+            await self._finish_import(summary, meta)
         return summary
 
     async def _refuse_rows(self, meta: ImportMeta, problems: list[RowProblem], table: str) -> None:
@@ -911,36 +899,23 @@ class SqliteStore(Store):
         # Refusals live in the audit file: stored there in one transaction, then the import is recorded in
         # the data file. A crash in between leaves refusals without their import record, never the reverse,
         # and a rerun stores nothing twice (unique index).
-        async with self._audit_lock:
-            try:
-                await self.audit_db.execute("BEGIN IMMEDIATE")
-                read = 0
-                for batch in batches(records):
-                    before = self.audit_db.total_changes
-                    await self.audit_db.executemany(
-                        "INSERT OR IGNORE INTO optouts (number, principal_id, at_us, source, reference, created_us)"
-                        " VALUES (?,?,?,?,?,?)",
-                        [(r.number, r.principal_id, to_us(r.at), SOURCE_IMPORT, r.reference or meta.file_name,
-                          now_us) for r in batch],
-                    )
-                    read += len(batch)
-                    summary.rows_stored += self.audit_db.total_changes - before
-                await self.audit_db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback(self.audit_db)
-                raise _store_error(exc, self.audit_path) from exc
-            except BaseException:
-                await self._rollback(self.audit_db)
-                raise
+        async with self._transaction(audit=True):
+            read = 0
+            for batch in batches(records):
+                before = self.audit_db.total_changes
+                await self.audit_db.executemany(
+                    "INSERT OR IGNORE INTO optouts (number, principal_id, at_us, source, reference, created_us)"
+                    " VALUES (?,?,?,?,?,?)",
+                    [(r.number, r.principal_id, to_us(r.at), SOURCE_IMPORT, r.reference or meta.file_name,
+                      now_us) for r in batch],
+                )
+                read += len(batch)
+                summary.rows_stored += self.audit_db.total_changes - before
         summary.detail["duplicates"] = read - summary.rows_stored
-        async with self._data_lock:
-            try:
-                import_id, _ = await self._begin_import(meta, additive=False)
-                summary.import_id = import_id
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
+        async with self._transaction():
+            import_id, _ = await self._begin_import(meta, additive=False)
+            summary.import_id = import_id
+            await self._finish_import(summary, meta)
         return summary
 
     async def add_consent(self, record: ConsentRecord) -> tuple[int, bool]:
@@ -948,106 +923,79 @@ class SqliteStore(Store):
             raise NotFoundError(f"principal {record.principal_id!r} does not exist")
         now_us = to_us(datetime.now().astimezone())
         key = (record.number, record.principal_id, to_us(record.given_at), record.evidence)
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                row = await self._fetchone(
-                    "SELECT id, purpose, automated, expires_us FROM consents"
-                    " WHERE number = ? AND principal_id = ? AND given_us = ? AND evidence = ?", key)
-                if row is None:
-                    cursor = await self.db.execute(
-                        "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
-                        " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
-                        _consent_params(record, None, now_us))
-                    consent_id, created = cursor.lastrowid, True
-                else:
-                    consent_id, created = row[0], False
-                    differences = consent_differences(row[1], row[2], row[3], record)
-                    if differences:
-                        raise RecordConflict(consent_conflict(consent_id, record, differences))
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            row = await self._fetchone(
+                "SELECT id, purpose, automated, expires_us FROM consents"
+                " WHERE number = ? AND principal_id = ? AND given_us = ? AND evidence = ?", key)
+            if row is None:
+                cursor = await self.db.execute(
+                    "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
+                    " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
+                    _consent_params(record, None, now_us))
+                consent_id, created = cursor.lastrowid, True
+            else:
+                consent_id, created = row[0], False
+                differences = consent_differences(row[1], row[2], row[3], record)
+                if differences:
+                    raise RecordConflict(consent_conflict(consent_id, record, differences))
         assert consent_id is not None
         return int(consent_id), created
 
     async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> list[Revocation]:
         at_us, now_us = to_us(at), to_us(datetime.now().astimezone())
         done: list[Revocation] = []
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                rows = await self.db.execute_fetchall(
-                    "SELECT id, revoked_us, (SELECT min(n.at_us) FROM fact_notes n WHERE n.fact = ?"
-                    " AND n.fact_id = consents.id) FROM consents WHERE number = ? AND principal_id = ?"
-                    " AND given_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY id",
-                    (FACT_CONSENT, number, principal_id, at_us, at_us))
-                notes = []
-                for consent_id, revoked_us, noted_us in rows:
-                    if revoked_us is None:
-                        # The first revocation: set once, never changed afterwards.
-                        await self.db.execute("UPDATE consents SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
-                                              (at_us, consent_id))
-                        notes.append((consent_id, NOTE_REVOKED))
-                        done.append(Revocation(consent_id, True, at, at))
-                    else:
-                        notes.append((consent_id, NOTE_REVOKED_AGAIN))
-                        effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
-                        done.append(Revocation(consent_id, False, from_us(revoked_us), from_us(effective)))
-                await self.db.executemany(
-                    "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(FACT_CONSENT, cid, number, principal_id, kind, at_us, SOURCE_CLI, now_us) for cid, kind in notes])
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            rows = await self.db.execute_fetchall(
+                "SELECT id, revoked_us, (SELECT min(n.at_us) FROM fact_notes n WHERE n.fact = ?"
+                " AND n.fact_id = consents.id) FROM consents WHERE number = ? AND principal_id = ?"
+                " AND given_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY id",
+                (FACT_CONSENT, number, principal_id, at_us, at_us))
+            notes = []
+            for consent_id, revoked_us, noted_us in rows:
+                if revoked_us is None:
+                    # The first revocation: set once, never changed afterwards.
+                    await self.db.execute("UPDATE consents SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
+                                          (at_us, consent_id))
+                    notes.append((consent_id, NOTE_REVOKED))
+                    done.append(Revocation(consent_id, True, at, at))
+                else:
+                    notes.append((consent_id, NOTE_REVOKED_AGAIN))
+                    effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
+                    done.append(Revocation(consent_id, False, from_us(revoked_us), from_us(effective)))
+            await self.db.executemany(
+                "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(FACT_CONSENT, cid, number, principal_id, kind, at_us, SOURCE_CLI, now_us) for cid, kind in notes])
         return done
 
     async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> ContractOutcome:
         if await self.get_principal(principal_id) is None:
             raise NotFoundError(f"principal {principal_id!r} does not exist")
         now_us = to_us(datetime.now().astimezone())
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                row = await self._fetchone("SELECT id, end_date FROM contracts WHERE number = ? AND principal_id = ?"
-                                           " AND start_date = ?", (number, principal_id, start.isoformat()))
-                if row is None:
-                    cursor = await self.db.execute(
-                        "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
-                        " VALUES (?,?,?,?,?)", (number, principal_id, start.isoformat(), _iso_day(end), now_us))
-                    assert cursor.lastrowid is not None
-                    outcome = ContractOutcome(cursor.lastrowid, CONTRACT_RECORDED, None, end)
-                else:
-                    contract_id, stored = row[0], _day(row[1])
-                    noted = [_day(n[0]) for n in await self.db.execute_fetchall(
-                        "SELECT end_date FROM fact_notes WHERE fact = ? AND fact_id = ?", (FACT_CONTRACT, contract_id))]
-                    what, note, effective = contract_change(stored, noted, end)
-                    if note == NOTE_END_SET:
-                        await self.db.execute("UPDATE contracts SET end_date = ? WHERE id = ? AND end_date IS NULL",
-                                              (_iso_day(end), contract_id))
-                    if note is not None:
-                        await self.db.execute(
-                            "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source,"
-                            " recorded_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (FACT_CONTRACT, contract_id, number, principal_id, note, _iso_day(end), SOURCE_CLI,
-                             now_us))
-                    outcome = ContractOutcome(contract_id, what, stored, effective)
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            row = await self._fetchone("SELECT id, end_date FROM contracts WHERE number = ? AND principal_id = ?"
+                                       " AND start_date = ?", (number, principal_id, start.isoformat()))
+            if row is None:
+                cursor = await self.db.execute(
+                    "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
+                    " VALUES (?,?,?,?,?)", (number, principal_id, start.isoformat(), _iso_day(end), now_us))
+                assert cursor.lastrowid is not None
+                outcome = ContractOutcome(cursor.lastrowid, CONTRACT_RECORDED, None, end)
+            else:
+                contract_id, stored = row[0], _day(row[1])
+                noted = [_day(n[0]) for n in await self.db.execute_fetchall(
+                    "SELECT end_date FROM fact_notes WHERE fact = ? AND fact_id = ?", (FACT_CONTRACT, contract_id))]
+                what, note, effective = contract_change(stored, noted, end)
+                if note == NOTE_END_SET:
+                    await self.db.execute("UPDATE contracts SET end_date = ? WHERE id = ? AND end_date IS NULL",
+                                          (_iso_day(end), contract_id))
+                if note is not None:
+                    await self.db.execute(
+                        "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source,"
+                        " recorded_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (FACT_CONTRACT, contract_id, number, principal_id, note, _iso_day(end), SOURCE_CLI,
+                         now_us))
+                outcome = ContractOutcome(contract_id, what, stored, effective)
         return outcome
 
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
