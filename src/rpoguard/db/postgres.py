@@ -50,33 +50,23 @@ from rpoguard.db.rows import (
     AUDIT_COLUMNS,
     BATCH,
     DUE_STALE,
-    EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
-    NOTE_COLUMNS,
     ListDialect,
     Query,
-    attach_files,
     audit_row,
     audit_rows_query,
     batches,
     campaigns_query,
-    consent_item,
     consents_query,
-    contract_item,
     contracts_query,
-    decision_item,
     due_source,
     facts_from_document,
-    files_by_import,
     listing_detail,
-    listing_items,
-    note_item,
     opt_us,
-    optout_item,
     optouts_query,
     principals_query,
+    read_evidence,
     refuse_older_extract,
-    rpo_answer_item,
     stored_campaign,
     stored_consent,
     stored_contract,
@@ -202,6 +192,12 @@ def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
     return text, [values[name] for name in order]
 
 
+def _named(sql: str, values: dict[str, Any]) -> list[Any]:
+    """_numbered as the arguments of fetch/execute: the SQL, then its values."""
+    text, args = _numbered(sql, values)
+    return [text, *args]
+
+
 def _count(status: str) -> int:
     """Rows touched, from a command status such as 'INSERT 0 12' or 'UPDATE 3'."""
     try:
@@ -274,6 +270,7 @@ def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 # The list queries' PostgreSQL parts: one database, DATE columns, text sorted by bytes as SQLite does.
 _LISTS = ListDialect(
     optouts="optouts",
+    audit_log="audit_log",
     collate=' COLLATE "C"',
     caller_ids="(SELECT coalesce(json_agg(c.number ORDER BY c.number COLLATE \"C\"), '[]'::json)::text"
                " FROM principal_caller_ids c WHERE c.principal_id = p.id)",
@@ -941,44 +938,12 @@ class PostgresStore(Store):
         async def work() -> list[EvidenceItem]:
             # One snapshot for the whole answer.
             async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
-                return await self._evidence(con, number, principal_id)
+                async def fetch(sql: str, params: dict[str, Any]) -> list[asyncpg.Record]:
+                    return await con.fetch(*_named(sql, params))
 
-        items = await self._call(work)
-        items.sort(key=lambda item: item.at)
-        return items
+                return await read_evidence(fetch, _LISTS, number, principal_id)
 
-    @staticmethod
-    async def _evidence(con: asyncpg.Connection, number: str, principal_id: str | None) -> list[EvidenceItem]:
-        # Answers without a principal ("controller unknown") are shown whatever the filter, as in SQLite.
-        items = [rpo_answer_item(row) for row in await con.fetch(
-            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
-            " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = $1 AND ($2::text IS NULL OR r.principal_id IS NULL OR r.principal_id = $2)"
-            " ORDER BY r.checked_us, r.id", number, principal_id)]
-        for row in await con.fetch(
-                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
-                " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = $1 ORDER BY l.listed_us", number):
-            items += listing_items(row)
-        items += [consent_item(row) for row in await con.fetch(
-            "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
-            " FROM consents WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id",
-            number, principal_id)]
-        items += [contract_item(kid, principal, start, end) for kid, principal, start, end in await con.fetch(
-            "SELECT id, principal_id, start_date, end_date FROM contracts"
-            " WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
-        items += [note_item(row) for row in await con.fetch(
-            f"SELECT {NOTE_COLUMNS} WHERE n.number = $1 AND ($2::text IS NULL OR n.principal_id = $2) ORDER BY n.id",
-            number, principal_id)]
-        items += [optout_item(row) for row in await con.fetch(
-            "SELECT id, principal_id, at_us, source, reference FROM optouts WHERE number = $1"
-            " AND ($2::text IS NULL OR principal_id IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
-        items += [decision_item(row) for row in await con.fetch(
-            "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
-            " evidence, source, uniqueid, hash, recorded_us FROM audit_log WHERE number = $1"
-            " AND ($2::text IS NULL OR principal_id = $2) ORDER BY seq", number, principal_id)]
-        sql, args = _numbered(EVIDENCE_FILES_SQL, {"number": number})
-        attach_files(items, files_by_import(await con.fetch(sql, *args)))
-        return items
+        return await self._call(work)
 
     async def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
                           stale_before: datetime) -> AsyncIterator[str]:

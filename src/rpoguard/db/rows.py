@@ -8,7 +8,7 @@ conversions live here once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import islice
@@ -274,6 +274,56 @@ def decision_item(row: Sequence[Any]) -> EvidenceItem:
         "evidence": json.loads(evidence), "source": source, "uniqueid": uniqueid, "hash": digest,
         "recorded_at": iso_opt(recorded_us)})
 
+def _contract_items(row: Sequence[Any]) -> list[EvidenceItem]:
+    kid, principal, start, end = row
+    return [contract_item(kid, principal, as_date(start), as_date(end) if end is not None else None)]
+
+
+def _evidence_parts(d: ListDialect) -> tuple[tuple[str, Callable[[Sequence[Any]], list[EvidenceItem]]], ...]:
+    """Each SELECT of `rpoguard evidence` (:number, and :principal to narrow what is per principal) with what
+    makes one of its rows into items. Answers without a principal ("controller unknown") are shown whatever
+    the filter: they explain why a number stored before answers had principals is rpo_not_checked."""
+    narrowed = "(CAST(:principal AS TEXT) IS NULL OR {column} = :principal)"
+    return (
+        ("SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
+         " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id WHERE r.number = :number"
+         " AND (CAST(:principal AS TEXT) IS NULL OR r.principal_id IS NULL OR r.principal_id = :principal)"
+         " ORDER BY r.checked_us, r.id", lambda row: [rpo_answer_item(row)]),
+        ("SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
+         " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = :number ORDER BY l.listed_us", listing_items),
+        ("SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
+         f" FROM consents WHERE number = :number AND {narrowed.format(column='principal_id')} ORDER BY id",
+         lambda row: [consent_item(row)]),
+        ("SELECT id, principal_id, start_date, end_date FROM contracts WHERE number = :number"
+         f" AND {narrowed.format(column='principal_id')} ORDER BY id", _contract_items),
+        (f"SELECT {NOTE_COLUMNS} WHERE n.number = :number AND {narrowed.format(column='n.principal_id')}"
+         " ORDER BY n.id", lambda row: [note_item(row)]),
+        # A refusal for every principal binds each of them.
+        (f"SELECT id, principal_id, at_us, source, reference FROM {d.optouts} WHERE number = :number"
+         " AND (CAST(:principal AS TEXT) IS NULL OR principal_id IS NULL OR principal_id = :principal) ORDER BY id",
+         lambda row: [optout_item(row)]),
+        ("SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
+         f" evidence, source, uniqueid, hash, recorded_us FROM {d.audit_log} WHERE number = :number"
+         f" AND {narrowed.format(column='principal_id')} ORDER BY seq", lambda row: [decision_item(row)]),
+    )
+
+
+# Runs one SELECT with :name parameters on the backend's connection (one snapshot for the whole evidence).
+Fetch = Callable[[str, dict[str, Any]], Awaitable[Iterable[Sequence[Any]]]]
+
+
+async def read_evidence(fetch: Fetch, d: ListDialect, number: str, principal_id: str | None) -> list[EvidenceItem]:
+    """Everything known about one number, in time order (Store.evidence), each import's files attached."""
+    params = {"number": number, "principal": principal_id}
+    items: list[EvidenceItem] = []
+    for sql, convert in _evidence_parts(d):
+        for row in await fetch(sql, params):
+            items += convert(row)
+    attach_files(items, files_by_import(await fetch(EVIDENCE_FILES_SQL, {"number": number})))
+    items.sort(key=lambda item: item.at)
+    return items
+
+
 # -- the decision log ------------------------------------------------------------------------------------
 
 AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
@@ -303,6 +353,7 @@ def audit_row(r: Sequence[Any]) -> AuditRow:
 @dataclass(frozen=True, slots=True)
 class ListDialect:
     optouts: str  # the refusals' table as the reading connection names it
+    audit_log: str  # the decision log's table, likewise
     collate: str  # after ORDER BY on text: byte order on both backends
     caller_ids: str  # a JSON array (text) of principal p's caller IDs, sorted
     day: Callable[[date], object]  # a date as the backend compares it with a stored contract date

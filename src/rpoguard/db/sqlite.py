@@ -52,33 +52,23 @@ from rpoguard.db.history import (
 from rpoguard.db.rows import (
     AUDIT_COLUMNS,
     DUE_STALE,
-    EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
-    NOTE_COLUMNS,
     ListDialect,
     Query,
-    attach_files,
     audit_row,
     audit_rows_query,
     batches,
     campaigns_query,
-    consent_item,
     consents_query,
-    contract_item,
     contracts_query,
-    decision_item,
     due_source,
     facts_from_document,
-    files_by_import,
     listing_detail,
-    listing_items,
-    note_item,
     opt_us,
-    optout_item,
     optouts_query,
     principals_query,
+    read_evidence,
     refuse_older_extract,
-    rpo_answer_item,
     stored_campaign,
     stored_consent,
     stored_contract,
@@ -1019,39 +1009,7 @@ class SqliteStore(Store):
     # -- evidence and due lists -----------------------------------------------------------------------
 
     async def evidence(self, number: str, principal_id: str | None) -> list[EvidenceItem]:
-        db = self.read_db
-        per_principal = (number, principal_id, principal_id)
-        # Answers without a principal ("controller unknown") are shown whatever the filter: they explain
-        # why a number stored before answers had principals is rpo_not_checked.
-        items = [rpo_answer_item(row) for row in await db.execute_fetchall(
-            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
-            " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = ? AND (? IS NULL OR r.principal_id IS NULL OR r.principal_id = ?)"
-            " ORDER BY r.checked_us, r.id", per_principal)]
-        for row in await db.execute_fetchall(
-                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
-                " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = ? ORDER BY l.listed_us", (number,)):
-            items += listing_items(row)
-        items += [consent_item(row) for row in await db.execute_fetchall(
-            "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
-            " FROM consents WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
-        items += [contract_item(kid, principal, date.fromisoformat(start), date.fromisoformat(end) if end else None)
-                  for kid, principal, start, end in await db.execute_fetchall(
-                      "SELECT id, principal_id, start_date, end_date FROM contracts"
-                      " WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
-        items += [note_item(row) for row in await db.execute_fetchall(
-            f"SELECT {NOTE_COLUMNS} WHERE n.number = ? AND (? IS NULL OR n.principal_id = ?) ORDER BY n.id",
-            per_principal)]
-        items += [optout_item(row) for row in await db.execute_fetchall(
-            "SELECT id, principal_id, at_us, source, reference FROM audit.optouts WHERE number = ?"
-            " AND (? IS NULL OR principal_id IS NULL OR principal_id = ?)", per_principal)]
-        items += [decision_item(row) for row in await db.execute_fetchall(
-            "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
-            " evidence, source, uniqueid, hash, recorded_us FROM audit.audit_log WHERE number = ?"
-            " AND (? IS NULL OR principal_id = ?) ORDER BY seq", per_principal)]
-        attach_files(items, files_by_import(await db.execute_fetchall(EVIDENCE_FILES_SQL, {"number": number})))
-        items.sort(key=lambda item: item.at)
-        return items
+        return await read_evidence(self.read_db.execute_fetchall, _LISTS, number, principal_id)
 
     async def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
                           stale_before: datetime) -> AsyncIterator[str]:
@@ -1129,6 +1087,7 @@ def _day(text: str | None) -> date | None:
 # connection); contract dates are ISO text, which compares as the dates do.
 _LISTS = ListDialect(
     optouts="audit.optouts",
+    audit_log="audit.audit_log",
     collate="",
     caller_ids="(SELECT json_group_array(number) FROM (SELECT c.number FROM principal_caller_ids c"
                " WHERE c.principal_id = p.id ORDER BY c.number))",
