@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -45,6 +44,18 @@ from rpoguard.db.history import (
     contract_change,
     contract_detail,
     contract_notes,
+)
+from rpoguard.db.import_records import (
+    FINISH_SQL,
+    INSERT_FILE_SQL,
+    INSERT_IMPORT_SQL,
+    file_params,
+    finish_params,
+    import_params,
+    is_repeatable,
+    repeat_params,
+    repeat_sql,
+    repeat_summary,
 )
 from rpoguard.db.rows import (
     AUDIT_COLUMNS,
@@ -155,6 +166,10 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+# An earlier import of the same file (import_records.repeat_sql): detail is JSONB here.
+_REPEAT_SQL = repeat_sql("IS NOT DISTINCT FROM", "(detail ? 'ended' OR detail ? 'removed')")
+
+
 def _pg_error(exc: BaseException, where: str) -> StoreError:
     """A StoreError an operator can read; the connection's password never appears in it."""
     if isinstance(exc, StoreError):
@@ -175,7 +190,7 @@ def _pg_error(exc: BaseException, where: str) -> StoreError:
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
-_NAMED_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
+_NAMED_PARAMETER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 
 
 def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -557,44 +572,19 @@ class PostgresStore(Store):
         """Inside the import's transaction: (import id, None), or (None, summary) if already imported.
         Only an additive import can be skipped as a repeat: a replacing one must replace again."""
         await con.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", IMPORT_LOCK, meta.kind)
-        if meta.sha256 and additive:
-            prior = await con.fetchrow(
-                "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
-                # The same answer file obtained by another principal is another principal's answer.
-                " WHERE kind = $1 AND sha256 = $2 AND checked_us IS NOT DISTINCT FROM $3"
-                " AND principal_id IS NOT DISTINCT FROM $4"
-                # A replacing import since then undid it: then it is no repeat ('removed' before schema 2).
-                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = $1"
-                "           AND (detail ? 'ended' OR detail ? 'removed'))"
-                " ORDER BY id LIMIT 1",
-                meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id)
+        if is_repeatable(meta, additive):
+            prior = await con.fetchrow(*_named(_REPEAT_SQL, repeat_params(meta)))
             if prior is not None:
-                detail = json.loads(prior[4]) if prior[4] else {}
-                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True,
-                                           files=meta.input_files())
-        import_id = await con.fetchval(
-            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
-            to_us(datetime.now().astimezone()))
-        await con.executemany(
-            "INSERT INTO import_files (import_id, position, role, file_name, file_size, sha256)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            [(import_id, position, f.role, f.name, f.size, f.sha256)
-             for position, f in enumerate(meta.input_files(), start=1)])
-        return int(import_id), None
+                return None, repeat_summary(prior, meta)
+        import_id = int(await con.fetchval(*_named(f"{INSERT_IMPORT_SQL} RETURNING id", import_params(meta))))
+        files = file_params(import_id, meta)
+        sql, _ = _numbered(INSERT_FILE_SQL, files[0])
+        await con.executemany(sql, [_numbered(INSERT_FILE_SQL, f)[1] for f in files])
+        return import_id, None
 
     @staticmethod
     async def _finish_import(con: asyncpg.Connection, summary: ImportSummary, meta: ImportMeta) -> None:
-        summary.files = meta.input_files()
-        summary.rows_rejected = len(meta.rejected)
-        if not summary.rows_read:
-            summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
-        summary.rows_read += summary.rows_rejected
-        await con.execute(
-            "UPDATE imports SET rows_read = $1, rows_stored = $2, rows_rejected = $3, detail = $4 WHERE id = $5",
-            summary.rows_read, summary.rows_stored, summary.rows_rejected, json.dumps(summary.detail),
-            summary.import_id)
+        await con.execute(*_named(FINISH_SQL, finish_params(summary, meta)))
 
     async def _in_transaction(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run an import in one transaction: whole or not at all, also when reading its rows raises."""

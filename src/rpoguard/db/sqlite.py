@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -48,6 +47,18 @@ from rpoguard.db.history import (
     contract_change,
     contract_detail,
     contract_notes,
+)
+from rpoguard.db.import_records import (
+    FINISH_SQL,
+    INSERT_FILE_SQL,
+    INSERT_IMPORT_SQL,
+    file_params,
+    finish_params,
+    import_params,
+    is_repeatable,
+    repeat_params,
+    repeat_sql,
+    repeat_summary,
 )
 from rpoguard.db.rows import (
     AUDIT_COLUMNS,
@@ -648,46 +659,17 @@ class SqliteStore(Store):
     ) -> tuple[int | None, ImportSummary | None]:
         """Inside the import's transaction: (import id, None), or (None, summary) if already imported.
         Only an additive import can be skipped as a repeat: a replacing one must replace again."""
-        if meta.sha256 and additive:
-            prior = await self._fetchone(
-                "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
-                # The same answer file obtained by another principal is another principal's answer.
-                " WHERE kind = ? AND sha256 = ? AND checked_us IS ? AND principal_id IS ?"
-                # A replacing import since then undid it: then it is no repeat ('removed' before schema 2).
-                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = ?"
-                "           AND (json_extract(detail, '$.ended') IS NOT NULL"
-                "                OR json_extract(detail, '$.removed') IS NOT NULL))",
-                (meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id, meta.kind),
-            )
+        if is_repeatable(meta, additive):
+            prior = await self._fetchone(_REPEAT_SQL, repeat_params(meta))
             if prior is not None:
-                detail = json.loads(prior[4]) if prior[4] else {}
-                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True,
-                                           files=meta.input_files())
-        cursor = await self.db.execute(
-            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
-             to_us(datetime.now().astimezone())),
-        )
-        import_id = cursor.lastrowid
-        await self.db.executemany(
-            "INSERT INTO import_files (import_id, position, role, file_name, file_size, sha256)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [(import_id, position, f.role, f.name, f.size, f.sha256)
-             for position, f in enumerate(meta.input_files(), start=1)])
+                return None, repeat_summary(prior, meta)
+        import_id = (await self.db.execute(INSERT_IMPORT_SQL, import_params(meta))).lastrowid
+        assert import_id is not None
+        await self.db.executemany(INSERT_FILE_SQL, file_params(import_id, meta))
         return import_id, None
 
     async def _finish_import(self, summary: ImportSummary, meta: ImportMeta) -> None:
-        summary.files = meta.input_files()
-        summary.rows_rejected = len(meta.rejected)
-        if not summary.rows_read:
-            summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
-        summary.rows_read += summary.rows_rejected
-        await self.db.execute(
-            "UPDATE imports SET rows_read = ?, rows_stored = ?, rows_rejected = ?, detail = ? WHERE id = ?",
-            (summary.rows_read, summary.rows_stored, summary.rows_rejected, json.dumps(summary.detail),
-             summary.import_id),
-        )
+        await self.db.execute(FINISH_SQL, finish_params(summary, meta))
 
     async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
                          progress: Progress | None = None) -> ImportSummary:
@@ -1073,6 +1055,11 @@ class SqliteStore(Store):
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         # On the audit file's own connection: the log alone, without the data file's snapshot.
         return self._stream(audit_rows_query(start_us, end_us), audit_row, audit=True)
+
+
+# An earlier import of the same file (import_records.repeat_sql): detail is JSON text here.
+_REPEAT_SQL = repeat_sql("IS", "(json_extract(detail, '$.ended') IS NOT NULL"
+                               " OR json_extract(detail, '$.removed') IS NOT NULL)")
 
 
 def _iso_day(day: date | None) -> str | None:
