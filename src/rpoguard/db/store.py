@@ -41,7 +41,8 @@ class RecordConflict(StoreError):
 @dataclass(frozen=True, slots=True)
 class AttemptCap:
     """An ALLOW may be appended only while fewer than `max_allows` ALLOWs for the number and principal
-    exist since `since_us`: checked inside the append, so concurrent calls cannot pass the cap together."""
+    exist in its window from `since_us` (policy.attempts.cap_window): checked inside the append, so
+    concurrent calls cannot pass the cap together."""
 
     number: str
     principal_id: str
