@@ -39,11 +39,13 @@ from rpoguard.db.history import (
     CONTRACT_ENDS_SQL,
     CONTRACTS_NEW_SQL,
     consent_conflict,
-    consent_conflicts,
     consent_differences,
+    consent_problems,
     contract_change,
     contract_detail,
     contract_notes,
+    keep_refused,
+    revocations,
 )
 from rpoguard.db.import_records import (
     FINISH_SQL,
@@ -99,8 +101,6 @@ from rpoguard.db.store import (
     FACT_CONTRACT,
     NOTE_END_CORRECTED,
     NOTE_END_SET,
-    NOTE_REVOKED,
-    NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
     ConsentRecord,
@@ -109,7 +109,6 @@ from rpoguard.db.store import (
     DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
-    ImportRejected,
     ImportSummary,
     NotFoundError,
     OptoutRecord,
@@ -117,7 +116,6 @@ from rpoguard.db.store import (
     Progress,
     RecordConflict,
     Revocation,
-    RowProblem,
     RpoAnswer,
     Store,
     StoredCampaign,
@@ -142,7 +140,7 @@ from rpoguard.policy.model import (
     CampaignFacts,
     Facts,
 )
-from rpoguard.timeutil import from_us, to_us
+from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
 
@@ -723,32 +721,16 @@ class PostgresStore(Store):
 
         return await self._in_transaction(work)
 
-    @staticmethod
-    async def _refuse_rows(con: asyncpg.Connection, meta: ImportMeta, problems: list[RowProblem], table: str) -> None:
-        """Rows the store finds bad: the import is rejected whole, or with --skip-invalid they are dropped
-        from the staged rows and listed like the reader's."""
-        if not problems:
-            return
-        meta.rejected.extend(problems)
-        if not meta.skip_invalid:
-            raise ImportRejected(meta.rejected)
-        await con.execute(f"DELETE FROM {table} WHERE line = ANY($1::bigint[])", [p.line for p in problems])
-
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
 
         async def store_rows(con: asyncpg.Connection, import_id: int, summary: ImportSummary, read: int) -> None:
-            # A consent is recorded once and never changed: a row restating a stored consent, or an earlier
-            # row of the file, with other details is a bad row (it is ended with a revocation).
             await con.execute("CREATE INDEX ON staged_consents (number, principal_id, given_us, evidence, line)")
-            problems = [RowProblem(line, consent_conflict(cid, record, differences))
-                        for line, cid, record, differences in consent_conflicts(
-                            await con.fetch(CONSENT_CONFLICTS_SQL))]
-            problems += [RowProblem(line, f"restates line {first} with other details: {'; '.join(differences)}")
-                         for line, first, _, differences in consent_conflicts(
-                             await con.fetch(CONSENT_FILE_CONFLICTS_SQL))]
-            problems.sort(key=lambda p: p.line)
-            await self._refuse_rows(con, meta, problems, "staged_consents")
+            problems = consent_problems(await con.fetch(CONSENT_CONFLICTS_SQL),
+                                        await con.fetch(CONSENT_FILE_CONFLICTS_SQL))
+            if keep_refused(meta, problems):
+                await con.execute("DELETE FROM staged_consents WHERE line = ANY($1::bigint[])",
+                                  [p.line for p in problems])
             summary.rows_stored = _count(await con.execute(
                 "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated, expires_us,"
                 " import_id, created_us) SELECT number, principal_id, given_us, evidence, purpose, automated,"
@@ -844,7 +826,6 @@ class PostgresStore(Store):
         at_us, now_us = to_us(at), to_us(datetime.now().astimezone())
 
         async def work() -> list[Revocation]:
-            done: list[Revocation] = []
             async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
                 # Locked: two revocations at once must not both be the first.
                 rows = await con.fetch(
@@ -852,18 +833,10 @@ class PostgresStore(Store):
                     " AND n.fact_id = consents.id) FROM consents WHERE number = $2 AND principal_id = $3"
                     " AND given_us <= $4 AND (expires_us IS NULL OR expires_us > $4) ORDER BY id FOR UPDATE",
                     FACT_CONSENT, number, principal_id, at_us)
-                notes = []
-                for consent_id, revoked_us, noted_us in rows:
-                    if revoked_us is None:
-                        # The first revocation: set once, never changed afterwards.
-                        await con.execute("UPDATE consents SET revoked_us = $1 WHERE id = $2 AND revoked_us IS NULL",
-                                          at_us, consent_id)
-                        notes.append((consent_id, NOTE_REVOKED))
-                        done.append(Revocation(int(consent_id), True, at, at))
-                    else:
-                        notes.append((consent_id, NOTE_REVOKED_AGAIN))
-                        effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
-                        done.append(Revocation(int(consent_id), False, from_us(revoked_us), from_us(effective)))
+                first, notes, done = revocations(rows, at)
+                # The first revocation: set once, never changed afterwards.
+                await con.executemany("UPDATE consents SET revoked_us = $1 WHERE id = $2 AND revoked_us IS NULL",
+                                      [(at_us, consent_id) for consent_id in first])
                 await con.executemany(
                     "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -42,11 +42,13 @@ from rpoguard.db.history import (
     CONTRACT_ENDS_SQL,
     CONTRACTS_NEW_SQL,
     consent_conflict,
-    consent_conflicts,
     consent_differences,
+    consent_problems,
     contract_change,
     contract_detail,
     contract_notes,
+    keep_refused,
+    revocations,
 )
 from rpoguard.db.import_records import (
     FINISH_SQL,
@@ -101,8 +103,6 @@ from rpoguard.db.store import (
     FACT_CONTRACT,
     NOTE_END_CORRECTED,
     NOTE_END_SET,
-    NOTE_REVOKED,
-    NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
     ConsentRecord,
@@ -111,7 +111,6 @@ from rpoguard.db.store import (
     DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
-    ImportRejected,
     ImportSummary,
     NotFoundError,
     OptoutRecord,
@@ -119,7 +118,6 @@ from rpoguard.db.store import (
     Progress,
     RecordConflict,
     Revocation,
-    RowProblem,
     RpoAnswer,
     Store,
     StoredCampaign,
@@ -142,7 +140,7 @@ from rpoguard.policy.model import (
     CampaignFacts,
     Facts,
 )
-from rpoguard.timeutil import from_us, to_us
+from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
 
@@ -780,30 +778,14 @@ class SqliteStore(Store):
             await self._finish_import(summary, meta)
         return summary
 
-    async def _refuse_rows(self, meta: ImportMeta, problems: list[RowProblem], table: str) -> None:
-        """Rows the store finds bad: the import is rejected whole, or with --skip-invalid they are dropped
-        from the staged rows and listed like the reader's."""
-        if not problems:
-            return
-        meta.rejected.extend(problems)
-        if not meta.skip_invalid:
-            raise ImportRejected(meta.rejected)
-        await self.db.executemany(f"DELETE FROM {table} WHERE line = ?", [(p.line,) for p in problems])
-
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
 
         async def store_rows(import_id: int, summary: ImportSummary, read: int) -> None:
-            # A consent is recorded once and never changed: a row restating a stored consent, or an earlier
-            # row of the file, with other details is a bad row (it is ended with a revocation).
-            problems = [RowProblem(line, consent_conflict(cid, record, differences))
-                        for line, cid, record, differences in consent_conflicts(
-                            await self.db.execute_fetchall(CONSENT_CONFLICTS_SQL))]
-            problems += [RowProblem(line, f"restates line {first} with other details: {'; '.join(differences)}")
-                         for line, first, _, differences in consent_conflicts(
-                             await self.db.execute_fetchall(CONSENT_FILE_CONFLICTS_SQL))]
-            problems.sort(key=lambda p: p.line)
-            await self._refuse_rows(meta, problems, "staged_consents")
+            problems = consent_problems(await self.db.execute_fetchall(CONSENT_CONFLICTS_SQL),
+                                        await self.db.execute_fetchall(CONSENT_FILE_CONFLICTS_SQL))
+            if keep_refused(meta, problems):
+                await self.db.executemany("DELETE FROM staged_consents WHERE line = ?", [(p.line,) for p in problems])
             before = self.db.total_changes
             await self.db.execute(
                 "INSERT OR IGNORE INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
@@ -915,25 +897,16 @@ class SqliteStore(Store):
 
     async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> list[Revocation]:
         at_us, now_us = to_us(at), to_us(datetime.now().astimezone())
-        done: list[Revocation] = []
         async with self._transaction():
             rows = await self.db.execute_fetchall(
                 "SELECT id, revoked_us, (SELECT min(n.at_us) FROM fact_notes n WHERE n.fact = ?"
                 " AND n.fact_id = consents.id) FROM consents WHERE number = ? AND principal_id = ?"
                 " AND given_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY id",
                 (FACT_CONSENT, number, principal_id, at_us, at_us))
-            notes = []
-            for consent_id, revoked_us, noted_us in rows:
-                if revoked_us is None:
-                    # The first revocation: set once, never changed afterwards.
-                    await self.db.execute("UPDATE consents SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
-                                          (at_us, consent_id))
-                    notes.append((consent_id, NOTE_REVOKED))
-                    done.append(Revocation(consent_id, True, at, at))
-                else:
-                    notes.append((consent_id, NOTE_REVOKED_AGAIN))
-                    effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
-                    done.append(Revocation(consent_id, False, from_us(revoked_us), from_us(effective)))
+            first, notes, done = revocations(rows, at)
+            # The first revocation: set once, never changed afterwards.
+            await self.db.executemany("UPDATE consents SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
+                                      [(at_us, consent_id) for consent_id in first])
             await self.db.executemany(
                 "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
