@@ -135,8 +135,9 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
 
 
 class AnchorWriter:
-    """Appends chain heads to the anchor file and logs them to the witness logger. One per process,
-    shared by every decision writer of that process (see configure)."""
+    """Appends chain heads to the anchor file and logs them to the witness logger. One per process, made
+    from the configuration (writer_from_config) and handed to the store, whose decision writer calls it
+    after each group commit."""
 
     def __init__(self, path: str | os.PathLike[str] | None, key: bytes | None = None,
                  log_interval: float = 0.0) -> None:
@@ -149,6 +150,9 @@ class AnchorWriter:
         self._logged_at: float | None = None
         self._unlogged: tuple[int, str] | None = None
         self.written = 0  # lines appended, for tests and the benchmark
+        if log_interval > 0 and witness.level == logging.NOTSET:
+            # The CLI logs WARNING and up; the witness lines must get through without -v.
+            witness.setLevel(logging.INFO)
 
     def append(self, seq: int, digest: str, at: datetime | None = None) -> bool:
         """Append the line for row `seq` and make it durable. False when the file already anchors this
@@ -265,28 +269,6 @@ class AnchorWriter:
             if self._unlogged is not None:
                 head, self._unlogged = self._unlogged, None
                 self._log_head(*head)
-
-
-# One process serves one database (the gate and every command take it from the configuration), so the
-# writer is configured once per process, like the configuration itself; decision writers look it up.
-_writer: AnchorWriter | None = None
-_witness_level_set = False
-
-
-def configure(writer: AnchorWriter | None) -> None:
-    global _writer, _witness_level_set  # noqa: PLW0603 -- the process-wide setting described above
-    _writer = writer
-    if writer is not None and writer.log_interval > 0 and witness.level == logging.NOTSET:
-        # The CLI logs WARNING and up; the witness lines must get through without -v.
-        witness.setLevel(logging.INFO)
-        _witness_level_set = True
-    elif writer is None and _witness_level_set:
-        witness.setLevel(logging.NOTSET)
-        _witness_level_set = False
-
-
-def current_writer() -> AnchorWriter | None:
-    return _writer
 
 
 def writer_from_config(audit: AuditConfig, db: str) -> AnchorWriter | None:

@@ -23,7 +23,7 @@ from rpoguard.config import Config
 from rpoguard.constants import ALLOW, ATTEMPT_LIMIT, BLOCK, ENGINE_ERROR
 from rpoguard.db.store import AttemptCap, AttemptCapReached, StoreUnavailable
 from rpoguard.numbers import NumberError, is_withheld, normalize, normalize_caller_id, normalize_with_fast_path, redact
-from rpoguard.policy import CallContext, CampaignFacts, Decision, Facts, decide
+from rpoguard.policy import CallContext, CampaignFacts, Decision, Facts, decide, with_rpo_summary
 from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,9 @@ class Gate:
                 caller_e164 = normalize_caller_id(call.caller_id or "")
             except NumberError:
                 caller_e164 = None
-        facts = await self.store.facts(e164 if number_error is None else None, line_type,
-                                       call.campaign_id, at)
+        stored = await self.store.facts(e164 if number_error is None else None, line_type,
+                                        call.campaign_id, at)
+        facts = with_rpo_summary(stored, at)
         ctx = CallContext(at=at, number_error=number_error, caller_id_checked=caller_checked,
                           caller_id=caller_e164, rpo_validity_days=self.rpo_validity_days)
         decision = decide(facts, ctx)

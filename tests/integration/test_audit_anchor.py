@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from rpoguard import anchor
 from rpoguard.anchor import AnchorWriter, format_line
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
 from rpoguard.db.sqlite import SqliteStore, audit_path
@@ -56,11 +55,12 @@ def config(write_file: Callable[..., Path], anchors: Path, key_file: Path) -> Pa
 def logged(store: SqliteStore, run: Callable, make_entry: Callable[..., AuditEntry],
            anchors: Path) -> Iterator[list[AuditRow]]:
     """Eight decisions through the store's real writer, each its own group, anchored with the key."""
-    anchor.configure(AnchorWriter(anchors, KEY))
+    anchored = SqliteStore(store.path, anchor=AnchorWriter(anchors, KEY))
+    run(anchored.open())
     try:
-        yield [run(store.append_decision(make_entry())) for _ in range(8)]
+        yield [run(anchored.append_decision(make_entry())) for _ in range(8)]
     finally:
-        anchor.configure(None)
+        run(anchored.close())
 
 
 def attacker(db: Path) -> sqlite3.Connection:

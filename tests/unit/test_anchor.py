@@ -31,6 +31,7 @@ from rpoguard.anchor import (
 )
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, VerifyReport, chain_hash, verify_chain
 from rpoguard.config import AuditConfig, ConfigError, load_config
+from rpoguard.db import open_store
 from rpoguard.db.sqlite import SqliteStore
 from rpoguard.db.store import Store
 from support.rawdb import RawDb
@@ -50,14 +51,34 @@ def anchor_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def writer(anchor_file: Path) -> Iterator[AnchorWriter]:
-    """Anchoring on, with a key, for every decision writer of this process; off again afterwards."""
-    configured = AnchorWriter(anchor_file, KEY)
-    anchor.configure(configured)
+def writer(anchor_file: Path) -> AnchorWriter:
+    """Anchoring on, with a key."""
+    return AnchorWriter(anchor_file, KEY)
+
+
+@pytest.fixture
+def open_anchored(store_url: str, run: Callable) -> Iterator[Callable[[AnchorWriter | None], Store]]:
+    """Opens another store on this test's database whose decision writer anchors with the given writer (as
+    the CLI builds it from the configuration); each is closed after the test."""
+    opened: list[Store] = []
+
+    def opener(writer: AnchorWriter | None) -> Store:
+        store = open_store(store_url, anchor=writer)
+        run(store.open())
+        opened.append(store)
+        return store
+
     try:
-        yield configured
+        yield opener
     finally:
-        anchor.configure(None)
+        for store in reversed(opened):
+            run(store.close())
+
+
+@pytest.fixture
+def anchored(open_anchored: Callable[[AnchorWriter | None], Store], writer: AnchorWriter) -> Store:
+    """A store on this test's database that anchors every group commit with `writer`."""
+    return open_anchored(writer)
 
 
 def append(run: Callable, store: SqliteStore, entries: list[AuditEntry]) -> list[AuditRow]:
@@ -76,11 +97,11 @@ def append_group(run: Callable, store: SqliteStore, entries: list[AuditEntry]) -
 
 @pytest.fixture
 def decisions(
-    store: SqliteStore, run: Callable, make_entry: Callable[..., AuditEntry], writer: AnchorWriter
+    anchored: Store, run: Callable, make_entry: Callable[..., AuditEntry]
 ) -> list[AuditRow]:
     """Ten decisions: six groups of one, then one group of four."""
-    rows = append(run, store, [make_entry() for _ in range(6)])
-    rows += append_group(run, store, [make_entry(decision="block", reasons="rpo_registered", basis=None)
+    rows = append(run, anchored, [make_entry() for _ in range(6)])
+    rows += append_group(run, anchored, [make_entry(decision="block", reasons="rpo_registered", basis=None)
                                       for _ in range(4)])
     return rows
 
@@ -131,11 +152,11 @@ def lines_of(path: Path) -> list[str]:
 
 
 def test_one_line_per_group_commit_for_its_last_row(
-    store: SqliteStore, anchor_file: Path, decisions: list[AuditRow]
+    anchored: SqliteStore, anchor_file: Path, decisions: list[AuditRow]
 ) -> None:
-    assert store._appender is not None
+    assert anchored._appender is not None
     lines = [parse_line(text, n) for n, text in enumerate(lines_of(anchor_file), start=1)]
-    assert len(lines) == store._appender.groups == 7
+    assert len(lines) == anchored._appender.groups == 7
     assert [line.seq for line in lines] == [1, 2, 3, 4, 5, 6, 10]
     assert [line.hash for line in lines] == [r.hash for r in decisions[:6]] + [decisions[-1].hash]
     for line in lines:
@@ -276,7 +297,7 @@ def test_rows_after_the_last_anchor_are_noted_not_failed(
     store: SqliteStore, run: Callable, anchor_file: Path, make_entry: Callable[..., AuditEntry],
     decisions: list[AuditRow]
 ) -> None:
-    anchor.configure(None)  # e.g. an operator's command run without the configuration
+    # `store` has no anchor writer: e.g. an operator's command run without the configuration.
     append(run, store, [make_entry(), make_entry()])
     chain, report = check(run, store, anchor_file)
     assert chain.intact and report.intact and report.unanchored == 2
@@ -298,26 +319,23 @@ def test_verify_without_anchors_says_what_it_cannot_see(store: SqliteStore, run:
 
 def test_anchor_folder_missing_blocks_no_decision_and_is_logged_once(
     store: SqliteStore, run: Callable, tmp_path: Path, make_entry: Callable[..., AuditEntry],
-    caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, open_anchored: Callable[[AnchorWriter | None], Store]
 ) -> None:
     target = tmp_path / "missing" / "anchors"
-    anchor.configure(AnchorWriter(target, KEY))
-    try:
-        with caplog.at_level(logging.WARNING, logger="rpoguard.anchor"):
-            rows = append(run, store, [make_entry() for _ in range(3)])
-            assert [r.seq for r in rows] == [1, 2, 3]
-            errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-            assert len(errors) == 1
-            assert "cannot write the audit anchor for row 1" in errors[0].getMessage()
-            assert "still recorded and answered" in errors[0].getMessage()
+    writing = open_anchored(AnchorWriter(target, KEY))
+    with caplog.at_level(logging.WARNING, logger="rpoguard.anchor"):
+        rows = append(run, writing, [make_entry() for _ in range(3)])
+        assert [r.seq for r in rows] == [1, 2, 3]
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1
+        assert "cannot write the audit anchor for row 1" in errors[0].getMessage()
+        assert "still recorded and answered" in errors[0].getMessage()
 
-            target.parent.mkdir()
-            append(run, store, [make_entry()])
-            recovered = [r for r in caplog.records if r.levelno == logging.WARNING]
-            assert len(recovered) == 1
-            assert "again from row 4; rows 1 to 3" in recovered[0].getMessage()
-    finally:
-        anchor.configure(None)
+        target.parent.mkdir()
+        append(run, writing, [make_entry()])
+        recovered = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(recovered) == 1
+        assert "again from row 4; rows 1 to 3" in recovered[0].getMessage()
     assert run(verify_chain(store.audit_rows())).intact
     _, report = check(run, store, target)
     assert report.intact and report.lines == 1 and report.matched == 1
@@ -325,23 +343,21 @@ def test_anchor_folder_missing_blocks_no_decision_and_is_logged_once(
 
 def test_unwritable_anchor_file_and_any_other_failure_never_fail_a_decision(
     store: SqliteStore, run: Callable, tmp_path: Path, make_entry: Callable[..., AuditEntry],
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    open_anchored: Callable[[AnchorWriter | None], Store]
 ) -> None:
     target = tmp_path / "is-a-folder"
     target.mkdir()  # cannot be opened for writing, even by root
     failing = AnchorWriter(target, KEY)
-    anchor.configure(failing)
-    try:
-        with caplog.at_level(logging.ERROR, logger="rpoguard.anchor"):
-            append(run, store, [make_entry() for _ in range(2)])
+    writing = open_anchored(failing)
+    with caplog.at_level(logging.ERROR, logger="rpoguard.anchor"):
+        append(run, writing, [make_entry() for _ in range(2)])
 
-            def broken(*_: object) -> bool:
-                raise RuntimeError("unexpected")
+        def broken(*_: object) -> bool:
+            raise RuntimeError("unexpected")
 
-            monkeypatch.setattr(failing, "append", broken)
-            append(run, store, [make_entry() for _ in range(2)])
-    finally:
-        anchor.configure(None)
+        monkeypatch.setattr(failing, "append", broken)
+        append(run, writing, [make_entry() for _ in range(2)])
     assert [r.getMessage().split(": ", 1)[0] for r in caplog.records] == [
         f"cannot write the audit anchor for row 1 to {target}",
         f"cannot write the audit anchor for row 3 to {target}",
@@ -367,12 +383,12 @@ def test_a_forged_last_line_does_not_stop_anchoring(anchor_file: Path) -> None:
 
 
 def test_a_cut_short_last_line_is_left_on_its_own_line(
-    store: SqliteStore, run: Callable, anchor_file: Path, make_entry: Callable[..., AuditEntry],
+    store: SqliteStore, anchored: Store, run: Callable, anchor_file: Path, make_entry: Callable[..., AuditEntry],
     decisions: list[AuditRow]
 ) -> None:
     with anchor_file.open("a", encoding="ascii") as fh:
         fh.write("11 abc")  # what a write cut short by a crash would leave
-    append(run, store, [make_entry()])
+    append(run, anchored, [make_entry()])
     lines = lines_of(anchor_file)
     assert lines[-2] == "11 abc"
     assert parse_line(lines[-1], 0).seq == 11
@@ -388,30 +404,27 @@ def test_heads_are_logged_at_most_every_interval_and_the_last_at_close(
     db_path: Path, run: Callable, anchor_file: Path, make_entry: Callable[..., AuditEntry],
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    anchor.configure(AnchorWriter(anchor_file, None, log_interval=3600))
-    store = SqliteStore(db_path)
+    store = SqliteStore(db_path, anchor=AnchorWriter(anchor_file, None, log_interval=3600))
     run(store.open())
-    try:
-        with caplog.at_level(logging.INFO, logger=WITNESS_LOGGER):
-            rows = append(run, store, [make_entry() for _ in range(3)])
-            assert [r.getMessage() for r in caplog.records] == [f"audit chain head: row 1 hash {rows[0].hash}"]
-            run(store.close())
-            assert caplog.records[-1].getMessage() == f"audit chain head: row 3 hash {rows[2].hash}"
-            assert {r.name for r in caplog.records} == {WITNESS_LOGGER}
-            assert len(caplog.records) == 2
-    finally:
-        anchor.configure(None)
+    with caplog.at_level(logging.INFO, logger=WITNESS_LOGGER):
+        rows = append(run, store, [make_entry() for _ in range(3)])
+        assert [r.getMessage() for r in caplog.records] == [f"audit chain head: row 1 hash {rows[0].hash}"]
+        run(store.close())
+        assert caplog.records[-1].getMessage() == f"audit chain head: row 3 hash {rows[2].hash}"
+        assert {r.name for r in caplog.records} == {WITNESS_LOGGER}
+        assert len(caplog.records) == 2
 
 
 def test_witness_logger_gets_through_a_warning_level_setup(anchor_file: Path) -> None:
     witness = logging.getLogger(WITNESS_LOGGER)
-    assert witness.level == logging.NOTSET
-    anchor.configure(AnchorWriter(anchor_file, None, log_interval=60))
+    witness.setLevel(logging.NOTSET)  # as a process starts
     try:
+        AnchorWriter(anchor_file, None, log_interval=0)  # no witness: the logger is left alone
+        assert witness.level == logging.NOTSET
+        AnchorWriter(anchor_file, None, log_interval=60)
         assert witness.level == logging.INFO
     finally:
-        anchor.configure(None)
-    assert witness.level == logging.NOTSET
+        witness.setLevel(logging.NOTSET)
 
 
 # -- lines and keys -------------------------------------------------------------------------------------

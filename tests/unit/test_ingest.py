@@ -17,6 +17,7 @@ from rpoguard.ingest import directory as directory_import
 from rpoguard.ingest import registry as registry_import
 from rpoguard.ingest.csvfile import MAX_FIELD, FileError
 from rpoguard.policy.model import Facts
+from rpoguard.policy.rpo import with_rpo_summary
 from rpoguard.timeutil import parse_time
 
 CHECKED = parse_time("2026-11-20")
@@ -35,7 +36,8 @@ def t(text: str) -> datetime:
 
 def facts(run: Callable, store: SqliteStore, number: str, campaign: str | None = "spring26") -> Facts:
     # After every import of the test: directory files without --listed-at count from their import.
-    return run(store.facts(number, None, campaign, datetime.now(UTC) + timedelta(days=1)))
+    at = datetime.now(UTC) + timedelta(days=1)
+    return with_rpo_summary(run(store.facts(number, None, campaign, at)), at)
 
 
 def rpo_state(run: Callable, store: SqliteStore, number: str) -> tuple[bool, datetime, datetime | None] | None:

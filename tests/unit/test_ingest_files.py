@@ -21,6 +21,7 @@ from rpoguard.ingest.csvfile import FileError, encoding_name, read_rows
 from rpoguard.ingest.numberlist import find_number_column
 from rpoguard.ingest.plausible import RPO_OPENED, ImplausibleDate, expired_on_arrival, not_in_future
 from rpoguard.policy.model import Facts
+from rpoguard.policy.rpo import with_rpo_summary
 from rpoguard.timeutil import ROME, parse_time
 
 CHECKED = parse_time("2026-11-20")
@@ -32,7 +33,8 @@ Writer = Callable[..., Path]
 
 
 def facts(run: Callable, store: Store, number: str) -> Facts:
-    return run(store.facts(number, None, "spring26", datetime.now(UTC) + timedelta(days=1)))
+    at = datetime.now(UTC) + timedelta(days=1)
+    return with_rpo_summary(run(store.facts(number, None, "spring26", at)), at)
 
 
 def lines_of(problems: list[RowProblem]) -> list[int]:

@@ -28,6 +28,7 @@ from rpoguard.db.store import (
     Store,
 )
 from rpoguard.policy.model import Facts
+from rpoguard.policy.rpo import with_rpo_summary
 from rpoguard.timeutil import parse_time, to_us
 from support.rawdb import RawDb
 
@@ -60,7 +61,8 @@ def end_of(day: str) -> datetime:
 def facts(
     run: Callable, store: SqliteStore, number: str | None = NUM, campaign: str | None = "spring26", at: datetime = NOW
 ) -> Facts:
-    return run(store.facts(number, "fixed", campaign, at))
+    # As the gate reads them: the RPO answers as they stand at `at`.
+    return with_rpo_summary(run(store.facts(number, "fixed", campaign, at)), at)
 
 
 AUDIT_TABLES = frozenset({"audit_log", "optouts"})

@@ -24,7 +24,7 @@ from test_policy import NUMBER, ORDER_ROWS, RULE_ROWS
 from rpoguard.audit import AuditEntry
 from rpoguard.db.store import ConsentRecord, ImportMeta, RpoAnswer, Store
 from rpoguard.policy import CallContext, Facts, RpoFacts, decide
-from rpoguard.policy.rpo import latest_moment_of
+from rpoguard.policy.rpo import latest_moment_of, with_rpo_summary
 from rpoguard.timeutil import to_us
 from support.rawdb import RawDb
 
@@ -120,7 +120,7 @@ def test_stored_facts_give_the_tables_answer(
     campaign_id = f.campaign.id if f.campaign is not None else "spring-offers"
     # As the gate does: a number that failed normalisation never reaches the store.
     number = None if ctx.number_error else NUMBER
-    stored = run(store.facts(number, f.line_type, campaign_id, ctx.at))
+    stored = with_rpo_summary(run(store.facts(number, f.line_type, campaign_id, ctx.at)), ctx.at)
 
     decision = decide(stored, ctx)
     assert (decision.reasons, decision.basis if not decision.reasons else None) == (

@@ -38,6 +38,7 @@ from rpoguard.db.store import (
     RpoAnswer,
     Store,
 )
+from rpoguard.policy.rpo import with_rpo_summary
 from rpoguard.timeutil import parse_time, to_us
 from support.rawdb import RawDb
 
@@ -205,7 +206,7 @@ def test_two_files_answering_one_check_time_keep_their_own_answers(acme: Store, 
     assert raw(run, acme, "SELECT registered, import_id FROM rpo_results ORDER BY id") == [
         (False, first.import_id), (True, second.import_id)]
     # Taken together, as one file's two answers always were: "registered" wins.
-    rpo = run(acme.facts(NUM, "fixed", "c", NOW)).rpo
+    rpo = with_rpo_summary(run(acme.facts(NUM, "fixed", "c", NOW)), NOW).rpo
     assert rpo is not None
     assert (rpo.registered, rpo.registered_at, rpo.import_id) == (True, t("2026-03-01"), second.import_id)
     answers = [d for k, d in evidence_kinds(run, acme) if k == "rpo_answer"]

@@ -30,6 +30,7 @@ from rpoguard.db import open_store
 from rpoguard.db.copy import copy_database
 from rpoguard.db.rows import CONTROLLER_UNKNOWN
 from rpoguard.db.store import ImportMeta, RpoAnswer, Store
+from rpoguard.policy.rpo import with_rpo_summary
 from rpoguard.timeutil import parse_time, to_us
 from support.aio import run_once
 from support.pgfixtures import PgServer, _admin, with_database
@@ -100,7 +101,7 @@ def test_with_one_principal_the_stored_answers_become_its_own(
     try:
         (note,) = upgrade_notes(caplog)
         assert "the 2 answer(s) already stored were given to principal acme, the only one" in note
-        facts = run(store.facts(NUM, "fixed", "acme-c", AT))
+        facts = with_rpo_summary(run(store.facts(NUM, "fixed", "acme-c", AT)), AT)
         assert facts.rpo is not None
         assert (facts.rpo.checked_at, facts.rpo.registered) == (CHECKED, False)
         # The old directory row is an open listing period from its old moment.
@@ -132,7 +133,7 @@ def test_with_several_principals_the_stored_answers_are_kept_but_never_decide(
         assert "--principal ID" in note and "answers-nov.csv checked 2026-11-20 00:00" in note
         # No decision uses them: for either principal the number was never checked.
         for campaign in ("acme-c", "beta-c"):
-            assert run(store.facts(NUM, "fixed", campaign, AT)).rpo is None
+            assert with_rpo_summary(run(store.facts(NUM, "fixed", campaign, AT)), AT).rpo is None
         # The evidence keeps them, as "controller unknown", whatever principal is asked about.
         for principal in (None, "acme"):
             (answer,) = [i for i in run(store.evidence(NUM, principal)) if i.kind == "rpo_answer"]
@@ -145,8 +146,8 @@ def test_with_several_principals_the_stored_answers_are_kept_but_never_decide(
         meta = ImportMeta(kind="rpo", file_name="answers-nov.csv", sha256="aa", checked_at=CHECKED, principal_id="acme")
         again = run(store.import_rpo([RpoAnswer(NUM, False), RpoAnswer(OTHER, True)], meta))
         assert not again.already_imported
-        assert run(store.facts(NUM, "fixed", "acme-c", AT)).rpo is not None
-        assert run(store.facts(NUM, "fixed", "beta-c", AT)).rpo is None
+        assert with_rpo_summary(run(store.facts(NUM, "fixed", "acme-c", AT)), AT).rpo is not None
+        assert with_rpo_summary(run(store.facts(NUM, "fixed", "beta-c", AT)), AT).rpo is None
         kinds = [(i.kind, i.principal_id) for i in run(store.evidence(NUM, None)) if i.kind == "rpo_answer"]
         assert sorted(kinds, key=str) == sorted([("rpo_answer", None), ("rpo_answer", "acme")], key=str)
     finally:
@@ -261,7 +262,7 @@ def test_upgrade_keeps_every_fact_and_names_each_file_of_old_imports(
         other = ImportMeta(kind="rpo", file_name="late.csv", sha256="f" * 64, checked_at=V2_CHECKED,
                            principal_id="acme")
         run(store.import_rpo([RpoAnswer(NUM, True)], other))
-        rpo = run(store.facts(NUM, "fixed", "acme-c", AT)).rpo
+        rpo = with_rpo_summary(run(store.facts(NUM, "fixed", "acme-c", AT)), AT).rpo
         assert rpo is not None and rpo.registered
         assert len([i for i in run(store.evidence(NUM, None)) if i.kind == "rpo_answer"]) == 2
         # A consent revoked before keeps its revocation; one said again is noted beside it.

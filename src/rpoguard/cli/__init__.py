@@ -16,7 +16,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rpoguard.anchor import configure, writer_from_config
 from rpoguard.cli.common import (
     COMMAND_DEST,
     EXIT_BROKEN_PIPE,
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 
 
 async def _run(command: Command, args: argparse.Namespace, config: Config) -> int:
-    # Before any store opens: the decision writer anchors each group commit with it (rpoguard.anchor).
-    configure(writer_from_config(config.audit, config.db))
     return await command.run(args, config)
 
 

@@ -12,7 +12,6 @@ from rpoguard.anchor import (
     AnchorError,
     AnchorReport,
     AnchorWriter,
-    configure,
     load_key,
     report_lines,
     verify_anchored,
@@ -98,7 +97,6 @@ async def cmd_audit_anchor(args: argparse.Namespace, store: Store, config: Confi
         return EXIT_OK
     # This command's anchor writer, so that the head also goes to the system log like the gate's.
     writer = AnchorWriter(path, key, DEFAULT_LOG_INTERVAL)
-    configure(writer)
     try:
         written = writer.append(chain.rows, chain.head_hash)
     except OSError as exc:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol, TypeAlias
 
+from rpoguard.anchor import writer_from_config
 from rpoguard.config import Config
 from rpoguard.db import open_store
 from rpoguard.db.store import FILE_ONLY, RowProblem, Store
@@ -62,7 +63,9 @@ class StoreCommand:
         return None
 
     async def run(self, args: argparse.Namespace, config: Config) -> int:
-        async with open_store(config.db, create=self.creates_database) as store:
+        # The decision writer anchors each group commit with it (rpoguard.anchor).
+        anchor = writer_from_config(config.audit, config.db)
+        async with open_store(config.db, create=self.creates_database, anchor=anchor) as store:
             return await self.handler(args, store, config)
 
 

@@ -12,7 +12,7 @@ from rpoguard.db.urls import display_name
 
 async def cmd_db_migrate(args: argparse.Namespace, store: Store, config: Config) -> int:
     # Opening the store brought the schema up to date; a second run changes nothing.
-    version = await store.schema_version()  # type: ignore[attr-defined]
+    version = await store.schema_version()
     print(f"database {display_name(config.db)}: "
           f"schema up to date (version {version})")
     return EXIT_OK

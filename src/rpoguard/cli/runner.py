@@ -14,13 +14,11 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
+from rpoguard.anchor import writer_from_config
 from rpoguard.cli.common import EXIT_OK, LoopFactory
 from rpoguard.config import Config, ConfigError
-from rpoguard.db import is_postgres_url, open_store
-from rpoguard.db.sqlite import audit_path
 from rpoguard.db.supervisor import SupervisedStore
 
 log = logging.getLogger(__name__)
@@ -79,10 +77,7 @@ class ServerCommand:
 async def supervised_store(config: Config) -> SupervisedStore:
     """The servers open the database themselves, under supervision: they start and stay up without one,
     blocking every call with engine_error until the database is (back) in place."""
-    data = Path(config.db)
-    # PostgreSQL has no files to watch: the pool reconnects by itself, and a failed open is retried.
-    paths = [] if is_postgres_url(config.db) else [data, audit_path(data)]
-    supervised = SupervisedStore(lambda: open_store(config.db, create=False), paths)
+    supervised = SupervisedStore.for_database(config.db, anchor=writer_from_config(config.audit, config.db))
     await supervised.start()
     return supervised
 

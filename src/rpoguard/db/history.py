@@ -13,7 +13,7 @@ The SQL differs between SQLite and PostgreSQL; these rules do not, so they live 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from rpoguard.db.rows import opt_dt, opt_us
@@ -25,9 +25,15 @@ from rpoguard.db.store import (
     FACT_CONTRACT,
     NOTE_END_CORRECTED,
     NOTE_END_SET,
+    NOTE_REVOKED,
+    NOTE_REVOKED_AGAIN,
     ConsentRecord,
+    ImportMeta,
+    ImportRejected,
+    Revocation,
+    RowProblem,
 )
-from rpoguard.timeutil import from_us, human_us
+from rpoguard.timeutil import from_us, human_us, to_us
 
 
 def consent_differences(purpose: str | None, automated: object, expires_us: int | None,
@@ -159,3 +165,48 @@ def contract_notes(corrected: int, noted: int) -> list[str]:
         notes.append(f"{noted} ended contract(s) given a later end, or none: noted beside the record, not used "
                      "(an end is never moved later; a renewal is a new contract with its own start)")
     return notes
+
+
+def consent_problems(stored: Iterable[Sequence[Any]], in_file: Iterable[Sequence[Any]]) -> list[RowProblem]:
+    """A consent is recorded once and never changed: a row restating a stored consent (rows of
+    CONSENT_CONFLICTS_SQL), or an earlier row of the file (CONSENT_FILE_CONFLICTS_SQL), with other details is
+    a bad row (a consent is ended with a revocation). In line order."""
+    problems = [RowProblem(line, consent_conflict(cid, record, differences))
+                for line, cid, record, differences in consent_conflicts(stored)]
+    problems += [RowProblem(line, f"restates line {first} with other details: {'; '.join(differences)}")
+                 for line, first, _, differences in consent_conflicts(in_file)]
+    problems.sort(key=lambda p: p.line)
+    return problems
+
+
+def keep_refused(meta: ImportMeta, problems: list[RowProblem]) -> bool:
+    """Rows the store finds bad: the import is rejected whole (ImportRejected), or with --skip-invalid they
+    are listed like the reader's and True says to drop them from the staged rows."""
+    if not problems:
+        return False
+    meta.rejected.extend(problems)
+    if not meta.skip_invalid:
+        raise ImportRejected(meta.rejected)
+    return True
+
+
+def revocations(consents: Iterable[Sequence[Any]], at: datetime) -> tuple[list[int], list[tuple[int, str]],
+                                                                          list[Revocation]]:
+    """What `consent revoke` at `at` does to each consent (id, revoked_us, earliest noted revocation): the
+    ids whose first revocation this is (set once, never changed afterwards), the note for every consent,
+    and what the command reports."""
+    at_us = to_us(at)
+    first: list[int] = []
+    notes: list[tuple[int, str]] = []
+    done: list[Revocation] = []
+    for consent_id, revoked_us, noted_us in consents:
+        if revoked_us is None:
+            first.append(int(consent_id))
+            notes.append((int(consent_id), NOTE_REVOKED))
+            done.append(Revocation(int(consent_id), True, at, at))
+        else:
+            # Noted beside the first; decisions read the earliest moment any revocation names.
+            notes.append((int(consent_id), NOTE_REVOKED_AGAIN))
+            effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
+            done.append(Revocation(int(consent_id), False, from_us(revoked_us), from_us(effective)))
+    return first, notes, done

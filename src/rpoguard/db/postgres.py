@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import date, datetime
 from importlib import resources
 from time import time_ns
@@ -29,8 +28,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from rpoguard.audit import AuditEntry, AuditRow, chain_hash
-from rpoguard.constants import ALLOW, SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.anchor import AnchorWriter
+from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
 from rpoguard.db.history import (
     CONSENT_CONFLICTS_SQL,
     CONSENT_FILE_CONFLICTS_SQL,
@@ -38,40 +39,47 @@ from rpoguard.db.history import (
     CONTRACT_ENDS_SQL,
     CONTRACTS_NEW_SQL,
     consent_conflict,
-    consent_conflicts,
     consent_differences,
+    consent_problems,
     contract_change,
     contract_detail,
     contract_notes,
+    keep_refused,
+    revocations,
+)
+from rpoguard.db.import_records import (
+    FINISH_SQL,
+    INSERT_FILE_SQL,
+    INSERT_IMPORT_SQL,
+    file_params,
+    finish_params,
+    import_params,
+    is_repeatable,
+    repeat_params,
+    repeat_sql,
+    repeat_summary,
 )
 from rpoguard.db.rows import (
+    AUDIT_COLUMNS,
     BATCH,
     DUE_STALE,
-    EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
-    NOTE_COLUMNS,
     ListDialect,
     Query,
-    attach_files,
+    audit_row,
+    audit_rows_query,
     batches,
     campaigns_query,
-    consent_item,
     consents_query,
-    contract_item,
     contracts_query,
-    decision_item,
     due_source,
     facts_from_document,
-    files_by_import,
     listing_detail,
-    listing_items,
-    note_item,
     opt_us,
-    optout_item,
     optouts_query,
     principals_query,
+    read_evidence,
     refuse_older_extract,
-    rpo_answer_item,
     stored_campaign,
     stored_consent,
     stored_contract,
@@ -93,18 +101,14 @@ from rpoguard.db.store import (
     FACT_CONTRACT,
     NOTE_END_CORRECTED,
     NOTE_END_SET,
-    NOTE_REVOKED,
-    NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
-    AttemptCapReached,
     ConsentRecord,
     ContractOutcome,
     ContractRecord,
     DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
-    ImportRejected,
     ImportSummary,
     NotFoundError,
     OptoutRecord,
@@ -112,7 +116,6 @@ from rpoguard.db.store import (
     Progress,
     RecordConflict,
     Revocation,
-    RowProblem,
     RpoAnswer,
     Store,
     StoredCampaign,
@@ -123,6 +126,7 @@ from rpoguard.db.store import (
     StoreError,
     StoreUnavailable,
 )
+from rpoguard.db.tables import Table, TableRows, select_sql, to_common
 from rpoguard.db.upgrade import (
     ANSWER_COUNTS_SQL,
     ANSWERS_PER_PRINCIPAL,
@@ -136,7 +140,7 @@ from rpoguard.policy.model import (
     CampaignFacts,
     Facts,
 )
-from rpoguard.timeutil import from_us, to_us
+from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +164,10 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+# An earlier import of the same file (import_records.repeat_sql): detail is JSONB here.
+_REPEAT_SQL = repeat_sql("IS NOT DISTINCT FROM", "(detail ? 'ended' OR detail ? 'removed')")
+
+
 def _pg_error(exc: BaseException, where: str) -> StoreError:
     """A StoreError an operator can read; the connection's password never appears in it."""
     if isinstance(exc, StoreError):
@@ -180,7 +188,7 @@ def _pg_error(exc: BaseException, where: str) -> StoreError:
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
-_NAMED_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
+_NAMED_PARAMETER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 
 
 def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -195,6 +203,12 @@ def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
 
     text = _NAMED_PARAMETER.sub(number, sql)
     return text, [values[name] for name in order]
+
+
+def _named(sql: str, values: dict[str, Any]) -> list[Any]:
+    """_numbered as the arguments of fetch/execute: the SQL, then its values."""
+    text, args = _numbered(sql, values)
+    return [text, *args]
 
 
 def _count(status: str) -> int:
@@ -237,9 +251,6 @@ SELECT json_build_array(
 )::text
 """
 
-_AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
-                  " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us")
-
 # Run after the head row is locked: a new statement, so a new snapshot in which every append that held
 # the lock before is committed. The ALLOW counts of the group's caps come back in the group's order.
 _HEAD_SQL = """
@@ -256,18 +267,13 @@ FROM audit_head h WHERE h.id = 1
 # The group's rows and the new head in one statement.
 _INSERT_SQL = f"""
 WITH added AS (
-  INSERT INTO audit_log ({_AUDIT_COLUMNS})
+  INSERT INTO audit_log ({AUDIT_COLUMNS})
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
                        $15::text[], $16::text[], $17::text[], $18::bigint[])
 )
 UPDATE audit_head SET seq = $19::bigint, hash = $20::text WHERE id = 1
 """
-
-
-def _until(entry: AuditEntry, cap: AttemptCap) -> int:
-    """The end (exclusive) of the cap's window around a decision: as long after it as the window is before."""
-    return entry.ts_us + (entry.ts_us - cap.since_us)
 
 
 def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -277,6 +283,7 @@ def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 # The list queries' PostgreSQL parts: one database, DATE columns, text sorted by bytes as SQLite does.
 _LISTS = ListDialect(
     optouts="optouts",
+    audit_log="audit_log",
     collate=' COLLATE "C"',
     caller_ids="(SELECT coalesce(json_agg(c.number ORDER BY c.number COLLATE \"C\"), '[]'::json)::text"
                " FROM principal_caller_ids c WHERE c.principal_id = p.id)",
@@ -284,62 +291,27 @@ _LISTS = ListDialect(
 )
 
 
-class _PgAuditAppender:
-    """Group commit for the decision log: decisions that arrive while a group's transaction is in flight
-    go into the next one together. None is dropped; each caller gets its own row or its own error. One
-    dedicated connection, so the head lock is taken once per group, not once per decision."""
+class _PgAuditLog:
+    """How PostgreSQL writes one group of the shared writer (db/audit_writer.py), as a task on the loop.
+    One dedicated connection, so the head lock is taken once per group, not once per decision."""
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], where: str) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], where: str,
+                 anchor: AnchorWriter | None) -> None:
         self._connect = connect
         self._where = where
+        self._anchor = anchor
         self._con: asyncpg.Connection | None = None
-        self._pending: list[tuple[AuditEntry, AttemptCap | None, asyncio.Future[AuditRow]]] = []
-        self._task: asyncio.Task[None] | None = None
-        self.groups = 0
-        from rpoguard.anchor import current_writer  # noqa: PLC0415 -- the anchor hook, as in SQLite's writer
 
-        self._anchor = current_writer
+    def start(self, group: list[Queued]) -> asyncio.Future[list[Outcome]]:
+        return asyncio.ensure_future(self._write(group))
 
-    async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AuditRow] = loop.create_future()
-        self._pending.append((entry, cap, future))
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
-        return await future
+    def error(self, exc: BaseException) -> StoreError | None:
+        return _pg_error(exc, self._where) if isinstance(exc, Exception) else None
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                # A caller that gave up before its group started is not written: its call was refused.
-                group = [item for item in self._pending if not item[2].cancelled()]
-                self._pending = []
-                if not group:
-                    continue
-                try:
-                    results = await self._write([(e, c) for e, c, _ in group])
-                except Exception as exc:
-                    error = _pg_error(exc, self._where)
-                    for _, _, future in group:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                except BaseException as exc:
-                    for _, _, future in group:
-                        if not future.done():
-                            future.set_exception(StoreError(f"audit log: {type(exc).__name__}: {exc}"))
-                    raise
-                for (_, _, future), result in zip(group, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, AttemptCapReached):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._task = None
+    def committed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to do: the server checkpoints by itself."""
 
-    async def _write(self, items: list[tuple[AuditEntry, AttemptCap | None]]) -> list[AuditRow | AttemptCapReached]:
+    async def _write(self, group: list[Queued]) -> list[Outcome]:
         if self._con is None or self._con.is_closed():
             self._con = await self._connect()
         con = self._con
@@ -350,53 +322,24 @@ class _PgAuditAppender:
             # SERIALIZABLE default the lock fails with a serialisation error instead).
             await con.execute("BEGIN ISOLATION LEVEL READ COMMITTED;"
                               " SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
-            # The window reaches as far after the decision as before it. Decisions of several nodes (and the
-            # concurrent sessions of one) are stamped when they start and committed in lock order, so an
-            # ALLOW stamped a few milliseconds later may already be in: it must count, or two calls would
-            # each see the other "in the future" and both pass the cap. (A decision is recorded only for
-            # the moment it is made: `check --at` records nothing, so no back-dated call reaches here.)
-            caps = [(cap.number, cap.principal_id, cap.since_us, _until(entry, cap)) for entry, cap in items if cap]
-            head = await con.fetchrow(_HEAD_SQL, *([list(col) for col in zip(*caps, strict=True)] if caps
-                                                   else [[], [], [], []]))
+            windows = cap_windows(group)
+            head = await con.fetchrow(_HEAD_SQL, [w.number for w in windows], [w.principal_id for w in windows],
+                                      [w.since_us for w in windows], [w.until_us for w in windows])
             if head is None:
                 raise StoreError(f"database {self._where}: the audit chain head is missing")
-            seq, prev = int(head["seq"]), str(head["hash"])
             # The moment the group is written, once the head is locked: one clock read per group (this
             # node's clock, as SQLite's writer uses its own).
             recorded_us = time_ns() // 1000
-            stored_allows = iter(head["allows"])
-            allowed_in_group: dict[tuple[str, str], list[int]] = {}
-            results: list[AuditRow | AttemptCapReached] = []
-            rows: list[tuple[Any, ...]] = []
-            for entry, cap in items:
-                if cap is not None:
-                    stored = next(stored_allows)
-                    earlier = allowed_in_group.get((cap.number, cap.principal_id), [])
-                    allows = stored + sum(1 for ts in earlier if cap.since_us < ts < _until(entry, cap))
-                    if allows >= cap.max_allows:
-                        results.append(AttemptCapReached(allows))
-                        continue
-                seq += 1
-                digest = chain_hash(seq, entry, prev, recorded_us)
-                rows.append((seq, entry.decision_id, entry.ts_us, entry.number, entry.raw_number, entry.campaign_id,
-                             entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
-                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest, recorded_us))
-                results.append(AuditRow(seq, entry, prev, digest, recorded_us))
-                prev = digest
-                if entry.decision == ALLOW and entry.number and entry.principal_id:
-                    allowed_in_group.setdefault((entry.number, entry.principal_id), []).append(entry.ts_us)
-            if rows:
-                await con.execute(_INSERT_SQL, *_audit_columns(rows), seq, prev)
+            chained = chain_group(group, int(head["seq"]), str(head["hash"]), head["allows"], recorded_us)
+            if chained.rows:
+                await con.execute(_INSERT_SQL, *_audit_columns(chained.rows), chained.seq, chained.hash)
             await con.execute("COMMIT")
         except BaseException:
             await self._abandon()
             raise
-        self.groups += 1
-        anchor = self._anchor()
-        if rows and anchor is not None:
-            # Before the callers are answered, so every answered decision is anchored; never raises.
-            await asyncio.get_running_loop().run_in_executor(None, anchor.record, seq, prev)
-        return results
+        if chained.rows and self._anchor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, anchor_group, self._anchor, chained)
+        return chained.outcomes
 
     async def _abandon(self) -> None:
         """Roll back after a failure; a connection in an unknown state is closed and made anew next time."""
@@ -411,15 +354,10 @@ class _PgAuditAppender:
             con.terminate()
 
     async def close(self) -> None:
-        while self._task is not None:
-            await self._task
         if self._con is not None:
             con, self._con = self._con, None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(con.close(), CONNECT_TIMEOUT)
-        anchor = self._anchor()
-        if anchor is not None:
-            anchor.flush()
 
 
 async def _keep_session(con: asyncpg.Connection) -> None:
@@ -430,8 +368,11 @@ async def _keep_session(con: asyncpg.Connection) -> None:
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True) -> None:
+    def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True,
+                 anchor: AnchorWriter | None = None) -> None:
         self.create = create
+        # Anchors each group commit of the decision log (rpoguard.anchor); None: no anchoring.
+        self.anchor = anchor
         if url.startswith("postgres://"):
             url = "postgresql://" + url.removeprefix("postgres://")
         self.url = url
@@ -439,7 +380,7 @@ class PostgresStore(Store):
         self.pool_min = pool_min
         self.pool_max = pool_max
         self._pool: asyncpg.Pool | None = None
-        self._appender: _PgAuditAppender | None = None
+        self._appender: AuditWriter | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -469,7 +410,7 @@ class PostgresStore(Store):
                 reset=_keep_session)
         except Exception as exc:
             raise _pg_error(exc, self.where) from exc
-        self._appender = _PgAuditAppender(self._connect, self.where)
+        self._appender = AuditWriter(_PgAuditLog(self._connect, self.where, self.anchor), self.where, self.anchor)
 
     async def _migrate(self, con: asyncpg.Connection) -> None:
         # One transaction under a lock: nodes and commands that start together on a new database migrate
@@ -523,6 +464,34 @@ class PostgresStore(Store):
         return int(await self._call(lambda: self.pool.fetchval("SELECT coalesce(max(version), 0)"
                                                                " FROM rpoguard_schema")))
 
+    # -- the whole database (db copy) -------------------------------------------------------------------
+
+    async def read_tables(self, tables: Sequence[Table]) -> TableRows:
+        async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
+            return {table.name: [to_common(table, tuple(row)) for row in await con.fetch(select_sql(table))]
+                    for table in tables}
+
+    async def first_table_with_rows(self, tables: Sequence[Table]) -> str | None:
+        for table in tables:
+            if await self.pool.fetchval(f"SELECT 1 FROM {table.name} LIMIT 1"):
+                return table.name
+        return None
+
+    async def write_tables(self, tables: Sequence[Table], data: TableRows) -> None:
+        async with self.pool.acquire() as con, con.transaction():
+            for table in tables:
+                await con.copy_records_to_table(table.name, records=data[table.name], columns=list(table.columns))
+                if table.identity:
+                    # New rows continue after the copied ids.
+                    await con.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{table.identity}'),"
+                        f" coalesce((SELECT max({table.identity}) FROM {table.name}), 0) + 1, false)")
+                if table.name == "audit_log" and data[table.name]:
+                    # The chain goes on from the last copied row.
+                    last = dict(zip(table.columns, data[table.name][-1], strict=True))
+                    await con.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+                                      last["seq"], last["hash"])
+
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
             return await operation()
@@ -535,12 +504,15 @@ class PostgresStore(Store):
                     at: datetime) -> Facts:
         # One prepared statement (asyncpg caches it per connection), one round trip.
         document = await self._call(lambda: self.pool.fetchval(FACTS_SQL, campaign_id, number, to_us(at)))
-        return facts_from_document(number, line_type, document, at)
+        return facts_from_document(number, line_type, document)
 
     async def append_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> AuditRow:
+        return await self.start_decision(entry, cap)
+
+    def start_decision(self, entry: AuditEntry, cap: AttemptCap | None = None) -> asyncio.Future[AuditRow]:
         if self._appender is None:
             raise StoreError("database is not open")
-        return await self._appender.append(entry, cap)
+        return self._appender.submit(entry, cap)
 
     # -- reference data ----------------------------------------------------------------------------
 
@@ -598,44 +570,19 @@ class PostgresStore(Store):
         """Inside the import's transaction: (import id, None), or (None, summary) if already imported.
         Only an additive import can be skipped as a repeat: a replacing one must replace again."""
         await con.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", IMPORT_LOCK, meta.kind)
-        if meta.sha256 and additive:
-            prior = await con.fetchrow(
-                "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
-                # The same answer file obtained by another principal is another principal's answer.
-                " WHERE kind = $1 AND sha256 = $2 AND checked_us IS NOT DISTINCT FROM $3"
-                " AND principal_id IS NOT DISTINCT FROM $4"
-                # A replacing import since then undid it: then it is no repeat ('removed' before schema 2).
-                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = $1"
-                "           AND (detail ? 'ended' OR detail ? 'removed'))"
-                " ORDER BY id LIMIT 1",
-                meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id)
+        if is_repeatable(meta, additive):
+            prior = await con.fetchrow(*_named(_REPEAT_SQL, repeat_params(meta)))
             if prior is not None:
-                detail = json.loads(prior[4]) if prior[4] else {}
-                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True,
-                                           files=meta.input_files())
-        import_id = await con.fetchval(
-            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
-            to_us(datetime.now().astimezone()))
-        await con.executemany(
-            "INSERT INTO import_files (import_id, position, role, file_name, file_size, sha256)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            [(import_id, position, f.role, f.name, f.size, f.sha256)
-             for position, f in enumerate(meta.input_files(), start=1)])
-        return int(import_id), None
+                return None, repeat_summary(prior, meta)
+        import_id = int(await con.fetchval(*_named(f"{INSERT_IMPORT_SQL} RETURNING id", import_params(meta))))
+        files = file_params(import_id, meta)
+        sql, _ = _numbered(INSERT_FILE_SQL, files[0])
+        await con.executemany(sql, [_numbered(INSERT_FILE_SQL, f)[1] for f in files])
+        return import_id, None
 
     @staticmethod
     async def _finish_import(con: asyncpg.Connection, summary: ImportSummary, meta: ImportMeta) -> None:
-        summary.files = meta.input_files()
-        summary.rows_rejected = len(meta.rejected)
-        if not summary.rows_read:
-            summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
-        summary.rows_read += summary.rows_rejected
-        await con.execute(
-            "UPDATE imports SET rows_read = $1, rows_stored = $2, rows_rejected = $3, detail = $4 WHERE id = $5",
-            summary.rows_read, summary.rows_stored, summary.rows_rejected, json.dumps(summary.detail),
-            summary.import_id)
+        await con.execute(*_named(FINISH_SQL, finish_params(summary, meta)))
 
     async def _in_transaction(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run an import in one transaction: whole or not at all, also when reading its rows raises."""
@@ -774,32 +721,16 @@ class PostgresStore(Store):
 
         return await self._in_transaction(work)
 
-    @staticmethod
-    async def _refuse_rows(con: asyncpg.Connection, meta: ImportMeta, problems: list[RowProblem], table: str) -> None:
-        """Rows the store finds bad: the import is rejected whole, or with --skip-invalid they are dropped
-        from the staged rows and listed like the reader's."""
-        if not problems:
-            return
-        meta.rejected.extend(problems)
-        if not meta.skip_invalid:
-            raise ImportRejected(meta.rejected)
-        await con.execute(f"DELETE FROM {table} WHERE line = ANY($1::bigint[])", [p.line for p in problems])
-
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
 
         async def store_rows(con: asyncpg.Connection, import_id: int, summary: ImportSummary, read: int) -> None:
-            # A consent is recorded once and never changed: a row restating a stored consent, or an earlier
-            # row of the file, with other details is a bad row (it is ended with a revocation).
             await con.execute("CREATE INDEX ON staged_consents (number, principal_id, given_us, evidence, line)")
-            problems = [RowProblem(line, consent_conflict(cid, record, differences))
-                        for line, cid, record, differences in consent_conflicts(
-                            await con.fetch(CONSENT_CONFLICTS_SQL))]
-            problems += [RowProblem(line, f"restates line {first} with other details: {'; '.join(differences)}")
-                         for line, first, _, differences in consent_conflicts(
-                             await con.fetch(CONSENT_FILE_CONFLICTS_SQL))]
-            problems.sort(key=lambda p: p.line)
-            await self._refuse_rows(con, meta, problems, "staged_consents")
+            problems = consent_problems(await con.fetch(CONSENT_CONFLICTS_SQL),
+                                        await con.fetch(CONSENT_FILE_CONFLICTS_SQL))
+            if keep_refused(meta, problems):
+                await con.execute("DELETE FROM staged_consents WHERE line = ANY($1::bigint[])",
+                                  [p.line for p in problems])
             summary.rows_stored = _count(await con.execute(
                 "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated, expires_us,"
                 " import_id, created_us) SELECT number, principal_id, given_us, evidence, purpose, automated,"
@@ -895,7 +826,6 @@ class PostgresStore(Store):
         at_us, now_us = to_us(at), to_us(datetime.now().astimezone())
 
         async def work() -> list[Revocation]:
-            done: list[Revocation] = []
             async with self.pool.acquire() as con, con.transaction(isolation="read_committed"):
                 # Locked: two revocations at once must not both be the first.
                 rows = await con.fetch(
@@ -903,18 +833,10 @@ class PostgresStore(Store):
                     " AND n.fact_id = consents.id) FROM consents WHERE number = $2 AND principal_id = $3"
                     " AND given_us <= $4 AND (expires_us IS NULL OR expires_us > $4) ORDER BY id FOR UPDATE",
                     FACT_CONSENT, number, principal_id, at_us)
-                notes = []
-                for consent_id, revoked_us, noted_us in rows:
-                    if revoked_us is None:
-                        # The first revocation: set once, never changed afterwards.
-                        await con.execute("UPDATE consents SET revoked_us = $1 WHERE id = $2 AND revoked_us IS NULL",
-                                          at_us, consent_id)
-                        notes.append((consent_id, NOTE_REVOKED))
-                        done.append(Revocation(int(consent_id), True, at, at))
-                    else:
-                        notes.append((consent_id, NOTE_REVOKED_AGAIN))
-                        effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
-                        done.append(Revocation(int(consent_id), False, from_us(revoked_us), from_us(effective)))
+                first, notes, done = revocations(rows, at)
+                # The first revocation: set once, never changed afterwards.
+                await con.executemany("UPDATE consents SET revoked_us = $1 WHERE id = $2 AND revoked_us IS NULL",
+                                      [(at_us, consent_id) for consent_id in first])
                 await con.executemany(
                     "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -979,44 +901,12 @@ class PostgresStore(Store):
         async def work() -> list[EvidenceItem]:
             # One snapshot for the whole answer.
             async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
-                return await self._evidence(con, number, principal_id)
+                async def fetch(sql: str, params: dict[str, Any]) -> list[asyncpg.Record]:
+                    return await con.fetch(*_named(sql, params))
 
-        items = await self._call(work)
-        items.sort(key=lambda item: item.at)
-        return items
+                return await read_evidence(fetch, _LISTS, number, principal_id)
 
-    @staticmethod
-    async def _evidence(con: asyncpg.Connection, number: str, principal_id: str | None) -> list[EvidenceItem]:
-        # Answers without a principal ("controller unknown") are shown whatever the filter, as in SQLite.
-        items = [rpo_answer_item(row) for row in await con.fetch(
-            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
-            " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = $1 AND ($2::text IS NULL OR r.principal_id IS NULL OR r.principal_id = $2)"
-            " ORDER BY r.checked_us, r.id", number, principal_id)]
-        for row in await con.fetch(
-                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
-                " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = $1 ORDER BY l.listed_us", number):
-            items += listing_items(row)
-        items += [consent_item(row) for row in await con.fetch(
-            "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
-            " FROM consents WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id",
-            number, principal_id)]
-        items += [contract_item(kid, principal, start, end) for kid, principal, start, end in await con.fetch(
-            "SELECT id, principal_id, start_date, end_date FROM contracts"
-            " WHERE number = $1 AND ($2::text IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
-        items += [note_item(row) for row in await con.fetch(
-            f"SELECT {NOTE_COLUMNS} WHERE n.number = $1 AND ($2::text IS NULL OR n.principal_id = $2) ORDER BY n.id",
-            number, principal_id)]
-        items += [optout_item(row) for row in await con.fetch(
-            "SELECT id, principal_id, at_us, source, reference FROM optouts WHERE number = $1"
-            " AND ($2::text IS NULL OR principal_id IS NULL OR principal_id = $2) ORDER BY id", number, principal_id)]
-        items += [decision_item(row) for row in await con.fetch(
-            "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
-            " evidence, source, uniqueid, hash, recorded_us FROM audit_log WHERE number = $1"
-            " AND ($2::text IS NULL OR principal_id = $2) ORDER BY seq", number, principal_id)]
-        sql, args = _numbered(EVIDENCE_FILES_SQL, {"number": number})
-        attach_files(items, files_by_import(await con.fetch(sql, *args)))
-        return items
+        return await self._call(work)
 
     async def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
                           stale_before: datetime) -> AsyncIterator[str]:
@@ -1076,23 +966,5 @@ class PostgresStore(Store):
 
     # -- the decision log --------------------------------------------------------------------------
 
-    async def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
-        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_log"
-        clauses, params = [], []
-        if start_us is not None:
-            params.append(start_us)
-            clauses.append(f"ts_us >= ${len(params)}")
-        if end_us is not None:
-            params.append(end_us)
-            clauses.append(f"ts_us < ${len(params)}")
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY seq"
-        try:
-            async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
-                async for r in con.cursor(sql, *params, prefetch=BATCH):
-                    entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-                                       r[12], r[13], r[14])
-                    yield AuditRow(r[0], entry, r[15], r[16], r[17])
-        except _DB_ERRORS as exc:
-            raise _pg_error(exc, self.where) from exc
+    def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
+        return self._stream(audit_rows_query(start_us, end_us), audit_row)

@@ -8,12 +8,13 @@ conversions live here once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import islice
 from typing import Any
 
+from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.db.store import (
     FACT_CONSENT,
     NOTE_END_CORRECTED,
@@ -36,7 +37,6 @@ from rpoguard.policy.model import (
     OptoutFacts,
     RpoAnswerFacts,
 )
-from rpoguard.policy.rpo import summarize_rpo
 from rpoguard.timeutil import ROME, from_us, iso, to_us
 
 BATCH = 10_000
@@ -60,9 +60,10 @@ def iso_opt(value: int | None) -> str | None:
     return iso(from_us(value)) if value is not None else None
 
 
-def facts_from_document(number: str | None, line_type: str | None, document: str | None, at: datetime) -> Facts:
-    """The facts statement's one JSON document (one decode per call instead of one per part), for a
-    decision at `at`."""
+def facts_from_document(number: str | None, line_type: str | None, document: str | None) -> Facts:
+    """The facts statement's one JSON document (one decode per call instead of one per part). The RPO
+    answers come raw (Facts.rpo_answers): what they say at the call time is the policy's reading
+    (policy.rpo.summarize_rpo), applied by the gate."""
     parts = json.loads(document) if document else None
     campaign_j, rpo_j, listing_j, consents_j, contracts_j, optouts_j, allows = parts or (
         None, None, None, None, None, None, 0)
@@ -71,10 +72,10 @@ def facts_from_document(number: str | None, line_type: str | None, document: str
         cid, principal, automated, max_attempts, per_days, caller_ids = campaign_j
         campaign = CampaignFacts(cid, principal, bool(automated), max_attempts, per_days,
                                  frozenset(caller_ids or ()))
-    rpo = summarize_rpo([
+    rpo_answers = tuple(
         RpoAnswerFacts(result_id, from_us(checked_us), bool(registered), opt_dt(registered_us), import_id)
         for result_id, checked_us, registered, registered_us, import_id in rpo_j or ()
-    ], at)
+    )
     listing = None
     if listing_j:
         import_id, listed_us = listing_j
@@ -88,7 +89,8 @@ def facts_from_document(number: str | None, line_type: str | None, document: str
         for kid, start, end in contracts_j or ()
     )
     optouts = tuple(OptoutFacts(oid, principal, from_us(at)) for oid, principal, at in optouts_j or ())
-    return Facts(number, line_type, campaign, rpo, listing, consents, contracts, optouts, int(allows or 0))
+    return Facts(number, line_type, campaign, None, listing, consents, contracts, optouts, int(allows or 0),
+                 rpo_answers)
 
 
 # `registry due`: the numbers a principal must submit to the RPO. The SQL is the same on both backends but
@@ -272,6 +274,76 @@ def decision_item(row: Sequence[Any]) -> EvidenceItem:
         "evidence": json.loads(evidence), "source": source, "uniqueid": uniqueid, "hash": digest,
         "recorded_at": iso_opt(recorded_us)})
 
+def _contract_items(row: Sequence[Any]) -> list[EvidenceItem]:
+    kid, principal, start, end = row
+    return [contract_item(kid, principal, as_date(start), as_date(end) if end is not None else None)]
+
+
+def _evidence_parts(d: ListDialect) -> tuple[tuple[str, Callable[[Sequence[Any]], list[EvidenceItem]]], ...]:
+    """Each SELECT of `rpoguard evidence` (:number, and :principal to narrow what is per principal) with what
+    makes one of its rows into items. Answers without a principal ("controller unknown") are shown whatever
+    the filter: they explain why a number stored before answers had principals is rpo_not_checked."""
+    narrowed = "(CAST(:principal AS TEXT) IS NULL OR {column} = :principal)"
+    return (
+        ("SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
+         " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id WHERE r.number = :number"
+         " AND (CAST(:principal AS TEXT) IS NULL OR r.principal_id IS NULL OR r.principal_id = :principal)"
+         " ORDER BY r.checked_us, r.id", lambda row: [rpo_answer_item(row)]),
+        ("SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
+         " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = :number ORDER BY l.listed_us", listing_items),
+        ("SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
+         f" FROM consents WHERE number = :number AND {narrowed.format(column='principal_id')} ORDER BY id",
+         lambda row: [consent_item(row)]),
+        ("SELECT id, principal_id, start_date, end_date FROM contracts WHERE number = :number"
+         f" AND {narrowed.format(column='principal_id')} ORDER BY id", _contract_items),
+        (f"SELECT {NOTE_COLUMNS} WHERE n.number = :number AND {narrowed.format(column='n.principal_id')}"
+         " ORDER BY n.id", lambda row: [note_item(row)]),
+        # A refusal for every principal binds each of them.
+        (f"SELECT id, principal_id, at_us, source, reference FROM {d.optouts} WHERE number = :number"
+         " AND (CAST(:principal AS TEXT) IS NULL OR principal_id IS NULL OR principal_id = :principal) ORDER BY id",
+         lambda row: [optout_item(row)]),
+        ("SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
+         f" evidence, source, uniqueid, hash, recorded_us FROM {d.audit_log} WHERE number = :number"
+         f" AND {narrowed.format(column='principal_id')} ORDER BY seq", lambda row: [decision_item(row)]),
+    )
+
+
+# Runs one SELECT with :name parameters on the backend's connection (one snapshot for the whole evidence).
+Fetch = Callable[[str, dict[str, Any]], Awaitable[Iterable[Sequence[Any]]]]
+
+
+async def read_evidence(fetch: Fetch, d: ListDialect, number: str, principal_id: str | None) -> list[EvidenceItem]:
+    """Everything known about one number, in time order (Store.evidence), each import's files attached."""
+    params = {"number": number, "principal": principal_id}
+    items: list[EvidenceItem] = []
+    for sql, convert in _evidence_parts(d):
+        for row in await fetch(sql, params):
+            items += convert(row)
+    attach_files(items, files_by_import(await fetch(EVIDENCE_FILES_SQL, {"number": number})))
+    items.sort(key=lambda item: item.at)
+    return items
+
+
+# -- the decision log ------------------------------------------------------------------------------------
+
+AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
+                 " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us")
+
+
+def audit_rows_query(start_us: int | None, end_us: int | None) -> Query:
+    """The log's rows in sequence order, optionally limited to start <= time < end."""
+    clauses = [("ts_us >= :start", "start", start_us), ("ts_us < :end", "end", end_us)]
+    params = {name: value for _, name, value in clauses if value is not None}
+    where = [sql for sql, _, value in clauses if value is not None]
+    return f"SELECT {AUDIT_COLUMNS} FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "") + \
+        " ORDER BY seq", params
+
+
+def audit_row(r: Sequence[Any]) -> AuditRow:
+    """A row of AUDIT_COLUMNS."""
+    return AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16], r[17])
+
+
 # -- lists: what is stored, for `rpoguard principal|campaign|consent|contract|optout list` ----------------
 # The SQL is shared (:name parameters; PostgreSQL's store rewrites them) but for what ListDialect says.
 # Rows come in a stable order: text ids in byte order, the rest by id (the order they were stored, and the
@@ -281,6 +353,7 @@ def decision_item(row: Sequence[Any]) -> EvidenceItem:
 @dataclass(frozen=True, slots=True)
 class ListDialect:
     optouts: str  # the refusals' table as the reading connection names it
+    audit_log: str  # the decision log's table, likewise
     collate: str  # after ORDER BY on text: byte order on both backends
     caller_ids: str  # a JSON array (text) of principal p's caller IDs, sorted
     day: Callable[[date], object]  # a date as the backend compares it with a stored contract date

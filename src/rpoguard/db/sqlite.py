@@ -18,24 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from time import monotonic, time_ns
+from time import time_ns
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow, chain_hash
+from rpoguard.anchor import AnchorWriter
+from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow
 from rpoguard.config import secure_path
-from rpoguard.constants import ALLOW, SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
+from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
 from rpoguard.db.history import (
     CONSENT_CONFLICTS_SQL,
     CONSENT_FILE_CONFLICTS_SQL,
@@ -43,39 +42,46 @@ from rpoguard.db.history import (
     CONTRACT_ENDS_SQL,
     CONTRACTS_NEW_SQL,
     consent_conflict,
-    consent_conflicts,
     consent_differences,
+    consent_problems,
     contract_change,
     contract_detail,
     contract_notes,
+    keep_refused,
+    revocations,
+)
+from rpoguard.db.import_records import (
+    FINISH_SQL,
+    INSERT_FILE_SQL,
+    INSERT_IMPORT_SQL,
+    file_params,
+    finish_params,
+    import_params,
+    is_repeatable,
+    repeat_params,
+    repeat_sql,
+    repeat_summary,
 )
 from rpoguard.db.rows import (
+    AUDIT_COLUMNS,
     DUE_STALE,
-    EVIDENCE_FILES_SQL,
     LATEST_LISTING_SQL,
-    NOTE_COLUMNS,
     ListDialect,
     Query,
-    attach_files,
+    audit_row,
+    audit_rows_query,
     batches,
     campaigns_query,
-    consent_item,
     consents_query,
-    contract_item,
     contracts_query,
-    decision_item,
     due_source,
     facts_from_document,
-    files_by_import,
     listing_detail,
-    listing_items,
-    note_item,
     opt_us,
-    optout_item,
     optouts_query,
     principals_query,
+    read_evidence,
     refuse_older_extract,
-    rpo_answer_item,
     stored_campaign,
     stored_consent,
     stored_contract,
@@ -97,18 +103,14 @@ from rpoguard.db.store import (
     FACT_CONTRACT,
     NOTE_END_CORRECTED,
     NOTE_END_SET,
-    NOTE_REVOKED,
-    NOTE_REVOKED_AGAIN,
     RPO_ANSWERS,
     AttemptCap,
-    AttemptCapReached,
     ConsentRecord,
     ContractOutcome,
     ContractRecord,
     DatabaseNotFound,
     EvidenceItem,
     ImportMeta,
-    ImportRejected,
     ImportSummary,
     NotFoundError,
     OptoutRecord,
@@ -116,7 +118,6 @@ from rpoguard.db.store import (
     Progress,
     RecordConflict,
     Revocation,
-    RowProblem,
     RpoAnswer,
     Store,
     StoredCampaign,
@@ -126,6 +127,7 @@ from rpoguard.db.store import (
     StoredPrincipal,
     StoreError,
 )
+from rpoguard.db.tables import Table, TableRows, select_sql, to_common, to_sqlite
 from rpoguard.db.upgrade import (
     ANSWER_COUNTS_SQL,
     ANSWERS_PER_PRINCIPAL,
@@ -138,7 +140,7 @@ from rpoguard.policy.model import (
     CampaignFacts,
     Facts,
 )
-from rpoguard.timeutil import from_us, to_us
+from rpoguard.timeutil import to_us
 
 log = logging.getLogger(__name__)
 
@@ -289,11 +291,7 @@ def _answers_owner_note(con: sqlite3.Connection) -> str | None:
     return answers_owner_note(AnswerOwnership(answers, attributed, principals, files))
 
 
-_INSERT_AUDIT = (
-    "INSERT INTO audit_log (seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id,"
-    " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
+_INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({','.join('?' * 18)})"
 
 
 # Memory-map the files for the per-call probe: pages come straight from the page cache, no read() copy.
@@ -301,8 +299,6 @@ _INSERT_AUDIT = (
 # memory only).
 PROBE_MMAP_BYTES = 8 << 30
 PROBE_BUSY_TIMEOUT_MS = 100
-# A decision log that cannot be written is logged once per cause, then at most once a minute.
-FAILURE_LOG_INTERVAL = 60.0
 # How often the audit log's write-ahead log is copied into its file, off the commit path.
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -317,134 +313,35 @@ def _open_probe(path: str, audit: str) -> sqlite3.Connection:
     return probe
 
 
-_Pending = tuple[AuditEntry, "AttemptCap | None", "asyncio.Future[AuditRow]", threading.Event]
+# The log's head, and the ALLOWs one cap counts (policy.attempts.CapWindow), read by the writer thread
+# once it holds the write lock.
+_HEAD_SQL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_ALLOWS_SQL = ("SELECT count(*) FROM audit_log WHERE number = ? AND principal_id = ? AND decision = 'allow'"
+               " AND ts_us > ? AND ts_us < ?")
 
 
-def _note_gave_up(gave_up: threading.Event, future: asyncio.Future[AuditRow]) -> None:
-    if future.cancelled():
-        gave_up.set()
+class _SqliteAuditLog:
+    """How SQLite writes one group of the shared writer (db/audit_writer.py): a plain sqlite3 connection
+    owned by one dedicated thread, so a whole group (chain head, cap counts, inserts, commit, anchor) is
+    one hop off the event loop. synchronous=FULL: one fsync per commit."""
 
-
-def _fail_all(group: list[_Pending], error: Exception) -> int:
-    """Give `error` to every caller of the group still waiting; how many were."""
-    waiting = [future for _, _, future, _ in group if not future.done()]
-    for future in waiting:
-        future.set_exception(error)
-    return len(waiting)
-
-
-class _AuditAppender:
-    """Group commit for the decision log. A decision is answered only once its row is durable
-    (synchronous=FULL: one fsync per commit), so decisions that arrive while a commit is in progress wait
-    and go into the next transaction together: one fsync for the group instead of one per call, and one
-    thread hop. No decision whose caller still waits is dropped; each caller gets its own row or its own
-    error. A caller that gave up (its session deadline passed) gets no row: its call was refused.
-
-    The writer is a plain sqlite3 connection owned by one dedicated thread, so a whole group (chain heads,
-    cap checks, inserts, commit) is one hop off the event loop.
-    """
-
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int, anchor: AnchorWriter | None) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self._anchor = anchor
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpoguard-audit")
         self._con: sqlite3.Connection | None = None
-        # Checkpoints run in their own thread and connection (see _checkpoint_if_due).
+        # Checkpoints run in their own thread and connection (see committed).
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpoguard-checkpoint")
         self._checkpoint_con: sqlite3.Connection | None = None
         self._checkpoint_running = False
         self._last_checkpoint = 0.0
-        self._pending: list[_Pending] = []
-        self._in_flight: asyncio.Future[list[Any]] | None = None
-        self._starting = False  # a group start is scheduled (submit)
-        self.groups = 0  # commits so far, for tests and the benchmark
-        # Causes of failed writes reported by _report since the last good one, with when: once per minute.
-        self._failing: dict[str, float] = {}
-        # The process's anchor writer (rpoguard.anchor), looked up per group: configured once per process,
-        # possibly after this store was opened.
-        from rpoguard.anchor import current_writer  # noqa: PLC0415 -- the anchor hook is local to this class
 
-        self._anchor = current_writer
+    def start(self, group: list[Queued]) -> asyncio.Future[list[Outcome]]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._write, group)
 
-    def submit(self, entry: AuditEntry, cap: AttemptCap | None) -> asyncio.Future[AuditRow]:
-        """Queue a decision; when no commit is in flight its group starts with the event loop's next
-        callback, before any I/O is polled, so the commit (an fsync) runs while the front end talks to the
-        PBX. Started from a task as before, it began only after the PBX's reply to the next command: 0.3
-        ms later for a lone call (strace of one session on the dev VM). Decisions submitted in the same
-        loop pass share the group. Cancelling the future before its group starts keeps the decision out."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AuditRow] = loop.create_future()
-        # Set when the caller gives up; read by the writer thread once it holds the write lock.
-        gave_up = threading.Event()
-        future.add_done_callback(functools.partial(_note_gave_up, gave_up))
-        self._pending.append((entry, cap, future, gave_up))
-        if self._in_flight is None and not self._starting:
-            self._starting = True
-            loop.call_soon(self._start_group, loop)
-        return future
-
-    async def append(self, entry: AuditEntry, cap: AttemptCap | None) -> AuditRow:
-        return await self.submit(entry, cap)
-
-    def _start_group(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A caller that gave up (its session deadline passed) before its group started is not written:
-        # its call was refused, and it must not count as an attempt.
-        self._starting = False
-        group = [item for item in self._pending if not item[2].done()]
-        self._pending = []
-        if not group:
-            return
-        try:
-            in_flight = loop.run_in_executor(self._executor, self._write, [(e, c, g) for e, c, _, g in group])
-        except RuntimeError as exc:  # the writer thread is shut down: the store is closing
-            _fail_all(group, StoreError(f"audit log: {exc}"))
-            return
-        self._in_flight = in_flight
-        in_flight.add_done_callback(functools.partial(self._group_done, group))
-
-    def _group_done(self, group: list[_Pending], in_flight: asyncio.Future[list[Any]]) -> None:
-        """Runs on the event loop when a group's transaction has ended: answer its callers, then start
-        the group that queued up meanwhile."""
-        self._in_flight = None
-        loop = in_flight.get_loop()
-        try:
-            self._answer(group, in_flight)
-        finally:
-            if self._pending and not self._starting:
-                self._start_group(loop)
-
-    def _answer(self, group: list[_Pending], in_flight: asyncio.Future[list[Any]]) -> None:
-        exc = StoreError("audit log: write cancelled") if in_flight.cancelled() else in_flight.exception()
-        if isinstance(exc, sqlite3.Error):
-            error = _store_error(exc, self.path)
-            if not _fail_all(group, error):
-                # Every caller already gave up (the write waited past their deadlines, e.g. on another
-                # writer's lock), so the gate, which logs its errors once per cause, never hears of it:
-                # say it here, as the gate would.
-                self._report(error)
-            return
-        if exc is not None:
-            log.error("audit log writer failed: %s: %s", type(exc).__name__, exc)
-            _fail_all(group, StoreError(f"audit log: {type(exc).__name__}: {exc}"))
-            return
-        if self._failing:
-            log.warning("decision log writable again: %s", self.path)
-            self._failing.clear()
-        for (_, _, future, _), result in zip(group, in_flight.result(), strict=True):
-            if future.done() or result is None:
-                continue
-            if isinstance(result, AttemptCapReached):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        self._checkpoint_if_due(loop=in_flight.get_loop())
-
-    def _report(self, error: StoreError) -> None:
-        cause = str(error)
-        now = monotonic()
-        if now - self._failing.get(cause, -FAILURE_LOG_INTERVAL) >= FAILURE_LOG_INTERVAL:
-            self._failing[cause] = now
-            log.error("decision log cannot be written, calls are blocked (engine_error): %s", cause)
+    def error(self, exc: BaseException) -> StoreError | None:
+        return _store_error(exc, self.path) if isinstance(exc, sqlite3.Error) else None
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
@@ -456,7 +353,28 @@ class _AuditAppender:
             self._con.execute("PRAGMA wal_autocheckpoint = 0")
         return self._con
 
-    def _checkpoint_if_due(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _write(self, group: list[Queued]) -> list[Outcome]:
+        """Runs in the writer thread: one transaction for the whole group."""
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # The moment the group is written, once the write lock is held: one clock read per group.
+            recorded_us = time_ns() // 1000
+            last = con.execute(_HEAD_SQL).fetchone()
+            seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
+            allows = [con.execute(_ALLOWS_SQL, (w.number, w.principal_id, w.since_us, w.until_us)).fetchone()[0]
+                      for w in cap_windows(group)]
+            chained = chain_group(group, seq, prev, allows, recorded_us)
+            con.executemany(_INSERT_AUDIT, chained.rows)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        anchor_group(self._anchor, chained)
+        return chained.outcomes
+
+    def committed(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start a PASSIVE checkpoint in the checkpoint thread at most once a CHECKPOINT_INTERVAL_S: it
         copies what it can without waiting for (or holding up) the writer, so the log stays short and
         commits never pay for it."""
@@ -480,65 +398,7 @@ class _AuditAppender:
             # A later one retries; the log only grows meanwhile, no decision is affected.
             log.warning("audit log checkpoint failed: %s", future.exception())
 
-    def _write(
-        self, items: list[tuple[AuditEntry, AttemptCap | None, threading.Event]]
-    ) -> list[AuditRow | AttemptCapReached | None]:
-        """Runs in the writer thread: one transaction for the whole group; None for a caller that gave up."""
-        con = self._connection()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            # The moment the group is written, once the write lock is held: one clock read per group.
-            recorded_us = time_ns() // 1000
-            last = con.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
-            allowed_in_group: dict[tuple[str, str], list[int]] = {}
-            results: list[AuditRow | AttemptCapReached | None] = []
-            rows = []
-            for entry, cap, gave_up in items:
-                if gave_up.is_set():
-                    # Its session deadline passed while another writer held the log (BEGIN IMMEDIATE can
-                    # wait up to the busy timeout): the call was refused, so no decision is recorded.
-                    results.append(None)
-                    continue
-                if cap is not None:
-                    stored = con.execute(
-                        "SELECT count(*) FROM audit_log WHERE number = ? AND principal_id = ? AND decision = 'allow'"
-                        " AND ts_us > ? AND ts_us <= ?", (cap.number, cap.principal_id, cap.since_us, entry.ts_us),
-                    ).fetchone()[0]
-                    earlier = allowed_in_group.get((cap.number, cap.principal_id), [])
-                    allows = stored + sum(1 for ts in earlier if cap.since_us < ts <= entry.ts_us)
-                    if allows >= cap.max_allows:
-                        results.append(AttemptCapReached(allows))
-                        continue
-                seq += 1
-                digest = chain_hash(seq, entry, prev, recorded_us)
-                rows.append((seq, entry.decision_id, entry.ts_us, entry.number, entry.raw_number, entry.campaign_id,
-                             entry.principal_id, entry.caller_id, entry.decision, entry.reasons, entry.basis,
-                             entry.evidence, entry.source, entry.uniqueid, entry.channel, prev, digest, recorded_us))
-                results.append(AuditRow(seq, entry, prev, digest, recorded_us))
-                prev = digest
-                if entry.decision == ALLOW and entry.number and entry.principal_id:
-                    allowed_in_group.setdefault((entry.number, entry.principal_id), []).append(entry.ts_us)
-            con.executemany(_INSERT_AUDIT, rows)
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            raise
-        self.groups += 1
-        anchor = self._anchor()
-        if rows and anchor is not None:
-            # Before the callers are answered, so every answered decision is anchored; never raises.
-            anchor.record(seq, prev)
-        return results
-
     async def close(self) -> None:
-        while self._in_flight is not None or self._starting:
-            if self._in_flight is None:
-                await asyncio.sleep(0)  # the scheduled start runs first
-                continue
-            # Its done callback (which may start the next group) runs before wait() returns.
-            await asyncio.wait([self._in_flight])
         loop = asyncio.get_running_loop()
         if self._con is not None:
             con, self._con = self._con, None
@@ -549,15 +409,15 @@ class _AuditAppender:
             checkpoint_con, self._checkpoint_con = self._checkpoint_con, None
             await loop.run_in_executor(self._checkpointer, checkpoint_con.close)
         self._checkpointer.shutdown(wait=True)
-        anchor = self._anchor()
-        if anchor is not None:
-            anchor.flush()
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000, create: bool = True,
+                 anchor: AnchorWriter | None = None) -> None:
         self.path = str(path)
         self.create = create
+        # Anchors each group commit of the decision log (rpoguard.anchor); None: no anchoring.
+        self.anchor = anchor
         self.audit_path = str(audit_path(path))
         self.busy_timeout_ms = busy_timeout_ms
         self._data: aiosqlite.Connection | None = None
@@ -565,7 +425,7 @@ class SqliteStore(Store):
         self._read: aiosqlite.Connection | None = None
         self._data_lock = asyncio.Lock()
         self._audit_lock = asyncio.Lock()
-        self._appender: _AuditAppender | None = None
+        self._appender: AuditWriter | None = None
         self._probe: sqlite3.Connection | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -586,7 +446,8 @@ class SqliteStore(Store):
             self._audit = await self._connect(self.audit_path)
             self._read = await self._connect(self.path)
             await self._read.execute("ATTACH DATABASE ? AS audit", (self.audit_path,))
-            self._appender = _AuditAppender(self.audit_path, self.busy_timeout_ms)
+            self._appender = AuditWriter(_SqliteAuditLog(self.audit_path, self.busy_timeout_ms, self.anchor),
+                                         self.audit_path, self.anchor)
             self._probe = _open_probe(self.path, self.audit_path)
         except sqlite3.Error as exc:
             await self.close()
@@ -636,6 +497,51 @@ class SqliteStore(Store):
     async def schema_version(self) -> int:
         return int((await self._fetchone("PRAGMA user_version"))[0])
 
+    # -- the whole database (db copy) -------------------------------------------------------------------
+
+    def _both_files(self) -> sqlite3.Connection:
+        """A plain connection with the audit file attached: one snapshot, or one write, across both files.
+        `db copy` is an operator's command, run alone on the loop: blocking calls are fine here."""
+        con = sqlite3.connect(self.path, isolation_level=None)
+        con.execute("ATTACH DATABASE ? AS audit", (self.audit_path,))
+        return con
+
+    async def read_tables(self, tables: Sequence[Table]) -> TableRows:
+        con = self._both_files()
+        try:
+            con.execute("BEGIN")  # one snapshot of both files
+            data = {table.name: [to_common(table, row) for row in con.execute(select_sql(table))]
+                    for table in tables}
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return data
+
+    async def first_table_with_rows(self, tables: Sequence[Table]) -> str | None:
+        con = self._both_files()
+        try:
+            return next((table.name for table in tables
+                         if con.execute(f"SELECT 1 FROM {table.name} LIMIT 1").fetchone()), None)
+        finally:
+            con.close()
+
+    async def write_tables(self, tables: Sequence[Table], data: TableRows) -> None:
+        # Ids are SQLite rowids, and the chain head is the log's last row: both continue by themselves.
+        con = self._both_files()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for table in tables:
+                    marks = ", ".join("?" for _ in table.columns)
+                    con.executemany(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})",
+                                    [to_sqlite(table, row) for row in data[table.name]])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
     # -- helpers -----------------------------------------------------------------------------------
 
     async def _fetchone(self, sql: str, params: Any = (), con: aiosqlite.Connection | None = None) -> Any:
@@ -646,6 +552,24 @@ class SqliteStore(Store):
         # An error may come after SQLite already ended the transaction: then there is nothing to undo.
         with contextlib.suppress(sqlite3.Error):
             await (con or self.db).execute("ROLLBACK")
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, *, audit: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the data file (or the audit file): BEGIN IMMEDIATE under the writer's
+        lock, COMMIT when the block ends, ROLLBACK when it raises (a rejected file, a cancelled command)."""
+        con, lock, path = (self.audit_db, self._audit_lock, self.audit_path) if audit else (
+            self.db, self._data_lock, self.path)
+        async with lock:
+            try:
+                await con.execute("BEGIN IMMEDIATE")
+                yield con
+                await con.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback(con)
+                raise _store_error(exc, path) from exc
+            except BaseException:
+                await self._rollback(con)
+                raise
 
     async def _write(self, sql: str, params: Any = ()) -> aiosqlite.Cursor:
         async with self._data_lock:
@@ -663,7 +587,7 @@ class SqliteStore(Store):
             row = self._probe_facts(params)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
-        return facts_from_document(number, line_type, row[0], at)
+        return facts_from_document(number, line_type, row[0])
 
     def _probe_facts(self, params: dict[str, object]) -> Any:
         """The one read of a decision, run right here on the event loop: a handful of index probes on a
@@ -687,23 +611,17 @@ class SqliteStore(Store):
 
     async def add_principal(self, principal_id: str, name: str, caller_ids: Iterable[str]) -> bool:
         now = to_us(datetime.now().astimezone())
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                existed = await self._fetchone("SELECT 1 FROM principals WHERE id = ?", (principal_id,))
-                await self.db.execute(
-                    "INSERT INTO principals (id, name, created_us) VALUES (?, ?, ?)"
-                    " ON CONFLICT(id) DO UPDATE SET name = excluded.name",
-                    (principal_id, name, now),
-                )
-                await self.db.executemany(
-                    "INSERT OR IGNORE INTO principal_caller_ids (principal_id, number) VALUES (?, ?)",
-                    [(principal_id, n) for n in caller_ids],
-                )
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
+        async with self._transaction():
+            existed = await self._fetchone("SELECT 1 FROM principals WHERE id = ?", (principal_id,))
+            await self.db.execute(
+                "INSERT INTO principals (id, name, created_us) VALUES (?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET name = excluded.name",
+                (principal_id, name, now),
+            )
+            await self.db.executemany(
+                "INSERT OR IGNORE INTO principal_caller_ids (principal_id, number) VALUES (?, ?)",
+                [(principal_id, n) for n in caller_ids],
+            )
         return existed is None
 
     async def get_principal(self, principal_id: str) -> PrincipalInfo | None:
@@ -737,206 +655,137 @@ class SqliteStore(Store):
     async def _begin_import(
         self, meta: ImportMeta, *, additive: bool = True
     ) -> tuple[int | None, ImportSummary | None]:
-        """Open the import transaction; returns (import id, None) or (None, summary) if already imported.
+        """Inside the import's transaction: (import id, None), or (None, summary) if already imported.
         Only an additive import can be skipped as a repeat: a replacing one must replace again."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        if meta.sha256 and additive:
-            prior = await self._fetchone(
-                "SELECT id, rows_read, rows_stored, rows_rejected, detail FROM imports"
-                # The same answer file obtained by another principal is another principal's answer.
-                " WHERE kind = ? AND sha256 = ? AND checked_us IS ? AND principal_id IS ?"
-                # A replacing import since then undid it: then it is no repeat ('removed' before schema 2).
-                " AND id > (SELECT coalesce(max(id), 0) FROM imports WHERE kind = ?"
-                "           AND (json_extract(detail, '$.ended') IS NOT NULL"
-                "                OR json_extract(detail, '$.removed') IS NOT NULL))",
-                (meta.kind, meta.sha256, opt_us(meta.checked_at), meta.principal_id, meta.kind),
-            )
+        if is_repeatable(meta, additive):
+            prior = await self._fetchone(_REPEAT_SQL, repeat_params(meta))
             if prior is not None:
-                await self.db.execute("ROLLBACK")
-                detail = json.loads(prior[4]) if prior[4] else {}
-                return None, ImportSummary(prior[0], prior[1], prior[2], prior[3], detail, already_imported=True,
-                                           files=meta.input_files())
-        cursor = await self.db.execute(
-            "INSERT INTO imports (kind, file_name, file_size, sha256, checked_us, principal_id, imported_us)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (meta.kind, meta.file_name, meta.file_size, meta.sha256, opt_us(meta.checked_at), meta.principal_id,
-             to_us(datetime.now().astimezone())),
-        )
-        import_id = cursor.lastrowid
-        await self.db.executemany(
-            "INSERT INTO import_files (import_id, position, role, file_name, file_size, sha256)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [(import_id, position, f.role, f.name, f.size, f.sha256)
-             for position, f in enumerate(meta.input_files(), start=1)])
+                return None, repeat_summary(prior, meta)
+        import_id = (await self.db.execute(INSERT_IMPORT_SQL, import_params(meta))).lastrowid
+        assert import_id is not None
+        await self.db.executemany(INSERT_FILE_SQL, file_params(import_id, meta))
         return import_id, None
 
     async def _finish_import(self, summary: ImportSummary, meta: ImportMeta) -> None:
-        summary.files = meta.input_files()
-        summary.rows_rejected = len(meta.rejected)
-        if not summary.rows_read:
-            summary.rows_read = summary.rows_stored + summary.detail.get("duplicates", 0)
-        summary.rows_read += summary.rows_rejected
-        await self.db.execute(
-            "UPDATE imports SET rows_read = ?, rows_stored = ?, rows_rejected = ?, detail = ? WHERE id = ?",
-            (summary.rows_read, summary.rows_stored, summary.rows_rejected, json.dumps(summary.detail),
-             summary.import_id),
-        )
-        await self.db.execute("COMMIT")
+        await self.db.execute(FINISH_SQL, finish_params(summary, meta))
 
     async def import_rpo(self, answers: Iterable[RpoAnswer], meta: ImportMeta,
                          progress: Progress | None = None) -> ImportSummary:
         if meta.checked_at is None or meta.principal_id is None:
             raise ValueError("an RPO import needs the check date and the principal that consulted the RPO")
         checked_us = to_us(meta.checked_at)
-        async with self._data_lock:
-            try:
-                import_id, prior = await self._begin_import(meta)
-                if prior is not None:
-                    return prior
-                summary = ImportSummary(import_id)
-                # Rows land in an unindexed temp table first, then go into the keyed table in number order:
-                # SQLite sorts on disk with bounded memory, and sorted keys insert 3-4x faster than a
-                # file's own order (bench/README.md: 700,000 against 150,000-290,000 rows/s).
-                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo (number TEXT NOT NULL,"
-                                      " registered INTEGER NOT NULL, registered_us INTEGER, line INTEGER NOT NULL,"
-                                      " submitted INTEGER NOT NULL)")
-                await self.db.execute("DELETE FROM staged_rpo")
+        async with self._transaction():
+            import_id, prior = await self._begin_import(meta)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            # Rows land in an unindexed temp table first, then go into the keyed table in number order:
+            # SQLite sorts on disk with bounded memory, and sorted keys insert 3-4x faster than a
+            # file's own order (bench/README.md: 700,000 against 150,000-290,000 rows/s).
+            await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo (number TEXT NOT NULL,"
+                                  " registered INTEGER NOT NULL, registered_us INTEGER, line INTEGER NOT NULL,"
+                                  " submitted INTEGER NOT NULL)")
+            await self.db.execute("DELETE FROM staged_rpo")
 
-                def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
-                    return [(a.number, int(a.registered), opt_us(a.registered_at), a.line, int(a.submitted))
-                            for a in batch]
+            def rows(batch: list[RpoAnswer]) -> list[tuple[Any, ...]]:
+                return [(a.number, int(a.registered), opt_us(a.registered_at), a.line, int(a.submitted))
+                        for a in batch]
 
-                async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
-                        "INSERT INTO staged_rpo (number, registered, registered_us, line, submitted)"
-                        " VALUES (?, ?, ?, ?, ?)", b)):
-                    summary.rows_stored += len(batch)
-                    if progress is not None:
-                        progress(summary.rows_stored + len(meta.rejected))
-                await self.db.execute("DROP TABLE IF EXISTS temp.grouped_rpo")
-                await self.db.execute(f"CREATE TEMP TABLE grouped_rpo AS {grouped_sql(meta.rpo_form)}")
-                await self.db.execute("DELETE FROM staged_rpo")
-                refuse_strays(meta.rpo_form, list(await self.db.execute_fetchall(STRAYS_SQL)))
-                if meta.rpo_form == RPO_ANSWERS:
-                    opposite = (await self._fetchone(OPPOSITE_COUNT_SQL))[0]
-                    note = opposite_answers_note(opposite, list(await self.db.execute_fetchall(OPPOSITE_FIRST_SQL)))
-                    if note:
-                        summary.detail["opposite_answers"] = opposite
-                        summary.notes.append(note)
-                # Another file of this principal may have answered for the same check time: its answers
-                # stay as they are, each with its own file; decisions combine them (policy/rpo.py).
-                await self.db.execute(
-                    "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
-                    " SELECT number, ?, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid",
-                    (meta.principal_id, checked_us, import_id),
-                )
-                numbers, registered = await self._fetchone(COUNTS_SQL)
-                await self.db.execute("DROP TABLE temp.grouped_rpo")
-                summary.rows_read, summary.rows_stored = summary.rows_stored, numbers
-                summary.detail = {"registered": registered, "not_registered": numbers - registered,
-                                  **summary.detail}
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+            async for batch in _overlapped(answers, rows, lambda b: self.db.executemany(
+                    "INSERT INTO staged_rpo (number, registered, registered_us, line, submitted)"
+                    " VALUES (?, ?, ?, ?, ?)", b)):
+                summary.rows_stored += len(batch)
+                if progress is not None:
+                    progress(summary.rows_stored + len(meta.rejected))
+            await self.db.execute("DROP TABLE IF EXISTS temp.grouped_rpo")
+            await self.db.execute(f"CREATE TEMP TABLE grouped_rpo AS {grouped_sql(meta.rpo_form)}")
+            await self.db.execute("DELETE FROM staged_rpo")
+            refuse_strays(meta.rpo_form, list(await self.db.execute_fetchall(STRAYS_SQL)))
+            if meta.rpo_form == RPO_ANSWERS:
+                opposite = (await self._fetchone(OPPOSITE_COUNT_SQL))[0]
+                note = opposite_answers_note(opposite, list(await self.db.execute_fetchall(OPPOSITE_FIRST_SQL)))
+                if note:
+                    summary.detail["opposite_answers"] = opposite
+                    summary.notes.append(note)
+            # Another file of this principal may have answered for the same check time: its answers
+            # stay as they are, each with its own file; decisions combine them (policy/rpo.py).
+            await self.db.execute(
+                "INSERT INTO rpo_results (number, principal_id, checked_us, registered, registered_us, import_id)"
+                " SELECT number, ?, ?, registered, registered_us, ? FROM grouped_rpo WHERE true ORDER BY rowid",
+                (meta.principal_id, checked_us, import_id),
+            )
+            numbers, registered = await self._fetchone(COUNTS_SQL)
+            await self.db.execute("DROP TABLE temp.grouped_rpo")
+            summary.rows_read, summary.rows_stored = summary.rows_stored, numbers
+            summary.detail = {"registered": registered, "not_registered": numbers - registered,
+                              **summary.detail}
+            await self._finish_import(summary, meta)
         return summary
 
     async def import_directory(self, numbers: Iterable[str], meta: ImportMeta, replace: bool) -> ImportSummary:
         listed_us = to_us(meta.checked_at or datetime.now().astimezone())
-        async with self._data_lock:
-            try:
-                import_id, prior = await self._begin_import(meta, additive=not replace)
-                if prior is not None:
-                    return prior
-                if replace:
-                    refuse_older_extract(listed_us, (await self._fetchone(LATEST_LISTING_SQL))[0])
-                summary = ImportSummary(import_id)
-                await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_directory (number TEXT PRIMARY KEY)"
-                                      " WITHOUT ROWID")
-                await self.db.execute("DELETE FROM staged_directory")
-                read = 0
-                for batch in batches(numbers):
-                    await self.db.executemany("INSERT OR IGNORE INTO staged_directory VALUES (?)",
-                                              [(n,) for n in batch])
-                    read += len(batch)
-                ended = new = 0
-                if replace:
-                    # Ended, never deleted: a decision as of an earlier moment, and the evidence, still see
-                    # the period in which the number was listed.
-                    ended = (await self.db.execute(
-                        "UPDATE listings SET ended_us = ?, ended_by = ? WHERE ended_us IS NULL"
-                        " AND number NOT IN (SELECT number FROM staged_directory)", (listed_us, import_id))).rowcount
-                new = (await self.db.execute(
-                    "INSERT INTO listings (number, import_id, listed_us)"
-                    " SELECT number, ?, ? FROM staged_directory WHERE true ORDER BY number"
-                    " ON CONFLICT(number) WHERE ended_us IS NULL DO NOTHING", (import_id, listed_us))).rowcount
-                listed = (await self._fetchone("SELECT count(*) FROM staged_directory"))[0]
-                await self.db.execute("DELETE FROM staged_directory")
-                summary.rows_read, summary.rows_stored = read, listed
-                summary.detail = listing_detail(read, listed, new, max(ended, 0), replace)
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            import_id, prior = await self._begin_import(meta, additive=not replace)
+            if prior is not None:
+                return prior
+            if replace:
+                refuse_older_extract(listed_us, (await self._fetchone(LATEST_LISTING_SQL))[0])
+            summary = ImportSummary(import_id)
+            await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_directory (number TEXT PRIMARY KEY)"
+                                  " WITHOUT ROWID")
+            await self.db.execute("DELETE FROM staged_directory")
+            read = 0
+            for batch in batches(numbers):
+                await self.db.executemany("INSERT OR IGNORE INTO staged_directory VALUES (?)",
+                                          [(n,) for n in batch])
+                read += len(batch)
+            ended = new = 0
+            if replace:
+                # Ended, never deleted: a decision as of an earlier moment, and the evidence, still see
+                # the period in which the number was listed.
+                ended = (await self.db.execute(
+                    "UPDATE listings SET ended_us = ?, ended_by = ? WHERE ended_us IS NULL"
+                    " AND number NOT IN (SELECT number FROM staged_directory)", (listed_us, import_id))).rowcount
+            new = (await self.db.execute(
+                "INSERT INTO listings (number, import_id, listed_us)"
+                " SELECT number, ?, ? FROM staged_directory WHERE true ORDER BY number"
+                " ON CONFLICT(number) WHERE ended_us IS NULL DO NOTHING", (import_id, listed_us))).rowcount
+            listed = (await self._fetchone("SELECT count(*) FROM staged_directory"))[0]
+            await self.db.execute("DELETE FROM staged_directory")
+            summary.rows_read, summary.rows_stored = read, listed
+            summary.detail = listing_detail(read, listed, new, max(ended, 0), replace)
+            await self._finish_import(summary, meta)
         return summary
 
     async def _staged_import(self, meta: ImportMeta, table: str, columns: str, rows: Iterable[tuple[Any, ...]],
                              store_rows: Callable[[int, ImportSummary, int], Awaitable[None]]) -> ImportSummary:
         """One transaction for a CSV of records: the rows land in the temp table `table` (`columns`, the
         file's line last and in the key), then `store_rows(import_id, summary, rows read)` stores them."""
-        async with self._data_lock:
-            try:
-                import_id, prior = await self._begin_import(meta)
-                if prior is not None:
-                    return prior
-                summary = ImportSummary(import_id)
-                await self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) WITHOUT ROWID")
-                await self.db.execute(f"DELETE FROM {table}")
-                read = 0
-                for batch in batches(rows):
-                    marks = ",".join("?" * len(batch[0]))
-                    await self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", batch)
-                    read += len(batch)
-                await store_rows(import_id, summary, read)
-                await self.db.execute(f"DELETE FROM {table}")
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            import_id, prior = await self._begin_import(meta)
+            if prior is not None:
+                return prior
+            summary = ImportSummary(import_id)
+            await self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) WITHOUT ROWID")
+            await self.db.execute(f"DELETE FROM {table}")
+            read = 0
+            for batch in batches(rows):
+                marks = ",".join("?" * len(batch[0]))
+                await self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", batch)
+                read += len(batch)
+            await store_rows(import_id, summary, read)
+            await self.db.execute(f"DELETE FROM {table}")
+            await self._finish_import(summary, meta)
         return summary
-
-    async def _refuse_rows(self, meta: ImportMeta, problems: list[RowProblem], table: str) -> None:
-        """Rows the store finds bad: the import is rejected whole, or with --skip-invalid they are dropped
-        from the staged rows and listed like the reader's."""
-        if not problems:
-            return
-        meta.rejected.extend(problems)
-        if not meta.skip_invalid:
-            raise ImportRejected(meta.rejected)
-        await self.db.executemany(f"DELETE FROM {table} WHERE line = ?", [(p.line,) for p in problems])
 
     async def import_consents(self, records: Iterable[ConsentRecord], meta: ImportMeta) -> ImportSummary:
         now_us = to_us(datetime.now().astimezone())
 
         async def store_rows(import_id: int, summary: ImportSummary, read: int) -> None:
-            # A consent is recorded once and never changed: a row restating a stored consent, or an earlier
-            # row of the file, with other details is a bad row (it is ended with a revocation).
-            problems = [RowProblem(line, consent_conflict(cid, record, differences))
-                        for line, cid, record, differences in consent_conflicts(
-                            await self.db.execute_fetchall(CONSENT_CONFLICTS_SQL))]
-            problems += [RowProblem(line, f"restates line {first} with other details: {'; '.join(differences)}")
-                         for line, first, _, differences in consent_conflicts(
-                             await self.db.execute_fetchall(CONSENT_FILE_CONFLICTS_SQL))]
-            problems.sort(key=lambda p: p.line)
-            await self._refuse_rows(meta, problems, "staged_consents")
+            problems = consent_problems(await self.db.execute_fetchall(CONSENT_CONFLICTS_SQL),
+                                        await self.db.execute_fetchall(CONSENT_FILE_CONFLICTS_SQL))
+            if keep_refused(meta, problems):
+                await self.db.executemany("DELETE FROM staged_consents WHERE line = ?", [(p.line,) for p in problems])
             before = self.db.total_changes
             await self.db.execute(
                 "INSERT OR IGNORE INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
@@ -1004,36 +853,23 @@ class SqliteStore(Store):
         # Refusals live in the audit file: stored there in one transaction, then the import is recorded in
         # the data file. A crash in between leaves refusals without their import record, never the reverse,
         # and a rerun stores nothing twice (unique index).
-        async with self._audit_lock:
-            try:
-                await self.audit_db.execute("BEGIN IMMEDIATE")
-                read = 0
-                for batch in batches(records):
-                    before = self.audit_db.total_changes
-                    await self.audit_db.executemany(
-                        "INSERT OR IGNORE INTO optouts (number, principal_id, at_us, source, reference, created_us)"
-                        " VALUES (?,?,?,?,?,?)",
-                        [(r.number, r.principal_id, to_us(r.at), SOURCE_IMPORT, r.reference or meta.file_name,
-                          now_us) for r in batch],
-                    )
-                    read += len(batch)
-                    summary.rows_stored += self.audit_db.total_changes - before
-                await self.audit_db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback(self.audit_db)
-                raise _store_error(exc, self.audit_path) from exc
-            except BaseException:
-                await self._rollback(self.audit_db)
-                raise
+        async with self._transaction(audit=True):
+            read = 0
+            for batch in batches(records):
+                before = self.audit_db.total_changes
+                await self.audit_db.executemany(
+                    "INSERT OR IGNORE INTO optouts (number, principal_id, at_us, source, reference, created_us)"
+                    " VALUES (?,?,?,?,?,?)",
+                    [(r.number, r.principal_id, to_us(r.at), SOURCE_IMPORT, r.reference or meta.file_name,
+                      now_us) for r in batch],
+                )
+                read += len(batch)
+                summary.rows_stored += self.audit_db.total_changes - before
         summary.detail["duplicates"] = read - summary.rows_stored
-        async with self._data_lock:
-            try:
-                import_id, _ = await self._begin_import(meta, additive=False)
-                summary.import_id = import_id
-                await self._finish_import(summary, meta)
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
+        async with self._transaction():
+            import_id, _ = await self._begin_import(meta, additive=False)
+            summary.import_id = import_id
+            await self._finish_import(summary, meta)
         return summary
 
     async def add_consent(self, record: ConsentRecord) -> tuple[int, bool]:
@@ -1041,106 +877,70 @@ class SqliteStore(Store):
             raise NotFoundError(f"principal {record.principal_id!r} does not exist")
         now_us = to_us(datetime.now().astimezone())
         key = (record.number, record.principal_id, to_us(record.given_at), record.evidence)
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                row = await self._fetchone(
-                    "SELECT id, purpose, automated, expires_us FROM consents"
-                    " WHERE number = ? AND principal_id = ? AND given_us = ? AND evidence = ?", key)
-                if row is None:
-                    cursor = await self.db.execute(
-                        "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
-                        " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
-                        _consent_params(record, None, now_us))
-                    consent_id, created = cursor.lastrowid, True
-                else:
-                    consent_id, created = row[0], False
-                    differences = consent_differences(row[1], row[2], row[3], record)
-                    if differences:
-                        raise RecordConflict(consent_conflict(consent_id, record, differences))
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            row = await self._fetchone(
+                "SELECT id, purpose, automated, expires_us FROM consents"
+                " WHERE number = ? AND principal_id = ? AND given_us = ? AND evidence = ?", key)
+            if row is None:
+                cursor = await self.db.execute(
+                    "INSERT INTO consents (number, principal_id, given_us, evidence, purpose, automated,"
+                    " expires_us, import_id, created_us) VALUES (?,?,?,?,?,?,?,?,?)",
+                    _consent_params(record, None, now_us))
+                consent_id, created = cursor.lastrowid, True
+            else:
+                consent_id, created = row[0], False
+                differences = consent_differences(row[1], row[2], row[3], record)
+                if differences:
+                    raise RecordConflict(consent_conflict(consent_id, record, differences))
         assert consent_id is not None
         return int(consent_id), created
 
     async def revoke_consents(self, number: str, principal_id: str, at: datetime) -> list[Revocation]:
         at_us, now_us = to_us(at), to_us(datetime.now().astimezone())
-        done: list[Revocation] = []
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                rows = await self.db.execute_fetchall(
-                    "SELECT id, revoked_us, (SELECT min(n.at_us) FROM fact_notes n WHERE n.fact = ?"
-                    " AND n.fact_id = consents.id) FROM consents WHERE number = ? AND principal_id = ?"
-                    " AND given_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY id",
-                    (FACT_CONSENT, number, principal_id, at_us, at_us))
-                notes = []
-                for consent_id, revoked_us, noted_us in rows:
-                    if revoked_us is None:
-                        # The first revocation: set once, never changed afterwards.
-                        await self.db.execute("UPDATE consents SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
-                                              (at_us, consent_id))
-                        notes.append((consent_id, NOTE_REVOKED))
-                        done.append(Revocation(consent_id, True, at, at))
-                    else:
-                        notes.append((consent_id, NOTE_REVOKED_AGAIN))
-                        effective = min(u for u in (revoked_us, noted_us, at_us) if u is not None)
-                        done.append(Revocation(consent_id, False, from_us(revoked_us), from_us(effective)))
-                await self.db.executemany(
-                    "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(FACT_CONSENT, cid, number, principal_id, kind, at_us, SOURCE_CLI, now_us) for cid, kind in notes])
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            rows = await self.db.execute_fetchall(
+                "SELECT id, revoked_us, (SELECT min(n.at_us) FROM fact_notes n WHERE n.fact = ?"
+                " AND n.fact_id = consents.id) FROM consents WHERE number = ? AND principal_id = ?"
+                " AND given_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY id",
+                (FACT_CONSENT, number, principal_id, at_us, at_us))
+            first, notes, done = revocations(rows, at)
+            # The first revocation: set once, never changed afterwards.
+            await self.db.executemany("UPDATE consents SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
+                                      [(at_us, consent_id) for consent_id in first])
+            await self.db.executemany(
+                "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, at_us, source, recorded_us)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(FACT_CONSENT, cid, number, principal_id, kind, at_us, SOURCE_CLI, now_us) for cid, kind in notes])
         return done
 
     async def add_contract(self, number: str, principal_id: str, start: date, end: date | None) -> ContractOutcome:
         if await self.get_principal(principal_id) is None:
             raise NotFoundError(f"principal {principal_id!r} does not exist")
         now_us = to_us(datetime.now().astimezone())
-        async with self._data_lock:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                row = await self._fetchone("SELECT id, end_date FROM contracts WHERE number = ? AND principal_id = ?"
-                                           " AND start_date = ?", (number, principal_id, start.isoformat()))
-                if row is None:
-                    cursor = await self.db.execute(
-                        "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
-                        " VALUES (?,?,?,?,?)", (number, principal_id, start.isoformat(), _iso_day(end), now_us))
-                    assert cursor.lastrowid is not None
-                    outcome = ContractOutcome(cursor.lastrowid, CONTRACT_RECORDED, None, end)
-                else:
-                    contract_id, stored = row[0], _day(row[1])
-                    noted = [_day(n[0]) for n in await self.db.execute_fetchall(
-                        "SELECT end_date FROM fact_notes WHERE fact = ? AND fact_id = ?", (FACT_CONTRACT, contract_id))]
-                    what, note, effective = contract_change(stored, noted, end)
-                    if note == NOTE_END_SET:
-                        await self.db.execute("UPDATE contracts SET end_date = ? WHERE id = ? AND end_date IS NULL",
-                                              (_iso_day(end), contract_id))
-                    if note is not None:
-                        await self.db.execute(
-                            "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source,"
-                            " recorded_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (FACT_CONTRACT, contract_id, number, principal_id, note, _iso_day(end), SOURCE_CLI,
-                             now_us))
-                    outcome = ContractOutcome(contract_id, what, stored, effective)
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise _store_error(exc, self.path) from exc
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            row = await self._fetchone("SELECT id, end_date FROM contracts WHERE number = ? AND principal_id = ?"
+                                       " AND start_date = ?", (number, principal_id, start.isoformat()))
+            if row is None:
+                cursor = await self.db.execute(
+                    "INSERT INTO contracts (number, principal_id, start_date, end_date, created_us)"
+                    " VALUES (?,?,?,?,?)", (number, principal_id, start.isoformat(), _iso_day(end), now_us))
+                assert cursor.lastrowid is not None
+                outcome = ContractOutcome(cursor.lastrowid, CONTRACT_RECORDED, None, end)
+            else:
+                contract_id, stored = row[0], _day(row[1])
+                noted = [_day(n[0]) for n in await self.db.execute_fetchall(
+                    "SELECT end_date FROM fact_notes WHERE fact = ? AND fact_id = ?", (FACT_CONTRACT, contract_id))]
+                what, note, effective = contract_change(stored, noted, end)
+                if note == NOTE_END_SET:
+                    await self.db.execute("UPDATE contracts SET end_date = ? WHERE id = ? AND end_date IS NULL",
+                                          (_iso_day(end), contract_id))
+                if note is not None:
+                    await self.db.execute(
+                        "INSERT INTO fact_notes (fact, fact_id, number, principal_id, kind, end_date, source,"
+                        " recorded_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (FACT_CONTRACT, contract_id, number, principal_id, note, _iso_day(end), SOURCE_CLI,
+                         now_us))
+                outcome = ContractOutcome(contract_id, what, stored, effective)
         return outcome
 
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
@@ -1164,39 +964,7 @@ class SqliteStore(Store):
     # -- evidence and due lists -----------------------------------------------------------------------
 
     async def evidence(self, number: str, principal_id: str | None) -> list[EvidenceItem]:
-        db = self.read_db
-        per_principal = (number, principal_id, principal_id)
-        # Answers without a principal ("controller unknown") are shown whatever the filter: they explain
-        # why a number stored before answers had principals is rpo_not_checked.
-        items = [rpo_answer_item(row) for row in await db.execute_fetchall(
-            "SELECT r.principal_id, r.id, r.checked_us, r.registered, r.registered_us, r.import_id, i.imported_us"
-            " FROM rpo_results r LEFT JOIN imports i ON i.id = r.import_id"
-            " WHERE r.number = ? AND (? IS NULL OR r.principal_id IS NULL OR r.principal_id = ?)"
-            " ORDER BY r.checked_us, r.id", per_principal)]
-        for row in await db.execute_fetchall(
-                "SELECT l.import_id, l.listed_us, l.ended_us, l.ended_by, e.imported_us FROM listings l"
-                " LEFT JOIN imports e ON e.id = l.ended_by WHERE l.number = ? ORDER BY l.listed_us", (number,)):
-            items += listing_items(row)
-        items += [consent_item(row) for row in await db.execute_fetchall(
-            "SELECT id, principal_id, given_us, evidence, purpose, automated, expires_us, revoked_us, import_id"
-            " FROM consents WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
-        items += [contract_item(kid, principal, date.fromisoformat(start), date.fromisoformat(end) if end else None)
-                  for kid, principal, start, end in await db.execute_fetchall(
-                      "SELECT id, principal_id, start_date, end_date FROM contracts"
-                      " WHERE number = ? AND (? IS NULL OR principal_id = ?)", per_principal)]
-        items += [note_item(row) for row in await db.execute_fetchall(
-            f"SELECT {NOTE_COLUMNS} WHERE n.number = ? AND (? IS NULL OR n.principal_id = ?) ORDER BY n.id",
-            per_principal)]
-        items += [optout_item(row) for row in await db.execute_fetchall(
-            "SELECT id, principal_id, at_us, source, reference FROM audit.optouts WHERE number = ?"
-            " AND (? IS NULL OR principal_id IS NULL OR principal_id = ?)", per_principal)]
-        items += [decision_item(row) for row in await db.execute_fetchall(
-            "SELECT seq, decision_id, ts_us, campaign_id, principal_id, caller_id, decision, reasons, basis,"
-            " evidence, source, uniqueid, hash, recorded_us FROM audit.audit_log WHERE number = ?"
-            " AND (? IS NULL OR principal_id = ?) ORDER BY seq", per_principal)]
-        attach_files(items, files_by_import(await db.execute_fetchall(EVIDENCE_FILES_SQL, {"number": number})))
-        items.sort(key=lambda item: item.at)
-        return items
+        return await read_evidence(self.read_db.execute_fetchall, _LISTS, number, principal_id)
 
     async def due_numbers(self, candidates: Iterable[str] | None, principal_id: str, campaign_id: str | None,
                           stale_before: datetime) -> AsyncIterator[str]:
@@ -1224,12 +992,12 @@ class SqliteStore(Store):
 
     # -- what is stored ----------------------------------------------------------------------------
 
-    async def _stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]:
+    async def _stream(self, query: Query, convert: Callable[[Any], T], *, audit: bool = False) -> AsyncIterator[T]:
         """The rows of a list query, converted, fetched in chunks on the reading connection (one WAL
         snapshot for the whole list; imports and the gate are not held up)."""
         sql, params = query
         try:
-            async with self.read_db.execute(sql, params) as cursor:
+            async with (self.audit_db if audit else self.read_db).execute(sql, params) as cursor:
                 async for row in cursor:
                     yield convert(row)
         except sqlite3.Error as exc:
@@ -1257,28 +1025,14 @@ class SqliteStore(Store):
 
     # -- the decision log --------------------------------------------------------------------------
 
-    async def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
-        sql = ("SELECT seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id,"
-               " decision, reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us"
-               " FROM audit_log")
-        clauses, params = [], []
-        if start_us is not None:
-            clauses.append("ts_us >= ?")
-            params.append(start_us)
-        if end_us is not None:
-            clauses.append("ts_us < ?")
-            params.append(end_us)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY seq"
-        try:
-            async with self.audit_db.execute(sql, params) as cursor:
-                async for r in cursor:
-                    entry = AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-                                       r[12], r[13], r[14])
-                    yield AuditRow(r[0], entry, r[15], r[16], r[17])
-        except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+    def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
+        # On the audit file's own connection: the log alone, without the data file's snapshot.
+        return self._stream(audit_rows_query(start_us, end_us), audit_row, audit=True)
+
+
+# An earlier import of the same file (import_records.repeat_sql): detail is JSON text here.
+_REPEAT_SQL = repeat_sql("IS", "(json_extract(detail, '$.ended') IS NOT NULL"
+                               " OR json_extract(detail, '$.removed') IS NOT NULL)")
 
 
 def _iso_day(day: date | None) -> str | None:
@@ -1293,6 +1047,7 @@ def _day(text: str | None) -> date | None:
 # connection); contract dates are ISO text, which compares as the dates do.
 _LISTS = ListDialect(
     optouts="audit.optouts",
+    audit_log="audit.audit_log",
     collate="",
     caller_ids="(SELECT json_group_array(number) FROM (SELECT c.number FROM principal_caller_ids c"
                " WHERE c.principal_id = p.id ORDER BY c.number))",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import TracebackType
 
 from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.db.tables import Table, TableRows
 from rpoguard.policy.model import CampaignFacts, Facts
 
 
@@ -40,7 +41,8 @@ class RecordConflict(StoreError):
 @dataclass(frozen=True, slots=True)
 class AttemptCap:
     """An ALLOW may be appended only while fewer than `max_allows` ALLOWs for the number and principal
-    exist since `since_us`: checked inside the append, so concurrent calls cannot pass the cap together."""
+    exist in its window from `since_us` (policy.attempts.cap_window): checked inside the append, so
+    concurrent calls cannot pass the cap together."""
 
     number: str
     principal_id: str
@@ -318,6 +320,10 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    @abstractmethod
+    async def schema_version(self) -> int:
+        """The latest migration applied."""
+
     # -- the per-call path -------------------------------------------------------------------------
 
     @abstractmethod
@@ -452,3 +458,18 @@ class Store(ABC):
     @abstractmethod
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         """Rows in sequence order, optionally limited to start <= time < end."""
+
+    # -- the whole database, for `db copy` (db/tables.py) ------------------------------------------------
+
+    @abstractmethod
+    async def read_tables(self, tables: Sequence[Table]) -> TableRows:
+        """Every row of `tables` from one snapshot, engine-independent (tables.to_common), in key order."""
+
+    @abstractmethod
+    async def first_table_with_rows(self, tables: Sequence[Table]) -> str | None:
+        """The first of `tables` that has a row, or None (an empty database)."""
+
+    @abstractmethod
+    async def write_tables(self, tables: Sequence[Table], data: TableRows) -> None:
+        """Insert the rows into this empty database in one transaction, with their ids, so that new rows
+        continue after them and the decision log's chain goes on from its last copied row."""

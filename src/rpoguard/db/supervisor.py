@@ -17,8 +17,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from rpoguard.anchor import AnchorWriter
 from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.db import open_store
+from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import AttemptCap, Store, StoreError, StoreUnavailable
+from rpoguard.db.urls import is_postgres_url
 from rpoguard.policy.model import CampaignFacts, Facts
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,15 @@ class SupervisedStore:
         self._identity: FileIdentity = ()
         self._cause = "not opened yet"
         self._watcher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_database(cls, db: str, *, anchor: AnchorWriter | None = None,
+                     interval: float = WATCH_INTERVAL) -> SupervisedStore:
+        """The supervised store for a --db value, reopened with the same anchor writer each time; never
+        created (a missing database blocks with engine_error until it is back)."""
+        # PostgreSQL has no files to watch: the pool reconnects by itself, and a failed open is retried.
+        paths = [] if is_postgres_url(db) else [Path(db), audit_path(db)]
+        return cls(lambda: open_store(db, create=False, anchor=anchor), paths, interval)
 
     async def start(self) -> None:
         """Try to open once and start watching; never raises, so the server can start without a database."""

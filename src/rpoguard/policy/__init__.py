@@ -13,7 +13,7 @@ from rpoguard.policy.model import (
     RpoAnswerFacts,
     RpoFacts,
 )
-from rpoguard.policy.rpo import summarize_rpo
+from rpoguard.policy.rpo import summarize_rpo, with_rpo_summary
 from rpoguard.policy.rules import CallContext, decide
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "RpoFacts",
     "decide",
     "summarize_rpo",
+    "with_rpo_summary",
 ]

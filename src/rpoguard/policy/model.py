@@ -92,6 +92,9 @@ class Facts:
     optouts: tuple[OptoutFacts, ...] = ()
     # ALLOW decisions recorded for this number and the campaign's principal inside the cap window.
     recent_allows: int = 0
+    # Every RPO answer the campaign's principal obtained for the number, as stored; `rpo` is what they say
+    # at the call time (policy.rpo.summarize_rpo, applied by the gate: storage does not read the law).
+    rpo_answers: tuple[RpoAnswerFacts, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, time, timedelta
 
-from rpoguard.policy.model import RpoAnswerFacts, RpoFacts
+from rpoguard.policy.model import Facts, RpoAnswerFacts, RpoFacts
 from rpoguard.timeutil import ROME
 
 _MIDNIGHT = time(0, 0)
@@ -89,3 +89,8 @@ def summarize_rpo(answers: Sequence[RpoAnswerFacts], at: datetime) -> RpoFacts |
         bound = registration_bound(ordered[run_start:last_registered + 1])
     return RpoFacts(latest.result_id, latest.checked_at, latest.registered, latest.registered_at, latest.import_id,
                     bound)
+
+
+def with_rpo_summary(facts: Facts, at: datetime) -> Facts:
+    """The facts as stored, with what their RPO answers say at `at` (Facts.rpo) for the rules to read."""
+    return replace(facts, rpo=summarize_rpo(facts.rpo_answers, at))

@@ -33,6 +33,7 @@ from rpoguard.constants import (
     UNKNOWN_CAMPAIGN,
     UNLISTED_NO_CONSENT,
 )
+from rpoguard.policy.attempts import within_cap
 from rpoguard.policy.calendar import ROME, rome_date, within_calling_hours
 from rpoguard.policy.model import ConsentFacts, ContractFacts, Decision, Facts, OptoutFacts, RpoAnswerFacts, RpoFacts
 from rpoguard.policy.rpo import registration_bound
@@ -223,7 +224,7 @@ def rule_attempt_cap(ev: _Evaluation) -> str | None:
     campaign = ev.facts.campaign
     if campaign is None or not campaign.max_attempts or not campaign.per_days:
         return None
-    return ATTEMPT_LIMIT if ev.facts.recent_allows >= campaign.max_attempts else None
+    return None if within_cap(ev.facts.recent_allows, campaign.max_attempts) else ATTEMPT_LIMIT
 
 
 # Rules 2-11 in the order of docs/architecture.md §3; rule 1 (the number) is decided by the normaliser.
