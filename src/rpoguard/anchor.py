@@ -158,12 +158,9 @@ class AnchorWriter:
         """Append the line for row `seq` and make it durable. False when the file already anchors this
         row or a later one. Raises OSError.
 
-        Cost, measured on the development VM (ext4 on a virtio disk): without fdatasync 9 µs p50 / 19 µs
-        p99; with it 0.7-1.9 ms p50 / 7.5-12 ms p99 (5 rounds of 400 one-decision groups through
-        SqliteStore.append_decision). A one-decision group commit then takes 2.1-4.8 ms p50 instead of
-        0.5-2.2 ms (p99 12-41 ms instead of 7-10 ms): the second fsync also queues behind the file
-        system's journal. It is paid per group, not per decision, against a 2 s session deadline; a line
-        lost in a power cut would leave the newest decisions unanchored, so it is worth it."""
+        The line is fdatasync'ed: a line lost in a power cut would leave the newest decisions unanchored.
+        It costs about a millisecond per group commit, not per decision (docs/performance.md, "The
+        decision's commit")."""
         if self.path is None:
             raise ValueError("no anchor file configured")
         line = format_line(seq, digest, at or datetime.now(UTC), self.key)

@@ -187,8 +187,8 @@ class Gate:
         e164: str | None = None
         line_type: str | None = None
         try:
-            # The fast path gives exactly normalize's answers (tests/unit/test_numbers_fast.py) in ~2 µs
-            # instead of ~40 µs; it does not know trunk prefixes.
+            # The fast path gives exactly normalize's answers at a twentieth of the cost (docs/performance.md,
+            # "Number normalisation"); it does not know trunk prefixes.
             parsed = (normalize(call.raw_number, trunk_prefix=self.trunk_prefix) if self.trunk_prefix
                       else normalize_with_fast_path(call.raw_number))
             e164, line_type = parsed.e164, parsed.line_type

@@ -162,10 +162,10 @@ class AuditWriter:
 
     def submit(self, entry: AuditEntry, cap: AttemptCap | None) -> asyncio.Future[AuditRow]:
         """Queue a decision; when no commit is in flight its group starts with the event loop's next
-        callback, before any I/O is polled, so the commit runs while the front end talks to the PBX.
-        Started from a task instead, it began only after the PBX's reply to the next command: 0.3 ms later
-        for a lone call (strace of one session on the dev VM). Decisions submitted in the same loop pass
-        share the group. Cancelling the future before its group is chained keeps the decision out."""
+        callback, before any I/O is polled, so the commit runs while the front end talks to the PBX (a task
+        would start it only after the PBX's next reply: docs/performance.md, "The decision's commit").
+        Decisions submitted in the same loop pass share the group. Cancelling the future before its group
+        is chained keeps the decision out."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AuditRow] = loop.create_future()
         gave_up = threading.Event()

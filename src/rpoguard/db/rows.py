@@ -391,7 +391,7 @@ def consents_query(d: ListDialect, number: str | None, principal_id: str | None,
         " import_id, created_us FROM consents",
         [("number = :number", "number", number),
          ("principal_id = :principal", "principal", principal_id),
-         # The decision's reading of a consent (architecture.md §3): from given_at until it expires or is
+         # The decision's reading of a consent (docs/architecture.md §3): from given_at until it expires or is
          # revoked, whichever comes first.
          ("given_us <= :at AND (expires_us IS NULL OR expires_us > :at) AND (revoked_us IS NULL OR revoked_us > :at)",
           "at", opt_us(in_force_at)),

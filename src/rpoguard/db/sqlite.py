@@ -347,9 +347,8 @@ class _SqliteAuditLog:
         if self._con is None:
             self._con = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
             self._con.execute("PRAGMA synchronous = FULL")
-            # No checkpoint inside COMMIT: with the default (every 1,000 pages) the commit that crosses the
-            # line copies the log into the file and fsyncs it, 20-80 ms on the dev VM, and every decision
-            # waiting for the next group waits that long too (p99 30-90 ms at 500 calls/s).
+            # No checkpoint inside COMMIT: the commit that crosses the line would copy the log into the file
+            # and fsync it while every waiting decision waits too (docs/performance.md, "The decision's commit").
             self._con.execute("PRAGMA wal_autocheckpoint = 0")
         return self._con
 
@@ -591,9 +590,8 @@ class SqliteStore(Store):
 
     def _probe_facts(self, params: dict[str, object]) -> Any:
         """The one read of a decision, run right here on the event loop: a handful of index probes on a
-        memory-mapped file cost 10-40 µs (bench/bench_gate.py; bench/README.md measured facts: 7 µs p50 / 20 µs p99
-        for one probe with mmap), while a hop to aiosqlite's thread costs 50-180 µs p50 and up to 480 µs
-        p99. WAL readers never wait for writers; the busy timeout below bounds the one case that can wait
+        memory-mapped file cost less than the hop to aiosqlite's thread (docs/performance.md, "The per-call
+        read"). WAL readers never wait for writers; the busy timeout below bounds the one case that can wait
         (another process recovering the WAL index), and it answers engine_error rather than hang."""
         if self._probe is None:
             raise StoreError("database is not open")
@@ -681,7 +679,7 @@ class SqliteStore(Store):
             summary = ImportSummary(import_id)
             # Rows land in an unindexed temp table first, then go into the keyed table in number order:
             # SQLite sorts on disk with bounded memory, and sorted keys insert 3-4x faster than a
-            # file's own order (bench/README.md: 700,000 against 150,000-290,000 rows/s).
+            # file's own order (docs/performance.md, "Imports").
             await self.db.execute("CREATE TEMP TABLE IF NOT EXISTS staged_rpo (number TEXT NOT NULL,"
                                   " registered INTEGER NOT NULL, registered_us INTEGER, line INTEGER NOT NULL,"
                                   " submitted INTEGER NOT NULL)")

@@ -59,7 +59,7 @@ class AttemptCapReached(StoreError):
 @dataclass(frozen=True, slots=True)
 class RpoAnswer:
     """One row of an RPO answer file. In a two-list import the submitted list's rows are `submitted` and
-    answer nothing by themselves: the other list decides (architecture.md §4)."""
+    answer nothing by themselves: the other list decides (docs/architecture.md §4)."""
 
     number: str
     registered: bool
