@@ -92,10 +92,7 @@ def register(commands: Subcommands) -> None:
     p = command(consents, "import", StoreCommand(cmd_consent_import, creates_database=True),
                 "import consents from a CSV with a header: number,principal,given_at,evidence"
                 "[,automated,expires_at,purpose]")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
-    options.json_option(p, "the import's summary (one object)")
-    options.encoding_option(p)
+    options.csv_import_options(p)
     p = list_command(consents, StoreCommand(cmd_consent_list),
                      "list the consents stored, in the order they were stored")
     p.add_argument("--number", metavar="NUMBER", help="only this number's consents")

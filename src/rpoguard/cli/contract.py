@@ -66,10 +66,7 @@ def register(commands: Subcommands) -> None:
 
     p = command(contracts, "import", StoreCommand(cmd_contract_import, creates_database=True),
                 "import contracts from a CSV with a header: number,principal,start[,end]")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
-    options.json_option(p, "the import's summary (one object)")
-    options.encoding_option(p)
+    options.csv_import_options(p)
     p = list_command(contracts, StoreCommand(cmd_contract_list),
                      "list the contracts stored, in the order they were stored")
     p.add_argument("--number", metavar="NUMBER", help="only this number's contracts")

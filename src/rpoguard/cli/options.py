@@ -84,6 +84,14 @@ def encoding_option(parser: argparse.ArgumentParser) -> None:
                              "(Windows-1252, what Excel saves in Italy), latin-1, utf-16...")
 
 
+def csv_import_options(parser: argparse.ArgumentParser) -> None:
+    """What every CSV import (consents, contracts, refusals) takes: the file, --skip-invalid, --json, --encoding."""
+    parser.add_argument("file", metavar="FILE")
+    parser.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
+    json_option(parser, "the import's summary (one object)")
+    encoding_option(parser)
+
+
 def column_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--column", metavar="NAME|N",
                         help="the column holding the numbers, by its header name or its number from 1 (default: "

@@ -50,10 +50,7 @@ def register(commands: Subcommands) -> None:
 
     p = command(optouts, "import", StoreCommand(cmd_optout_import, creates_database=True),
                 "import refusals from a CSV with a header: number,at[,principal,reference]")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--skip-invalid", action="store_true", help="import the good rows and report the bad ones")
-    options.json_option(p, "the import's summary (one object)")
-    options.encoding_option(p)
+    options.csv_import_options(p)
     p = list_command(optouts, StoreCommand(cmd_optout_list), "list the refusals stored, in the order they were stored")
     p.add_argument("--number", metavar="NUMBER", help="only this number's refusals")
     p.add_argument("--principal", metavar="ID",
