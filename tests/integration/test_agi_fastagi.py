@@ -17,7 +17,8 @@ import pytest
 
 from rpoguard.agi.protocol import AgiRequest, AgiSession, AgiUsageError, Route
 from rpoguard.agi.routes import build_routes
-from rpoguard.agi.server import FastAgiServer, serve_until_signalled
+from rpoguard.agi.server import FastAgiServer
+from rpoguard.cli.runner import serve_until_signalled
 from rpoguard.config import ServeConfig
 from rpoguard.constants import ATTEMPT_LIMIT, BLOCK, SOURCE_FASTAGI, VAR_OPTOUT
 from rpoguard.gate import CallRequest, GateError, PendingVerdict, Verdict
@@ -715,11 +716,32 @@ def test_binding_beyond_loopback_needs_allowed_clients() -> None:
     FastAgiServer(ServeConfig(host="0.0.0.0", port=0, allowed_clients=("192.0.2.10",)), {})
 
 
-def test_serve_until_signalled_stops_on_sigterm(run: Any) -> None:
+class _ServedFastAgi:
+    """The FastAGI server as the runner drives `rpoguard serve`."""
+
+    name = "FastAGI server"
+
+    def __init__(self, server: FastAgiServer) -> None:
+        self.server = server
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def serve(self) -> None:
+        await self.server.serve_forever()
+
+    async def stop(self) -> None:
+        await self.server.stop(1.0)
+
+    async def close(self) -> None:
+        """Nothing beyond what stop() closes."""
+
+
+def test_the_runner_stops_the_server_on_sigterm(run: Any) -> None:
     async def scenario() -> None:
         server = FastAgiServer(ServeConfig(port=0), build_routes(FakeGate()))
         await server.start()
-        task = asyncio.create_task(serve_until_signalled(server, grace=1.0))
+        task = asyncio.create_task(serve_until_signalled(_ServedFastAgi(server)))
         await asyncio.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(task, 5)

@@ -19,7 +19,6 @@ import asyncio
 import ipaddress
 import logging
 import resource
-import signal
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -32,7 +31,6 @@ __all__ = [
     "FastAgiServer",
     "Route",
     "fit_open_file_limit",
-    "serve_until_signalled",
 ]
 
 log = logging.getLogger(__name__)
@@ -354,30 +352,3 @@ def _format_sockname(sockname: Any) -> str:
         host, port = sockname[0], sockname[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(sockname)
-
-
-async def serve_until_signalled(
-    server: FastAgiServer,
-    *,
-    grace: float | None = None,
-    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
-) -> None:
-    """Run ``server`` until one of ``signals`` arrives, then ``stop(grace)``. For `rpoguard serve`."""
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
-    wanted = tuple(signals)
-
-    def on_signal(signum: signal.Signals) -> None:
-        log.info("received %s: stopping the FastAGI server", signum.name)
-        if not stopping:
-            stopping.append(loop.create_task(server.stop(grace)))
-
-    for signum in wanted:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await server.serve_forever()
-    finally:
-        for signum in wanted:
-            loop.remove_signal_handler(signum)
-        if stopping:
-            await stopping[0]

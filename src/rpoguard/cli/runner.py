@@ -93,7 +93,7 @@ async def run_service(build: ServiceFactory, config: Config, *, stopped: str, fr
                 # as the server: out of the collector's reach, garbage collections stay short during calls.
                 gc.collect()
                 gc.freeze()
-            await _serve_until_signalled(service)
+            await serve_until_signalled(service)
         finally:
             await service.close()
     finally:
@@ -102,7 +102,8 @@ async def run_service(build: ServiceFactory, config: Config, *, stopped: str, fr
     return EXIT_OK
 
 
-async def _serve_until_signalled(service: Service) -> None:
+async def serve_until_signalled(service: Service) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the service and wait for it (a second signal changes nothing)."""
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 
