@@ -65,26 +65,17 @@ from rpoguard.db.rows import (
     DUE_STALE,
     LATEST_LISTING_SQL,
     ListDialect,
+    ListQueries,
     Query,
     audit_row,
     audit_rows_query,
     batches,
-    campaigns_query,
-    consents_query,
-    contracts_query,
     due_source,
     facts_from_document,
     listing_detail,
     opt_us,
-    optouts_query,
-    principals_query,
     read_evidence,
     refuse_older_extract,
-    stored_campaign,
-    stored_consent,
-    stored_contract,
-    stored_optout,
-    stored_principal,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -118,11 +109,6 @@ from rpoguard.db.store import (
     Revocation,
     RpoAnswer,
     Store,
-    StoredCampaign,
-    StoredConsent,
-    StoredContract,
-    StoredOptout,
-    StoredPrincipal,
     StoreError,
     StoreUnavailable,
 )
@@ -367,10 +353,11 @@ async def _keep_session(con: asyncpg.Connection) -> None:
     still rolled back by asyncpg before this runs."""
 
 
-class PostgresStore(Store):
+class PostgresStore(ListQueries, Store):
     def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True,
                  anchor: AnchorWriter | None = None) -> None:
         self.create = create
+        self.list_dialect = _LISTS
         # Anchors each group commit of the decision log (rpoguard.anchor); None: no anchoring.
         self.anchor = anchor
         if url.startswith("postgres://"):
@@ -943,26 +930,6 @@ class PostgresStore(Store):
                     yield convert(record)
         except _DB_ERRORS as exc:
             raise _pg_error(exc, self.where) from exc
-
-    def list_principals(self, *, limit: int | None = None) -> AsyncIterator[StoredPrincipal]:
-        return self._stream(principals_query(_LISTS, limit), stored_principal)
-
-    def list_campaigns(self, *, principal_id: str | None = None,
-                       limit: int | None = None) -> AsyncIterator[StoredCampaign]:
-        return self._stream(campaigns_query(_LISTS, principal_id, limit), stored_campaign)
-
-    def list_consents(self, *, number: str | None = None, principal_id: str | None = None,
-                      in_force_at: datetime | None = None, revoked: bool = False,
-                      limit: int | None = None) -> AsyncIterator[StoredConsent]:
-        return self._stream(consents_query(_LISTS, number, principal_id, in_force_at, revoked, limit), stored_consent)
-
-    def list_contracts(self, *, number: str | None = None, principal_id: str | None = None,
-                       running_at: date | None = None, limit: int | None = None) -> AsyncIterator[StoredContract]:
-        return self._stream(contracts_query(_LISTS, number, principal_id, running_at, limit), stored_contract)
-
-    def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
-                     since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
-        return self._stream(optouts_query(_LISTS, number, principal_id, since, limit), stored_optout)
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -8,11 +8,12 @@ conversions live here once.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.db.store import (
@@ -360,6 +361,7 @@ class ListDialect:
 
 
 Query = tuple[str, dict[str, Any]]
+T = TypeVar("T")
 
 
 def _query(select: str, clauses: Sequence[tuple[str, str, object]], order: str, limit: int | None) -> Query:
@@ -451,3 +453,35 @@ def stored_contract(row: Sequence[Any]) -> StoredContract:
 def stored_optout(row: Sequence[Any]) -> StoredOptout:
     oid, number, principal, at, source, reference, created = row
     return StoredOptout(oid, number, principal, from_us(at), source, reference, from_us(created))
+
+
+class ListQueries(ABC):
+    """The `list` commands' Store methods, the same on both backends: each backend says only how a query's
+    rows stream (`_stream`) and how its connection names the tables (`list_dialect`)."""
+
+    list_dialect: ListDialect
+
+    @abstractmethod
+    def _stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]: ...
+
+    def list_principals(self, *, limit: int | None = None) -> AsyncIterator[StoredPrincipal]:
+        return self._stream(principals_query(self.list_dialect, limit), stored_principal)
+
+    def list_campaigns(self, *, principal_id: str | None = None,
+                       limit: int | None = None) -> AsyncIterator[StoredCampaign]:
+        return self._stream(campaigns_query(self.list_dialect, principal_id, limit), stored_campaign)
+
+    def list_consents(self, *, number: str | None = None, principal_id: str | None = None,
+                      in_force_at: datetime | None = None, revoked: bool = False,
+                      limit: int | None = None) -> AsyncIterator[StoredConsent]:
+        query = consents_query(self.list_dialect, number, principal_id, in_force_at, revoked, limit)
+        return self._stream(query, stored_consent)
+
+    def list_contracts(self, *, number: str | None = None, principal_id: str | None = None,
+                       running_at: date | None = None, limit: int | None = None) -> AsyncIterator[StoredContract]:
+        return self._stream(contracts_query(self.list_dialect, number, principal_id, running_at, limit),
+                            stored_contract)
+
+    def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
+                     since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
+        return self._stream(optouts_query(self.list_dialect, number, principal_id, since, limit), stored_optout)

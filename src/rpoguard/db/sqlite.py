@@ -67,26 +67,17 @@ from rpoguard.db.rows import (
     DUE_STALE,
     LATEST_LISTING_SQL,
     ListDialect,
+    ListQueries,
     Query,
     audit_row,
     audit_rows_query,
     batches,
-    campaigns_query,
-    consents_query,
-    contracts_query,
     due_source,
     facts_from_document,
     listing_detail,
     opt_us,
-    optouts_query,
-    principals_query,
     read_evidence,
     refuse_older_extract,
-    stored_campaign,
-    stored_consent,
-    stored_contract,
-    stored_optout,
-    stored_principal,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -120,11 +111,6 @@ from rpoguard.db.store import (
     Revocation,
     RpoAnswer,
     Store,
-    StoredCampaign,
-    StoredConsent,
-    StoredContract,
-    StoredOptout,
-    StoredPrincipal,
     StoreError,
 )
 from rpoguard.db.tables import Table, TableRows, select_sql, to_common, to_sqlite
@@ -410,11 +396,12 @@ class _SqliteAuditLog:
         self._checkpointer.shutdown(wait=True)
 
 
-class SqliteStore(Store):
+class SqliteStore(ListQueries, Store):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000, create: bool = True,
                  anchor: AnchorWriter | None = None) -> None:
         self.path = str(path)
         self.create = create
+        self.list_dialect = _LISTS
         # Anchors each group commit of the decision log (rpoguard.anchor); None: no anchoring.
         self.anchor = anchor
         self.audit_path = str(audit_path(path))
@@ -1000,26 +987,6 @@ class SqliteStore(Store):
                     yield convert(row)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
-
-    def list_principals(self, *, limit: int | None = None) -> AsyncIterator[StoredPrincipal]:
-        return self._stream(principals_query(_LISTS, limit), stored_principal)
-
-    def list_campaigns(self, *, principal_id: str | None = None,
-                       limit: int | None = None) -> AsyncIterator[StoredCampaign]:
-        return self._stream(campaigns_query(_LISTS, principal_id, limit), stored_campaign)
-
-    def list_consents(self, *, number: str | None = None, principal_id: str | None = None,
-                      in_force_at: datetime | None = None, revoked: bool = False,
-                      limit: int | None = None) -> AsyncIterator[StoredConsent]:
-        return self._stream(consents_query(_LISTS, number, principal_id, in_force_at, revoked, limit), stored_consent)
-
-    def list_contracts(self, *, number: str | None = None, principal_id: str | None = None,
-                       running_at: date | None = None, limit: int | None = None) -> AsyncIterator[StoredContract]:
-        return self._stream(contracts_query(_LISTS, number, principal_id, running_at, limit), stored_contract)
-
-    def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
-                     since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
-        return self._stream(optouts_query(_LISTS, number, principal_id, since, limit), stored_optout)
 
     # -- the decision log --------------------------------------------------------------------------
 
