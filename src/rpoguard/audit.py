@@ -41,6 +41,8 @@ class AuditEntry:
     source: str
     uniqueid: str | None
     channel: str | None
+    # The call the decision was made for (the dialplan passes ${CHANNEL(linkedid)}); None when not passed.
+    linkedid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,9 @@ def chain_hash(seq: int, entry: AuditEntry, prev_hash: str, recorded_us: int | N
     # Every field is a str, an int or None, so reading them directly gives what dataclasses.asdict would
     # (and the same hashes) at a fraction of its cost, on every decision's commit (docs/performance.md).
     payload_fields = {"seq": seq, "prev": prev_hash, **{name: getattr(entry, name) for name in _ENTRY_FIELDS}}
+    if entry.linkedid is None:
+        # Rows from before the log kept the call's linkedid hash exactly as they did then.
+        del payload_fields["linkedid"]
     if recorded_us is not None:
         payload_fields["recorded_us"] = recorded_us
     payload = json.dumps(payload_fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -126,7 +131,8 @@ async def verify_chain(rows: AsyncIterable[AuditRow], max_problems: int = 100) -
 # for rows written before the log kept it).
 EXPORT_FIELDS = (
     "seq", "decision_id", "time", "recorded_at", "number", "raw_number", "campaign_id", "principal_id",
-    "caller_id", "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel", "prev_hash", "hash",
+    "caller_id", "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel", "linkedid", "prev_hash",
+    "hash",
 )
 
 
@@ -149,6 +155,7 @@ def export_record(row: AuditRow) -> dict[str, object]:
         "source": entry.source,
         "uniqueid": entry.uniqueid,
         "channel": entry.channel,
+        "linkedid": entry.linkedid,
         "prev_hash": row.prev_hash,
         "hash": row.hash,
     }

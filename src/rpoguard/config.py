@@ -55,6 +55,19 @@ DEFAULT_ANSWER_GRACE: Final = 5.0
 DEFAULT_ARI_REQUEST_TIMEOUT: Final = 2.0
 # WebSocket pings: a connection a proxy or firewall silently dropped is noticed within two periods.
 DEFAULT_ARI_HEARTBEAT: Final = 5.0
+# [ami] (watch, dialplan audit): Asterisk's manager port, loopback only (README "Proving no call bypassed").
+DEFAULT_AMI_HOST: Final = "127.0.0.1"
+DEFAULT_AMI_PORT: Final = 5038
+# A ping this often; a connection that answers none within ping_timeout is dropped and reopened, since
+# panoramisk alone notices a silently dead connection only when TCP gives up (minutes).
+DEFAULT_AMI_PING_INTERVAL: Final = 5.0
+DEFAULT_AMI_PING_TIMEOUT: Final = 3.0
+DEFAULT_AMI_CONNECT_TIMEOUT: Final = 5.0
+# [watch]: a decision counts for a trunk leg begun at most this long after it (the dialplan dials at once;
+# a FreePBX route may try a few trunks, each with its own check) ...
+DEFAULT_WATCH_MAX_AGE: Final = 60.0
+# ... or this long before it: Asterisk's and rpoguard's clocks, or the moments each takes, may differ.
+DEFAULT_WATCH_CLOCK_SKEW: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +130,35 @@ class AriConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AmiConfig:
+    """Asterisk's manager interface for `watch` and `dialplan audit`. The secret is best kept out of this
+    file (RPOGUARD_AMI_SECRET or secret_file) and never reaches a log."""
+
+    host: str = DEFAULT_AMI_HOST
+    port: int = DEFAULT_AMI_PORT
+    user: str = ""
+    secret: str | None = None
+    secret_file: str | None = None
+    connect_timeout: float = DEFAULT_AMI_CONNECT_TIMEOUT
+    ping_interval: float = DEFAULT_AMI_PING_INTERVAL
+    ping_timeout: float = DEFAULT_AMI_PING_TIMEOUT
+    # Not keys of the file: fixed for operators, shortened by tests (as AriConfig's).
+    reconnect_min: float = DEFAULT_RECONNECT_MIN
+    reconnect_max: float = DEFAULT_RECONNECT_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """Which channels are trunk legs (a call that reached the carrier), and how a decision is matched to one
+    (docs/bypass.md)."""
+
+    # fnmatch patterns on the channel name, e.g. "PJSIP/carrier-*"; empty: watch and reconcile refuse to run.
+    trunks: tuple[str, ...] = ()
+    max_age: float = DEFAULT_WATCH_MAX_AGE
+    clock_skew: float = DEFAULT_WATCH_CLOCK_SKEW
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     db: str = DEFAULT_DB
     # A trunk-access prefix the PBX puts before every dialled number (e.g. "0"); stripped once.
@@ -125,6 +167,8 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     ari: AriConfig = field(default_factory=AriConfig)
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     source: str | None = None
 
 
@@ -154,7 +198,7 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     where = path or "config"
-    known = {"database", "numbers", "policy", "serve", "audit", "ari"}
+    known = {"database", "numbers", "policy", "serve", "audit", "ari", "ami", "watch"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -182,6 +226,8 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
     values["serve"] = _serve(_table(data, "serve", where, _SERVE_KEYS), f"{where} [serve]")
     values["audit"] = _audit(_table(data, "audit", where, _AUDIT_KEYS), f"{where} [audit]")
     values["ari"] = _ari(_table(data, "ari", where, _ARI_KEYS), f"{where} [ari]")
+    values["ami"] = _ami(_table(data, "ami", where, _AMI_KEYS), f"{where} [ami]")
+    values["watch"] = _watch(_table(data, "watch", where, _WATCH_KEYS), f"{where} [watch]")
     env_db = os.environ.get(ENV_DB)
     if env_db:
         values["db"] = env_db
@@ -258,6 +304,36 @@ def _ari(table: dict[str, object], where: str) -> AriConfig:
     if "app" in values and (not values["app"] or "," in str(values["app"])):
         raise ConfigError(f"{where}: app must be a non-empty name without commas")
     return AriConfig(**values)  # type: ignore[arg-type]
+
+
+_AMI_KEYS: dict[str, type] = {"host": str, "port": int, "user": str, "secret": str, "secret_file": str,
+                              "connect_timeout": float, "ping_interval": float, "ping_timeout": float}
+_WATCH_KEYS: dict[str, type] = {"trunks": list, "max_age": float, "clock_skew": float}
+
+
+def _ami(table: dict[str, object], where: str) -> AmiConfig:
+    values = {key: _expect(table, key, kind, where) for key, kind in _AMI_KEYS.items() if key in table}
+    if "secret" in values and "secret_file" in values:
+        raise ConfigError(f"{where}: set secret or secret_file, not both")
+    if "port" in values and not 1 <= values["port"] <= MAX_PORT:  # type: ignore[operator]
+        raise ConfigError(f"{where}: port must be 1..{MAX_PORT}, not {values['port']}")
+    for key in ("connect_timeout", "ping_interval", "ping_timeout"):
+        if key in values and not values[key] > 0:  # type: ignore[operator]
+            raise ConfigError(f"{where}: {key} must be more than 0 seconds")
+    return AmiConfig(**values)  # type: ignore[arg-type]
+
+
+def _watch(table: dict[str, object], where: str) -> WatchConfig:
+    values = {key: _expect(table, key, kind, where) for key, kind in _WATCH_KEYS.items() if key in table}
+    if "trunks" in values:
+        trunks = values["trunks"]
+        if not all(isinstance(t, str) and t.strip() for t in trunks):  # type: ignore[attr-defined]
+            raise ConfigError(f"{where}: trunks must be channel-name patterns such as \"PJSIP/carrier-*\"")
+        values["trunks"] = tuple(str(t).strip() for t in trunks)  # type: ignore[attr-defined]
+    for key in ("max_age", "clock_skew"):
+        if key in values and not values[key] >= 0:  # type: ignore[operator]
+            raise ConfigError(f"{where}: {key} must be 0 or more seconds")
+    return WatchConfig(**values)  # type: ignore[arg-type]
 
 
 def secure_path(path: Path) -> None:

@@ -108,3 +108,22 @@ DEFAULT_RPO_VALIDITY_DAYS: Final = 15
 CONTRACT_GRACE_DAYS: Final = 30
 DEFAULT_FASTAGI_HOST: Final = "127.0.0.1"
 DEFAULT_FASTAGI_PORT: Final = 4573
+
+# Bypass findings (docs/bypass.md): a call that reached a carrier without an ALLOW for it, and the periods
+# nobody watched. Stored by `watch`, printed by `reconcile`, listed by `findings list`.
+FINDING_BYPASS: Final = "bypass"
+FINDING_NOT_WATCHED: Final = "not_watched"
+# Why a trunk leg is a bypass, most specific first: what the best candidate decision lacked.
+BYPASS_NO_DECISION: Final = "no_decision"
+BYPASS_NUMBER_UNKNOWN: Final = "number_unknown"
+BYPASS_OTHER_NUMBER: Final = "other_number"
+BYPASS_DECISION_STALE: Final = "decision_stale"
+BYPASS_DECISION_USED: Final = "decision_used"
+BYPASS_TEXT: Final = {
+    BYPASS_NO_DECISION: "no ALLOW decision for this call: the route did not ask the gate",
+    BYPASS_NUMBER_UNKNOWN: "the number the trunk dialled cannot be read, so it cannot be matched to the call's "
+                           "decision",
+    BYPASS_OTHER_NUMBER: "the call's ALLOW was for another number",
+    BYPASS_DECISION_STALE: "the call's ALLOW for this number was not made shortly before the trunk was dialled",
+    BYPASS_DECISION_USED: "the call's ALLOW for this number already covered another trunk leg",
+}

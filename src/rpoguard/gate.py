@@ -40,6 +40,9 @@ class CallRequest:
     source: str
     uniqueid: str | None = None
     channel: str | None = None
+    # The call this channel belongs to (Asterisk's linkedid), so a bypass check can match a trunk leg
+    # dialled from another channel of the same call (docs/bypass.md).
+    linkedid: str | None = None
     # Pre-normalisation input is kept for the audit log exactly as received.
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -323,6 +326,7 @@ def _audit_entry(call: CallRequest, decision: Decision, facts: Facts, at: dateti
         source=call.source,
         uniqueid=call.uniqueid,
         channel=call.channel,
+        linkedid=call.linkedid,
     )
     return entry, _attempt_cap(decision, facts, at)
 

@@ -33,7 +33,7 @@ MINUTE = 60_000_000
 
 COLUMNS = (
     "seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
-    " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us"
+    " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us, linkedid"
 )
 
 
@@ -157,8 +157,8 @@ def test_row_inserted_in_the_middle_with_renumbering_is_found(
     forged = make_entry(ts_us=T0 + MINUTE + 30_000_000, decision="allow", reasons="", basis="consent")
     digest = chain_hash(3, forged, log[1].hash, log[1].recorded_us)
     attacker.execute(
-        f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (3, *dataclasses.astuple(forged), log[1].hash, digest, log[1].recorded_us),
+        f"INSERT INTO audit_log ({COLUMNS}) VALUES ({','.join('?' * 19)})",
+        (3, *dataclasses.astuple(forged)[:-1], log[1].hash, digest, log[1].recorded_us, forged.linkedid),
     )
     report = verify(run, store)
     assert report.rows == 6
@@ -182,8 +182,8 @@ def test_row_inserted_without_a_valid_hash_is_found_at_itself(
     attacker.execute("UPDATE audit_log SET seq = seq - 99 WHERE seq >= 100")
     forged = make_entry(ts_us=T0 + MINUTE + 30_000_000)
     attacker.execute(
-        f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (3, *dataclasses.astuple(forged), log[1].hash, "f" * 64, log[1].recorded_us),
+        f"INSERT INTO audit_log ({COLUMNS}) VALUES ({','.join('?' * 19)})",
+        (3, *dataclasses.astuple(forged)[:-1], log[1].hash, "f" * 64, log[1].recorded_us, forged.linkedid),
     )
     seq, problem = first_problem(verify(run, store))
     assert seq == 3
@@ -208,7 +208,7 @@ def test_rows_swapped_in_place_keeping_their_numbers_are_found(
 ) -> None:
     two, three = raw_row(attacker, 2), raw_row(attacker, 3)
     attacker.execute("DELETE FROM audit_log WHERE seq IN (2, 3)")
-    placeholders = ",".join("?" * 18)
+    placeholders = ",".join("?" * 19)
     attacker.execute(f"INSERT INTO audit_log ({COLUMNS}) VALUES ({placeholders})", (2, *three[1:]))
     attacker.execute(f"INSERT INTO audit_log ({COLUMNS}) VALUES ({placeholders})", (3, *two[1:]))
     seq, _ = first_problem(verify(run, store))

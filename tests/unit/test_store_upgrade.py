@@ -179,7 +179,8 @@ def v2_log(count: int) -> list[tuple[object, ...]]:
         entry = AuditEntry(f"00000000-0000-4000-9000-{seq:012d}", to_us(AT) + seq, NUM, "06 4567 8901", "acme-c",
                            "acme", None, "allow", "", "listed", canonical_evidence({}), "cli", None, None)
         digest = chain_hash(seq, entry, prev)
-        rows.append((seq, *dataclasses.astuple(entry), prev, digest))
+        # A schema-2 row: the entry's fields without linkedid (added in schema 3 of the audit file).
+        rows.append((seq, *dataclasses.astuple(entry)[:-1], prev, digest))
         prev = digest
     return rows
 

@@ -105,7 +105,7 @@ def audit_values(row: AuditRow) -> tuple[Any, ...]:
     e = row.entry
     return (row.seq, e.decision_id, e.ts_us, e.number, e.raw_number, e.campaign_id, e.principal_id, e.caller_id,
             e.decision, e.reasons, e.basis, e.evidence, e.source, e.uniqueid, e.channel, row.prev_hash, row.hash,
-            row.recorded_us)
+            row.recorded_us, e.linkedid)
 
 
 def anchor_group(anchor: AnchorWriter | None, group: ChainedGroup) -> None:

@@ -30,6 +30,7 @@ import asyncpg
 
 from rpoguard.anchor import AnchorWriter
 from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.bypass.match import Allowed
 from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
 from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
 from rpoguard.db.history import (
@@ -63,19 +64,26 @@ from rpoguard.db.rows import (
     AUDIT_COLUMNS,
     BATCH,
     DUE_STALE,
+    FINDING_COLUMNS,
     LATEST_LISTING_SQL,
     ListDialect,
     ListQueries,
     Query,
+    allowed,
+    allowed_after_query,
+    allowed_between_query,
     audit_row,
     audit_rows_query,
     batches,
     due_source,
     facts_from_document,
+    finding_values,
+    findings_query,
     listing_detail,
     opt_us,
     read_evidence,
     refuse_older_extract,
+    stored_finding,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -109,6 +117,7 @@ from rpoguard.db.store import (
     Revocation,
     RpoAnswer,
     Store,
+    StoredFinding,
     StoreError,
     StoreUnavailable,
 )
@@ -256,14 +265,14 @@ WITH added AS (
   INSERT INTO audit_log ({AUDIT_COLUMNS})
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                       $15::text[], $16::text[], $17::text[], $18::bigint[])
+                       $15::text[], $16::text[], $17::text[], $18::bigint[], $19::text[])
 )
-UPDATE audit_head SET seq = $19::bigint, hash = $20::text WHERE id = 1
+UPDATE audit_head SET seq = $20::bigint, hash = $21::text WHERE id = 1
 """
 
 
 def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(18)]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(19)]
 
 
 # The list queries' PostgreSQL parts: one database, DATE columns, text sorted by bytes as SQLite does.
@@ -935,3 +944,35 @@ class PostgresStore(ListQueries, Store):
 
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         return self._stream(audit_rows_query(start_us, end_us), audit_row)
+
+    # -- bypass checks --------------------------------------------------------------------------------
+
+    def allowed_between(self, start_us: int, end_us: int) -> AsyncIterator[Allowed]:
+        return self._stream(allowed_between_query(start_us, end_us), allowed)
+
+    async def allowed_after(self, after_seq: int, since_us: int, limit: int) -> list[tuple[int, Allowed]]:
+        sql, args = _numbered(*allowed_after_query(after_seq, since_us, limit))
+        try:
+            rows = await self.pool.fetch(sql, *args)
+        except _DB_ERRORS as exc:
+            raise _pg_error(exc, self.where) from exc
+        return [(row[0], allowed(row)) for row in rows]
+
+    async def add_finding(self, finding: StoredFinding) -> int:
+        sql = (f"INSERT INTO bypass_findings ({', '.join(FINDING_COLUMNS)})"
+               f" VALUES ({', '.join(f'${i}' for i in range(1, len(FINDING_COLUMNS) + 1))}) RETURNING id")
+        try:
+            return int(await self.pool.fetchval(sql, *finding_values(finding, time_ns() // 1000)))
+        except _DB_ERRORS as exc:
+            raise _pg_error(exc, self.where) from exc
+
+    async def close_finding(self, finding_id: int, until_us: int, detail: str) -> None:
+        try:
+            await self.pool.execute("UPDATE bypass_findings SET until_us = $1, detail = $2 WHERE id = $3",
+                                    until_us, detail, finding_id)
+        except _DB_ERRORS as exc:
+            raise _pg_error(exc, self.where) from exc
+
+    def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
+                      limit: int | None = None) -> AsyncIterator[StoredFinding]:
+        return self._stream(findings_query(since_us, kind, limit), stored_finding)

@@ -16,6 +16,8 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.bypass.match import Allowed
+from rpoguard.constants import ALLOW
 from rpoguard.db.store import (
     FACT_CONSENT,
     NOTE_END_CORRECTED,
@@ -26,6 +28,7 @@ from rpoguard.db.store import (
     StoredCampaign,
     StoredConsent,
     StoredContract,
+    StoredFinding,
     StoredOptout,
     StoredPrincipal,
 )
@@ -328,7 +331,7 @@ async def read_evidence(fetch: Fetch, d: ListDialect, number: str, principal_id:
 # -- the decision log ------------------------------------------------------------------------------------
 
 AUDIT_COLUMNS = ("seq, decision_id, ts_us, number, raw_number, campaign_id, principal_id, caller_id, decision,"
-                 " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us")
+                 " reasons, basis, evidence, source, uniqueid, channel, prev_hash, hash, recorded_us, linkedid")
 
 
 def audit_rows_query(start_us: int | None, end_us: int | None) -> Query:
@@ -342,7 +345,7 @@ def audit_rows_query(start_us: int | None, end_us: int | None) -> Query:
 
 def audit_row(r: Sequence[Any]) -> AuditRow:
     """A row of AUDIT_COLUMNS."""
-    return AuditRow(r[0], AuditEntry(*r[1:15]), r[15], r[16], r[17])
+    return AuditRow(r[0], AuditEntry(*r[1:15], linkedid=r[18]), r[15], r[16], r[17])
 
 
 # -- lists: what is stored, for `rpoguard principal|campaign|consent|contract|optout list` ----------------
@@ -485,3 +488,47 @@ class ListQueries(ABC):
     def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
                      since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
         return self._stream(optouts_query(self.list_dialect, number, principal_id, since, limit), stored_optout)
+
+
+# -- bypass checks (docs/bypass.md) -------------------------------------------------------------------------
+
+_ALLOWED_COLUMNS = "seq, decision_id, ts_us, number, uniqueid, linkedid"
+
+
+def allowed_between_query(start_us: int, end_us: int) -> Query:
+    return (f"SELECT {_ALLOWED_COLUMNS} FROM audit_log WHERE ts_us >= :start AND ts_us < :end"
+            f" AND decision = '{ALLOW}' ORDER BY ts_us, seq", {"start": start_us, "end": end_us})
+
+
+def allowed_after_query(after_seq: int, since_us: int, limit: int) -> Query:
+    return (f"SELECT {_ALLOWED_COLUMNS} FROM audit_log WHERE seq > :after AND ts_us >= :since"
+            f" AND decision = '{ALLOW}' ORDER BY seq LIMIT :limit",
+            {"after": after_seq, "since": since_us, "limit": limit})
+
+
+def allowed(row: Sequence[Any]) -> Allowed:
+    """A row of allowed_*_query without its sequence number."""
+    return Allowed(row[1], row[2], row[3] or "", row[4], row[5])
+
+
+FINDING_COLUMNS = ("kind", "found_us", "at_us", "until_us", "why", "channel", "number", "dialled", "uniqueid",
+                   "linkedid", "decision_id", "detail", "source", "hung_up")
+
+
+def finding_values(finding: StoredFinding, found_us: int) -> tuple[Any, ...]:
+    f = finding
+    return (f.kind, f.found_us or found_us, f.at_us, f.until_us, f.why, f.channel, f.number, f.dialled, f.uniqueid,
+            f.linkedid, f.decision_id, f.detail, f.source, f.hung_up)
+
+
+def findings_query(since_us: int | None, kind: str | None, limit: int | None) -> Query:
+    return _query(f"SELECT id, {', '.join(FINDING_COLUMNS)} FROM bypass_findings",
+                  [("at_us >= :since", "since", since_us), ("kind = :kind", "kind", kind)], "id", limit)
+
+
+def stored_finding(row: Sequence[Any]) -> StoredFinding:
+    (fid, kind, found_us, at_us, until_us, why, channel, number, dialled, uniqueid, linkedid, decision_id, detail,
+     source, hung_up) = row
+    return StoredFinding(kind=kind, at_us=at_us, detail=detail, source=source, found_us=found_us, until_us=until_us,
+                         why=why, channel=channel, number=number, dialled=dialled, uniqueid=uniqueid,
+                         linkedid=linkedid, decision_id=decision_id, hung_up=bool(hung_up), id=fid)

@@ -32,6 +32,7 @@ import aiosqlite
 
 from rpoguard.anchor import AnchorWriter
 from rpoguard.audit import GENESIS_HASH, AuditEntry, AuditRow
+from rpoguard.bypass.match import Allowed
 from rpoguard.config import secure_path
 from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
 from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
@@ -65,19 +66,26 @@ from rpoguard.db.import_records import (
 from rpoguard.db.rows import (
     AUDIT_COLUMNS,
     DUE_STALE,
+    FINDING_COLUMNS,
     LATEST_LISTING_SQL,
     ListDialect,
     ListQueries,
     Query,
+    allowed,
+    allowed_after_query,
+    allowed_between_query,
     audit_row,
     audit_rows_query,
     batches,
     due_source,
     facts_from_document,
+    finding_values,
+    findings_query,
     listing_detail,
     opt_us,
     read_evidence,
     refuse_older_extract,
+    stored_finding,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -111,6 +119,7 @@ from rpoguard.db.store import (
     Revocation,
     RpoAnswer,
     Store,
+    StoredFinding,
     StoreError,
 )
 from rpoguard.db.tables import Table, TableRows, select_sql, to_common, to_sqlite
@@ -277,7 +286,7 @@ def _answers_owner_note(con: sqlite3.Connection) -> str | None:
     return answers_owner_note(AnswerOwnership(answers, attributed, principals, files))
 
 
-_INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({','.join('?' * 18)})"
+_INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({','.join('?' * 19)})"
 
 
 # Memory-map the files for the per-call probe: pages come straight from the page cache, no read() copy.
@@ -993,6 +1002,43 @@ class SqliteStore(ListQueries, Store):
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         # On the audit file's own connection: the log alone, without the data file's snapshot.
         return self._stream(audit_rows_query(start_us, end_us), audit_row, audit=True)
+
+    # -- bypass checks (the audit file) -------------------------------------------------------------------
+
+    def allowed_between(self, start_us: int, end_us: int) -> AsyncIterator[Allowed]:
+        return self._stream(allowed_between_query(start_us, end_us), allowed, audit=True)
+
+    async def allowed_after(self, after_seq: int, since_us: int, limit: int) -> list[tuple[int, Allowed]]:
+        sql, params = allowed_after_query(after_seq, since_us, limit)
+        try:
+            rows = await self.audit_db.execute_fetchall(sql, params)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.audit_path) from exc
+        return [(row[0], allowed(row)) for row in rows]
+
+    async def add_finding(self, finding: StoredFinding) -> int:
+        sql = (f"INSERT INTO bypass_findings ({', '.join(FINDING_COLUMNS)})"
+               f" VALUES ({', '.join('?' * len(FINDING_COLUMNS))})")
+        async with self._audit_lock:
+            try:
+                cursor = await self.audit_db.execute(sql, finding_values(finding, time_ns() // 1000))
+                await self.audit_db.commit()
+            except sqlite3.Error as exc:
+                raise _store_error(exc, self.audit_path) from exc
+        return int(cursor.lastrowid or 0)
+
+    async def close_finding(self, finding_id: int, until_us: int, detail: str) -> None:
+        async with self._audit_lock:
+            try:
+                await self.audit_db.execute("UPDATE bypass_findings SET until_us = ?, detail = ? WHERE id = ?",
+                                            (until_us, detail, finding_id))
+                await self.audit_db.commit()
+            except sqlite3.Error as exc:
+                raise _store_error(exc, self.audit_path) from exc
+
+    def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
+                      limit: int | None = None) -> AsyncIterator[StoredFinding]:
+        return self._stream(findings_query(since_us, kind, limit), stored_finding, audit=True)
 
 
 # An earlier import of the same file (import_records.repeat_sql): detail is JSON text here.

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from types import TracebackType
 
 from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.bypass.match import Allowed
 from rpoguard.db.tables import Table, TableRows
 from rpoguard.policy.model import CampaignFacts, Facts
 
@@ -301,6 +302,27 @@ class StoredOptout:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFinding:
+    """What `watch` found (docs/bypass.md): a trunk leg no ALLOW covered, or a period it could not watch."""
+
+    kind: str  # FINDING_BYPASS or FINDING_NOT_WATCHED
+    at_us: int  # when the leg began / the unwatched period began
+    detail: str  # one sentence for people
+    source: str  # who found it: "watch"
+    found_us: int = 0  # when it was stored (set by the store when 0)
+    until_us: int | None = None  # the unwatched period's end (None: still open, or a bypass)
+    why: str | None = None  # a bypass's BYPASS_* code
+    channel: str | None = None
+    number: str | None = None  # E.164, when the dialled number could be read
+    dialled: str | None = None  # as Asterisk showed it
+    uniqueid: str | None = None
+    linkedid: str | None = None
+    decision_id: str | None = None  # the call's nearest decision, when it had one
+    hung_up: bool = False  # --enforce hung the leg up
+    id: int | None = None
+
+
 class Store(ABC):
     """Async storage for facts, evidence and the decision log."""
 
@@ -458,6 +480,30 @@ class Store(ABC):
     @abstractmethod
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         """Rows in sequence order, optionally limited to start <= time < end."""
+
+    # -- bypass checks (docs/bypass.md) ----------------------------------------------------------------
+
+    @abstractmethod
+    def allowed_between(self, start_us: int, end_us: int) -> AsyncIterator[Allowed]:
+        """ALLOW decisions made in start <= time < end, in time order (reconcile streams them)."""
+
+    @abstractmethod
+    async def allowed_after(self, after_seq: int, since_us: int, limit: int) -> list[tuple[int, Allowed]]:
+        """At most `limit` ALLOW decisions after log row `after_seq` made at or after `since_us`, with their
+        sequence numbers, in sequence order (watch follows the log with it)."""
+
+    @abstractmethod
+    async def add_finding(self, finding: StoredFinding) -> int:
+        """Store a finding; its id."""
+
+    @abstractmethod
+    async def close_finding(self, finding_id: int, until_us: int, detail: str) -> None:
+        """Set the end of a "not watched" period once watching resumed."""
+
+    @abstractmethod
+    def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
+                      limit: int | None = None) -> AsyncIterator[StoredFinding]:
+        """Findings in the order they were stored; `since_us`: those whose leg or period began then or later."""
 
     # -- the whole database, for `db copy` (db/tables.py) ------------------------------------------------
 

@@ -47,7 +47,10 @@ TABLES = (
     Table("optouts", ("id", "number", "principal_id", "at_us", "source", "reference", "created_us"), {}, "id", "id"),
     Table("audit_log", ("seq", "decision_id", "ts_us", "number", "raw_number", "campaign_id", "principal_id",
                         "caller_id", "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel",
-                        "prev_hash", "hash", "recorded_us"), {}, "seq"),
+                        "prev_hash", "hash", "recorded_us", "linkedid"), {}, "seq"),
+    Table("bypass_findings", ("id", "kind", "found_us", "at_us", "until_us", "why", "channel", "number", "dialled",
+                              "uniqueid", "linkedid", "decision_id", "detail", "source", "hung_up"),
+          {"hung_up": BOOL}, "id", "id"),
 )
 
 

@@ -26,7 +26,7 @@ import logging
 from typing import Final
 
 from rpoguard.agi.protocol import AgiRequest, AgiSession
-from rpoguard.agi.routes.common import audit_extra, caller_id_of, campaign_of, number_of, source_of
+from rpoguard.agi.routes.common import audit_extra, caller_id_of, campaign_of, linkedid_of, number_of, source_of
 from rpoguard.agi.shared import GateLike, channel_variables
 from rpoguard.gate import CallRequest
 from rpoguard.numbers import redact
@@ -45,6 +45,7 @@ def call_request(request: AgiRequest) -> CallRequest:
         source=source_of(request),
         uniqueid=request.uniqueid,
         channel=request.channel,
+        linkedid=linkedid_of(request),
         extra=audit_extra(request),
     )
 

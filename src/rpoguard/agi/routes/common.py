@@ -32,6 +32,8 @@ ARG_NUMBER: Final = 1
 ARG_CAMPAIGN: Final = 2
 ARG_CALLER_ID: Final = 3
 QUERY_CAMPAIGN: Final = "campaign"
+# The call's linkedid (dialplan/rpoguard.conf passes ${CHANNEL(linkedid)}): AGI's environment lacks it.
+QUERY_LINKEDID: Final = "linkedid"
 
 # Environment keys copied into CallRequest.extra so the audit log keeps the input exactly as received.
 _AUDIT_KEYS: Final = (
@@ -58,6 +60,10 @@ def number_of(request: AgiRequest) -> str:
 
 def campaign_of(request: AgiRequest) -> str | None:
     return request.strict_query(QUERY_CAMPAIGN) or request.strict_arg(ARG_CAMPAIGN) or None
+
+
+def linkedid_of(request: AgiRequest) -> str | None:
+    return request.strict_query(QUERY_LINKEDID) or None
 
 
 def caller_id_of(request: AgiRequest) -> str:
