@@ -20,6 +20,7 @@ from rpoguard.cli import (
     principal,
     registry,
     servers,
+    watch,
 )
 
 DESCRIPTION = """\
@@ -57,8 +58,8 @@ class CommandParser(argparse.ArgumentParser):
 
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
-GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, audit,
-          database)
+GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, watch,
+          audit, database)
 
 
 def build_parser() -> argparse.ArgumentParser:

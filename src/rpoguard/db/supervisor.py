@@ -13,15 +13,16 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from rpoguard.anchor import AnchorWriter
 from rpoguard.audit import AuditEntry, AuditRow
+from rpoguard.bypass.match import Allowed
 from rpoguard.db import open_store
 from rpoguard.db.sqlite import audit_path
-from rpoguard.db.store import AttemptCap, Store, StoreError, StoreUnavailable
+from rpoguard.db.store import AttemptCap, Store, StoredFinding, StoreError, StoreUnavailable
 from rpoguard.db.urls import is_postgres_url
 from rpoguard.policy.model import CampaignFacts, Facts
 
@@ -159,3 +160,18 @@ class SupervisedStore:
     async def add_optout(self, number: str, principal_id: str | None, at: datetime, source: str,
                          reference: str | None) -> int:
         return await self._current().add_optout(number, principal_id, at, source, reference)
+
+    # -- what `watch` uses ---------------------------------------------------------------------------
+
+    async def allowed_after(self, after_seq: int, since_us: int, limit: int) -> list[tuple[int, Allowed]]:
+        return await self._current().allowed_after(after_seq, since_us, limit)
+
+    async def add_finding(self, finding: StoredFinding) -> int:
+        return await self._current().add_finding(finding)
+
+    async def close_finding(self, finding_id: int, until_us: int, detail: str) -> None:
+        await self._current().close_finding(finding_id, until_us, detail)
+
+    def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
+                      limit: int | None = None) -> AsyncIterator[StoredFinding]:
+        return self._current().list_findings(since_us=since_us, kind=kind, limit=limit)
