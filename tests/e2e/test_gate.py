@@ -141,10 +141,14 @@ class GateServer:
             raise HarnessError("rpoguard serve is not running")
         return self._proc.pid
 
+    def offset(self, at: datetime) -> int:
+        """The FAKETIME offset (seconds) that makes a clock read ``at`` now, continuing as this server's."""
+        return round(at.timestamp() - self._epoch)
+
     def start(self, at: datetime) -> None:
         if self.running:
             raise HarnessError("rpoguard serve is already running")
-        offset = round(at.timestamp() - self._epoch)
+        offset = self.offset(at)
         env = faked_clock_env(self.env, self.libfaketime, offset)
         cmd = [str(RPOGUARD), "--verbose", "serve", "--host", LOOPBACK, "--port", str(self.port)]
         with self.log_path.open("ab") as out:
@@ -455,11 +459,16 @@ def libfaketime(asterisk_rootfs: Path) -> Path:
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment of every `rpoguard` this module runs, with a database prepared through the CLI."""
+    return prepared_database(tmp_path_factory.mktemp("gate"))
+
+
+def prepared_database(work: Path, config_text: str = "") -> dict[str, str]:
+    """The environment of an `rpoguard` whose database (in `work`) holds the examples' principal, campaign,
+    RPO answers, directory and consents, imported through the CLI; `config_text`: its configuration file."""
     if not RPOGUARD.is_file():
         _cannot_run(f"{RPOGUARD} is missing: install the project (pip install -e .) into this interpreter")
-    work = tmp_path_factory.mktemp("gate")
     config = work / "rpoguard.toml"
-    config.write_text("# empty: defaults only, whatever /etc/rpoguard/rpoguard.toml says\n")
+    config.write_text(config_text or "# empty: defaults only, whatever /etc/rpoguard/rpoguard.toml says\n")
     env = {**os.environ, "RPOGUARD_DB": str(work / "rpoguard.db"), "RPOGUARD_CONFIG": str(config)}
     for name in ("LD_PRELOAD", "FAKETIME"):
         env.pop(name, None)
