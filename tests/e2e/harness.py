@@ -14,7 +14,9 @@ system carries no state from one run to the next. Nothing is mounted: Asterisk a
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import itertools
 import logging
 import os
@@ -153,6 +155,26 @@ def ari_files(http_port: int, user: str, password: str) -> dict[str, str]:
             f"[{user}]\ntype = user\nread_only = no\npassword = {password}\npassword_format = plain\n"
         ),
     }
+
+
+def read_csv_records(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """A CSV file Asterisk writes (no header line) as one dict per row; a missing file has no rows.
+
+    A row with another number of columns than expected is an error: the format is then not the one the
+    tests were written for.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    records = []
+    # Asterisk appends a row in one write, but a reader may still catch the last one half written.
+    complete = text[: text.rfind("\n") + 1]
+    for number, row in enumerate(csv.reader(io.StringIO(complete)), start=1):
+        if len(row) != len(columns):
+            raise HarnessError(f"{path}, line {number}: {len(row)} columns, expected {len(columns)}: {row}")
+        records.append(dict(zip(columns, row, strict=True)))
+    return records
 
 
 class HarnessError(RuntimeError):
@@ -478,6 +500,7 @@ class CarrierCall:
     call_id: str
     invited_at: datetime | None  # when SIPp logged the first INVITE (UTC), if its trace says
     answered: bool  # SIPp sent 200 to the INVITE
+    answered_at: datetime | None  # when SIPp logged its first 200 to the INVITE
     cancelled: bool  # a CANCEL arrived
     bye: bool  # a BYE arrived
     final_status: int  # SIPp's last final (>= 200) answer to the INVITE, 0 if none
@@ -506,16 +529,18 @@ def _carrier_call(messages: Sequence[SipMessage]) -> CarrierCall:
     invite = messages[0]
     parts = invite.first_line.split()
     user = _URI_USER.search(parts[1]) if len(parts) > 1 else None
-    finals = [m.status for m in messages if not m.received and m.cseq_method == "INVITE" and m.status >= 200]
+    finals = [m for m in messages if not m.received and m.cseq_method == "INVITE" and m.status >= 200]
+    oks = [m for m in finals if m.status == 200]
     received = {m.method for m in messages if m.received}
     return CarrierCall(
         number=user.group(1) if user else "",
         call_id=invite.call_id,
         invited_at=invite.at,
-        answered=200 in finals,
+        answered=bool(oks),
+        answered_at=oks[0].at if oks else None,
         cancelled="CANCEL" in received,
         bye="BYE" in received,
-        final_status=finals[-1] if finals else 0,
+        final_status=finals[-1].status if finals else 0,
     )
 
 
@@ -701,13 +726,14 @@ def _udp_port_free(port: int) -> bool:
 # --------------------------------------------------------------------------------------------- AMI
 
 
-class _Ami:
+class AmiClient:
     """Just enough of the Asterisk Manager Interface to originate a call with a caller ID.
 
-    The CLI's ``channel originate`` cannot set a caller ID, and the gate checks it (rule 10).
+    The CLI's ``channel originate`` cannot set a caller ID, and the gate checks it (rule 10). Tests also
+    use it as "some AMI client" (``events`` is the Login's Events field).
     """
 
-    def __init__(self, port: int, username: str, secret: str, timeout: float = 10) -> None:
+    def __init__(self, port: int, username: str, secret: str, timeout: float = 10, events: str = "call") -> None:
         self._sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
         self._file = self._sock.makefile("rb")
         self._ids = itertools.count(1)
@@ -715,7 +741,7 @@ class _Ami:
         if not banner.startswith("Asterisk Call Manager"):
             self.close()
             raise HarnessError(f"unexpected AMI banner {banner!r}")
-        reply = self.action("Login", Username=username, Secret=secret, Events="call")
+        reply = self.action("Login", Username=username, Secret=secret, Events=events)
         if reply.get("Response") != "Success":
             self.close()
             raise HarnessError(f"AMI login failed: {reply}")
@@ -769,6 +795,20 @@ class _Ami:
         if reply.get("Response") != "Success":
             raise HarnessError(f"AMI refused the Originate: {reply}")
         return self._read_until({"Event": "OriginateResponse", "ActionID": action_id}, deadline)
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Read (and drop) whatever comes until Asterisk closes the connection: True, or False on timeout."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._sock.settimeout(remaining)
+            try:
+                if not self._file.readline():
+                    return True
+            except TimeoutError:
+                return False
+            except OSError:
+                return True  # reset by the peer: closed as well
+        return False
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -861,7 +901,7 @@ class Asterisk:
         self.ami_port = 0
         self._ami_secret = secrets.token_hex(8)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._ami: _Ami | None = None
+        self._ami: AmiClient | None = None
 
     # -- paths
 
@@ -895,7 +935,9 @@ class Asterisk:
 
     def start(self, boot_timeout: float = 30) -> Asterisk:
         ensure_port_free(self.sip_port)
-        self.ami_port = free_tcp_port()
+        # A restart keeps the AMI port, so that a client configured with it can come back.
+        self.ami_port = self.ami_port or free_tcp_port()
+        self.ami_enabled = True
         for dialplan in self.dialplans:
             if not dialplan.is_file():
                 raise HarnessError(f"dialplan file {dialplan} does not exist")
@@ -907,7 +949,7 @@ class Asterisk:
             self._wait_booted(boot_timeout)
             self._check_modules()
             try:
-                self._ami = _Ami(self.ami_port, self.AMI_USER, self._ami_secret)
+                self._ami = AmiClient(self.ami_port, self.AMI_USER, self._ami_secret)
             except OSError as exc:
                 raise HarnessError(f"cannot use AMI on port {self.ami_port}: {exc}\n{self.logs()}") from exc
         except BaseException:
@@ -961,6 +1003,14 @@ class Asterisk:
                 self._proc.wait(timeout=5)
         _kill_group(self._proc, grace=3)
         self._proc = None
+
+    def restart(self) -> Asterisk:
+        """Stop Asterisk and start it again with the same ports, run folder and files (CDR, CEL, logs).
+
+        Every call is lost; AMI clients see their connection close and may log in again on the same port.
+        """
+        self.stop()
+        return self.start()
 
     def __enter__(self) -> Asterisk:
         return self.start() if self._proc is None else self
@@ -1073,7 +1123,7 @@ class Asterisk:
         logger.info("originated %s(%s) on %s caller %s: %s", application, data, channel, caller_id, result)
         return result
 
-    def _own_ami(self) -> _Ami:
+    def _own_ami(self) -> AmiClient:
         if self._ami is None:
             if self.running and not self.ami_enabled:
                 raise HarnessError("AMI is switched off (ami_down)")
@@ -1124,7 +1174,7 @@ class Asterisk:
         if not _wait_until(lambda: _tcp_accepts(self.ami_port), timeout):
             raise HarnessError(f"AMI port {self.ami_port} does not accept after ami_up\n{self.logs()}")
         try:
-            self._ami = _Ami(self.ami_port, self.AMI_USER, self._ami_secret)
+            self._ami = AmiClient(self.ami_port, self.AMI_USER, self._ami_secret)
         except OSError as exc:
             raise HarnessError(f"cannot use AMI on port {self.ami_port} after ami_up: {exc}\n{self.logs()}") from exc
         logger.info("AMI switched on again (port %d)", self.ami_port)
@@ -1134,6 +1184,14 @@ class Asterisk:
         path.write_text(self._manager_conf())
         path.chmod(0o600)
         self.cli("manager reload")
+
+    def cdr_records(self) -> list[dict[str, str]]:
+        """The rows of :attr:`cdr_csv` so far, as {column: value} with :data:`CDR_COLUMNS` as keys."""
+        return read_csv_records(self.cdr_csv, CDR_COLUMNS)
+
+    def cel_events(self) -> list[dict[str, str]]:
+        """The rows of :attr:`cel_csv` so far, as {column: value} with :data:`CEL_COLUMNS` as keys."""
+        return read_csv_records(self.cel_csv, CEL_COLUMNS)
 
     def active_channels(self) -> int:
         out = self.cli("core show channels count")
@@ -1253,9 +1311,10 @@ send_pai = no
     def _cdr_conf(self) -> str:
         if not self.cdr:
             return "[general]\nenable = no\n"
-        # accountlogs = no: one Master.csv, not a file per account code as well.
+        # unanswered = yes: a call that rang at the carrier and was never answered is still a call that got
+        # out (the default, no, leaves it out of the file). accountlogs = no: one Master.csv, no file per account.
         return (
-            "[general]\nenable = yes\n\n"
+            "[general]\nenable = yes\nunanswered = yes\n\n"
             "[csv]\nusegmtime = no\nloguniqueid = yes\nloguserfield = yes\naccountlogs = no\n"
         )
 
