@@ -40,7 +40,7 @@ CARRIER_PORT = 5070
 # The SIPp scenario of a carrier that rings before it answers; RING_PLACEHOLDER becomes milliseconds.
 RINGING_SCENARIO = Path(__file__).with_name("sipp") / "uas_ringing.xml"
 RING_PLACEHOLDER = "__RING_MS__"
-# Asterisk's Dial() in the e2e dialplans gives up after 10 s; a longer ring only tests patience.
+# A longer ring time is most likely milliseconds given as seconds; no test waits that long on purpose.
 MAX_RING_SECONDS = 60.0
 LOOPBACK = "127.0.0.1"
 # Inside the chroot; the host sees it as <rootfs>/run/rpoguard-e2e.
