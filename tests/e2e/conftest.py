@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import pytest
 
-from .harness import Asterisk, HarnessError, RunDir, SippCarrier, StartAsterisk
+from .harness import AmiUser, Asterisk, HarnessError, RunDir, SippCarrier, StartAsterisk
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ def sipp_carrier(request: pytest.FixtureRequest, asterisk_rootfs: Path, e2e_run_
     """SIPp answering every call on 127.0.0.1:5070, for the whole session.
 
     INVITEs accumulate; a test takes ``since = sipp_carrier.checkpoint()`` first and then looks at
-    ``sipp_carrier.invites(since)``.
+    ``sipp_carrier.invites(since)`` or ``sipp_carrier.calls(since)``. It answers at once; inside
+    ``with sipp_carrier.ringing(seconds):`` it rings that long first (SIPp restarted on the same port).
     """
     carrier = SippCarrier(asterisk_rootfs, e2e_run_dir)
     _start_or_fail(carrier)
@@ -140,7 +141,9 @@ def sipp_carrier(request: pytest.FixtureRequest, asterisk_rootfs: Path, e2e_run_
 def start_asterisk(
     request: pytest.FixtureRequest, asterisk_rootfs: Path, e2e_run_dir: RunDir, sipp_carrier: SippCarrier
 ) -> Iterator[StartAsterisk]:
-    """A factory: ``start_asterisk(dialplan, ..., dialplan_globals={...}, extra_modules=[...], extra_files={...})``.
+    """A factory: ``start_asterisk(dialplan, ..., dialplan_globals={...}, extra_modules=[...], extra_files={...})``
+    and the options ``cdr=True``, ``cel=True``, ``ami_users={name: AmiUser(...)}``, ``ami_general={...}``
+    of :class:`Asterisk`.
 
     Starts Asterisk with the given dialplan files ``#include``d, waits until it is fully booted and
     returns it. Only one Asterisk can hold 127.0.0.1:5060, so starting one stops the previous one;
@@ -155,6 +158,10 @@ def start_asterisk(
         dialplan_globals: Mapping[str, str] | None = None,
         extra_modules: Sequence[str] = (),
         extra_files: Mapping[str, str] | None = None,
+        cdr: bool = False,
+        cel: bool = False,
+        ami_users: Mapping[str, AmiUser] | None = None,
+        ami_general: Mapping[str, str] | None = None,
     ) -> Asterisk:
         for previous in started:
             previous.stop()
@@ -167,6 +174,10 @@ def start_asterisk(
             dialplan_globals=dialplan_globals,
             extra_modules=extra_modules,
             extra_files=extra_files,
+            cdr=cdr,
+            cel=cel,
+            ami_users=ami_users,
+            ami_general=ami_general,
         )
         started.append(asterisk)
         _start_or_fail(asterisk)
