@@ -131,8 +131,9 @@ async def verify_chain(rows: AsyncIterable[AuditRow], max_problems: int = 100) -
 # for rows written before the log kept it).
 EXPORT_FIELDS = (
     "seq", "decision_id", "time", "recorded_at", "number", "raw_number", "campaign_id", "principal_id",
-    "caller_id", "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel", "linkedid", "prev_hash",
-    "hash",
+    "caller_id", "decision", "reasons", "basis", "evidence", "source", "uniqueid", "channel", "prev_hash", "hash",
+    # Added with schema 3 of the log: last, so that a reader of the older columns by position still works.
+    "linkedid",
 )
 
 
@@ -155,9 +156,9 @@ def export_record(row: AuditRow) -> dict[str, object]:
         "source": entry.source,
         "uniqueid": entry.uniqueid,
         "channel": entry.channel,
-        "linkedid": entry.linkedid,
         "prev_hash": row.prev_hash,
         "hash": row.hash,
+        "linkedid": entry.linkedid,
     }
 
 

@@ -876,6 +876,8 @@ class Asterisk:
         cel: bool = False,
         ami_users: Mapping[str, AmiUser] | None = None,
         ami_general: Mapping[str, str] | None = None,
+        clock_offset: int | None = None,
+        clock_library: Path | None = None,
     ) -> None:
         self.rootfs = rootfs
         self.run_dir = run_dir
@@ -899,6 +901,13 @@ class Asterisk:
         self.sip_port = sip_port
         self.carrier_port = carrier_port
         self.ami_port = 0
+        # Asterisk's wall clock `clock_offset` seconds from the real one, through the host's libfaketime
+        # (`clock_library`, copied into the run folder: the root file system has none): the CDR's times and
+        # the uniqueids then lie on the same faked day as a `rpoguard serve` run under the same offset.
+        if (clock_offset is None) != (clock_library is None):
+            raise HarnessError("clock_offset and clock_library go together")
+        self.clock_offset = clock_offset
+        self.clock_library = clock_library
         self._ami_secret = secrets.token_hex(8)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ami: AmiClient | None = None
@@ -943,7 +952,8 @@ class Asterisk:
                 raise HarnessError(f"dialplan file {dialplan} does not exist")
         self._write_config()
         started = time.monotonic()
-        cmd = ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-n", "-C", self.config_inside]
+        cmd = ["chroot", str(self.rootfs), *self._clock_env(), "/usr/sbin/asterisk", "-f", "-n", "-C",
+               self.config_inside]
         self._proc = _spawn(cmd, self.run_dir, self.output_log)
         try:
             self._wait_booted(boot_timeout)
@@ -960,6 +970,14 @@ class Asterisk:
             time.monotonic() - started, self._proc.pid, self.ami_port, self.config_inside,
         )  # fmt: skip
         return self
+
+    def _clock_env(self) -> list[str]:
+        if self.clock_offset is None or self.clock_library is None:
+            return []
+        shutil.copyfile(self.clock_library, self.run_dir.host / "libfaketime.so.1")
+        # The monotonic clock stays real: Asterisk's timers and the harness's waits agree.
+        return ["/usr/bin/env", f"LD_PRELOAD={self.run_dir.inside / 'libfaketime.so.1'}",
+                f"FAKETIME={self.clock_offset:+d}", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
 
     def _wait_booted(self, timeout: float) -> None:
         ctl = self.run_dir.host / "run" / "asterisk.ctl"

@@ -264,6 +264,7 @@ def test_dry_run_records_nothing_and_a_normal_check_records(
                 "channel",
                 "prev_hash",
                 "hash",
+                "linkedid",
             ]
         ),
     )
