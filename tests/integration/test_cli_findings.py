@@ -46,11 +46,16 @@ FINDINGS = (
                   dialled="anonymous@carrier", uniqueid="1764000000.21", linkedid="1764000000.20",
                   decision_id="00000000-0000-4000-8000-000000000007"),
     StoredFinding(kind=FINDING_NOT_WATCHED, at_us=T0 + 30 * MINUTE, detail="watch stopped", source="watch",
-                  found_us=FOUND),
+                  found_us=FOUND, channel="rpoguard@127.0.0.1:5038"),
     StoredFinding(kind=FINDING_BYPASS, at_us=T0 + 40 * MINUTE, detail=BYPASS_TEXT[BYPASS_DECISION_USED],
                   source="watch", found_us=FOUND, why=BYPASS_DECISION_USED, channel="PJSIP/carrier-0000000f",
                   number=NUM, dialled="+393331234567@carrier", uniqueid="1764000000.31", linkedid="1764000000.30",
                   decision_id="00000000-0000-4000-8000-000000000009"),
+    # As watch closes a period: the bounds are already in the detail.
+    StoredFinding(kind=FINDING_NOT_WATCHED, at_us=T0 + 50 * MINUTE, source="watch", found_us=FOUND,
+                  until_us=T0 + 55 * MINUTE, channel="rpoguard@127.0.0.1:5038",
+                  detail="not watched from 2026-11-24T11:50:00+01:00 to 2026-11-24T11:55:00+01:00: AMI connection "
+                         "lost; run `rpoguard reconcile` over this period"),
 )
 
 
@@ -89,14 +94,14 @@ async def store_findings(url: str, findings: tuple[StoredFinding, ...]) -> list[
 @pytest.fixture
 def cli(run_cli: Cli, store_url: str, run: Callable[..., Any]) -> Cli:
     """The console script on a database holding FINDINGS (SQLite and PostgreSQL)."""
-    assert run(store_findings(store_url, FINDINGS)) == [1, 2, 3, 4, 5]
+    assert run(store_findings(store_url, FINDINGS)) == [1, 2, 3, 4, 5, 6]
     return on(run_cli, store_url)
 
 
 def test_the_table_shows_each_finding_in_romes_time(cli: Cli) -> None:
     headings, rows, count = table(ok(cli("findings", "list")))
     assert headings == HEADINGS
-    assert count == "5 finding(s)"
+    assert count == "6 finding(s)"
     found = "2026-11-24T11:30:00+01:00"
     assert rows[0] == ["1", found, "2026-11-24T11:00:00+01:00", "bypass", "no_decision", "PJSIP/carrier-0000000d",
                        NUM, "-", "yes", BYPASS_TEXT[BYPASS_NO_DECISION]]
@@ -106,15 +111,17 @@ def test_the_table_shows_each_finding_in_romes_time(cli: Cli) -> None:
     # The number could not be read: what Asterisk dialled is shown instead.
     assert rows[2][4:9] == ["number_unknown", "PJSIP/carrier-0000000e", "dialled anonymous@carrier",
                             "00000000-0000-4000-8000-000000000007", "no"]
+    assert rows[3][5] == "rpoguard@127.0.0.1:5038"  # the AMI connection that was not watched
     assert rows[3][9] == "from 2026-11-24T11:30:00+01:00 until not closed: watch stopped"
+    assert rows[5][9] == FINDINGS[5].detail
     assert rows[4][4] == "decision_used" and rows[4][7] == "00000000-0000-4000-8000-000000000009"
 
 
 def test_json_lines_in_utc(cli: Cli) -> None:
     records = json_lines(ok(cli("findings", "list", "--json")))
-    assert [r["id"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["id"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert all(r.keys() == FIELDS for r in records)
-    first, gap, unknown, still_open, _ = records
+    first, gap, unknown, still_open, _, closed = records
     assert first == {
         "id": 1, "kind": "bypass", "found_at": "2026-11-24T10:30:00.000000Z", "at": "2026-11-24T10:00:00.000000Z",
         "until": None, "why": "no_decision", "why_text": BYPASS_TEXT[BYPASS_NO_DECISION],
@@ -127,6 +134,7 @@ def test_json_lines_in_utc(cli: Cli) -> None:
         "the AMI connection was lost")
     assert (unknown["number"], unknown["dialled"], unknown["hung_up"]) == (None, "anonymous@carrier", False)
     assert still_open["until"] is None
+    assert (closed["until"], closed["detail"]) == ("2026-11-24T10:55:00.000000Z", FINDINGS[5].detail)
 
 
 def test_filters_and_limit(cli: Cli) -> None:
@@ -134,12 +142,12 @@ def test_filters_and_limit(cli: Cli) -> None:
         return [r["id"] for r in json_lines(ok(cli("findings", "list", "--json", *filters)))]
 
     assert listed("--kind", "bypass") == [1, 3, 5]
-    assert listed("--kind", "not_watched") == [2, 4]
+    assert listed("--kind", "not_watched") == [2, 4, 6]
     # --since: the call or the period began then or later (Rome's time without an offset).
-    assert listed("--since", "2026-11-24T11:20") == [3, 4, 5]
-    assert listed("--since", "2026-11-24T10:20:00Z") == [3, 4, 5]
-    assert listed("--since", "2026-11-24T11:20:00.000001") == [4, 5]
-    assert listed("--since", "2026-11-24T11:05", "--kind", "not_watched") == [2, 4]
+    assert listed("--since", "2026-11-24T11:20") == [3, 4, 5, 6]
+    assert listed("--since", "2026-11-24T10:20:00Z") == [3, 4, 5, 6]
+    assert listed("--since", "2026-11-24T11:20:00.000001") == [4, 5, 6]
+    assert listed("--since", "2026-11-24T11:05", "--kind", "not_watched") == [2, 4, 6]
     assert listed("--since", "2026-11-25") == []
     assert listed("--limit", "2") == [1, 2]
     assert listed("--limit", "1", "--kind", "bypass", "--since", "2026-11-24T11:01") == [3]

@@ -21,11 +21,15 @@ def _iso_us(value: int | None) -> str | None:
 
 
 def _detail(finding: StoredFinding) -> str:
-    """A period not watched says its bounds first: an open one means watching never resumed (or has not yet)."""
+    """A period not watched always shows its bounds (from the stored moments, which are what counts); a detail
+    that already states them, as watch writes it, is shown as it is. Open: watching has not resumed."""
     if finding.kind != FINDING_NOT_WATCHED:
         return finding.detail
-    until = human_us(finding.until_us) if finding.until_us is not None else "not closed"
-    return f"from {human_us(finding.at_us)} until {until}: {finding.detail}"
+    start = human_us(finding.at_us)
+    end = human_us(finding.until_us) if finding.until_us is not None else None
+    if start in finding.detail and (end is None or end in finding.detail):
+        return finding.detail
+    return f"from {start} until {end or 'not closed'}: {finding.detail}"
 
 
 def _number(finding: StoredFinding) -> str | None:
