@@ -143,12 +143,14 @@ def test_filters_and_limit(cli: Cli) -> None:
 
     assert listed("--kind", "bypass") == [1, 3, 5]
     assert listed("--kind", "not_watched") == [2, 4, 6]
-    # --since: the call or the period began then or later (Rome's time without an offset).
+    # --since: the call or the period began then or later (Rome's time without an offset), or the period had
+    # not ended by then (#2: 11:10 to 11:12; #4 still open).
     assert listed("--since", "2026-11-24T11:20") == [3, 4, 5, 6]
     assert listed("--since", "2026-11-24T10:20:00Z") == [3, 4, 5, 6]
     assert listed("--since", "2026-11-24T11:20:00.000001") == [4, 5, 6]
+    assert listed("--since", "2026-11-24T11:11") == [2, 3, 4, 5, 6]
     assert listed("--since", "2026-11-24T11:05", "--kind", "not_watched") == [2, 4, 6]
-    assert listed("--since", "2026-11-25") == []
+    assert listed("--since", "2026-11-25") == [4]
     assert listed("--limit", "2") == [1, 2]
     assert listed("--limit", "1", "--kind", "bypass", "--since", "2026-11-24T11:01") == [3]
     out = ok(cli("findings", "list", "--kind", "bypass", "--limit", "2"))

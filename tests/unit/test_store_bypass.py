@@ -141,11 +141,13 @@ def test_findings_are_stored_closed_and_listed(store: Store, run: Callable[..., 
 
     assert listed(kind=FINDING_BYPASS) == [first, used]
     assert listed(kind=FINDING_NOT_WATCHED) == [gap]
-    # since: the leg or the period began then or later.
-    assert listed(since_us=T0 + 5 * MINUTE) == [first, used]
-    assert listed(since_us=T0 + 5 * MINUTE + 1) == [used]
+    # since: the leg or the period began then or later, or the period had not ended by then (T0 to T0 + 7').
+    assert listed(since_us=T0 + 5 * MINUTE) == [first, gap, used]
+    assert listed(since_us=T0 + 5 * MINUTE + 1) == [gap, used]
+    assert listed(since_us=T0 + 7 * MINUTE) == [gap, used]
+    assert listed(since_us=T0 + 7 * MINUTE + 1) == [used]
     assert listed(since_us=T0, kind=FINDING_NOT_WATCHED) == [gap]
-    assert listed(since_us=T0 + 1, kind=FINDING_NOT_WATCHED) == []
+    assert listed(since_us=T0 + 8 * MINUTE, kind=FINDING_NOT_WATCHED) == []
     assert listed(limit=2) == [first, gap]
     assert listed(limit=1, kind=FINDING_BYPASS, since_us=T0 + 6 * MINUTE) == [used]
     assert listed(kind="nosuch") == []
@@ -157,6 +159,10 @@ def test_closing_one_finding_leaves_the_others(store: Store, run: Callable[..., 
     run(store.close_finding(gaps[1], T0 + MINUTE, "closed"))
     assert [(f.until_us, f.detail) for f in run(collect(store.list_findings()))] == [
         (None, "gap 0"), (T0 + MINUTE, "closed"), (None, "gap 2")]
+    # A period still open is unwatched at any later moment; a bypass before `since` is not listed.
+    run(store.add_finding(bypass_finding(T0)))
+    later = [f.detail for f in run(collect(store.list_findings(since_us=T0 + 60 * MINUTE)))]
+    assert later == ["gap 0", "gap 2"]
 
 
 def test_an_empty_store_has_no_findings(store: Store, run: Callable[..., Any]) -> None:

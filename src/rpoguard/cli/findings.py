@@ -70,6 +70,6 @@ def register(commands: Subcommands) -> None:
     p = list_command(findings, StoreCommand(cmd_findings_list),
                      "list the findings stored, in the order they were found")
     p.add_argument("--since", type=options.time_arg, metavar="TIME",
-                   help="only the calls (or unwatched periods) that began at or after TIME")
+                   help="only the calls that began at or after TIME, and the unwatched periods not ended by then")
     p.add_argument("--kind", choices=KINDS,
                    help="only bypasses (calls that reached a carrier uncovered) or not_watched periods")
