@@ -5,6 +5,7 @@ limited; an empty store says so, and a missing database is an error that creates
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,18 @@ def test_help_opens_no_database(run_cli: Cli, db_path: Path) -> None:
         assert option in out
     assert "findings" in run_cli("--help").out
     assert not db_path.exists()
+
+
+def test_a_reader_that_goes_away_stops_the_list_quietly(
+    run: Callable[..., Any], db_path: Path, cli_env: dict[str, str], cli_script: str
+) -> None:
+    # More than the pipe and the output buffer hold: the reader is gone while rows are still being read.
+    many = tuple(FINDINGS[0] for _ in range(400))
+    run(store_findings(str(db_path), many))
+    for args in (("--json",), ()):
+        child = subprocess.Popen([cli_script, "findings", "list", *args], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=cli_env, cwd=db_path.parent)
+        assert child.stdout is not None
+        child.stdout.close()  # `| head -0`
+        _, err = child.communicate(timeout=60)
+        assert (child.returncode, err.decode()) == (141, ""), args
