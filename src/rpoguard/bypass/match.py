@@ -92,8 +92,9 @@ def dialled_number(dialled: str, trunk_prefix: str = "") -> str | None:
         text = text.rsplit("/", 1)[1]
     raw = text.split("@", 1)[0].split(";", 1)[0].strip()
     for scheme in ("sips:", "sip:", "tel:"):
-        if raw.startswith(scheme):
+        if raw[:len(scheme)].lower() == scheme:  # URI schemes are case-insensitive (RFC 3261 19.1.4)
             raw = raw[len(scheme):]
+            break
     if not raw:
         return None
     try:
@@ -116,12 +117,16 @@ class Matcher:
         self._by_call: dict[str, list[Allowed]] = {}
         self._known: dict[str, Allowed] = {}
         self._used: set[str] = set()
+        # What forget_before dropped stays dropped: a used decision read again must not cover a second leg.
+        self._horizon_us: int | None = None
 
     def __len__(self) -> int:
         return len(self._known)
 
     def add(self, decision: Allowed) -> None:
         if decision.decision_id in self._known:
+            return
+        if self._horizon_us is not None and decision.at_us < self._horizon_us:
             return
         self._known[decision.decision_id] = decision
         for key in {decision.uniqueid, decision.linkedid} - {None, ""}:
@@ -146,7 +151,7 @@ class Matcher:
             return Bypass(leg, BYPASS_NO_DECISION)
         earliest = leg.at_us - self.max_age_us
         latest = (leg.until_us if leg.until_us is not None else leg.at_us) + self.skew_us
-        best_why, best_id = BYPASS_NO_DECISION, None
+        best_why, best_id, best_distance = BYPASS_NO_DECISION, None, 0
         fitting: list[Allowed] = []
         for decision in candidates:
             if leg.number is None:
@@ -160,8 +165,11 @@ class Matcher:
             else:
                 fitting.append(decision)
                 continue
-            if _WHY_RANK[why] >= _WHY_RANK[best_why]:
-                best_why, best_id = why, decision.decision_id
+            # Between equally specific reasons, name the decision nearest the leg in time.
+            distance = abs(decision.at_us - leg.at_us)
+            if _WHY_RANK[why] > _WHY_RANK[best_why] or (
+                    _WHY_RANK[why] == _WHY_RANK[best_why] and distance < best_distance):
+                best_why, best_id, best_distance = why, decision.decision_id, distance
         if not fitting:
             return Bypass(leg, best_why, best_id)
         chosen = max(fitting, key=lambda d: d.at_us)
@@ -169,7 +177,10 @@ class Matcher:
         return Covered(leg, chosen)
 
     def forget_before(self, at_us: int) -> None:
-        """Drop decisions made before `at_us` (no leg still to come can use them): bounded memory."""
+        """Drop decisions made before `at_us` (no leg still to come can use them): bounded memory. A decision
+        made before `at_us` that is added again later is ignored."""
+        if self._horizon_us is None or at_us > self._horizon_us:
+            self._horizon_us = at_us
         old = [d for d in self._known.values() if d.at_us < at_us]
         for decision in old:
             del self._known[decision.decision_id]

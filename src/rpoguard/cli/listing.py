@@ -4,6 +4,7 @@ Lines with --json."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -67,11 +68,14 @@ async def _write_table(rows: AsyncIterator[Any], columns: Sequence[Column], out:
 async def listing(args: argparse.Namespace, rows: AsyncIterator[Any], noun: str, columns: Sequence[Column],
                    record: Callable[[Any], dict[str, object]]) -> int:
     """Text: the table and a count line; --json: one object a record (JSON Lines), nothing else."""
-    if args.json:
-        async for row in rows:
-            sys.stdout.write(json.dumps(record(row), ensure_ascii=False) + "\n")
-        return EXIT_OK
-    count = await _write_table(rows, columns, sys.stdout)
+    # Closed here, while the store is open: a reader gone mid-list (`| head`) must not leave the rows to be
+    # closed at exit on a closed connection (an asyncio error on standard error).
+    async with contextlib.aclosing(rows):  # type: ignore[type-var]
+        if args.json:
+            async for row in rows:
+                sys.stdout.write(json.dumps(record(row), ensure_ascii=False) + "\n")
+            return EXIT_OK
+        count = await _write_table(rows, columns, sys.stdout)
     limited = f" (the first {count}: --limit)" if args.limit is not None and count == args.limit else ""
     print(f"{count} {noun}(s){limited}")
     return EXIT_OK

@@ -16,6 +16,7 @@ from rpoguard.cli import (
     database,
     directory,
     evidence,
+    findings,
     optout,
     principal,
     registry,
@@ -59,7 +60,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, watch,
-          audit, database)
+          findings, audit, database)
 
 
 def build_parser() -> argparse.ArgumentParser:

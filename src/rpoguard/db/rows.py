@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.bypass.match import Allowed
-from rpoguard.constants import ALLOW
+from rpoguard.constants import ALLOW, FINDING_NOT_WATCHED
 from rpoguard.db.store import (
     FACT_CONSENT,
     NOTE_END_CORRECTED,
@@ -522,8 +522,11 @@ def finding_values(finding: StoredFinding, found_us: int) -> tuple[Any, ...]:
 
 
 def findings_query(since_us: int | None, kind: str | None, limit: int | None) -> Query:
+    # An unwatched period still running at `since` is one of its findings: listing from then must show it.
+    since_sql = (f"(at_us >= :since OR (kind = '{FINDING_NOT_WATCHED}'"
+                 " AND (until_us IS NULL OR until_us >= :since)))")
     return _query(f"SELECT id, {', '.join(FINDING_COLUMNS)} FROM bypass_findings",
-                  [("at_us >= :since", "since", since_us), ("kind = :kind", "kind", kind)], "id", limit)
+                  [(since_sql, "since", since_us), ("kind = :kind", "kind", kind)], "id", limit)
 
 
 def stored_finding(row: Sequence[Any]) -> StoredFinding:

@@ -503,7 +503,8 @@ class Store(ABC):
     @abstractmethod
     def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
                       limit: int | None = None) -> AsyncIterator[StoredFinding]:
-        """Findings in the order they were stored; `since_us`: those whose leg or period began then or later."""
+        """Findings in the order they were stored; `since_us`: those whose leg or period began then or later,
+        and the periods not watched that had not ended by then."""
 
     # -- the whole database, for `db copy` (db/tables.py) ------------------------------------------------
 
