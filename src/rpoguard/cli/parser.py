@@ -14,6 +14,7 @@ from rpoguard.cli import (
     consent,
     contract,
     database,
+    dialplan,
     directory,
     evidence,
     optout,
@@ -58,7 +59,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, audit,
-          database)
+          dialplan, database)
 
 
 def build_parser() -> argparse.ArgumentParser:
