@@ -330,13 +330,13 @@ def test_includes_are_read_relative_to_the_file(write_file: Callable[..., Path],
 ])
 def test_a_file_it_cannot_read_is_an_error_naming_file_and_line(write_file: Callable[..., Path], tmp_path: Path,
                                                                 text: str, message: str) -> None:
-    with pytest.raises(DialplanError, match="extensions.conf") as caught:
+    with pytest.raises(DialplanError) as caught:
         read_conf(write_file("extensions.conf", text))
-    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"{tmp_path / 'extensions.conf'}:") and message in str(caught.value)
 
 
 def test_a_missing_file_is_an_error() -> None:
-    with pytest.raises(DialplanError, match="cannot read /nonexistent/extensions.conf: No such file"):
+    with pytest.raises(DialplanError, match=r"cannot read /nonexistent/extensions\.conf: No such file"):
         read_conf("/nonexistent/extensions.conf")
 
 
