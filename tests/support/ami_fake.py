@@ -5,6 +5,7 @@ In a test's own event loop (the `run` fixture)::
     ami = FakeAmi(users={"rpoguard": "s3cret"})
     await ami.start()                                   # 127.0.0.1, a free port: ami.host, ami.port
     ami.reply("ShowDialPlan", list_reply(events, "ShowDialPlanComplete", "DialPlan list will follow"))
+    ami.reply("ShowDialPlan", read_recording(path))     # or the answer a real Asterisk gave, saved
     ...                                                 # the code under test connects and acts
     await ami.emit({"Event": "Newchannel", "Channel": "PJSIP/carrier-00000001"})  # to sessions with events on
     await ami.drop()                                    # close every session, as a restarting Asterisk does
@@ -15,9 +16,9 @@ or ``async with FakeAmi(...) as ami:``. For a subprocess (the real console scrip
 on its own loop in a thread: ``with FakeAmiThread(users=...) as server:``, then ``server.fake.reply(...)``
 (before the subprocess connects) and ``server.call(lambda ami: ami.emit(...))`` for coroutines.
 
-What it does as Asterisk 22's manager does: the greeting line ``Asterisk Call Manager/9.0.0``; Login with
-Username and Secret answers ``Success`` ("Authentication accepted") or ``Error`` ("Authentication failed")
-and then closes the session; a session logged in with ``Events: off`` gets no events; Ping answers Pong;
+What it does as Asterisk 22's manager does: the greeting line ``Asterisk Call Manager/11.0.0``; Login with
+Username and Secret answers ``Success`` ("Authentication accepted"), or ``Error`` ("Authentication failed")
+and closes the session; a session logged in with ``Events: off`` gets no events; Ping answers Pong;
 Logoff answers Goodbye and closes; an action before login gets "Authentication Required"; an action the
 test set no reply for gets "Invalid/unknown command". A reply is a list of messages (header dicts) or a
 callable(action) returning one; each message gets the action's ActionID.
@@ -32,10 +33,11 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias, TypeVar
 
-GREETING = "Asterisk Call Manager/9.0.0\r\n"
+GREETING = "Asterisk Call Manager/11.0.0\r\n"  # Asterisk 22
 EOL = "\r\n"
 
 Message = dict[str, str]
@@ -49,6 +51,14 @@ def list_reply(events: Sequence[Mapping[str, str]], complete_event: str,
     return [{"Response": "Success", "EventList": "start", "Message": message},
             *({"Event": e["Event"], **e} for e in events),
             {"Event": complete_event, "EventList": "Complete", "ListItems": str(len(events))}]
+
+
+def read_recording(path: Path) -> list[Message]:
+    """The messages of an AMI conversation saved as received (CRLF, a blank line after each message); lines
+    starting with `#` are notes, not AMI."""
+    text = path.read_bytes().decode()
+    lines = [line for line in text.split(EOL) if not line.startswith("#")]
+    return [message for block in EOL.join(lines).split(EOL + EOL) if (message := _parse(block))]
 
 
 def _encode(message: Mapping[str, str]) -> bytes:
@@ -197,8 +207,10 @@ class FakeAmi:
             await session.send({"Response": "Error", **ids, "Message": "Invalid/unknown command"})
             return True
         for message in (reply(action) if callable(reply) else reply):
-            await session.send({**message, **ids} if "Response" in message else
-                               {"Event": message["Event"], **ids, **message})
+            # A recorded message's own ActionID gives way to this action's.
+            body = {k: v for k, v in message.items() if k.lower() != "actionid"}
+            first = "Response" if "Response" in body else "Event"
+            await session.send({first: body[first], **ids, **body})
         return True
 
 
