@@ -136,9 +136,10 @@ DIALPLAN_UNGATED: Final = "ungated_trunk_dial"
 DIALPLAN_TARGET_UNKNOWN: Final = "unknown_dial_target"
 DIALPLAN_NOT_VISIBLE: Final = "dialplan_not_visible"
 DIALPLAN_TEXT: Final = {
-    DIALPLAN_UNGATED: "dials a trunk, and no earlier priority of this extension runs the gate",
-    DIALPLAN_TARGET_UNKNOWN: "dials a target built at run time, which may be a trunk, and no earlier priority of "
-                             "this extension runs the gate",
+    DIALPLAN_UNGATED: "dials a trunk, and the gate may not have run: no earlier priority of this extension runs "
+                      "it, or a jump goes past it",
+    DIALPLAN_TARGET_UNKNOWN: "dials a target built at run time, which may be a trunk, and the gate may not have run: "
+                             "no earlier priority of this extension runs it, or a jump goes past it",
     DIALPLAN_NOT_VISIBLE: "a switch looks extensions up outside the dialplan (e.g. Realtime), where this audit "
                           "cannot see whether they ask the gate",
 }

@@ -25,7 +25,7 @@ from rpoguard.bypass.ami import (
 from rpoguard.bypass.dialplan_audit import HOOK_ABSENT, audit, read_ami
 from rpoguard.bypass.match import TrunkPatterns
 from rpoguard.config import AmiConfig
-from rpoguard.constants import DIALPLAN_UNGATED
+from rpoguard.constants import DIALPLAN_TEXT, DIALPLAN_UNGATED
 from support.aio import Runner
 from support.ami_fake import FakeAmi, FakeAmiThread, list_reply, read_recording
 
@@ -239,7 +239,7 @@ def test_cli_over_ami_reports_the_finding_and_exits_1(run_cli: CliRunner, fake_a
     assert code == 1, err
     lines = out.splitlines()
     assert lines[0] == "[macro-dialout-trunk] s,7: Dial(PJSIP/${OUTNUM}@carrier,10)"
-    assert lines[1] == f"  {DIALPLAN_UNGATED}: dials a trunk, and no earlier priority of this extension runs the gate"
+    assert lines[1] == f"  {DIALPLAN_UNGATED}: {DIALPLAN_TEXT[DIALPLAN_UNGATED]}"
     assert lines[-1] == (f"dialplan audit of AMI rpoguard@127.0.0.1:{fake_ami.port}: 8 context(s), 69 priorities "
                          "read, 1 trunk dial(s), 0 gated, 1 finding(s); FreePBX macro-dialout-trunk-predial-hook: "
                          "absent")
@@ -249,7 +249,7 @@ def test_cli_over_ami_reports_the_finding_and_exits_1(run_cli: CliRunner, fake_a
     assert report["findings"][0] | {"where": None} == {
         "context": "macro-dialout-trunk", "extension": "s", "priority": 7, "label": None,
         "application": "Dial(PJSIP/${OUTNUM}@carrier,10)", "where": None, "why": DIALPLAN_UNGATED,
-        "text": "dials a trunk, and no earlier priority of this extension runs the gate"}
+        "text": DIALPLAN_TEXT[DIALPLAN_UNGATED], "via": None}
 
 
 def test_cli_with_a_file_exits_0_when_every_trunk_dial_is_gated(run_cli: CliRunner, write_file: Callable[..., Path],

@@ -25,7 +25,7 @@ from rpoguard.bypass.dialplan_audit import (
     split_args,
 )
 from rpoguard.bypass.match import TrunkPatterns
-from rpoguard.constants import DIALPLAN_NOT_VISIBLE, DIALPLAN_TARGET_UNKNOWN, DIALPLAN_UNGATED
+from rpoguard.constants import DIALPLAN_NOT_VISIBLE, DIALPLAN_TARGET_UNKNOWN, DIALPLAN_TEXT, DIALPLAN_UNGATED
 from support.dialplan_examples import PRODUCT_DIALPLAN, shipped_hook
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ exten => _[+0-9].,1,NoOp(calling)
                                                                                       "out")
     assert finding.line == "Dial(PJSIP/${EXTEN}@carrier,30)" and finding.why == DIALPLAN_UNGATED
     assert finding.where == f"{tmp_path / 'extensions.conf'}:4"
-    assert finding.as_dict()["text"] == "dials a trunk, and no earlier priority of this extension runs the gate"
+    assert finding.as_dict()["text"] == DIALPLAN_TEXT[DIALPLAN_UNGATED]
 
 
 def test_the_gate_after_the_dial_does_not_count(audit_text: Audit) -> None:
@@ -160,6 +160,40 @@ exten => _X.,1,Exec(GoSub(rpoguard-check,s,1(${EXTEN},c)))
     assert findings(report) == [("route-gosubif-one-way", "_X.", 2, DIALPLAN_UNGATED),
                                 ("route-execif", "_X.", 2, DIALPLAN_UNGATED)]
     assert (report.trunk_dials, report.gated) == (4, 2)
+
+
+def test_a_jump_past_the_gate_is_a_finding_naming_the_jump(audit_text: Audit) -> None:
+    report = audit_text("""[route-skip]
+exten => _X.,1,GotoIf($["${VIP}" = "1"]?out)
+ same => n,GoSub(rpoguard-check,s,1(${EXTEN},c))
+ same => n(out),Dial(PJSIP/${EXTEN}@carrier)
+
+[route-entered-late]
+exten => _X.,1,GoSub(rpoguard-check,s,1(${EXTEN},c))
+ same => n(dial),Dial(PJSIP/${EXTEN}@carrier)
+
+[shortcut]
+exten => _X.,1,Goto(route-entered-late,${EXTEN},dial)
+""")
+    assert [(f.context, f.priority, f.via) for f in report.findings] == [
+        ("route-skip", 3, 'route-skip,_X.,1: GotoIf($["${VIP}" = "1"]?out)'),
+        ("route-entered-late", 2, "shortcut,_X.,1: Goto(route-entered-late,${EXTEN},dial)")]
+
+
+def test_jumps_that_stay_on_the_gated_side_are_clean(audit_text: Audit) -> None:
+    report = audit_text("""[route]
+exten => _X.,1,GotoIf($[${LEN(${EXTEN})} < 6]?short)
+ same => n,Set(N=${EXTEN})
+ same => n(short),NoOp()
+ same => n(again),GoSub(rpoguard-check,s,1(${EXTEN},c))
+ same => n,Dial(PJSIP/${EXTEN}@carrier,30)
+ same => n,GotoIf($["${DIALSTATUS}" = "BUSY"]?${EXTEN},again)
+ same => n,Hangup()
+ same => n(spare),Dial(PJSIP/${EXTEN}@carrier)
+exten => _0X.,1,Goto(route,${EXTEN:1},again)
+""")
+    # `spare` is reached by no jump written out: judged by the priorities before it, which run the gate.
+    assert report.findings == [] and (report.trunk_dials, report.gated) == (2, 2)
 
 
 def test_a_target_built_at_run_time_is_reported_as_such(audit_text: Audit) -> None:

@@ -5,12 +5,16 @@ The dialplan is modelled as Asterisk holds it: contexts -> extensions -> priorit
 with includes and switches. It is read from extensions.conf (with its #include files) or from a running
 Asterisk over AMI (ShowDialPlan), which also shows what other modules (AEL, Realtime, FreePBX) loaded.
 
-The rule, per extension and in priority order: a priority dialling a target that would make a trunk channel
-(`[watch] trunks`) is gated when an earlier priority of the same extension runs GoSub(rpoguard-check,...),
-GoSub(rpoguard-check-ari,...), or a GoSub/Macro into a subroutine that does. A target built at run time
-(${TRUNK}/...) cannot be told apart from a trunk, so it counts as one (fail closed). Jumps (Goto, GotoIf)
-are not followed: the audit proves that each route asks before it dials, and `watch`/`reconcile` prove it
-for the calls themselves.
+The rule, per extension: a priority dialling a target that would make a trunk channel (`[watch] trunks`) is
+gated when every way to it from the extension's first priority, and from every priority a jump elsewhere
+enters it at, passes a priority that runs GoSub(rpoguard-check,...), GoSub(rpoguard-check-ari,...), or a
+GoSub/Macro into a subroutine that does. Ways follow the next priority and the jumps (Goto, GotoIf,
+GotoIfTime) written out literally; a jump built at run time (Goto(${DEST})) cannot be followed, so a priority
+only such a jump reaches is judged by the priorities before it. A subroutine counts as gating when it runs
+the gate before its first Return in priority order: a condition inside it (the FreePBX predial hook gates
+only marketing calls, by design) is not judged here. A dial target built at run time (${TRUNK}/...) cannot be
+told apart from a trunk, so it counts as one (fail closed). `watch` and `reconcile` then prove it for the
+calls themselves.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ HOOK_NOT_GATING = "does not run the gate"
 # pbx_config reads these sections as settings, not contexts.
 _NOT_CONTEXTS = frozenset({"general", "globals"})
 # Where a subroutine or macro stops: what follows is not run on its way back.
-_ENDS = frozenset({"return", "hangup", "macroexit", "goto", "stackpop"})
+_ENDS = frozenset({"return", "hangup", "macroexit", "goto"})
+# Applications that jump to a dialplan location (their targets are followed when written out literally).
+_JUMPS = frozenset({"goto", "gotoif", "gotoiftime", "gosub", "gosubif"})
 # Applications whose first argument is one or more `&`-separated dial targets, and RetryDial's fourth.
 _DIAL_TARGET_ARG = {"dial": 0, "page": 0, "originate": 0, "retrydial": 3}
 # Applications that ring devices named outside the dialplan (queues.conf, followme.conf): listed, not judged.
@@ -490,6 +496,7 @@ class Finding:
     line: str  # Application(data)
     where: str
     why: str  # a DIALPLAN_* code
+    via: str | None = None  # the jump that reaches it past the gate, when it is one
 
     @property
     def text(self) -> str:
@@ -498,7 +505,7 @@ class Finding:
     def as_dict(self) -> dict[str, object]:
         return {"context": self.context, "extension": self.extension, "priority": self.priority,
                 "label": self.label, "application": self.line, "where": self.where or None, "why": self.why,
-                "text": self.text}
+                "text": self.text, "via": self.via}
 
 
 @dataclass(slots=True)
@@ -589,30 +596,45 @@ class _Auditor:
                 return False
         return False
 
-    def _target(self, context: str, ext: Extension, data: str) -> tuple[str, str, int] | None:
-        """A GoSub target (`ctx,exten,prio(args)`, `exten,prio(args)`, `prio(args)`) in literal form, else None."""
-        where = data.split("(", 1)[0]
-        parts = [p.strip() for p in split_args(where)]
+    def _location(self, context: str, ext: Extension, where: str) -> tuple[str, str, int] | None:
+        """A jump's target (`ctx,exten,prio(args)`, `exten,prio(args)`, `prio(args)`, a label for the priority)
+        when written out literally, else None; a call into the gate's subroutines counts whatever follows."""
+        parts = [p.strip() for p in split_args(where.split("(", 1)[0])]
         if len(parts) == 3:
             ctx, exten, prio = parts
         elif len(parts) == 2:
             ctx, (exten, prio) = context, parts
         else:
             ctx, exten, prio = context, ext.name, parts[0]
-        if _dynamic(ctx) or _dynamic(exten) or _dynamic(prio):
-            return (ctx, exten, 1) if ctx in GATE_CONTEXTS else None
+        if ctx in GATE_CONTEXTS:
+            return ctx, exten, 1
+        if exten == "${EXTEN}":  # the number being dialled: an extension of the same name, in practice
+            exten = ext.name
+        if _dynamic(ctx) or _dynamic(exten) or _dynamic(prio) or not prio:
+            return None
         if prio.isdigit():
             return ctx, exten, int(prio)
         target = self.plan.contexts.get(ctx)
-        found = [e.label(prio) for e in (target.find(exten) if target else [])]
-        number = found[0] if found else None
-        return (ctx, exten, number) if number is not None else ((ctx, exten, 1) if ctx in GATE_CONTEXTS else None)
+        found = [n for e in (target.find(exten) if target else []) if (n := e.label(prio)) is not None]
+        return (ctx, exten, found[0]) if found else None
+
+    def jumps(self, context: str, ext: Extension, prio: Priority) -> list[tuple[str, str, int]]:
+        """Where `prio` may jump to (Goto, GotoIf, GotoIfTime, and the calls of Gosub and GosubIf)."""
+        app = prio.app.lower()
+        if app not in _JUMPS:
+            return []
+        if app in ("goto", "gosub"):
+            targets = [prio.data]
+        else:
+            branches = _branches(prio.data)
+            targets = branches[1] if branches else []
+        return [t for t in (self._location(context, ext, x) for x in targets if x.strip()) if t is not None]
 
     def is_gate(self, context: str, ext: Extension, prio: Priority,
                 stack: frozenset[tuple[str, str, int]] = frozenset()) -> bool:
         app = prio.app.lower()
         if app == "gosub":
-            target = self._target(context, ext, prio.data)
+            target = self._location(context, ext, prio.data)
             return target is not None and self._enters_gate(*target, stack)
         if app == "macro":  # FreePBX 16 and older: Macro(name,...) runs [macro-name] from s,1
             name = split_args(prio.data)[0].strip()
@@ -651,6 +673,7 @@ class _Auditor:
     def run(self) -> AuditReport:
         report = AuditReport(self.plan.source, contexts=len(self.plan.contexts),
                              priorities=self.plan.priority_count())
+        entries = self._entries()
         for context in self.plan.contexts.values():
             if context.name in GATE_CONTEXTS:
                 continue
@@ -658,15 +681,43 @@ class _Auditor:
                 report.findings.append(Finding(context.name, "", 0, None, f"switch => {switch}", context.where,
                                                DIALPLAN_NOT_VISIBLE))
             for ext in context.extensions.values():
-                self._extension(context, ext, report)
+                self._extension(context, ext, entries.get((context.name, ext.name), {}), report)
         report.freepbx_hook = self.freepbx_hook()
         return report
 
-    def _extension(self, context: Context, ext: Extension, report: AuditReport) -> None:
-        gated = False
-        for prio in ext.ordered():
-            if not gated and self.is_gate(context.name, ext, prio):
-                gated = True
+    def _entries(self) -> dict[tuple[str, str], dict[int, str]]:
+        """Where jumps from elsewhere enter each extension: priority -> the jump, as the finding names it."""
+        entries: dict[tuple[str, str], dict[int, str]] = {}
+        for context in self.plan.contexts.values():
+            for ext in context.extensions.values():
+                for prio in ext.ordered():
+                    for ctx, exten, number in self.jumps(context.name, ext, prio):
+                        if ctx == context.name and exten == ext.name:
+                            continue  # a jump inside the extension is an edge of its own walk
+                        target = self.plan.contexts.get(ctx)
+                        for found in target.find(exten) if target else []:
+                            entries.setdefault((ctx, found.name), {}).setdefault(
+                                number, f"{context.name},{ext.name},{prio.number}: {prio.line()}")
+        return entries
+
+    def _extension(self, context: Context, ext: Extension, entered: Mapping[int, str], report: AuditReport) -> None:
+        """Walk the extension from its first priority and from every priority a jump enters it at, along
+        the next priority and the jumps inside it, never past a priority that runs the gate: a trunk dial
+        reached so is a finding. One that no walk reaches (only a jump built at run time gets there) is
+        judged by the priorities before it."""
+        ordered = ext.ordered()
+        if not ordered:
+            return
+        gates = {p.number for p in ordered if self.is_gate(context.name, ext, p)}
+        starts: dict[int, str | None] = {ordered[0].number: None}
+        for number, via in entered.items():
+            if number in ext.priorities:
+                starts.setdefault(number, via)
+        ungated = self._walk(context, ext, starts, gates)
+        reached = set(ungated) | set(self._walk(context, ext, {g + 1: None for g in gates}, set()))
+        first_gate = min(gates, default=None)
+        for prio in ordered:
+            if prio.number in gates:
                 continue
             if prio.app.lower() in _INDIRECT_DIALS:
                 report.indirect.append(f"{context.name},{ext.name},{prio.number}: {prio.line()}")
@@ -675,12 +726,43 @@ class _Auditor:
             if kind not in (TRUNK, UNKNOWN):
                 continue
             report.trunk_dials += 1
-            if gated:
+            if prio.number in ungated:
+                open_path = True
+            elif prio.number in reached:
+                open_path = False
+            else:
+                open_path = first_gate is None or first_gate > prio.number
+            if not open_path:
                 report.gated += 1
                 continue
             why = DIALPLAN_UNGATED if kind == TRUNK else DIALPLAN_TARGET_UNKNOWN
+            # The jump matters only where the priorities before the dial do run the gate.
+            via = ungated.get(prio.number) if first_gate is not None and first_gate < prio.number else None
             report.findings.append(Finding(context.name, ext.name, prio.number, prio.label, prio.line(), prio.where,
-                                           why))
+                                           why, via))
+
+    def _walk(self, context: Context, ext: Extension, starts: Mapping[int, str | None],
+              stops: set[int]) -> dict[int, str | None]:
+        """The priorities reachable from `starts` along the next priority and the jumps inside the extension,
+        not going on from one in `stops`; each with the last jump taken on the way there (None: none)."""
+        reached: dict[int, str | None] = {}
+        todo = list(starts.items())
+        while todo:
+            number, via = todo.pop()
+            if number in reached or number not in ext.priorities:
+                continue
+            reached[number] = via
+            if number in stops:
+                continue
+            prio = ext.priorities[number]
+            app = prio.app.lower()
+            if app not in _ENDS:
+                todo.append((number + 1, via))
+            if app in ("goto", "gotoif", "gotoiftime"):
+                jump = f"{context.name},{ext.name},{number}: {prio.line()}"
+                todo.extend((target, jump) for ctx, exten, target in self.jumps(context.name, ext, prio)
+                            if ctx == context.name and exten == ext.name)
+        return reached
 
     def freepbx_hook(self) -> str:
         if FREEPBX_DIALOUT not in self.plan.contexts:

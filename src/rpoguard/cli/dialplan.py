@@ -41,6 +41,8 @@ def _print(report: AuditReport, *, quiet: bool) -> None:
         where = f"{finding.where}: " if finding.where else ""
         place = f"{finding.extension},{finding.priority}{label}" if finding.extension else "switch"
         print(f"{where}[{finding.context}] {place}: {finding.line}\n  {finding.why}: {finding.text}")
+        if finding.via:
+            print(f"  reached past the gate from {finding.via}")
     if report.indirect and not quiet:
         print(f"note: {len(report.indirect)} Queue/FollowMe priorities ring members named outside the dialplan "
               "(queues.conf, followme.conf), not judged here; `watch` sees their calls. First: "
