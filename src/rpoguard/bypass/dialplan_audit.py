@@ -3,7 +3,7 @@ asking the gate first (docs/bypass.md, "dialplan audit").
 
 The dialplan is modelled as Asterisk holds it: contexts -> extensions -> priorities (application and data),
 with includes and switches. It is read from extensions.conf (with its #include files) or from a running
-Asterisk over AMI (ShowDialPlan), which also shows what other modules (AEL, Realtime, FreePBX) loaded.
+Asterisk over AMI (ShowDialPlan), which also shows what other modules loaded (AEL, FreePBX's generated files).
 
 The rule, per extension: a priority dialling a target that would make a trunk channel (`[watch] trunks`) is
 gated when every way to it from the extension's first priority, and from every priority a jump elsewhere
