@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from rpoguard.bypass.ami import AmiTarget, AmiUnavailable, connect, disconnect
 from rpoguard.bypass.match import TrunkPatterns
@@ -113,7 +114,7 @@ class Context:
         """The extensions that would answer `exten` (exact name first, else the patterns matching it)."""
         if exten in self.extensions:
             return [self.extensions[exten]]
-        return [ext for name, ext in self.extensions.items() if _pattern_matches(name, exten)]
+        return [ext for name, ext in self.extensions.items() if name.startswith("_") and _pattern_matches(name, exten)]
 
 
 @dataclass(slots=True)
@@ -162,34 +163,36 @@ def _pattern_matches(pattern: str, exten: str) -> bool:
 
 # -- Asterisk's argument syntax -------------------------------------------------------------------------
 
+_SPLITTERS = MappingProxyType({sep: re.compile(r'[\\"()\[\]{}' + re.escape(sep) + "]") for sep in ",?:&"})
+
+
 def split_args(data: str, sep: str = ",") -> list[str]:
     """Split application data as Asterisk does: not inside (), ${}, $[] or quotes, nor at an escaped `sep`."""
     parts: list[str] = []
-    buf: list[str] = []
-    depth = 0
+    start = depth = 0
     quoted = False
-    i = 0
-    while i < len(data):
-        char = data[i]
-        if char == "\\" and i + 1 < len(data):
-            buf.append(data[i:i + 2])
-            i += 2
+    escaped_until = -1
+    # Only the characters that matter are visited: a large dialplan is mostly plain text.
+    special = _SPLITTERS.get(sep) or re.compile(r'[\\"()\[\]{}' + re.escape(sep) + "]")
+    for found in special.finditer(data):
+        i = found.start()
+        if i < escaped_until:
             continue
-        if char == '"':
+        char = data[i]
+        if char == "\\":
+            escaped_until = i + 2
+        elif char == '"':
             quoted = not quoted
-        elif not quoted:
-            if char in "([{":
-                depth += 1
-            elif char in ")]}":
-                depth = max(0, depth - 1)
-            elif char == sep and depth == 0:
-                parts.append("".join(buf))
-                buf = []
-                i += 1
-                continue
-        buf.append(char)
-        i += 1
-    parts.append("".join(buf))
+        elif quoted:
+            continue
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            parts.append(data[start:i])
+            start = i + 1
+    parts.append(data[start:])
     return parts
 
 
@@ -237,6 +240,8 @@ _DIRECTIVE = re.compile(r"^#\s*(include|tryinclude|exec)\s+(.+)$", re.IGNORECASE
 
 def _strip_comments(text: str, in_block: int) -> tuple[str, int]:
     """The line without its comments; `in_block` counts open `;-- --;` blocks (they nest, as in Asterisk)."""
+    if not in_block and ";" not in text:
+        return text, 0
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -569,6 +574,7 @@ class _Auditor:
         self.plan = plan
         self.trunks = trunks
         self._gates: dict[tuple[str, str, int], bool] = {}
+        self._jumps: dict[tuple[str, str, int], list[tuple[str, str, int]]] = {}
 
     # A call into a subroutine gates when, from where it enters, that extension runs the gate before it ends.
     def _enters_gate(self, context: str, exten: str, priority: int, stack: frozenset[tuple[str, str, int]]) -> bool:
@@ -623,12 +629,16 @@ class _Auditor:
         app = prio.app.lower()
         if app not in _JUMPS:
             return []
-        if app in ("goto", "gosub"):
-            targets = [prio.data]
-        else:
-            branches = _branches(prio.data)
-            targets = branches[1] if branches else []
-        return [t for t in (self._location(context, ext, x) for x in targets if x.strip()) if t is not None]
+        key = (context, ext.name, prio.number)
+        if key not in self._jumps:
+            if app in ("goto", "gosub"):
+                targets = [prio.data]
+            else:
+                branches = _branches(prio.data)
+                targets = branches[1] if branches else []
+            self._jumps[key] = [t for t in (self._location(context, ext, x) for x in targets if x.strip())
+                                if t is not None]
+        return self._jumps[key]
 
     def is_gate(self, context: str, ext: Extension, prio: Priority,
                 stack: frozenset[tuple[str, str, int]] = frozenset()) -> bool:
