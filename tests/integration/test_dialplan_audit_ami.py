@@ -290,3 +290,15 @@ def test_parallel_sessions_each_get_their_own_answers(run: Runner) -> None:
             assert {p.priority_count() for p in plans} == {69}
 
     run(scenario(), timeout=30)
+
+
+def test_help_names_the_command_and_opens_no_database(run_cli: CliRunner, db_path: Path) -> None:
+    code, out, err = run_cli("--help")
+    assert (code, err) == (0, "") and "dialplan" in out
+    code, out, err = run_cli("dialplan", "--help")
+    assert (code, err) == (0, "") and out.startswith("usage: rpoguard dialplan") and "audit" in out
+    code, out, err = run_cli("dialplan", "audit", "--help")
+    assert (code, err) == (0, "") and out.startswith("usage: rpoguard dialplan audit")
+    for option in ("--file", "--ami HOST:PORT", "--ami-user", "--ami-secret", ENV_AMI_SECRET, "--json"):
+        assert option in out
+    assert not db_path.exists()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,12 @@ async def connect(target: AmiTarget, *, events: bool, timeout: float) -> Manager
         raise AmiUnavailable(f"cannot reach Asterisk's manager at {where}: no connection within {timeout:g} s") \
             from None
     except OSError as exc:
-        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        # asyncio words a refusal "Connect call failed (...)": the errno says it better; a name that does not
+        # resolve has only its resolver's words.
+        if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+            reason = f"{exc.strerror or exc}".lower()
+        else:
+            reason = os.strerror(exc.errno).lower()
         raise AmiUnavailable(f"cannot reach Asterisk's manager at {where}: {reason}") from None
     # panoramisk's own connect() would retry a failed connection for ever: the socket is made here, and the
     # Manager takes it over as if it had made it (it then sends the Login).
