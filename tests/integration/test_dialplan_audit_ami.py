@@ -172,6 +172,17 @@ def test_a_manager_that_never_answers_the_login_times_out(run: Runner) -> None:
     assert "did not answer the login within 0.2 s" in run(scenario(), timeout=30)
 
 
+def test_a_caller_giving_up_during_the_login_leaves_no_connection_behind(run: Runner) -> None:
+    async def scenario() -> None:
+        async with FakeAmi({USER: SECRET}, login_delay=None) as ami:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(connect(target(ami), events=False, timeout=30), 0.2)
+            await ami.idle()  # the fake sees the socket closed (the test's own time limit bounds the wait)
+            assert ami.connections == 1 and ami.sessions == 0
+
+    run(scenario(), timeout=30)
+
+
 # -- the dialplan over AMI ------------------------------------------------------------------------------
 
 def test_the_dialplan_asterisk_22_listed_is_audited(run: Runner) -> None:

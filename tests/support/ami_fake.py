@@ -9,6 +9,7 @@ In a test's own event loop (the `run` fixture)::
     ...                                                 # the code under test connects and acts
     await ami.emit({"Event": "Newchannel", "Channel": "PJSIP/carrier-00000001"})  # to sessions with events on
     await ami.drop()                                    # close every session, as a restarting Asterisk does
+    await ami.idle()                                    # or wait until the clients have closed theirs
     await ami.stop()
     ami.actions                                         # every action received, headers as sent (Secret masked)
 
@@ -121,6 +122,11 @@ class FakeAmi:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def idle(self) -> None:
+        """Return once every session has ended (the clients closed their connections)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def emit(self, event: Mapping[str, str]) -> int:
         """Send `event` to every logged-in session with events on; how many got it."""
         sent = 0
@@ -175,8 +181,10 @@ class FakeAmi:
         self.actions.append({k: ("********" if k.lower() == "secret" else v) for k, v in action.items()})
         ids = {"ActionID": action["ActionID"]} if "ActionID" in action else {}
         if name == "login":
-            if self.login_delay is None:
-                await asyncio.Event().wait()  # never answers: the client's timeout must end it
+            if self.login_delay is None:  # never answers; the session ends when the client goes away
+                with contextlib.suppress(ConnectionError):
+                    await session.reader.read()
+                return False
             await asyncio.sleep(self.login_delay)
             user = action.get("Username", "")
             ok = user in self.users and self.users[user] == action.get("Secret")

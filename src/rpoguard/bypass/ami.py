@@ -195,9 +195,13 @@ async def connect(target: AmiTarget, *, events: bool, timeout: float) -> Manager
     made.set_result((transport, protocol))
     manager.connection_made(made)
     login = manager.authenticated_future
-    # asyncio.wait, not wait_for: cancelling the login future would raise inside panoramisk's callback.
-    await asyncio.wait({login, protocol.gone}, timeout=max(0.0, deadline - loop.time()),
-                       return_when=asyncio.FIRST_COMPLETED)
+    try:
+        # asyncio.wait, not wait_for: cancelling the login future would raise inside panoramisk's callback.
+        await asyncio.wait({login, protocol.gone}, timeout=max(0.0, deadline - loop.time()),
+                           return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled while logging in: the socket is not left behind
+        manager.close()
+        raise
     if not login.done():
         closed = protocol.gone.done()
         await disconnect(manager)
