@@ -22,12 +22,22 @@ from rpoguard.bypass.ami import (
     connect,
     disconnect,
 )
-from rpoguard.bypass.dialplan_audit import HOOK_ABSENT, audit, read_ami
+from rpoguard.bypass.dialplan_audit import (
+    FREEPBX_HOOK,
+    HOOK_ABSENT,
+    HOOK_GATES,
+    Dialplan,
+    audit,
+    from_ami_events,
+    read_ami,
+    read_conf,
+)
 from rpoguard.bypass.match import TrunkPatterns
 from rpoguard.config import AmiConfig
 from rpoguard.constants import DIALPLAN_TEXT, DIALPLAN_UNGATED
 from support.aio import Runner
 from support.ami_fake import FakeAmi, FakeAmiThread, list_reply, read_recording
+from support.dialplan_examples import PRODUCT_DIALPLAN, shipped_hook
 
 USER, SECRET = "rpoguard", "s3cret-never-shown"
 CliRunner = Callable[..., Any]
@@ -185,21 +195,54 @@ def test_a_caller_giving_up_during_the_login_leaves_no_connection_behind(run: Ru
 
 # -- the dialplan over AMI ------------------------------------------------------------------------------
 
+def without_hook() -> list[dict[str, str]]:
+    """The recording as if a FreePBX upgrade had dropped extensions_custom.conf's predial hook."""
+    return [m for m in read_recording(RECORDING) if m.get("Context") != FREEPBX_HOOK]
+
+
 def test_the_dialplan_asterisk_22_listed_is_audited(run: Runner) -> None:
     async def scenario() -> None:
         async with FakeAmi({USER: SECRET}) as ami:
             ami.reply("ShowDialPlan", read_recording(RECORDING))
             plan = await read_ami(target(ami), connect_timeout=5)
             assert plan.source == f"AMI rpoguard@127.0.0.1:{ami.port}"
-            assert len(plan.contexts) == 8 and plan.priority_count() == 69  # ShowDialPlanComplete's counts
+            assert len(plan.contexts) == 13 and plan.priority_count() == 93  # ShowDialPlanComplete's counts
             assert plan.contexts["rpoguard-check"].extensions["s"].priorities[15].label == "allow"
             report = audit(plan, TrunkPatterns(["PJSIP/carrier-*"]))
+            # The gate's own test routes (one reached by a GotoIf to the check) and FreePBX's trunk dial.
+            assert report.freepbx_hook == HOOK_GATES and report.findings == []
+            assert (report.trunk_dials, report.gated) == (3, 3)
+
+            ami.reply("ShowDialPlan", without_hook())
+            report = audit(await read_ami(target(ami), connect_timeout=5), TrunkPatterns(["PJSIP/carrier-*"]))
             assert report.freepbx_hook == HOOK_ABSENT
             assert [(f.context, f.extension, f.priority, f.line, f.why) for f in report.findings] == [
                 ("macro-dialout-trunk", "s", 7, "Dial(PJSIP/${OUTNUM}@carrier,10)", DIALPLAN_UNGATED)]
             assert ami.sessions == 0  # logged off and closed
 
     run(scenario(), timeout=30)
+
+
+def test_the_file_reader_sees_what_asterisk_loaded(write_file: Callable[..., Path]) -> None:
+    """The same files read by read_conf and by Asterisk 22 (the recording) give the same dialplan."""
+    e2e = Path(__file__).resolve().parents[1] / "e2e"
+    for name, text in [("rpoguard.conf", PRODUCT_DIALPLAN.read_text(encoding="utf-8")),
+                       ("freepbx17.conf", (e2e / "dialplan_freepbx17.conf").read_text(encoding="utf-8")),
+                       ("hook.conf", shipped_hook("17")),
+                       ("gate.conf", (e2e / "dialplan_gate.conf").read_text(encoding="utf-8"))]:
+        write_file(name, text)
+    # What the e2e harness puts around the included files.
+    conf = write_file("extensions.conf", "[general]\nstatic = yes\n\n[e2e-from-carrier]\nexten => _X.,1,Hangup(21)\n\n"
+                                         "#include rpoguard.conf\n#include freepbx17.conf\n#include hook.conf\n"
+                                         "#include gate.conf\n\n[globals]\nRPOGUARD_AGI=agi://127.0.0.1:4573\n")
+    from_file = read_conf(conf)
+    from_asterisk = from_ami_events(read_recording(RECORDING), "AMI")
+
+    def shape(plan: Dialplan) -> dict[tuple[str, str], list[tuple[int, str | None, str, str]]]:
+        return {(c.name, e.name): [(p.number, p.label, p.app, p.data) for p in e.ordered()]
+                for c in plan.contexts.values() for e in c.extensions.values()}
+
+    assert shape(from_file) == shape(from_asterisk)
 
 
 def test_a_user_without_the_reporting_class_is_told_what_to_grant(run: Runner) -> None:
@@ -231,7 +274,7 @@ def test_a_list_cut_short_is_an_error(run: Runner) -> None:
 @pytest.fixture
 def fake_ami() -> Iterator[FakeAmiThread]:
     with FakeAmiThread(users={USER: SECRET}) as server:
-        server.fake.reply("ShowDialPlan", read_recording(RECORDING))
+        server.fake.reply("ShowDialPlan", without_hook())
         yield server
 
 
@@ -251,8 +294,8 @@ def test_cli_over_ami_reports_the_finding_and_exits_1(run_cli: CliRunner, fake_a
     lines = out.splitlines()
     assert lines[0] == "[macro-dialout-trunk] s,7: Dial(PJSIP/${OUTNUM}@carrier,10)"
     assert lines[1] == f"  {DIALPLAN_UNGATED}: {DIALPLAN_TEXT[DIALPLAN_UNGATED]}"
-    assert lines[-1] == (f"dialplan audit of AMI rpoguard@127.0.0.1:{fake_ami.port}: 8 context(s), 69 priorities "
-                         "read, 1 trunk dial(s), 0 gated, 1 finding(s); FreePBX macro-dialout-trunk-predial-hook: "
+    assert lines[-1] == (f"dialplan audit of AMI rpoguard@127.0.0.1:{fake_ami.port}: 12 context(s), 90 priorities "
+                         "read, 3 trunk dial(s), 2 gated, 1 finding(s); FreePBX macro-dialout-trunk-predial-hook: "
                          "absent")
     code, out, _ = run_cli("dialplan", "audit", "--json", env=env)
     report = json.loads(out)
@@ -298,7 +341,7 @@ def test_parallel_sessions_each_get_their_own_answers(run: Runner) -> None:
         async with FakeAmi({USER: SECRET}) as ami:
             ami.reply("ShowDialPlan", read_recording(RECORDING))
             plans = await asyncio.gather(*(read_ami(target(ami), connect_timeout=5) for _ in range(3)))
-            assert {p.priority_count() for p in plans} == {69}
+            assert {p.priority_count() for p in plans} == {93}
 
     run(scenario(), timeout=30)
 
