@@ -36,7 +36,7 @@ from rpoguard.bypass.match import TrunkPatterns
 from rpoguard.config import AmiConfig
 from rpoguard.constants import DIALPLAN_TEXT, DIALPLAN_UNGATED
 from support.aio import Runner
-from support.ami_fake import FakeAmi, FakeAmiThread, list_reply, read_recording
+from support.ami_fake import CLOSE, FakeAmi, FakeAmiThread, list_reply, read_recording
 from support.dialplan_examples import PRODUCT_DIALPLAN, shipped_hook
 
 USER, SECRET = "rpoguard", "s3cret-never-shown"
@@ -267,6 +267,17 @@ def test_a_list_cut_short_is_an_error(run: Runner) -> None:
             return str(caught.value)
 
     assert "ended before it was complete (Out of memory)" in run(scenario(), timeout=30)
+
+
+def test_a_connection_lost_in_the_middle_of_the_list_is_an_error(run: Runner) -> None:
+    async def scenario() -> str:
+        async with FakeAmi({USER: SECRET}) as ami:
+            ami.reply("ShowDialPlan", [*read_recording(RECORDING)[:10], CLOSE])
+            with pytest.raises(AmiUnavailable) as caught:
+                await read_ami(target(ami), connect_timeout=5, list_timeout=30)
+            return str(caught.value)
+
+    assert "closed the connection before its dialplan list was complete" in run(scenario(), timeout=20)
 
 
 # -- the command ----------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ Username and Secret answers ``Success`` ("Authentication accepted"), or ``Error`
 and closes the session; a session logged in with ``Events: off`` gets no events; Ping answers Pong;
 Logoff answers Goodbye and closes; an action before login gets "Authentication Required"; an action the
 test set no reply for gets "Invalid/unknown command". A reply is a list of messages (header dicts) or a
-callable(action) returning one; each message gets the action's ActionID.
+callable(action) returning one; each message gets the action's ActionID, and ``CLOSE`` in it closes the
+session there (Asterisk going away in the middle of a list).
 
 Faults: ``login_delay`` seconds before answering a Login (``None``: never answer, for timeouts),
 ``deny`` (action names answered "Permission denied", as a manager.conf user without the right class).
@@ -35,13 +36,15 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TypeAlias, TypeVar
 
 GREETING = "Asterisk Call Manager/11.0.0\r\n"  # Asterisk 22
 EOL = "\r\n"
 
 Message = dict[str, str]
+# In a reply: Asterisk goes away at this point (the session is closed, the rest is not sent).
+CLOSE: Mapping[str, str] = MappingProxyType({})
 Reply: TypeAlias = Sequence[Mapping[str, str]] | Callable[[Message], Sequence[Mapping[str, str]]]
 T = TypeVar("T")
 
@@ -215,6 +218,8 @@ class FakeAmi:
             await session.send({"Response": "Error", **ids, "Message": "Invalid/unknown command"})
             return True
         for message in (reply(action) if callable(reply) else reply):
+            if message is CLOSE:
+                return False
             # A recorded message's own ActionID gives way to this action's.
             body = {k: v for k, v in message.items() if k.lower() != "actionid"}
             first = "Response" if "Response" in body else "Event"

@@ -471,11 +471,15 @@ async def read_ami(target: AmiTarget, *, connect_timeout: float,
     manager = await connect(target, events=False, timeout=connect_timeout)
     try:
         reply = manager.send_action({"Action": "ShowDialPlan"})
-        # asyncio.wait, not wait_for: a cancelled action future would upset panoramisk's bookkeeping.
-        done, _ = await asyncio.wait({reply}, timeout=list_timeout)
-        if not done:
-            raise AmiUnavailable(f"Asterisk at {target.host}:{target.port} did not list its dialplan within "
-                                 f"{list_timeout:g} s")
+        # asyncio.wait, not wait_for: a cancelled action future would upset panoramisk's bookkeeping. A list
+        # cut off by a lost connection never completes, so the connection's end is waited for as well.
+        gone = getattr(manager.protocol, "gone", None)
+        await asyncio.wait({reply} | ({gone} if gone is not None else set()), timeout=list_timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not reply.done():
+            raise AmiUnavailable(f"Asterisk at {target.host}:{target.port} " + (
+                "closed the connection before its dialplan list was complete" if gone is not None and gone.done()
+                else f"did not list its dialplan within {list_timeout:g} s"))
         messages = reply.result()
     finally:
         await disconnect(manager)
