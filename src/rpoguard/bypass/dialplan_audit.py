@@ -51,12 +51,12 @@ HOOK_GATES = "runs the gate"
 HOOK_NOT_GATING = "does not run the gate"
 # pbx_config reads these sections as settings, not contexts.
 _NOT_CONTEXTS = frozenset({"general", "globals"})
-# Where a subroutine or macro stops: what follows is not run on its way back.
+# After these the next priority does not run (a subroutine returns, the call ends, or it goes elsewhere).
 _ENDS = frozenset({"return", "hangup", "macroexit", "goto"})
 # Applications that jump to a dialplan location (their targets are followed when written out literally).
 _JUMPS = frozenset({"goto", "gotoif", "gotoiftime", "gosub", "gosubif"})
 # Applications whose first argument is one or more `&`-separated dial targets, and RetryDial's fourth.
-_DIAL_TARGET_ARG = {"dial": 0, "page": 0, "originate": 0, "retrydial": 3}
+_DIAL_TARGET_ARG = MappingProxyType({"dial": 0, "page": 0, "originate": 0, "retrydial": 3})
 # Applications that ring devices named outside the dialplan (queues.conf, followme.conf): listed, not judged.
 _INDIRECT_DIALS = frozenset({"queue", "followme"})
 _SAMPLE_SUFFIX = "-0000001a"  # what Asterisk appends to a channel's name: PJSIP/carrier-0000001a
