@@ -127,3 +127,19 @@ BYPASS_TEXT: Final = {
     BYPASS_DECISION_STALE: "the call's ALLOW for this number was not made shortly before the trunk was dialled",
     BYPASS_DECISION_USED: "the call's ALLOW for this number already covered another trunk leg",
 }
+
+# `dialplan audit` (docs/bypass.md): the subroutines that ask the gate (dialplan/rpoguard.conf), and why a
+# priority is a finding.
+GATE_CONTEXT: Final = "rpoguard-check"
+GATE_CONTEXT_ARI: Final = "rpoguard-check-ari"
+DIALPLAN_UNGATED: Final = "ungated_trunk_dial"
+DIALPLAN_TARGET_UNKNOWN: Final = "unknown_dial_target"
+DIALPLAN_NOT_VISIBLE: Final = "dialplan_not_visible"
+DIALPLAN_TEXT: Final = {
+    DIALPLAN_UNGATED: "dials a trunk, and the gate may not have run: no earlier priority of this extension runs "
+                      "it, or a jump goes past it",
+    DIALPLAN_TARGET_UNKNOWN: "dials a target built at run time, which may be a trunk, and the gate may not have run: "
+                             "no earlier priority of this extension runs it, or a jump goes past it",
+    DIALPLAN_NOT_VISIBLE: "a switch looks extensions up outside the dialplan (e.g. Realtime), where this audit "
+                          "cannot see whether they ask the gate",
+}

@@ -14,6 +14,7 @@ from rpoguard.cli import (
     consent,
     contract,
     database,
+    dialplan,
     directory,
     evidence,
     findings,
@@ -60,7 +61,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, watch,
-          findings, audit, database)
+          findings, dialplan, audit, database)
 
 
 def build_parser() -> argparse.ArgumentParser:
