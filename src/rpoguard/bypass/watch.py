@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from panoramisk import Manager
 
-from rpoguard.bypass.ami import AmiTarget
+from rpoguard.bypass.ami import AmiTarget, AmiUnavailable, connect, disconnect
 from rpoguard.bypass.match import SECOND_US, Bypass, Covered, Matcher, TrunkLeg, TrunkPatterns, dialled_number
 from rpoguard.config import AmiConfig, WatchConfig
 from rpoguard.constants import BYPASS_TEXT, FINDING_BYPASS, FINDING_NOT_WATCHED
@@ -204,36 +204,6 @@ class BypassWatcher:
             log.error("cannot close the open 'not watched' periods: %s", exc)
 
 
-class _Connection(Manager):  # type: ignore[misc]
-    """panoramisk's Manager for one connection: it never reconnects by itself and sends no pings of its own
-    (AmiWatch does both, with backoff and an answer deadline); `lost` resolves when the connection ends."""
-
-    def __init__(self, lost: asyncio.Future[None], **config: Any) -> None:
-        super().__init__(**config)
-        self.lost = lost
-
-    def ping(self) -> None:
-        pass
-
-    def connection_made(self, f: asyncio.Future[Any]) -> None:
-        # A failed or abandoned attempt: panoramisk would schedule its own retry; AmiWatch retries instead.
-        if f.cancelled() or f.exception() is not None:
-            return
-        super().connection_made(f)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._connected = False
-        if self.pinger:
-            self.pinger.cancel()
-            self.pinger = None
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-
-class AmiUnreachable(Exception):
-    """The manager interface cannot be reached or refused the login (the secret is never in the message)."""
-
-
 class AmiWatch:
     """The service `rpoguard watch` runs: connect, follow DialBegin events, ping, reconnect with backoff,
     and store each period it was not watching."""
@@ -245,7 +215,7 @@ class AmiWatch:
         self.target = target
         self.ami = ami
         self._stopping = asyncio.Event()
-        self._manager: _Connection | None = None
+        self._manager: Manager | None = None
         self._events: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
         self.connected = asyncio.Event()
 
@@ -260,36 +230,20 @@ class AmiWatch:
         try:
             reply = await asyncio.wait_for(manager.send_action(
                 {"Action": "Hangup", "Channel": channel, "Cause": HANGUP_CAUSE_REJECTED}), self.ami.ping_timeout)
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, AmiUnavailable) as exc:
             log.error("could not hang up %s: %s", channel, exc or type(exc).__name__)
             return False
         if not reply.success:
             log.error("Asterisk refused to hang up %s: %s", channel, reply.get("Message", reply))
         return bool(reply.success)
 
-    async def _connect(self) -> tuple[_Connection, asyncio.Future[None]]:
-        loop = asyncio.get_running_loop()
-        lost: asyncio.Future[None] = loop.create_future()
-        manager = _Connection(lost, loop=loop, host=self.target.host, port=self.target.port,
-                              username=self.target.user, secret=self.target.secret, events="call",
-                              ping_delay=0, log=log)
+    async def _connect(self) -> tuple[Manager, asyncio.Future[None]]:
+        manager = await connect(self.target, events=True, timeout=self.ami.connect_timeout)
+        # Events that came with the login are in the "not watched" period, closed only after this.
         manager.register_event(EVENT_DIAL_BEGIN, lambda _m, event: self._events.put_nowait(event))
-        try:
-            await asyncio.wait_for(manager.connect(), self.ami.connect_timeout)
-            if manager.authenticated_future is None:
-                raise AmiUnreachable("no login was sent")
-            reply = await asyncio.wait_for(manager.authenticated_future, self.ami.connect_timeout)
-        except (TimeoutError, OSError) as exc:
-            manager.close()
-            raise AmiUnreachable(f"cannot reach AMI at {self.target.host}:{self.target.port}: "
-                                 f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from None
-        if not reply.success:
-            manager.close()
-            raise AmiUnreachable(f"AMI at {self.target.host}:{self.target.port} refused the login of "
-                                 f"{self.target.user!r}: {reply.get('Message', 'no reason given')}")
-        return manager, lost
+        return manager, manager.protocol.gone
 
-    async def _pings(self, manager: _Connection) -> None:
+    async def _pings(self, manager: Manager) -> None:
         """Returns when a ping goes unanswered: the connection is then treated as lost."""
         while True:
             await asyncio.sleep(self.ami.ping_interval)
@@ -324,7 +278,7 @@ class AmiWatch:
         while not self._stopping.is_set():
             try:
                 manager, lost = await self._connect()
-            except AmiUnreachable as exc:
+            except AmiUnavailable as exc:
                 if not gap_open:
                     await self.watcher.not_watched_since(gap_since, str(exc))
                     gap_open = True
@@ -346,7 +300,7 @@ class AmiWatch:
                 task.cancel()
             self.connected.clear()
             self._manager = None
-            manager.close()
+            await disconnect(manager)
             if stop in done:
                 break
             gap_since = self.watcher.clock()
@@ -359,7 +313,7 @@ class AmiWatch:
 
     async def close(self) -> None:
         if self._manager is not None:
-            self._manager.close()
+            await disconnect(self._manager)
             self._manager = None
         # A watcher that stops leaves the trunks unwatched until it runs again: that is a gap too.
         await self.watcher.not_watched_since(self.watcher.clock(), "rpoguard watch stopped")
