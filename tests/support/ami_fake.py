@@ -26,7 +26,9 @@ callable(action) returning one; each message gets the action's ActionID, and ``C
 session there (Asterisk going away in the middle of a list).
 
 Faults: ``login_delay`` seconds before answering a Login (``None``: never answer, for timeouts),
-``deny`` (action names answered "Permission denied", as a manager.conf user without the right class).
+``deny`` (action names answered "Permission denied", as a manager.conf user without the right class),
+``silent = True`` (actions read, never answered: a hung Asterisk or a silently dropped connection), and
+``start(port)`` to listen again on a port used before (Asterisk coming back where it was).
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class FakeAmi:
         self.actions: list[Message] = []
         self.logins: list[tuple[str, bool]] = []
         self.connections = 0
+        # True: actions are read and never answered, as by an Asterisk that hangs or a connection a firewall
+        # silently dropped (the socket stays open).
+        self.silent = False
         self._replies: dict[str, Reply] = {}
         self._sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
@@ -102,8 +107,9 @@ class FakeAmi:
         """What to answer `action` (case-insensitive) with, from now on."""
         self._replies[action.lower()] = reply
 
-    async def start(self) -> FakeAmi:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+    async def start(self, port: int = 0) -> FakeAmi:
+        """Listen on `port` (0: a free one; a port used before: Asterisk coming back where it was)."""
+        self._server = await asyncio.start_server(self._serve, self.host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -183,6 +189,8 @@ class FakeAmi:
         name = action.get("Action", "").lower()
         self.actions.append({k: ("********" if k.lower() == "secret" else v) for k, v in action.items()})
         ids = {"ActionID": action["ActionID"]} if "ActionID" in action else {}
+        if self.silent:
+            return True
         if name == "login":
             if self.login_delay is None:  # never answers; the session ends when the client goes away
                 with contextlib.suppress(ConnectionError):
