@@ -137,7 +137,8 @@ class AmiConfig:
     host: str = DEFAULT_AMI_HOST
     port: int = DEFAULT_AMI_PORT
     user: str = ""
-    secret: str | None = None
+    # Kept out of repr: a configuration printed or logged never shows it.
+    secret: str | None = field(default=None, repr=False)
     secret_file: str | None = None
     connect_timeout: float = DEFAULT_AMI_CONNECT_TIMEOUT
     ping_interval: float = DEFAULT_AMI_PING_INTERVAL
