@@ -22,6 +22,7 @@ from rpoguard.constants import (
     BLOCK,
     BYPASS_DECISION_USED,
     BYPASS_NO_DECISION,
+    BYPASS_NUMBER_UNKNOWN,
     BYPASS_OTHER_NUMBER,
     FINDING_BYPASS,
     FINDING_NOT_WATCHED,
@@ -246,3 +247,22 @@ def test_not_watched_periods_are_stored_and_closed_for_their_own_target_only(
 def test_no_trunks_configured_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match=r"\[watch\] trunks"):
         BypassWatcher(store, WatchConfig())
+
+
+def test_odd_events_are_ignored_or_fail_closed(store: Store, run: Callable[..., Any]) -> None:
+    async def scenario() -> list[Any]:
+        await store.append_decision(decision(NUMBER, "1700000000.1", "1700000000.0"))
+        watcher = BypassWatcher(store, WATCH)
+        missing_channel = {k: v for k, v in dial_begin().items() if k != "DestChannel"}
+        results = [await watcher.on_event(missing_channel)]
+        # Garbage where the number should be, on the call that has an ALLOW: not proven, so a bypass.
+        for dialled in ("\x00\ufffd<script>@carrier", "", "s@carrier", "3331234567" * 40 + "@carrier"):
+            results.append(await watcher.on_event(dial_begin(dialled)))
+        # A list where one value was expected (a header repeated): not a channel name, never matched.
+        results.append(await watcher.on_event({**dial_begin(), "DestChannel": ["PJSIP/carrier-1", "x"]}))
+        return results
+
+    missing, *garbage, repeated = run(scenario())
+    assert missing is None
+    assert all(isinstance(r, Bypass) and r.why == BYPASS_NUMBER_UNKNOWN for r in garbage), garbage
+    assert repeated is None

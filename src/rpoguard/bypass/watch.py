@@ -69,27 +69,33 @@ class WatchCounts:
     not_watched: int = 0
 
 
+def _text(event: Mapping[str, Any], key: str) -> str:
+    """A header's value; "" when absent or repeated (panoramisk gives a repeated header as a list)."""
+    value = event.get(key)
+    return value if isinstance(value, str) else ""
+
+
 def leg_from_event(event: Mapping[str, Any], trunks: TrunkPatterns, trunk_prefix: str, seen_us: int) -> TrunkLeg | None:
     """The trunk leg a DialBegin event shows, or None when the dialled channel is not a trunk."""
-    channel = str(event.get("DestChannel") or "")
+    channel = _text(event, "DestChannel")
     if not trunks.match(channel):
         return None
-    stamp = str(event.get("Timestamp") or "")
+    stamp = _text(event, "Timestamp")
     at_us = seen_us
     if stamp:
         # manager.conf timestampevents = yes: Asterisk's own moment is nearer the dial than our reading.
         with contextlib.suppress(ValueError):
             at_us = int(float(stamp) * SECOND_US)
-    dialled = str(event.get("DialString") or "")
+    dialled = _text(event, "DialString")
     return TrunkLeg(
         at_us=at_us,
         channel=channel,
         dialled=dialled,
         number=dialled_number(dialled, trunk_prefix),
         # Absent when nothing dialled it from a channel: an AMI/ARI originate straight to the trunk.
-        caller_uniqueid=str(event.get("Uniqueid") or "") or None,
-        linkedid=str(event.get("DestLinkedid") or event.get("Linkedid") or "") or None,
-        uniqueid=str(event.get("DestUniqueid") or "") or None,
+        caller_uniqueid=_text(event, "Uniqueid") or None,
+        linkedid=_text(event, "DestLinkedid") or _text(event, "Linkedid") or None,
+        uniqueid=_text(event, "DestUniqueid") or None,
     )
 
 
