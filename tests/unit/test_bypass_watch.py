@@ -182,6 +182,9 @@ def test_asterisk_event_time_is_used_when_events_carry_it() -> None:
     assert leg is not None and leg.at_us == 1_700_000_000_250_000
     plain = leg_from_event(dial_begin(), TrunkPatterns(["PJSIP/carrier-*"]), "", 5)
     assert plain is not None and plain.at_us == 5
+    for odd in ("inf", "nan", "yesterday", ""):
+        leg = leg_from_event(dial_begin(Timestamp=odd), TrunkPatterns(["PJSIP/carrier-*"]), "", 5)
+        assert leg is not None and leg.at_us == 5
 
 
 class _UnreadableLog:

@@ -84,7 +84,7 @@ def leg_from_event(event: Mapping[str, Any], trunks: TrunkPatterns, trunk_prefix
     at_us = seen_us
     if stamp:
         # manager.conf timestampevents = yes: Asterisk's own moment is nearer the dial than our reading.
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, OverflowError):  # "nan", "inf": our own reading stands
             at_us = int(float(stamp) * SECOND_US)
     dialled = _text(event, "DialString")
     return TrunkLeg(
