@@ -18,6 +18,7 @@ from rpoguard.cli import (
     evidence,
     optout,
     principal,
+    reconcile,
     registry,
     servers,
 )
@@ -58,7 +59,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, audit,
-          database)
+          reconcile, database)
 
 
 def build_parser() -> argparse.ArgumentParser:
