@@ -32,8 +32,9 @@ FORMAT_CEL = "cel"
 _CDR_BASE = 16
 _DST, _CHANNEL, _DSTCHANNEL, _LASTAPP, _LASTDATA, _START, _END = 2, 5, 6, 7, 8, 9, 11
 _CDR_HEADER = {"accountcode", "src", "dst", "channel", "dstchannel"}
-# Asterisk's uniqueid: seconds.sequence, optionally after the system name ([options] systemname).
-_UNIQUEID = re.compile(r"(?:.+-)?\d+\.\d+")
+# Asterisk's uniqueid: seconds.sequence, optionally after the system name ([options] systemname); or an id
+# an ARI or AMI originate chose (a UUID).
+_UNIQUEID = re.compile(r"(?:.+-)?\d+\.\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LOCAL_TIME = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}):(\d{2})(?:\.(\d{1,6}))?")
 _EPOCH_TIME = re.compile(r"(\d{9,11})(?:\.(\d{1,6}))?")
 
@@ -244,6 +245,7 @@ class RecordReader:
         except ValueError as exc:
             return Unreadable(line, f"trunk leg {dstchannel if to_trunk else channel}: start/end: {exc}")
         if uniqueid is None:
+            self.readable += 1  # in the format, but short of what proves the leg
             self.without_uniqueid += 1
             return Unreadable(line, f"trunk leg {dstchannel if to_trunk else channel}: {NO_UNIQUEID}")
         if to_trunk:
@@ -260,15 +262,14 @@ class RecordReader:
 
     @staticmethod
     def _cdr_ids(row: list[str]) -> tuple[str | None, str | None]:
-        """(uniqueid, linkedid) as cdr.conf's loguniqueid / loguserfield / newcdrcolumns laid them out."""
-        tail = row[_CDR_BASE:]
-        linkedid = None
-        if len(tail) >= 3 and tail[-1].strip().isdigit() and _UNIQUEID.fullmatch(tail[-2]):
-            linkedid = tail[-2]  # peeraccount, linkedid, sequence
-            tail = tail[:-3]
-        # uniqueid comes before userfield; one column alone is either (told apart by its form).
-        if len(tail) >= 1 and _UNIQUEID.fullmatch(tail[0]):
-            return tail[0], linkedid
+        """(uniqueid, linkedid) as cdr.conf laid them out: loguniqueid, then loguserfield, then newcdrcolumns'
+        peeraccount, linkedid, sequence. Only the counts 17 and 20 are ambiguous (uniqueid or userfield): the
+        value is taken as a uniqueid when it has the form of one."""
+        extra = len(row) - _CDR_BASE
+        linkedid = row[-2] or None if extra >= 3 else None
+        own = extra - 3 if extra >= 3 else extra  # uniqueid and/or userfield
+        if own == 2 or (own == 1 and _UNIQUEID.fullmatch(row[_CDR_BASE])):
+            return row[_CDR_BASE] or None, linkedid
         return None, linkedid
 
     # -- CEL -------------------------------------------------------------------------------------------
