@@ -112,8 +112,8 @@ class Reconciler:
         self.trunk_prefix = trunk_prefix
         self.period = period
 
-    def _reader(self, fmt: str, fh: IO[str]) -> RecordReader:
-        return RecordReader(fh, fmt, self.patterns, self.zone, self.trunk_prefix)
+    def _reader(self, fmt: str, fh: IO[str], *, numbers: bool = True) -> RecordReader:
+        return RecordReader(fh, fmt, self.patterns, self.zone, self.trunk_prefix, numbers=numbers)
 
     async def run(self, path: str, fmt: str, on_bypass: Callable[[Bypass, int], None],
                   on_unreadable: Callable[[Unreadable], None]) -> Summary:
@@ -129,7 +129,7 @@ class Reconciler:
         starts: array[int] = array("q")
         low, high = 0, 0
         with _open(path) as fh:
-            reader = self._reader(fmt, fh)
+            reader = self._reader(fmt, fh, numbers=False)
             for item in reader:
                 if isinstance(item, LegRecord) and self.period.holds(item.leg.at_us):
                     leg = item.leg

@@ -184,13 +184,15 @@ class RecordReader:
     """The trunk legs of one file, and how many records of each kind it held (read while iterating)."""
 
     def __init__(self, lines: Iterable[str], fmt: str, patterns: TrunkPatterns, zone: tzinfo,
-                 trunk_prefix: str = "") -> None:
+                 trunk_prefix: str = "", *, numbers: bool = True) -> None:
         if fmt not in (FORMAT_CDR, FORMAT_CEL):
             raise ValueError(f"unknown record format {fmt!r}")
         self.fmt = fmt
         self.patterns = patterns
         self.times = LocalTimes(zone)
         self.trunk_prefix = trunk_prefix
+        # False: legs without their number (reading it is most of the cost), for a pass that needs times only.
+        self.numbers = numbers
         self._rows = _Rows(lines)
         self.records = 0
         self.not_legs = 0
@@ -250,7 +252,7 @@ class RecordReader:
             return Unreadable(line, f"trunk leg {dstchannel if to_trunk else channel}: {NO_UNIQUEID}")
         if to_trunk:
             target = dial_target(dstchannel, row[_LASTDATA]) if row[_LASTAPP].lower() == "dial" else None
-            dialled, number = _dialled(target, row[_DST].strip(), self.trunk_prefix)
+            dialled, number = _dialled(target, row[_DST].strip(), self.trunk_prefix) if self.numbers else ("", None)
             leg = TrunkLeg(at_us=at_us, channel=dstchannel, dialled=dialled, number=number,
                            caller_uniqueid=uniqueid, linkedid=linkedid, until_us=until_us)
         else:
@@ -303,7 +305,7 @@ class RecordReader:
             if found is not None:
                 caller, target, fallback = dial_uid or None, found, dial_exten
                 break
-        dialled, number = _dialled(target, fallback, self.trunk_prefix) if caller else ("", None)
+        dialled, number = _dialled(target, fallback, self.trunk_prefix) if caller and self.numbers else ("", None)
         leg = TrunkLeg(at_us=at_us, channel=channel, dialled=dialled, number=number, caller_uniqueid=caller,
                        linkedid=row[lid] or None, uniqueid=row[uid] or None)
         return LegRecord(line, leg)
