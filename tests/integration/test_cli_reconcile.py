@@ -145,3 +145,24 @@ def test_it_never_creates_the_database(run_cli: Cli, config: Path, write_file: C
     code, _, err = run_cli("reconcile", "--cdr", path, env={"RPOGUARD_DB": str(missing),
                                                             "RPOGUARD_CONFIG": str(config)})
     assert code == 2 and err.startswith("rpoguard: ") and not missing.exists()
+
+
+def test_a_cel_file_in_the_sample_layout(cli: Cli, decided: Store, write_file: Callable[..., Path]) -> None:
+    def cel(event: str, time: str, channame: str, uniqueid: str, *, app: str = "", appdata: str = "",
+            linkedid: str = UID_OK) -> list[str]:
+        return [event, "", time, "", "0694801234", "", "", "", "3331234567", "outbound", channame, app, appdata,
+                "DOCUMENTATION", "", uniqueid, linkedid, "", "", "", ""]
+
+    path = write_file("cel.csv", csv_text(
+        cel("CHAN_START", "2026-11-24 11:00:00", "Local/agent@dialler-0001;2", UID_OK),
+        cel("APP_START", "2026-11-24 11:00:02", "Local/agent@dialler-0001;2", UID_OK, app="Dial",
+            appdata=f"PJSIP/{NUM}@carrier,30"),
+        cel("CHAN_START", "2026-11-24 11:00:02", "PJSIP/carrier-0000000a", "1795514402.13"),
+        cel("CHAN_START", "2026-11-24 11:05:00", "PJSIP/carrier-0000000b", "1795514700.14",
+            linkedid="1795514700.14"),
+    ))
+    code, out, _ = cli("--cel", path, "--json")
+    assert code == 1
+    bypass, summary = (json.loads(line) for line in out.splitlines())
+    assert (bypass["channel"], bypass["why"], bypass["line"]) == ("PJSIP/carrier-0000000b", "no_decision", 4)
+    assert (summary["format"], summary["trunk_legs"], summary["covered"], summary["not_trunk_legs"]) == ("cel", 2, 1, 2)
