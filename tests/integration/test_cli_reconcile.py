@@ -98,7 +98,7 @@ def test_an_unreadable_record_alone_fails_closed_with_its_line(
     path = write_file("m.csv", csv_text(cdr(UID_OK), cdr(UID_OK, start="2026-11-24 25:00:00")))
     code, out, _ = cli("--cdr", path)
     assert code == 1
-    assert "UNREADABLE line 2: trunk leg PJSIP/carrier-0000000a: start/end:" in out
+    assert "UNREADABLE line 2: start: '2026-11-24 25:00' is not a valid date and time" in out
     assert "1 unreadable (lines 2)" in out
 
 

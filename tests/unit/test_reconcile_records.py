@@ -121,15 +121,18 @@ def test_bad_rows_are_unreadable_with_their_lines_and_the_rest_is_read() -> None
             + '"short","row"\n'
             + csv_text(cdr_row(start="24/11/2026 11:00"))
             + csv_text(cdr_row(end="2026-11-31 10:00:00"))
-            + csv_text(cdr_row(start="bad", dstchannel="PJSIP/agent-0002"))  # not a trunk leg: time not needed
+            + csv_text(cdr_row(start="bad", dstchannel="PJSIP/agent-0002"))  # not a trunk leg, still checked
+            + csv_text(cdr_row(end="bad", dstchannel="PJSIP/agent-0002"))  # not a trunk leg: its end unread
             + "\n"
             + csv_text(cdr_row()))
     reader, items = read(text)
     assert [(type(i).__name__, i.line) for i in items] == [
-        ("LegRecord", 1), ("Unreadable", 2), ("Unreadable", 3), ("Unreadable", 4), ("LegRecord", 7)]
+        ("LegRecord", 1), ("Unreadable", 2), ("Unreadable", 3), ("Unreadable", 4), ("Unreadable", 5),
+        ("LegRecord", 8)]
     reasons = [i.reason for i in items if isinstance(i, Unreadable)]
     assert "2 columns" in reasons[0] and "24/11/2026 11:00" in reasons[1] and "2026-11-31 10:00" in reasons[2]
-    assert (reader.records, reader.not_legs, reader.first_problem) == (6, 1, items[1])
+    assert reasons[3].startswith("start: 'bad'")
+    assert (reader.records, reader.not_legs, reader.first_problem) == (7, 1, items[1])
 
 
 def test_a_header_line_is_no_record() -> None:
@@ -206,7 +209,19 @@ def test_cel_times_as_cel_conf_dateformat_writes_them_and_bad_rows() -> None:
         cel_row("CHAN_START", "2026-11-24 11:00:03", "PJSIP/carrier-0000000a"),
         cel_row("CHAN_START", "yesterday", "PJSIP/carrier-0000000b"),
         ["CHAN_START", "too", "short"],
+        cel_row("HANGUP", "1764756009", "PJSIP/agent-1"),  # Asterisk always writes the microseconds
+        cel_row("", "1764756009.000000", "PJSIP/agent-1"),
     )
     _, items = read(text, FORMAT_CEL)
     assert isinstance(items[0], LegRecord) and items[0].leg.at_us == rome_us("2026-11-24T11:00:03")
-    assert [(type(i).__name__, i.line) for i in items[1:]] == [("Unreadable", 2), ("Unreadable", 3)]
+    assert [(type(i).__name__, i.line) for i in items[1:]] == [("Unreadable", n) for n in (2, 3, 4, 5)]
+
+
+def test_a_file_of_one_kind_read_as_the_other_has_no_readable_record() -> None:
+    tail = (UID, "x", "", LID, "1")  # 21 columns, as many as the sample's CEL layout
+    cdr = csv_text(cdr_row(tail=tail), cdr_row(dstchannel="PJSIP/agent-2", tail=tail))
+    reader, items = read(cdr, FORMAT_CEL)
+    assert reader.readable == 0 and len(items) == 2
+    cel = csv_text(cel_row("HANGUP", "1764756009.000000", "PJSIP/agent-1"))
+    reader, items = read(cel, FORMAT_CDR)
+    assert reader.readable == 0 and len(items) == 1

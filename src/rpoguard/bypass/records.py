@@ -36,7 +36,10 @@ _CDR_HEADER = {"accountcode", "src", "dst", "channel", "dstchannel"}
 # an ARI or AMI originate chose (a UUID).
 _UNIQUEID = re.compile(r"(?:.+-)?\d+\.\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LOCAL_TIME = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}):(\d{2})(?:\.(\d{1,6}))?")
-_EPOCH_TIME = re.compile(r"(\d{9,11})(?:\.(\d{1,6}))?")
+# cel.conf without dateformat: seconds.microseconds ("%ld.%06ld"), always six digits.
+_EPOCH_TIME = re.compile(r"(\d{9,11})\.(\d{6})")
+# Asterisk's event names (CHAN_START, APP_START...) or a CELGenUserEvent name: one word.
+_CEL_EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 # The layouts of cel_custom.conf's sample: (columns, eventtype, eventtime, exten, channame, appname, appdata,
 # uniqueid, linkedid).
@@ -115,7 +118,7 @@ def _epoch_us(text: str) -> int | None:
     m = _EPOCH_TIME.fullmatch(text)
     if m is None:
         return None
-    return int(m.group(1)) * SECOND_US + (int(m.group(2).ljust(6, "0")) if m.group(2) else 0)
+    return int(m.group(1)) * SECOND_US + int(m.group(2))
 
 
 def _endpoint(channel: str) -> tuple[str, str]:
@@ -237,15 +240,19 @@ class RecordReader:
             return Unreadable(line, f"{n} columns; cdr_csv writes {_CDR_BASE} to {_CDR_BASE + 5}")
         channel, dstchannel = row[_CHANNEL], row[_DSTCHANNEL]
         to_trunk = bool(dstchannel) and self.patterns.match(dstchannel)
+        # Every record's start is checked: a file of another kind with as many columns must not pass for
+        # records without trunk legs.
+        try:
+            at_us = self.times.parse(row[_START])[0]
+        except ValueError as exc:
+            return Unreadable(line, f"start: {exc}")
         if not to_trunk and not self.patterns.match(channel):
             return None
         uniqueid, linkedid = self._cdr_ids(row)
         try:
-            at_us = self.times.parse(row[_START])[0]
-            end = row[_END]
-            until_us = self.times.parse(end)[1] if end else None
+            until_us = self.times.parse(row[_END])[1] if row[_END] else None
         except ValueError as exc:
-            return Unreadable(line, f"trunk leg {dstchannel if to_trunk else channel}: start/end: {exc}")
+            return Unreadable(line, f"trunk leg {dstchannel if to_trunk else channel}: end: {exc}")
         if uniqueid is None:
             self.readable += 1  # in the format, but short of what proves the leg
             self.without_uniqueid += 1
@@ -282,9 +289,10 @@ class RecordReader:
             return Unreadable(line, f"{len(row)} columns; the layouts of cel_custom.conf's sample have "
                                     f"{' or '.join(str(n) for n in sorted(_CEL_LAYOUTS))}")
         etype, etime, exten, chan, app, appdata, uid, lid = layout
-        event = row[etype].strip().upper()
-        if event not in (CEL_CHAN_START, CEL_APP_START):
-            return None if row[etime] else Unreadable(line, "no event time")
+        event = row[etype].strip()
+        if not _CEL_EVENT.fullmatch(event):
+            return Unreadable(line, f"{event[:40]!r} is not a CEL event type")
+        # Every event's time is checked: a file of another kind with as many columns must not pass.
         text = row[etime].strip()
         at_us = _epoch_us(text)
         if at_us is None:
@@ -292,6 +300,8 @@ class RecordReader:
                 at_us = self.times.parse(text)[0]
             except ValueError as exc:
                 return Unreadable(line, f"{event} event time: {exc}")
+        if event not in (CEL_CHAN_START, CEL_APP_START):
+            return None
         if event == CEL_APP_START:
             if row[app].strip().lower() == "dial" and row[lid]:
                 self._remember_dial(row[lid], (at_us, row[uid], row[appdata], row[exten].strip()))
