@@ -21,6 +21,7 @@ import asyncio
 import csv
 import heapq
 import json
+import multiprocessing
 import random
 import sys
 import time
@@ -132,6 +133,16 @@ async def build_store(db: Path, decisions: list[tuple[str, int, str, str, str]])
                 in decisions[start:start + BATCH]))
 
 
+def _prepare(cdr: Path, db: Path, rows: int, bypass_per_mille: int, seed: int, report: Path) -> None:
+    began = time.monotonic()
+    decisions, planted = generate(cdr, rows, bypass_per_mille, seed)
+    generated = time.monotonic() - began
+    began = time.monotonic()
+    asyncio.run(build_store(db, decisions))
+    report.write_text(json.dumps({"planted": planted, "decisions": len(decisions), "generated": generated,
+                                  "built": time.monotonic() - began}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="CDR rows (default 1,000,000)")
@@ -146,15 +157,20 @@ def main() -> int:
     config.write_text('[watch]\ntrunks = ["PJSIP/carrier-*"]\n')
 
     print("# rpoguard reconcile over a CDR file\n", flush=True)
-    began = time.monotonic()
-    decisions, planted = generate(cdr, rows, max(args.bypass_per_mille, 1) if args.quick else args.bypass_per_mille,
-                                  args.seed)
-    generated = time.monotonic() - began
-    began = time.monotonic()
-    asyncio.run(build_store(db, decisions))
-    built = time.monotonic() - began
-    print(f"CDR file: {rows:,} rows, {human_bytes(cdr.stat().st_size)} ({generated:.1f} s); store: "
-          f"{len(decisions):,} ALLOW decisions ({built:.1f} s)\n", flush=True)
+    # In a process of its own: the child forked to run reconcile would otherwise start with this one's pages
+    # (the decisions), and wait4's peak RSS would count them.
+    prepare = multiprocessing.get_context("spawn").Process(
+        target=_prepare, args=(cdr, db, rows, max(args.bypass_per_mille, 1) if args.quick else args.bypass_per_mille,
+                               args.seed, folder / "planted.json"))
+    prepare.start()
+    prepare.join()
+    if prepare.exitcode != 0:
+        print(f"building the file and the store failed (exit {prepare.exitcode})")
+        return 1
+    prepared = json.loads((folder / "planted.json").read_text())
+    planted = Counter(prepared["planted"])
+    print(f"CDR file: {rows:,} rows, {human_bytes(cdr.stat().st_size)} ({prepared['generated']:.1f} s); store: "
+          f"{prepared['decisions']:,} ALLOW decisions ({prepared['built']:.1f} s)\n", flush=True)
 
     env = {"RPOGUARD_DB": str(db), "RPOGUARD_CONFIG": str(config), "PATH": str(Path(sys.executable).parent)}
     run = run_measured([venv_bin("rpoguard"), "reconcile", "--cdr", str(cdr), "--timezone", "UTC", "--json"],
