@@ -118,12 +118,12 @@ class Reconciler:
     async def run(self, path: str, fmt: str, on_bypass: Callable[[Bypass, int], None],
                   on_unreadable: Callable[[Unreadable], None]) -> Summary:
         with _rereadable(path) as readable:
-            starts, low, high = self._first_pass(readable, fmt)
+            starts, low, high = self._first_pass(readable, fmt, path)
             summary = Summary(path, fmt)
             await self._second_pass(readable, fmt, summary, starts, low, high, on_bypass, on_unreadable)
         return summary
 
-    def _first_pass(self, path: str, fmt: str) -> tuple[array[int], int, int]:
+    def _first_pass(self, path: str, fmt: str, shown: str) -> tuple[array[int], int, int]:
         """When each leg of the period began (as the file orders them), each replaced by the earliest start
         of it and the legs after it; and the span of decisions the legs can use."""
         starts: array[int] = array("q")
@@ -140,7 +140,7 @@ class Reconciler:
                     starts.append(leg.at_us)
         if reader.records and not reader.readable and reader.first_problem is not None:
             first = reader.first_problem
-            raise NotThatFormat(f"{path} is not a {'cdr_csv' if fmt == 'cdr' else 'cel_custom'} Master.csv "
+            raise NotThatFormat(f"{shown} is not a {'cdr_csv' if fmt == 'cdr' else 'cel_custom'} Master.csv "
                                 f"(line {first.line}: {first.reason})")
         for i in range(len(starts) - 2, -1, -1):
             starts[i] = min(starts[i], starts[i + 1])
