@@ -119,6 +119,7 @@ def test_from_to_and_the_time_zone_the_pbx_wrote_in(cli: Cli, decided: Store,
     (("--cdr", "missing.csv"), None, "No such file or directory: missing.csv"),
     (("--cdr", "notes.txt"), None, "notes.txt is not a cdr_csv Master.csv (line 1: 1 columns"),
     (("--cel", "good.csv"), None, "good.csv is not a cel_custom Master.csv (line 1: 17 columns"),
+    (("--cel", "full.csv"), None, "full.csv is not a cel_custom Master.csv (line 1: acct event time"),
     (("--cdr", "good.csv"), "", "no trunks to check: set [watch] trunks"),
     (("--cdr", "good.csv", "--timezone", "Mars/Olympus"), None, "'Mars/Olympus' is not a time zone"),
     (("--cdr", "good.csv", "--cel", "good.csv"), None, "not allowed with argument"),
@@ -129,6 +130,7 @@ def test_usage_and_input_errors_exit_2_with_one_line(
         config_text: str | None, message: str) -> None:
     write_file("good.csv", csv_text(cdr(UID_OK)))
     write_file("notes.txt", "just some notes\n")
+    write_file("full.csv", csv_text(["acct", *cdr(UID_OK)[1:], "", "", UID_OK]))  # 20 columns, as CEL's
     if config_text is not None:
         config.write_text(config_text)
     code, out, err = cli(*args)
@@ -150,7 +152,8 @@ def test_it_never_creates_the_database(run_cli: Cli, config: Path, write_file: C
 def test_a_cel_file_in_the_sample_layout(cli: Cli, decided: Store, write_file: Callable[..., Path]) -> None:
     def cel(event: str, time: str, channame: str, uniqueid: str, *, app: str = "", appdata: str = "",
             linkedid: str = UID_OK) -> list[str]:
-        return [event, "", time, "", "0694801234", "", "", "", "3331234567", "outbound", channame, app, appdata,
+        # The legacy mapping of Asterisk 22's sample cel_custom.conf.
+        return [event, time, "", "0694801234", "", "", "", "3331234567", "outbound", channame, app, appdata,
                 "DOCUMENTATION", "", uniqueid, linkedid, "", "", "", ""]
 
     path = write_file("cel.csv", csv_text(

@@ -172,18 +172,25 @@ def test_a_cdr_leg_in_the_repeated_hour_spans_both_readings() -> None:
 
 def cel_row(event: str, time: str, channame: str, *, app: str = "", appdata: str = "", uniqueid: str = UID,
             linkedid: str = LID, exten: str = "3331234567") -> list[str]:
-    # The legacy mapping of cel_custom.conf's sample.
-    return [event, "My Literal", time, "ACME", "0694801234", "", "", "", exten, "outbound", channame, app, appdata,
+    # The legacy mapping of Asterisk 22's sample cel_custom.conf (20 columns).
+    return [event, time, "ACME", "0694801234", "", "", "", exten, "outbound", channame, app, appdata,
             "DOCUMENTATION", "acct", uniqueid, linkedid, "", "", "", ""]
+
+
+def cel_literal(event: str, time: str, channame: str, **kw: str) -> list[str]:
+    # Later samples' legacy mapping: a literal after the event type (21 columns).
+    row = cel_row(event, time, channame, **kw)
+    return [row[0], "My Literal", *row[1:]]
 
 
 def cel_advanced(event: str, time: str, channame: str, *, app: str = "", appdata: str = "", uniqueid: str = UID,
                  linkedid: str = LID, exten: str = "") -> list[str]:
-    return [event, event, "My Literal", time, "", "ACME", "0694801234", exten, "outbound", channame, app, appdata,
-            "DOCUMENTATION", "acct", uniqueid, "", "", "", "", "", linkedid, "", "", ""]
+    # The advanced mapping of Asterisk 22's sample (24 columns).
+    return [event, event, "", "Some Literal", time, "ACME", "0694801234", "", "", "", exten, "outbound", channame,
+            app, appdata, "DOCUMENTATION", "acct", uniqueid, linkedid, "", "", "", "", ""]
 
 
-@pytest.mark.parametrize("make", [cel_row, cel_advanced])
+@pytest.mark.parametrize("make", [cel_row, cel_literal, cel_advanced])
 def test_a_cel_chan_start_on_the_trunk_is_a_leg_dialled_by_the_dial_on_its_call(make) -> None:  # type: ignore[no-untyped-def]
     text = csv_text(
         make("CHAN_START", "1764756000.000100", "PJSIP/agent-00000001", uniqueid=LID),
@@ -218,7 +225,7 @@ def test_cel_times_as_cel_conf_dateformat_writes_them_and_bad_rows() -> None:
 
 
 def test_a_file_of_one_kind_read_as_the_other_has_no_readable_record() -> None:
-    tail = (UID, "x", "", LID, "1")  # 21 columns, as many as the sample's CEL layout
+    tail = (UID, "x", "", LID, "1")  # 21 columns, as many as a CEL layout
     cdr = csv_text(cdr_row(tail=tail), cdr_row(dstchannel="PJSIP/agent-2", tail=tail))
     reader, items = read(cdr, FORMAT_CEL)
     assert reader.readable == 0 and len(items) == 2

@@ -6,8 +6,8 @@ Two formats, streamed row by row with their line numbers, never held whole:
   dstchannel, lastapp, lastdata, start, answer, end, duration, billsec, disposition, amaflags), then, as
   cdr.conf [csv] says, uniqueid (loguniqueid), userfield (loguserfield) and peeraccount, linkedid, sequence
   (newcdrcolumns). Times are the PBX's local time (UTC with usegmtime).
-- CEL: cel_custom's Master.csv in the layout of Asterisk's sample cel_custom.conf: the legacy mapping (21
-  columns) or the advanced one (24 columns).
+- CEL: cel_custom's Master.csv in the layout of Asterisk's sample cel_custom.conf: Asterisk 22's legacy
+  mapping (20 columns) or advanced one (24 columns), or the legacy mapping of later samples (21 columns).
 
 A row is a trunk leg when a channel it names matches `[watch] trunks`. What cannot be read is reported
 with its line, never guessed: a leg that cannot be proven covered is a finding (fail closed).
@@ -41,9 +41,12 @@ _EPOCH_TIME = re.compile(r"(\d{9,11})\.(\d{6})")
 # Asterisk's event names (CHAN_START, APP_START...) or a CELGenUserEvent name: one word.
 _CEL_EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-# The layouts of cel_custom.conf's sample: (columns, eventtype, eventtime, exten, channame, appname, appdata,
-# uniqueid, linkedid).
-_CEL_LAYOUTS = {21: (0, 2, 8, 10, 11, 12, 15, 16), 24: (0, 3, 7, 9, 10, 11, 14, 20)}
+# The layouts of cel_custom.conf's sample, by their number of columns: (eventtype, eventtime, exten, channame,
+# appname, appdata, uniqueid, linkedid). Asterisk 22's legacy mapping (20) and advanced one (24: eventtype,
+# eventenum, userdeftype, a literal, eventtime, ...), and the legacy mapping of later samples, which adds a
+# literal after eventtype (21).
+_CEL_LAYOUTS = {20: (0, 1, 7, 9, 10, 11, 14, 15), 21: (0, 2, 8, 10, 11, 12, 15, 16),
+                24: (0, 4, 10, 12, 13, 14, 17, 18)}
 CEL_CHAN_START = "CHAN_START"
 CEL_APP_START = "APP_START"
 # A Dial's APP_START comes milliseconds before the CHAN_START of the channels it creates; one this old
