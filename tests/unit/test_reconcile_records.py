@@ -220,8 +220,9 @@ def test_cel_times_as_cel_conf_dateformat_writes_them_and_bad_rows() -> None:
         cel_row("", "1764756009.000000", "PJSIP/agent-1"),
     )
     _, items = read(text, FORMAT_CEL)
-    assert isinstance(items[0], LegRecord) and items[0].leg.at_us == rome_us("2026-11-24T11:00:03")
-    assert [(type(i).__name__, i.line) for i in items[1:]] == [("Unreadable", n) for n in (2, 3, 4, 5)]
+    # The trunk channel waited for a Dial to the end of the file: handed out last.
+    assert isinstance(items[-1], LegRecord) and items[-1].leg.at_us == rome_us("2026-11-24T11:00:03")
+    assert [(type(i).__name__, i.line) for i in items[:-1]] == [("Unreadable", n) for n in (2, 3, 4, 5)]
 
 
 def test_a_file_of_one_kind_read_as_the_other_has_no_readable_record() -> None:
@@ -232,3 +233,22 @@ def test_a_file_of_one_kind_read_as_the_other_has_no_readable_record() -> None:
     cel = csv_text(cel_row("HANGUP", "1764756009.000000", "PJSIP/agent-1"))
     reader, items = read(cel, FORMAT_CDR)
     assert reader.readable == 0 and len(items) == 1
+
+
+def test_a_dial_written_just_after_the_trunk_channel_still_names_its_caller_and_number() -> None:
+    text = csv_text(
+        cel_row("CHAN_START", "1764756001.250000", "PJSIP/carrier-0000000a", uniqueid="1764756001.43"),
+        cel_row("APP_START", "1764756001.000000", "PJSIP/agent-00000001", app="Dial",
+                appdata="PJSIP/+393331234567@carrier,30", uniqueid=LID),
+        cel_row("CHAN_START", "1764756002.000000", "PJSIP/carrier-0000000b", uniqueid="1764756002.44"),
+        cel_row("CHAN_START", "1764756020.000000", "PJSIP/agent-00000009", uniqueid="1764756020.45"),
+        cel_row("CHAN_START", "1764756021.000000", "PJSIP/carrier-0000000c", uniqueid="1764756021.46",
+                linkedid="1764756021.46"),
+    )
+    reader, items = read(text, FORMAT_CEL)
+    legs = {i.line: i.leg for i in items if isinstance(i, LegRecord)}
+    assert sorted(legs) == [1, 3, 5] and len(items) == 3
+    assert (legs[1].caller_uniqueid, legs[1].number) == (LID, "+393331234567")
+    # The same call's Dial names carrier-0000000b too (read before it); the originate waits in vain.
+    assert (legs[3].caller_uniqueid, legs[5].caller_uniqueid, legs[5].number) == (LID, None, None)
+    assert (reader.records, reader.readable, reader.not_legs) == (5, 5, 2)

@@ -52,6 +52,8 @@ CEL_APP_START = "APP_START"
 # A Dial's APP_START comes milliseconds before the CHAN_START of the channels it creates; one this old
 # names no channel still to come.
 _DIAL_MEMORY_US = 600 * SECOND_US
+# How long (in the file's time) a trunk channel waits for a Dial written after it.
+_DIAL_WAIT_US = 5 * SECOND_US
 
 NO_UNIQUEID = ("no uniqueid column, so the leg cannot be tied to its call (cdr.conf [csv] loguniqueid = yes, "
                "and newcdrcolumns = yes for the linkedid)")
@@ -71,6 +73,20 @@ class Unreadable:
 
     line: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A CEL trunk channel whose Dial is not read yet."""
+
+    line: int
+    at_us: int
+    channel: str
+    linkedid: str | None
+    uniqueid: str | None
+
+
+_WAITING = object()  # _cel: a trunk leg, handed out once its Dial is read or waited for
 
 
 class LocalTimes:
@@ -205,8 +221,11 @@ class RecordReader:
         self.readable = 0  # records in the format (trunk legs or not), so a file of another kind is told apart
         self.without_uniqueid = 0  # CDR trunk legs without the uniqueid column
         self.first_problem: Unreadable | None = None
-        # CEL: the Dials seen lately, by the call (linkedid): (time, uniqueid, appdata, exten).
+        # CEL: the Dials seen lately, by the call (linkedid): (time, uniqueid, appdata, exten); the trunk
+        # channels whose Dial is not in the file yet, oldest first; legs ready to be handed out.
         self._dials: OrderedDict[str, list[tuple[int, str, str, str]]] = OrderedDict()
+        self._waiting: list[_Waiting] = []
+        self._ready: list[LegRecord] = []
 
     def __iter__(self) -> Iterator[LegRecord | Unreadable]:
         parse = self._cdr if self.fmt == FORMAT_CDR else self._cel
@@ -226,9 +245,18 @@ class RecordReader:
                 self.not_legs += 1
             elif isinstance(item, Unreadable):
                 yield self._problem(item)
-            else:
+            elif item is not _WAITING:
                 self.readable += 1
                 yield item
+            else:
+                self.readable += 1
+            if self._ready:
+                yield from self._ready
+                self._ready.clear()
+        # The end of the file: a trunk channel still waiting for its Dial had none.
+        for waiting in self._waiting:
+            yield self._cel_leg(waiting, None)
+        self._waiting.clear()
 
     def _problem(self, item: Unreadable) -> Unreadable:
         if self.first_problem is None:
@@ -286,7 +314,7 @@ class RecordReader:
 
     # -- CEL -------------------------------------------------------------------------------------------
 
-    def _cel(self, line: int, row: list[str]) -> LegRecord | Unreadable | None:
+    def _cel(self, line: int, row: list[str]) -> LegRecord | Unreadable | object | None:
         layout = _CEL_LAYOUTS.get(len(row))
         if layout is None:
             return Unreadable(line, f"{len(row)} columns; the layouts of cel_custom.conf's sample have "
@@ -303,25 +331,46 @@ class RecordReader:
                 at_us = self.times.parse(text)[0]
             except ValueError as exc:
                 return Unreadable(line, f"{event} event time: {exc}")
-        if event not in (CEL_CHAN_START, CEL_APP_START):
-            return None
+        if self._waiting and self._waiting[0].at_us < at_us - _DIAL_WAIT_US:
+            self._give_up_waiting(at_us - _DIAL_WAIT_US)
         if event == CEL_APP_START:
             if row[app].strip().lower() == "dial" and row[lid]:
-                self._remember_dial(row[lid], (at_us, row[uid], row[appdata], row[exten].strip()))
+                dial = (at_us, row[uid], row[appdata], row[exten].strip())
+                self._remember_dial(row[lid], dial)
+                self._resolve_waiting(row[lid], dial)
             return None
-        channel = row[chan]
-        if not self.patterns.match(channel):
+        if event != CEL_CHAN_START or not self.patterns.match(row[chan]):
             return None
-        caller, target, fallback = None, None, ""
-        for _, dial_uid, dial_data, dial_exten in reversed(self._dials.get(row[lid], ())):
-            found = dial_target(channel, dial_data)
-            if found is not None:
-                caller, target, fallback = dial_uid or None, found, dial_exten
-                break
-        dialled, number = _dialled(target, fallback, self.trunk_prefix) if caller and self.numbers else ("", None)
-        leg = TrunkLeg(at_us=at_us, channel=channel, dialled=dialled, number=number, caller_uniqueid=caller,
-                       linkedid=row[lid] or None, uniqueid=row[uid] or None)
-        return LegRecord(line, leg)
+        waiting = _Waiting(line, at_us, row[chan], row[lid] or None, row[uid] or None)
+        for dial in reversed(self._dials.get(row[lid], ())):
+            if dial_target(waiting.channel, dial[2]) is not None:
+                return self._cel_leg(waiting, dial)
+        # Events reach the file through Asterisk's message bus: the Dial may be written just after.
+        self._waiting.append(waiting)
+        return _WAITING
+
+    def _cel_leg(self, waiting: _Waiting, dial: tuple[int, str, str, str] | None) -> LegRecord:
+        caller, dialled, number = None, "", None
+        if dial is not None:
+            caller = dial[1] or None
+            if self.numbers:
+                dialled, number = _dialled(dial_target(waiting.channel, dial[2]), dial[3], self.trunk_prefix)
+        return LegRecord(waiting.line, TrunkLeg(at_us=waiting.at_us, channel=waiting.channel, dialled=dialled,
+                                                number=number, caller_uniqueid=caller, linkedid=waiting.linkedid,
+                                                uniqueid=waiting.uniqueid))
+
+    def _resolve_waiting(self, linkedid: str, dial: tuple[int, str, str, str]) -> None:
+        keep = []
+        for waiting in self._waiting:
+            if waiting.linkedid == linkedid and dial_target(waiting.channel, dial[2]) is not None:
+                self._ready.append(self._cel_leg(waiting, dial))
+            else:
+                keep.append(waiting)
+        self._waiting = keep
+
+    def _give_up_waiting(self, before_us: int) -> None:
+        while self._waiting and self._waiting[0].at_us < before_us:
+            self._ready.append(self._cel_leg(self._waiting.pop(0), None))
 
     def _remember_dial(self, linkedid: str, dial: tuple[int, str, str, str]) -> None:
         dials = self._dials
