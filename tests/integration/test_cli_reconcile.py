@@ -64,7 +64,7 @@ def test_every_leg_covered_exits_0_and_a_bypass_is_printed_with_its_why(
     good = write_file("good.csv", csv_text(cdr(UID_OK), cdr(UID_OK, channel="PJSIP/agent-0002")))
     code, out, err = cli("--cdr", good)
     assert (code, err) == (0, "")
-    assert "2 record(s) read; 1 trunk leg(s): 1 covered, 0 bypass(es); 1 not trunk legs" in out
+    assert "2 record(s) read; 1 trunk leg(s): 1 covered, 0 bypass(es)\n  1 not trunk legs;" in out
     assert "every trunk leg had its ALLOW decision" in out
 
     mixed = write_file("mixed.csv", csv_text(cdr(UID_OK), cdr(UID_BAD, number="+393470000001")))

@@ -55,7 +55,7 @@ def _summary_record(s: Summary) -> dict[str, object]:
 def _print_summary(s: Summary) -> None:
     whys = ", ".join(f"{why} {count}" for why, count in sorted(s.bypasses.items()))
     print(f"{s.path} ({s.fmt.upper()}): {s.records} record(s) read; {s.trunk_legs} trunk leg(s): {s.covered} "
-          f"covered, {s.bypass_count} bypass(es){' (' + whys + ')' if whys else ''}; {s.not_legs} not trunk "
+          f"covered, {s.bypass_count} bypass(es){' (' + whys + ')' if whys else ''}\n  {s.not_legs} not trunk "
           f"legs; {s.outside} trunk leg(s) outside --from/--to; {s.unreadable} unreadable"
           f"{' (lines ' + ', '.join(str(u.line) for u in s.unreadable_kept) + ')' if s.unreadable else ''}"
           f"{' ...' if s.unreadable > MAX_UNREADABLE_KEPT else ''}")
