@@ -47,6 +47,8 @@ CASES = {
                (), ["## 1. Import throughput", "## 2. Gate latency during an import", "## 3. Where the time goes"]),
     "load": (["bench_load.py", "--size", "500", "--duration", "3", "--rate", "50", "--interval", "1"], ("gcc",),
              ["# rpoguard serve under load", "VERDICT: PASS"]),
+    "reconcile": (["bench_reconcile.py", "--quick"], (), ["# rpoguard reconcile over a CDR file", "## Result",
+                                                         "VERDICT: PASS"]),
     "pg": (["bench_pg.py", "--size", "500", "--duration", "1", "--warmup", "0.2", "--rounds", "1", "--concurrency",
             "4", "--rate", "50"], ("gcc", "postgresql"), ["## Closed loop", "## Open loop", "audit log intact"]),
 }

@@ -19,7 +19,7 @@ from rpoguard.constants import (
     BYPASS_NUMBER_UNKNOWN,
     BYPASS_OTHER_NUMBER,
 )
-from rpoguard.numbers import NumberError, normalize
+from rpoguard.numbers import NumberError, normalize, normalize_fast
 
 SECOND_US = 1_000_000
 
@@ -97,6 +97,10 @@ def dialled_number(dialled: str, trunk_prefix: str = "") -> str | None:
             break
     if not raw:
         return None
+    if not trunk_prefix:  # reconcile reads millions: libphonenumber only where the fast path is not sure
+        fast = normalize_fast(raw)
+        if fast is not None:
+            return fast.e164
     try:
         return normalize(raw, trunk_prefix=trunk_prefix).e164
     except NumberError:

@@ -20,6 +20,7 @@ from rpoguard.cli import (
     findings,
     optout,
     principal,
+    reconcile,
     registry,
     servers,
     watch,
@@ -61,7 +62,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, watch,
-          findings, dialplan, audit, database)
+          reconcile, findings, dialplan, audit, database)
 
 
 def build_parser() -> argparse.ArgumentParser:
