@@ -40,6 +40,8 @@ READ_ONLY = [
     ("registry", "due", "-o", "OUT"),
     ("check", "06 4567 8901", "--campaign", "spring26"),
     ("scrub", "LIST", "--campaign", "spring26"),
+    ("findings", "list"),
+    ("reconcile", "--cdr", "CDR", "--config", "CONF"),
 ]
 
 
@@ -59,7 +61,14 @@ def test_a_command_that_only_reads_never_creates_the_database(run_cli: Cli, tmp_
     numbers = tmp_path / "list.txt"
     numbers.write_text("06 4567 8901\n", encoding="utf-8")
     output = tmp_path / "out.txt"
-    args = [str(numbers) if a == "LIST" else str(output) if a == "OUT" else a for a in command]
+    cdr = tmp_path / "Master.csv"
+    cdr.write_text('"","0612345678","3331234567","out","","Local/x;2","PJSIP/carrier-00000001","Dial",'
+                   '"PJSIP/3331234567@carrier,10","2026-11-24 10:00:00","","2026-11-24 10:00:05",5,0,'
+                   '"NO ANSWER","DOCUMENTATION","1795514400.1",""\n', encoding="utf-8")
+    config = tmp_path / "rpoguard.toml"
+    config.write_text('[watch]\ntrunks = ["PJSIP/carrier-*"]\n', encoding="utf-8")
+    placeholders = {"LIST": numbers, "OUT": output, "CDR": cdr, "CONF": config}
+    args = [str(placeholders[a]) if a in placeholders else a for a in command]
     code, out, err = run_cli("--db", missing, *args)
     assert code == EXIT_ERROR, (out, err)
     one_line_error(err, f"database not found: {missing}")
