@@ -1,0 +1,3 @@
+-- rpoguard data schema v4 (issue 16): nothing changes in the data file. Its decision-log file gained the
+-- calls' linkedid and the bypass findings (audit/0003_bypass.sql). The version moves all the same, so
+-- that one number names the schema on both backends (PostgreSQL's 0004_bypass.sql holds both changes).
