@@ -251,14 +251,15 @@ class BypassRun:
                 call.decision = f"allow ({mine[-1]['basis']})"
 
     def table(self) -> str:
-        lines = ["| # | call | route | watcher | decision | finding (why; hung up; seconds to report) | "
+        lines = ["| # | call | route | watcher | decision | finding (why; hung up; time to report) | "
                  "what SIPp saw |", "|---|---|---|---|---|---|---|"]
         for index, c in enumerate(self.calls, start=1):
             if c.finding is None:
                 found = "none"
             else:
+                stored_ms = (int(str(c.finding["found_us"])) - int(str(c.finding["at_us"]))) / 1000
                 found = (f"bypass: {c.finding['why']}; hung up {'yes' if c.finding['hung_up'] else 'no'}; "
-                         f"{c.found_after_s:.2f} s")
+                         f"{c.found_after_s:.2f} s from the originate, {stored_ms:.1f} ms from DialBegin")
             lines.append(f"| {index} | {c.label} ({c.e164}) | {c.route} | {c.watched} | {c.decision} | {found} | "
                          f"{c.carrier_saw()} |")
         return "\n".join(lines)
