@@ -176,6 +176,8 @@ class FakeAmi:
                 if action and not await self._handle(session, action):
                     return
         except asyncio.CancelledError:
+            # drop() and stop() end a session by cancelling it: that is the session's normal end, as a
+            # restarting Asterisk's; the finally below closes its socket.
             pass
         finally:
             self._sessions.discard(session)
