@@ -16,10 +16,15 @@ from typing import Any
 
 import pytest
 
-from support.browser import REPO, BrowserUnavailable, WebServer, chromium_executable, launch_args, sample_console
-
-# Long enough for a loaded 2-core machine; each wait ends as soon as its condition holds.
-DEFAULT_TIMEOUT_MS = 20_000
+from support.browser import (
+    DEFAULT_TIMEOUT_MS,
+    REPO,
+    BrowserUnavailable,
+    WebServer,
+    chromium_executable,
+    launch_args,
+    sample_console,
+)
 
 
 def artifacts_dir() -> Path:

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 START_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
+# Playwright's waits: long enough for a loaded 2-core machine; each ends as soon as its condition holds.
+DEFAULT_TIMEOUT_MS = 20_000
 ROME = ZoneInfo("Europe/Rome")
 # `rpoguard web`'s start-up line names where it listens, after the bind: "... listening on http://HOST:PORT".
 LISTENING = re.compile(rb"listening on (?:https?://)?(?:\[[0-9a-fA-F:]+\]|[^\s:/]+):(\d+)")
