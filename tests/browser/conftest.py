@@ -8,6 +8,7 @@ fail: CI must run them (scripts/test installs both)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Generator, Iterator
@@ -57,52 +58,82 @@ def browser(chromium: str) -> Iterator[Any]:
 def console(cli_script: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     """`rpoguard web` over the sample store (tests/support/browser.py), for every test of the module."""
     folder = tmp_path_factory.mktemp("console")
-    try:
-        with sample_console(cli_script, folder) as server:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(sample_console(cli_script, folder))
+        except RuntimeError as exc:
+            failed = str(exc)  # reported below, outside this handler: the message alone says what went wrong
+        else:
             yield server
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+            return
+    pytest.fail(failed, pytrace=False)
+
+
+class Contexts:
+    """Makes browser contexts (each with its own cookie jar: its own session) on the console and remembers
+    them: the failure hook photographs their pages, the fixture closes them."""
+
+    def __init__(self, browser: Any, base_url: str) -> None:
+        self.browser = browser
+        self.base_url = base_url
+        self.made: list[Any] = []
+
+    def __call__(self, **options: Any) -> Any:
+        context = self.browser.new_context(base_url=self.base_url, locale="it-IT", timezone_id="Europe/Rome",
+                                           **options)
+        context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+        self.made.append(context)
+        return context
+
+    def pages(self) -> list[Any]:
+        return [page for context in self.made for page in context.pages if not page.is_closed()]
 
 
 @pytest.fixture
-def new_context(browser: Any, console: WebServer) -> Iterator[Any]:
-    """Make browser contexts (each with its own cookie jar) on the console; all closed after the test."""
-    made: list[Any] = []
-
-    def make(**options: Any) -> Any:
-        context = browser.new_context(base_url=console.base_url, locale="it-IT", timezone_id="Europe/Rome",
-                                      **options)
-        context.set_default_timeout(DEFAULT_TIMEOUT_MS)
-        made.append(context)
-        return context
-
-    yield make
-    for context in made:
+def new_context(browser: Any, console: WebServer) -> Iterator[Contexts]:
+    contexts = Contexts(browser, console.base_url)
+    yield contexts
+    for context in contexts.made:
         context.close()
 
 
 @pytest.fixture
-def page(new_context: Any) -> Any:
+def page(new_context: Contexts) -> Any:
     return new_context().new_page()
+
+
+def save_page(page: Any, stem: str) -> str:
+    """A full-page screenshot and the HTML of `page`; says where they are, or why they could not be saved."""
+    folder = artifacts_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    png, html = folder / f"{stem}.png", folder / f"{stem}.html"
+    saved = [f"page at {page.url}"]
+    try:
+        page.screenshot(path=str(png), full_page=True)
+        saved.append(f"  screenshot: {png}")
+        html.write_text(page.content(), encoding="utf-8")
+        saved.append(f"  html: {html}")
+    except Exception as exc:  # the page may be what broke; the failure itself must still be reported
+        saved.append(f"  could not save the page ({type(exc).__name__}: {exc})")
+    return "\n".join(saved)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """A failing test leaves what its page showed: a full-page screenshot and the HTML, named in the report."""
+    """A failing test leaves what its pages showed: a full-page screenshot and the HTML of each, named in the
+    failure output."""
     report = yield
-    page = getattr(item, "funcargs", {}).get("page")
-    if report.failed and report.when in ("setup", "call") and page is not None and not page.is_closed():
-        folder = artifacts_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)
-        png, html = folder / f"{stem}.png", folder / f"{stem}.html"
-        saved = []
-        try:
-            page.screenshot(path=str(png), full_page=True)
-            saved.append(f"screenshot: {png}")
-            html.write_text(page.content(), encoding="utf-8")
-            saved.append(f"html: {html}")
-        except Exception as exc:  # the page may be what broke; the failure itself must still be reported
-            saved.append(f"could not save the page ({type(exc).__name__}: {exc})")
-        report.sections.append(("browser artifacts", f"page at {page.url}\n" + "\n".join(saved)))
+    if not (report.failed and report.when in ("setup", "call")):
+        return report
+    funcargs = getattr(item, "funcargs", {})
+    pages = funcargs["new_context"].pages() if isinstance(funcargs.get("new_context"), Contexts) else []
+    if funcargs.get("page") is not None and funcargs["page"] not in pages and not funcargs["page"].is_closed():
+        pages.insert(0, funcargs["page"])
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)
+    saved = [save_page(page, stem if n == 0 else f"{stem}.{n}") for n, page in enumerate(pages)]
+    if saved:
+        report.sections.append(("browser artifacts", "\n".join(saved)))
+    server = funcargs.get("console")
+    if isinstance(server, WebServer):
+        report.sections.append(("rpoguard web log (last 40 lines)", "\n".join(server.log_text().splitlines()[-40:])))
     return report
