@@ -143,3 +143,14 @@ DIALPLAN_TEXT: Final = {
     DIALPLAN_NOT_VISIBLE: "a switch looks extensions up outside the dialplan (e.g. Realtime), where this audit "
                           "cannot see whether they ask the gate",
 }
+
+# -- the console (issue 17, docs/console.md): users' roles and the changes recorded with their user --------
+ROLE_VIEWER: Final = "viewer"  # reads every page
+ROLE_OPERATOR: Final = "operator"  # also imports and manages consents, contracts and refusals
+ROLE_ADMIN: Final = "admin"  # also manages principals, campaigns and users
+ROLES: Final = (ROLE_VIEWER, ROLE_OPERATOR, ROLE_ADMIN)  # in rising order of power
+CHANGE_USER_ADD: Final = "user.add"
+CHANGE_USER_PASSWD: Final = "user.passwd"  # noqa: S105 -- an action's name, not a password
+CHANGE_USER_DISABLE: Final = "user.disable"
+CHANGE_USER_ENABLE: Final = "user.enable"
+CHANGE_USER_ROLE: Final = "user.role"
