@@ -286,6 +286,9 @@ def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(19)]
 
 
+_INSERT_CHANGE = f"{CHANGE_INSERT} VALUES ($1, $2, $3, $4, $5::jsonb)"
+
+
 # The list queries' PostgreSQL parts: one database, DATE columns, text sorted by bytes as SQLite does.
 _LISTS = ListDialect(
     optouts="optouts",
@@ -953,14 +956,16 @@ class PostgresStore(ListQueries, Store):
 
     # -- the console's users and the record of its changes ----------------------------------------------
 
-    async def add_user(self, name: str, role: str, password_hash: str, at_us: int) -> None:
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
         check_user_name(name)
         check_role(role)
         if not password_hash:
             raise ValueError(f"user {name!r}: an empty password hash")
+        values = change_values(change) if change is not None else None
 
         async def work() -> None:
-            async with self.pool.acquire() as con:
+            async with self.pool.acquire() as con, con.transaction():
                 # Any unique index refuses it: the name itself, or the same name in another case.
                 added = await con.fetchval(
                     "INSERT INTO console_users (name, role, password_hash, disabled, created_us, changed_us)"
@@ -969,6 +974,8 @@ class PostgresStore(ListQueries, Store):
                 if added is None:
                     raise RecordConflict(user_taken(name, await con.fetchval(*_named(USER_FOLDED_SQL,
                                                                                       {"name": name}))))
+                if values is not None:
+                    await con.execute(_INSERT_CHANGE, *values)
 
         await self._call(work)
 
@@ -977,16 +984,22 @@ class PostgresStore(ListQueries, Store):
         return web_user(row) if row is not None else None
 
     async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
-                          disabled: bool | None = None) -> None:
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
         sql, params = user_update_query(name, at_us, role, password_hash, disabled)
-        status = await self._call(lambda: self.pool.execute(*_named(sql, params)))
-        if _count(status) == 0:
-            raise NotFoundError(f"user {name!r} does not exist")
+        values = change_values(change) if change is not None else None
+
+        async def work() -> None:
+            async with self.pool.acquire() as con, con.transaction():
+                if _count(await con.execute(*_named(sql, params))) == 0:
+                    raise NotFoundError(f"user {name!r} does not exist")
+                if values is not None:
+                    await con.execute(_INSERT_CHANGE, *values)
+
+        await self._call(work)
 
     async def record_change(self, change: ConsoleChange) -> int:
         values = change_values(change)
-        return int(await self._call(lambda: self.pool.fetchval(
-            f"{CHANGE_INSERT} VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id", *values)))
+        return int(await self._call(lambda: self.pool.fetchval(f"{_INSERT_CHANGE} RETURNING id", *values)))
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -297,6 +297,7 @@ def _answers_owner_note(con: sqlite3.Connection) -> str | None:
     return answers_owner_note(AnswerOwnership(answers, attributed, principals, files))
 
 
+_INSERT_CHANGE = f"{CHANGE_INSERT} VALUES (?, ?, ?, ?, ?)"
 _INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({','.join('?' * 19)})"
 
 
@@ -1010,11 +1011,13 @@ class SqliteStore(ListQueries, Store):
 
     # -- the console's users and the record of its changes (the data file) ----------------------------------
 
-    async def add_user(self, name: str, role: str, password_hash: str, at_us: int) -> None:
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
         check_user_name(name)
         check_role(role)
         if not password_hash:
             raise ValueError(f"user {name!r}: an empty password hash")
+        values = change_values(change) if change is not None else None
         async with self._transaction():
             taken = await self._fetchone(USER_FOLDED_SQL, {"name": name})
             if taken is not None:
@@ -1022,6 +1025,8 @@ class SqliteStore(ListQueries, Store):
             await self.db.execute(
                 "INSERT INTO console_users (name, role, password_hash, disabled, created_us, changed_us)"
                 " VALUES (?, ?, ?, 0, ?, ?)", (name, role, password_hash, at_us, at_us))
+            if values is not None:
+                await self.db.execute(_INSERT_CHANGE, values)
 
     async def get_user(self, name: str) -> WebUser | None:
         try:
@@ -1031,18 +1036,20 @@ class SqliteStore(ListQueries, Store):
         return web_user(row) if row is not None else None
 
     async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
-                          disabled: bool | None = None) -> None:
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
         sql, params = user_update_query(name, at_us, role, password_hash, disabled)
+        values = change_values(change) if change is not None else None
         async with self._transaction():
             cursor = await self.db.execute(sql, params)
             if cursor.rowcount == 0:
                 raise NotFoundError(f"user {name!r} does not exist")
+            if values is not None:
+                await self.db.execute(_INSERT_CHANGE, values)
 
     async def record_change(self, change: ConsoleChange) -> int:
         values = change_values(change)
         async with self._transaction():
-            cursor = await self.db.execute(
-                f"{CHANGE_INSERT} VALUES (?, ?, ?, ?, ?)", values)
+            cursor = await self.db.execute(_INSERT_CHANGE, values)
         assert cursor.lastrowid is not None
         return int(cursor.lastrowid)
 

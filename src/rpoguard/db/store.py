@@ -558,9 +558,10 @@ class Store(ABC):
     # -- the console's users and the record of its changes (docs/console.md) -----------------------------
 
     @abstractmethod
-    async def add_user(self, name: str, role: str, password_hash: str, at_us: int) -> None:
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
         """Add a console user; RecordConflict if the name (in any case) is taken, ValueError for a bad name or
-        role."""
+        role. `change`: recorded in the same transaction (both happen, or neither)."""
 
     @abstractmethod
     async def get_user(self, name: str) -> WebUser | None:
@@ -572,8 +573,9 @@ class Store(ABC):
 
     @abstractmethod
     async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
-                          disabled: bool | None = None) -> None:
-        """Change what is given (at least one) and set changed_us; NotFoundError if there is no such user."""
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        """Change what is given (at least one) and set changed_us; NotFoundError if there is no such user.
+        `change`: recorded in the same transaction (both happen, or neither)."""
 
     @abstractmethod
     async def record_change(self, change: ConsoleChange) -> int:

@@ -186,8 +186,9 @@ class SupervisedStore:
 
     # -- what the console uses (users, and the record of the changes made through it) -----------------------
 
-    async def add_user(self, name: str, role: str, password_hash: str, at_us: int) -> None:
-        await self._current().add_user(name, role, password_hash, at_us)
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        await self._current().add_user(name, role, password_hash, at_us, change=change)
 
     async def get_user(self, name: str) -> WebUser | None:
         return await self._current().get_user(name)
@@ -196,9 +197,9 @@ class SupervisedStore:
         return self._current().list_users()
 
     async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
-                          disabled: bool | None = None) -> None:
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
         await self._current().update_user(name, at_us=at_us, role=role, password_hash=password_hash,
-                                          disabled=disabled)
+                                          disabled=disabled, change=change)
 
     async def record_change(self, change: ConsoleChange) -> int:
         return await self._current().record_change(change)
