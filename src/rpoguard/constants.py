@@ -172,17 +172,16 @@ DIALPLAN_TEXT: Final = {
                           "cannot see whether they ask the gate",
 }
 
-# -- the console (rpoguard web): roles, in rising order of power, and what a change made through it is
-ROLE_VIEWER: Final = "viewer"
-ROLE_OPERATOR: Final = "operator"
-ROLE_ADMIN: Final = "admin"
-ROLES: Final = (ROLE_VIEWER, ROLE_OPERATOR, ROLE_ADMIN)
+# -- the console (docs/console.md): users' roles and the changes recorded with their user --------
+ROLE_VIEWER: Final = "viewer"  # reads every page
+ROLE_OPERATOR: Final = "operator"  # also imports and manages consents, contracts and refusals
+ROLE_ADMIN: Final = "admin"  # also manages principals, campaigns and users
+ROLES: Final = (ROLE_VIEWER, ROLE_OPERATOR, ROLE_ADMIN)  # in rising order of power
 CHANGE_USER_ADD: Final = "user.add"
-CHANGE_USER_PASSWD: Final = "user.passwd"  # noqa: S105 (an action name, not a password)
+CHANGE_USER_PASSWD: Final = "user.passwd"  # noqa: S105 -- an action's name, not a password
 CHANGE_USER_DISABLE: Final = "user.disable"
 CHANGE_USER_ENABLE: Final = "user.enable"
 CHANGE_USER_ROLE: Final = "user.role"
-CHANGE_LOGIN: Final = "session.login"
 CHANGE_PRINCIPAL_ADD: Final = "principal.add"
 CHANGE_CAMPAIGN_ADD: Final = "campaign.add"
 CHANGE_CONSENT_ADD: Final = "consent.add"
