@@ -22,7 +22,16 @@ from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.bypass.match import Allowed
 from rpoguard.db import open_store
 from rpoguard.db.sqlite import audit_path
-from rpoguard.db.store import AttemptCap, Store, StoredFinding, StoreError, StoreUnavailable
+from rpoguard.db.store import (
+    AttemptCap,
+    DecisionFilter,
+    Freshness,
+    Store,
+    StoredFinding,
+    StoredImport,
+    StoreError,
+    StoreUnavailable,
+)
 from rpoguard.db.urls import is_postgres_url
 from rpoguard.policy.model import CampaignFacts, Facts
 
@@ -175,3 +184,25 @@ class SupervisedStore:
     def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
                       limit: int | None = None) -> AsyncIterator[StoredFinding]:
         return self._current().list_findings(since_us=since_us, kind=kind, limit=limit)
+
+    # -- what the web console reads ------------------------------------------------------------------
+
+    async def decision_page(self, flt: DecisionFilter, *, before_seq: int | None, limit: int) -> list[AuditRow]:
+        return await self._current().decision_page(flt, before_seq=before_seq, limit=limit)
+
+    def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:
+        return self._current().decision_rows(flt)
+
+    async def decision_tally(self, after_seq: int, limit: int) -> list[tuple[int, int, str, str]]:
+        return await self._current().decision_tally(after_seq, limit)
+
+    async def first_seq_since(self, ts_us: int) -> int | None:
+        return await self._current().first_seq_since(ts_us)
+
+    async def import_history(self, *, limit: int, before_id: int | None = None,
+                             kind: str | None = None) -> list[StoredImport]:
+        return await self._current().import_history(limit=limit, before_id=before_id, kind=kind)
+
+    async def answer_freshness(self, principal_id: str, now_us: int, validity_us: int,
+                               horizons_days: tuple[int, ...] = (1, 3, 7)) -> Freshness:
+        return await self._current().answer_freshness(principal_id, now_us, validity_us, horizons_days)
