@@ -33,6 +33,7 @@ from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.bypass.match import Allowed
 from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
 from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
+from rpoguard.db.console_queries import ConsoleQueries
 from rpoguard.db.history import (
     CONSENT_CONFLICTS_SQL,
     CONSENT_FILE_CONFLICTS_SQL,
@@ -376,7 +377,7 @@ async def _keep_session(con: asyncpg.Connection) -> None:
     still rolled back by asyncpg before this runs."""
 
 
-class PostgresStore(ListQueries, Store):
+class PostgresStore(ConsoleQueries, ListQueries, Store):
     def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True,
                  anchor: AnchorWriter | None = None) -> None:
         self.create = create
@@ -1005,6 +1006,22 @@ class PostgresStore(ListQueries, Store):
 
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         return self._stream(audit_rows_query(start_us, end_us), audit_row)
+
+    # -- the web console (db/console_queries.py) ------------------------------------------------------
+
+    async def _console_fetch(self, query: Query, *, audit: bool) -> list[Sequence[Any]]:
+        sql, args = _numbered(*query)
+        return list(await self._call(lambda: self.pool.fetch(sql, *args)))
+
+    def _console_stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]:
+        return self._stream(query, convert)
+
+    async def _freshness_row(self, query: Query) -> Sequence[Any]:
+        sql, args = _numbered(*query)
+        row = await self._call(lambda: self.pool.fetchrow(sql, *args))
+        if row is None:
+            raise StoreError(f"{self.where}: the answers' freshness query returned no row")
+        return row
 
     # -- bypass checks --------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from rpoguard.bypass.match import Allowed
 from rpoguard.config import secure_path
 from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
 from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
+from rpoguard.db.console_queries import ConsoleQueries
 from rpoguard.db.history import (
     CONSENT_CONFLICTS_SQL,
     CONSENT_FILE_CONFLICTS_SQL,
@@ -417,7 +418,7 @@ class _SqliteAuditLog:
         self._checkpointer.shutdown(wait=True)
 
 
-class SqliteStore(ListQueries, Store):
+class SqliteStore(ConsoleQueries, ListQueries, Store):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000, create: bool = True,
                  anchor: AnchorWriter | None = None) -> None:
         self.path = str(path)
@@ -1095,6 +1096,37 @@ class SqliteStore(ListQueries, Store):
     def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
                       limit: int | None = None) -> AsyncIterator[StoredFinding]:
         return self._stream(findings_query(since_us, kind, limit), stored_finding, audit=True)
+
+
+    # -- the web console (db/console_queries.py) ------------------------------------------------------
+
+    async def _console_fetch(self, query: Query, *, audit: bool) -> list[Sequence[Any]]:
+        sql, params = query
+        try:
+            return list(await (self.audit_db if audit else self.read_db).execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.audit_path if audit else self.path) from exc
+
+    def _console_stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]:
+        return self._stream(query, convert, audit=True)
+
+    async def _freshness_row(self, query: Query) -> Sequence[Any]:
+        # Minutes on a large store: its own connection in a thread, so that the pages' connections (one
+        # thread each) never queue behind it.
+        def run() -> Sequence[Any]:
+            # mode=rw: never creates a file that went missing meanwhile.
+            con = sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=rw", uri=True)
+            try:
+                con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                con.execute("ATTACH DATABASE ? AS audit", (Path(self.audit_path).resolve().as_uri() + "?mode=rw",))
+                return con.execute(*query).fetchone()
+            finally:
+                con.close()
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
 
 
 # An earlier import of the same file (import_records.repeat_sql): detail is JSON text here.

@@ -372,6 +372,57 @@ class ConsoleChange:
     id: int | None = None
 
 
+# -- what the web console reads (db/console_queries.py) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilter:
+    """Which decisions a console page shows; every field that is not None must match."""
+
+    start_us: int | None = None  # half-open [start, end) on the decision's time (ts_us)
+    end_us: int | None = None
+    number: str | None = None  # E.164
+    campaign_id: str | None = None
+    principal_id: str | None = None
+    decision: str | None = None  # allow / block
+    reason: str | None = None  # any of the row's reasons
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImport:
+    """One import as the console lists it, with its input files."""
+
+    id: int
+    kind: str
+    imported_us: int
+    checked_us: int | None
+    principal_id: str | None
+    rows_read: int
+    rows_stored: int
+    rows_rejected: int
+    detail: dict[str, object]
+    files: tuple[ImportFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """One principal's RPO answers at `as_of_us`, over the numbers `registry due` considers for it (every
+    number the store knows for the principal)."""
+
+    principal_id: str
+    numbers: int  # numbers considered
+    expiring: dict[int, int]  # days -> numbers whose latest answer is valid now and expires within that many days
+    expired: int  # numbers whose latest answer is no longer valid
+    as_of_us: int
+    none: int = 0  # numbers with no answer of this principal at all (due like the expired ones)
+
+    @property
+    def due(self) -> int:
+        """What `registry due` lists today: no valid answer."""
+        return self.expired + self.none
+
+
 class Store(ABC):
     """Async storage for facts, evidence and the decision log."""
 
@@ -529,6 +580,39 @@ class Store(ABC):
     @abstractmethod
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         """Rows in sequence order, optionally limited to start <= time < end."""
+
+    # -- the web console (db/console_queries.py): each page's read costs the same on a log of any size ----
+
+    @abstractmethod
+    async def decision_page(self, flt: DecisionFilter, *, before_seq: int | None, limit: int) -> list[AuditRow]:
+        """At most `limit` decisions matching `flt`, newest first (by time, then seq: the seq order unless
+        the clock stepped back), after the row `before_seq` in that order (keyset: page 100,000 costs
+        what page 1 does)."""
+
+    @abstractmethod
+    def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:
+        """Every decision matching `flt`, oldest first (by time, then seq), streamed (the CSV export)."""
+
+    @abstractmethod
+    async def decision_tally(self, after_seq: int, limit: int) -> list[tuple[int, int, str, str]]:
+        """(seq, ts_us, decision, primary reason or "") of at most `limit` rows after `after_seq`, in seq
+        order: what the console's counts catch up from."""
+
+    @abstractmethod
+    async def first_seq_since(self, ts_us: int) -> int | None:
+        """The seq of the first decision at or after `ts_us` (in time order), or None."""
+
+    @abstractmethod
+    async def import_history(self, *, limit: int, before_id: int | None = None,
+                             kind: str | None = None) -> list[StoredImport]:
+        """At most `limit` imports, newest first, older than `before_id` when given, of one kind when given."""
+
+    @abstractmethod
+    async def answer_freshness(self, principal_id: str, now_us: int, validity_us: int,
+                               horizons_days: tuple[int, ...] = (1, 3, 7)) -> Freshness:
+        """How fresh the principal's RPO answers are at `now_us`, an answer being valid `validity_us` after
+        its check. Reads every number the store knows for the principal: seconds to minutes on a large
+        store, so the console computes it in the background (web/rollup.py), never inside a request."""
 
     # -- bypass checks (docs/bypass.md) ----------------------------------------------------------------
 

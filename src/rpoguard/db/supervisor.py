@@ -25,8 +25,11 @@ from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
     AttemptCap,
     ConsoleChange,
+    DecisionFilter,
+    Freshness,
     Store,
     StoredFinding,
+    StoredImport,
     StoreError,
     StoreUnavailable,
     WebUser,
@@ -207,3 +210,25 @@ class SupervisedStore:
     def list_changes(self, *, since_us: int | None = None, user: str | None = None,
                      limit: int | None = None) -> AsyncIterator[ConsoleChange]:
         return self._current().list_changes(since_us=since_us, user=user, limit=limit)
+
+    # -- what the web console reads ------------------------------------------------------------------
+
+    async def decision_page(self, flt: DecisionFilter, *, before_seq: int | None, limit: int) -> list[AuditRow]:
+        return await self._current().decision_page(flt, before_seq=before_seq, limit=limit)
+
+    def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:
+        return self._current().decision_rows(flt)
+
+    async def decision_tally(self, after_seq: int, limit: int) -> list[tuple[int, int, str, str]]:
+        return await self._current().decision_tally(after_seq, limit)
+
+    async def first_seq_since(self, ts_us: int) -> int | None:
+        return await self._current().first_seq_since(ts_us)
+
+    async def import_history(self, *, limit: int, before_id: int | None = None,
+                             kind: str | None = None) -> list[StoredImport]:
+        return await self._current().import_history(limit=limit, before_id=before_id, kind=kind)
+
+    async def answer_freshness(self, principal_id: str, now_us: int, validity_us: int,
+                               horizons_days: tuple[int, ...] = (1, 3, 7)) -> Freshness:
+        return await self._current().answer_freshness(principal_id, now_us, validity_us, horizons_days)
