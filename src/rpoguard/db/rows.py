@@ -496,8 +496,8 @@ class ListQueries(ABC):
         return self._stream(users_query(self.list_dialect), web_user)
 
     def list_changes(self, *, since_us: int | None = None, user: str | None = None,
-                     limit: int | None = None) -> AsyncIterator[ConsoleChange]:
-        return self._stream(changes_query(since_us, user, limit), console_change)
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        return self._stream(changes_query(since_us, user, limit, action), console_change)
 
 
 # -- the console's users and the record of its changes (docs/console.md) -------------------------------------
@@ -544,9 +544,10 @@ def user_update_query(name: str, at_us: int, role: str | None, password_hash: st
             {**dict(sets), "at": at_us, "name": name})
 
 
-def changes_query(since_us: int | None, user: str | None, limit: int | None) -> Query:
+def changes_query(since_us: int | None, user: str | None, limit: int | None, action: str | None = None) -> Query:
     return _query(f"SELECT {CHANGE_COLUMNS} FROM console_changes",
-                  [("at_us >= :since", "since", since_us), ("user_name = :user", "user", user)],
+                  [("at_us >= :since", "since", since_us), ("user_name = :user", "user", user),
+                   ("action = :action", "action", action)],
                   "at_us DESC, id DESC", limit)
 
 

@@ -667,8 +667,9 @@ class Store(ABC):
 
     @abstractmethod
     def list_changes(self, *, since_us: int | None = None, user: str | None = None,
-                     limit: int | None = None) -> AsyncIterator[ConsoleChange]:
-        """Changes newest first; `since_us`: made then or later; `user`: made by that user."""
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        """Changes newest first; `since_us`: made then or later; `user`: made by that user; `action`: of that
+        kind (a CHANGE_* name)."""
 
     # -- the whole database, for `db copy` (db/tables.py) ------------------------------------------------
 

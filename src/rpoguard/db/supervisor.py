@@ -208,8 +208,8 @@ class SupervisedStore:
         return await self._current().record_change(change)
 
     def list_changes(self, *, since_us: int | None = None, user: str | None = None,
-                     limit: int | None = None) -> AsyncIterator[ConsoleChange]:
-        return self._current().list_changes(since_us=since_us, user=user, limit=limit)
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        return self._current().list_changes(since_us=since_us, user=user, limit=limit, action=action)
 
     # -- what the web console reads ------------------------------------------------------------------
 

@@ -157,6 +157,8 @@ CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "event.contract": ("Contratto", "Contract"),
     "event.optout": ("Opposizione / rifiuto", "Refusal"),
     "event.note": ("Nota", "Note"),
+    "event.registered": ("iscritto al RPO", "registered in the RPO"),
+    "event.not_registered": ("non iscritto al RPO", "not registered in the RPO"),
     "event.decision": ("Decisione", "Decision"),
     # forms on the number page
     "form.consent": ("Nuovo consenso", "New consent"),

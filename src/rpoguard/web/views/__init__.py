@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from rpoguard.web.views import auth
+from rpoguard.web.views import admin, auth, decisions, numbers, overview
 
-MODULES = (auth,)
+MODULES = (auth, overview, numbers, decisions, admin)
