@@ -31,8 +31,8 @@ CLI_TIMEOUT = 60.0
 # Playwright's waits: long enough for a loaded 2-core machine; each ends as soon as its condition holds.
 DEFAULT_TIMEOUT_MS = 20_000
 ROME = ZoneInfo("Europe/Rome")
-# `rpoguard web`'s start-up line names where it listens, after the bind: "... listening on http://HOST:PORT".
-LISTENING = re.compile(rb"listening on (?:https?://)?(?:\[[0-9a-fA-F:]+\]|[^\s:/]+):(\d+)")
+# `rpoguard web`'s start-up line, written after the bind: "rpoguard X: console on http://HOST:PORT/ (database ...".
+LISTENING = re.compile(rb"console on http://[^\s/]+:(\d+)/ \(")
 
 # One user per role; the passwords are long enough for the console's minimum.
 USERS: Mapping[str, str] = {
