@@ -50,9 +50,12 @@ def csrf_token_of(page: Any) -> str:
 
 
 def still_logged_in(page: Any, console: WebServer) -> bool:
-    """Whether the page's cookies still open the overview (a session that has ended is sent to the login)."""
+    """Whether the page's cookies still open the overview: a session that has ended is sent to the login."""
     response = page.request.get(f"{console.base_url}/", max_redirects=0)
-    return response.status == 200
+    if response.status in (302, 303) and urlsplit(response.headers["location"]).path == LOGIN_PATH:
+        return False
+    assert response.status == 200, f"GET / answered {response.status}, neither the overview nor the login"
+    return True
 
 
 def test_log_in_lands_on_the_overview_with_the_user_named(page: Any, console: WebServer) -> None:
