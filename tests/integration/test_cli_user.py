@@ -260,3 +260,30 @@ def test_user_commands_on_postgresql(run_cli: Cli, pg_url: str, run: Callable[..
     assert [(c.user, c.action, c.target) for c in changes] == [
         ("cli:marta.dpo", CHANGE_USER_DISABLE, "luca"), ("cli:marta.dpo", CHANGE_USER_ADD, "luca"),
         ("cli:marta.dpo", CHANGE_USER_ADD, "marta")]
+
+
+# -- help and who ran it -------------------------------------------------------------------------------------------
+
+
+def test_user_help_lists_every_action_and_opens_no_database(run_cli: Cli, db_path: Path) -> None:
+    out = ok(run_cli("user", "--help"))
+    assert out.startswith("usage: rpoguard user") and "viewer, operator, admin" in out
+    for action in ("add", "list", "disable", "enable", "passwd", "role"):
+        assert action in out
+        assert ok(run_cli("user", action, "--help")).startswith(f"usage: rpoguard user {action}")
+    assert "--password-stdin" in ok(run_cli("user", "add", "--help"))
+    assert "user" in ok(run_cli("--help"))
+    assert not db_path.exists()
+
+
+def test_a_change_names_cli_alone_when_the_system_cannot_say_who_ran_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rpoguard.cli import user as user_cli
+
+    monkeypatch.setattr(user_cli.getpass, "getuser", lambda: "marta")
+    assert user_cli.cli_user() == "cli:marta"
+
+    def unknown() -> str:
+        raise OSError("No username set in the environment")
+
+    monkeypatch.setattr(user_cli.getpass, "getuser", unknown)
+    assert user_cli.cli_user() == "cli"
