@@ -100,12 +100,12 @@ def test_a_number_searched_in_national_form_opens_its_page(new_context: Any, con
 def test_an_rpo_answer_uploaded_is_in_the_history_and_the_numbers_timeline(
     new_context: Any, console: WebServer, tmp_path: Path
 ) -> None:
-    # A number the sample's answers do not hold: its timeline has no answer before the upload.
+    # A number the sample store knows nothing of: its timeline has no answer before the upload.
     answers = tmp_path / "risposte-rpo-browser.csv"
-    answers.write_text("number,status,registered_at\n+39 055 234 5678,registered,2025-06-01\n", encoding="utf-8")
+    answers.write_text("number,status,registered_at\n+39 011 765 4321,registered,2025-06-01\n", encoding="utf-8")
     sha256 = hashlib.sha256(answers.read_bytes()).hexdigest()
     page = logged_in(new_context, console, "operator")
-    page.goto("/numbers/+390552345678")
+    page.goto("/numbers/+390117654321")
     assert page.locator("ol#timeline > li.event[data-kind=answer]").count() == 0
 
     page.goto("/imports")
@@ -130,7 +130,7 @@ def test_an_rpo_answer_uploaded_is_in_the_history_and_the_numbers_timeline(
     newest = page.locator("table#imports tbody tr").first.inner_text()
     assert answers.name in newest
     assert sha256 in newest
-    page.goto("/numbers/+390552345678")
+    page.goto("/numbers/+390117654321")
     assert page.locator("ol#timeline > li.event[data-kind=answer]").count() == 1
 
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -88,31 +88,34 @@ def cli(script: str, env: Mapping[str, str], folder: Path, *args: str | os.PathL
                           env=dict(env), cwd=folder, input=stdin, timeout=CLI_TIMEOUT, check=False)
 
 
-def today_rome() -> str:
-    return datetime.now(ROME).date().isoformat()
+def prepare_console_db(script: str, env: Mapping[str, str], folder: Path,
+                       earlier: Sequence[tuple[Mapping[str, str], str]] = (), max_attempts: int = 3) -> None:
+    """The sample store: the quick start's principal, campaign, RPO answers (checked two days ago), directory
+    and consents; recorded decisions for CHECKS (made now, as the gate makes them); one user per role.
 
-
-def prepare_console_db(script: str, env: Mapping[str, str], folder: Path) -> None:
-    """The sample store: the quick start's principal, campaign, RPO answers (checked today), directory and
-    consents; recorded decisions for CHECKS (made now, as the gate makes them); one user per role.
-
+    `earlier`: decisions recorded before those, each (extra environment that sets the command's clock, number),
+    in the order given (the screenshot's chart shows them); `max_attempts`: the campaign's cap in 7 days.
     Raises RuntimeError naming the command when one fails."""
-    checked = today_rome()
-    steps: list[tuple[tuple[str | os.PathLike[str], ...], str | None, tuple[int, ...]]] = [
-        (("principal", "add", "acme", "--name", "ACME Energia S.p.A.", "--caller-id", "06 9480 1234"), None, (0,)),
-        (("campaign", "add", "autunno26", "--principal", "acme", "--max-attempts", "3", "--per-days", "7"),
-         None, (0,)),
-        (("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", checked), None, (0,)),
-        (("directory", "import", EXAMPLES / "directory.txt", "--listed-at", checked), None, (0,)),
-        (("consent", "import", EXAMPLES / "consents.csv"), None, (0,)),
+    checked = (datetime.now(ROME).date() - timedelta(days=2)).isoformat()
+    Step = tuple[tuple[str | os.PathLike[str], ...], str | None, tuple[int, ...], Mapping[str, str]]
+    steps: list[Step] = [
+        (("principal", "add", "acme", "--name", "ACME Energia S.p.A.", "--caller-id", "06 9480 1234"),
+         None, (0,), {}),
+        (("campaign", "add", "autunno26", "--principal", "acme", "--max-attempts", str(max_attempts),
+          "--per-days", "7"),
+         None, (0,), {}),
+        (("registry", "import", EXAMPLES / "rpo-answers.csv", "--checked-at", checked), None, (0,), {}),
+        (("directory", "import", EXAMPLES / "directory.txt", "--listed-at", checked), None, (0,), {}),
+        (("consent", "import", EXAMPLES / "consents.csv"), None, (0,), {}),
     ]
+    # 0 ALLOW, 1 BLOCK: both are recorded decisions (the hour of the run decides which).
+    steps += [(("check", number, "--campaign", "autunno26"), None, (0, 1), clock) for clock, number in earlier]
     for number, times in CHECKS.items():
-        # 0 ALLOW, 1 BLOCK: both are recorded decisions (the hour of the run decides which).
-        steps += [(("check", number, "--campaign", "autunno26"), None, (0, 1))] * times
+        steps += [(("check", number, "--campaign", "autunno26"), None, (0, 1), {})] * times
     for role, password in USERS.items():
-        steps.append((("user", "add", role, "--role", role, "--password-stdin"), password + "\n", (0,)))
-    for args, stdin, ok in steps:
-        done = cli(script, env, folder, *args, stdin=stdin)
+        steps.append((("user", "add", role, "--role", role, "--password-stdin"), password + "\n", (0,), {}))
+    for args, stdin, ok, extra in steps:
+        done = cli(script, {**env, **extra}, folder, *args, stdin=stdin)
         if done.returncode not in ok:
             shown = " ".join(map(str, args))
             raise RuntimeError(f"`rpoguard {shown}` exited {done.returncode}:\n{done.stdout}{done.stderr}")
@@ -153,11 +156,12 @@ def start_web(script: str, env: Mapping[str, str], folder: Path, args: Sequence[
 
 
 @contextlib.contextmanager
-def sample_console(script: str, folder: Path) -> Iterator[WebServer]:
+def sample_console(script: str, folder: Path, earlier: Sequence[tuple[Mapping[str, str], str]] = (),
+                   max_attempts: int = 3) -> Iterator[WebServer]:
     """The sample store in `folder` and `rpoguard web` over it; the server is stopped on the way out."""
     db = folder / "console.db"
     env = clean_env(db)
-    prepare_console_db(script, env, folder)
+    prepare_console_db(script, env, folder, earlier, max_attempts)
     server = start_web(script, env, folder)
     try:
         yield server

@@ -10,10 +10,12 @@ import logging
 import os
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from support.browser import (
     DEFAULT_TIMEOUT_MS,
+    ROME,
     BrowserUnavailable,
     chromium_executable,
     launch_args,
@@ -25,6 +27,9 @@ from support.browser import (
 logger = logging.getLogger(__name__)
 
 VIEWPORT = {"width": 1280, "height": 860}
+# The chart covers 48 hours; each earlier call is one `check` process (about a second).
+EARLIER_HOURS = 46
+MAX_EARLIER_CALLS = 60
 
 
 def rpoguard_script() -> str:
@@ -35,13 +40,33 @@ def rpoguard_script() -> str:
     return str(beside)
 
 
+def earlier_calls() -> list[tuple[dict[str, str], str]]:
+    """The last two days' calls, as a call centre makes them (every 20 minutes of working hours, and a few
+    outside), for the chart to show: each recorded by a `check` whose clock libfaketime sets to that moment.
+    Without libfaketime: none (the decisions of now only)."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not found:
+        logger.info("libfaketime is not installed (apt-get install faketime): the chart shows only this hour")
+        return []
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    numbers = ["06 4567 8901", "333 123 4567", "02 1234 5678", "06 4567 8901", "333 123 4567", "347 765 4321"]
+    moments = [now - timedelta(minutes=20 * n) for n in range(EARLIER_HOURS * 3, 0, -1)]
+    working = [m for m in moments if 9 <= m.astimezone(ROME).hour < 20 or (m.minute < 20 and m.hour % 5 == 0)]
+    calls = []
+    for n, moment in enumerate(working[-MAX_EARLIER_CALLS:]):
+        clock = {"LD_PRELOAD": str(found[0]), "FAKETIME": f"@{moment:%Y-%m-%d %H:%M:%S}", "TZ": "UTC"}
+        calls.append((clock, numbers[n % len(numbers)]))
+    return calls
+
+
 def take(out: Path, username: str = "operator") -> None:
     from playwright.sync_api import sync_playwright
 
     chromium = chromium_executable()
     script = rpoguard_script()
     with tempfile.TemporaryDirectory(prefix="rpoguard-screenshot-") as folder, \
-            sample_console(script, Path(folder)) as server, sync_playwright() as playwright:
+            sample_console(script, Path(folder), earlier_calls(), max_attempts=50) as server, \
+            sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=launch_args())
         try:
             context = browser.new_context(viewport=VIEWPORT, locale="it-IT", timezone_id="Europe/Rome")
