@@ -171,6 +171,7 @@ class ImportJob:
     # Set when the import landed but the console change could not be recorded.
     record_error: str | None = None
     progress: JobProgress = field(default_factory=lambda: JobProgress(0))
+    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def as_json(self) -> dict[str, object]:
         """What the job's page script polls (/imports/jobs/<id>.json)."""
@@ -295,6 +296,12 @@ class ImportJobs:
     def get(self, job_id: str) -> ImportJob | None:
         return self._jobs.get(job_id)
 
+    async def wait(self, job_id: str) -> ImportJob:
+        """The job once it has finished (done or failed) and its change is recorded."""
+        job = self._jobs[job_id]
+        await job.finished.wait()
+        return job
+
     def jobs(self) -> list[ImportJob]:
         """The jobs known, newest first."""
         return list(reversed(self._jobs.values()))
@@ -329,6 +336,7 @@ class ImportJobs:
                 await self._run(job)
             finally:
                 self._discard_files(job)
+                job.finished.set()
 
     async def _run(self, job: ImportJob) -> None:
         job.waiting = False
