@@ -23,11 +23,13 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
+
+from aiohttp import web
 
 from rpoguard.config import Config
 from rpoguard.constants import (
@@ -62,6 +64,7 @@ from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, read_observer
 from rpoguard.web.upload import UploadedFile, remove_upload_dir
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JOB_RUNNING = "running"
 JOB_DONE = "done"
@@ -236,31 +239,40 @@ async def run_import(store: Store, kind: str, files: Sequence[UploadedFile], par
     raise ImportRequestError(f"unknown import kind {kind!r}")
 
 
-def _in_thread(work: Callable[[], Awaitable[ImportResult]]) -> asyncio.Future[ImportResult]:
-    """Run `work` on a new event loop in a daemon thread: stopping the console must not wait for an import
-    (it is one transaction: an unfinished one leaves the previous data in place)."""
+def in_own_thread(work: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+    """Run `work` on a new event loop in a daemon thread, for long Python work (an import, a walk of the
+    decision log) that must not hold the console's loop. A daemon: stopping the console need not wait for
+    it, since an import is one transaction (an unfinished one leaves the previous data in place)."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[ImportResult] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: ImportResult | None, error: BaseException | None) -> None:
+    def settle(result: T | None, error: BaseException | None) -> None:
         if future.done():
             return
         if error is not None:
             future.set_exception(error)
         else:
-            assert result is not None
-            future.set_result(result)
+            future.set_result(result)  # type: ignore[arg-type]
 
     def body() -> None:
+        result: T | None = None
+        error: BaseException | None = None
         try:
             result = asyncio.run(work())
-        except BaseException as exc:  # handed to the waiting job, which reports it
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
+        except BaseException as exc:  # handed to the waiting task, which reports it
+            error = exc
+        # The console may have stopped meanwhile: nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=body, name="rpoguard-import", daemon=True).start()
+    threading.Thread(target=body, name="rpoguard-background", daemon=True).start()
     return future
+
+
+def own_store(config: Config) -> StoreOpener:
+    """A store of its own for work run by in_own_thread, on the configured database. Without an anchor
+    writer: imports and the log's verification never write the decision log."""
+    return lambda: open_store(config.db, create=False)
 
 
 class ImportJobs:
@@ -271,8 +283,7 @@ class ImportJobs:
     def __init__(self, store: Store, config: Config, *, opener: StoreOpener | None = None) -> None:
         self.store = store
         self.config = config
-        # Imports never write the decision log, so their store needs no anchor writer.
-        self._opener = opener or (lambda: open_store(config.db, create=False))
+        self._opener = opener or own_store(config)
         self._jobs: OrderedDict[str, ImportJob] = OrderedDict()
         self._queue: asyncio.Queue[ImportJob] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -350,7 +361,7 @@ class ImportJobs:
                                         self.config.rpo_validity_days)
 
         try:
-            summary, problems = await _in_thread(work)
+            summary, problems = await in_own_thread(work)
         except ImportRejected as exc:
             self._fail(job, f"import rejected: {exc}. " + (
                 "Fix the rows listed, or tick 'skip invalid rows' to import the rest." if exc.skippable else
@@ -419,3 +430,7 @@ class ImportJobs:
         for file in job.files:
             with contextlib.suppress(FileNotFoundError):
                 file.path.unlink()
+
+
+# Where the application keeps its ImportJobs (views/imports.py makes it at start-up).
+IMPORT_JOBS = web.AppKey("import_jobs", ImportJobs)
