@@ -24,6 +24,7 @@ from rpoguard.cli import (
     registry,
     servers,
     watch,
+    web,
 )
 
 DESCRIPTION = """\
@@ -62,7 +63,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, watch,
-          reconcile, findings, dialplan, audit, database)
+          reconcile, findings, dialplan, audit, database, web)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.bypass.match import Allowed
 from rpoguard.constants import SOURCE_CLI, SOURCE_IMPORT
 from rpoguard.db.audit_writer import AuditWriter, Outcome, Queued, anchor_group, cap_windows, chain_group
+from rpoguard.db.console_queries import ConsoleQueries
 from rpoguard.db.history import (
     CONSENT_CONFLICTS_SQL,
     CONSENT_FILE_CONFLICTS_SQL,
@@ -63,9 +64,12 @@ from rpoguard.db.import_records import (
 from rpoguard.db.rows import (
     AUDIT_COLUMNS,
     BATCH,
+    CHANGE_INSERT,
     DUE_STALE,
     FINDING_COLUMNS,
     LATEST_LISTING_SQL,
+    USER_FOLDED_SQL,
+    USER_SQL,
     ListDialect,
     ListQueries,
     Query,
@@ -75,6 +79,7 @@ from rpoguard.db.rows import (
     audit_row,
     audit_rows_query,
     batches,
+    change_values,
     due_source,
     facts_from_document,
     finding_values,
@@ -84,6 +89,9 @@ from rpoguard.db.rows import (
     read_evidence,
     refuse_older_extract,
     stored_finding,
+    user_taken,
+    user_update_query,
+    web_user,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -103,6 +111,7 @@ from rpoguard.db.store import (
     RPO_ANSWERS,
     AttemptCap,
     ConsentRecord,
+    ConsoleChange,
     ContractOutcome,
     ContractRecord,
     DatabaseNotFound,
@@ -120,6 +129,9 @@ from rpoguard.db.store import (
     StoredFinding,
     StoreError,
     StoreUnavailable,
+    WebUser,
+    check_role,
+    check_user_name,
 )
 from rpoguard.db.tables import Table, TableRows, select_sql, to_common
 from rpoguard.db.upgrade import (
@@ -275,6 +287,9 @@ def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(19)]
 
 
+_INSERT_CHANGE = f"{CHANGE_INSERT} VALUES ($1, $2, $3, $4, $5::jsonb)"
+
+
 # The list queries' PostgreSQL parts: one database, DATE columns, text sorted by bytes as SQLite does.
 _LISTS = ListDialect(
     optouts="optouts",
@@ -362,7 +377,7 @@ async def _keep_session(con: asyncpg.Connection) -> None:
     still rolled back by asyncpg before this runs."""
 
 
-class PostgresStore(ListQueries, Store):
+class PostgresStore(ConsoleQueries, ListQueries, Store):
     def __init__(self, url: str, *, pool_min: int = POOL_MIN, pool_max: int = POOL_MAX, create: bool = True,
                  anchor: AnchorWriter | None = None) -> None:
         self.create = create
@@ -940,10 +955,73 @@ class PostgresStore(ListQueries, Store):
         except _DB_ERRORS as exc:
             raise _pg_error(exc, self.where) from exc
 
+    # -- the console's users and the record of its changes ----------------------------------------------
+
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        check_user_name(name)
+        check_role(role)
+        if not password_hash:
+            raise ValueError(f"user {name!r}: an empty password hash")
+        values = change_values(change) if change is not None else None
+
+        async def work() -> None:
+            async with self.pool.acquire() as con, con.transaction():
+                # Any unique index refuses it: the name itself, or the same name in another case.
+                added = await con.fetchval(
+                    "INSERT INTO console_users (name, role, password_hash, disabled, created_us, changed_us)"
+                    " VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT DO NOTHING RETURNING name",
+                    name, role, password_hash, at_us)
+                if added is None:
+                    raise RecordConflict(user_taken(name, await con.fetchval(*_named(USER_FOLDED_SQL,
+                                                                                      {"name": name}))))
+                if values is not None:
+                    await con.execute(_INSERT_CHANGE, *values)
+
+        await self._call(work)
+
+    async def get_user(self, name: str) -> WebUser | None:
+        row = await self._call(lambda: self.pool.fetchrow(*_named(USER_SQL, {"name": name})))
+        return web_user(row) if row is not None else None
+
+    async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        sql, params = user_update_query(name, at_us, role, password_hash, disabled)
+        values = change_values(change) if change is not None else None
+
+        async def work() -> None:
+            async with self.pool.acquire() as con, con.transaction():
+                if _count(await con.execute(*_named(sql, params))) == 0:
+                    raise NotFoundError(f"user {name!r} does not exist")
+                if values is not None:
+                    await con.execute(_INSERT_CHANGE, *values)
+
+        await self._call(work)
+
+    async def record_change(self, change: ConsoleChange) -> int:
+        values = change_values(change)
+        return int(await self._call(lambda: self.pool.fetchval(f"{_INSERT_CHANGE} RETURNING id", *values)))
+
     # -- the decision log --------------------------------------------------------------------------
 
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         return self._stream(audit_rows_query(start_us, end_us), audit_row)
+
+    # -- the web console (db/console_queries.py) ------------------------------------------------------
+
+    async def _console_fetch(self, query: Query, *, audit: bool) -> list[Sequence[Any]]:
+        sql, args = _numbered(*query)
+        return list(await self._call(lambda: self.pool.fetch(sql, *args)))
+
+    def _console_stream(self, query: Query, convert: Callable[[Any], T]) -> AsyncIterator[T]:
+        return self._stream(query, convert)
+
+    async def _freshness_row(self, query: Query) -> Sequence[Any]:
+        sql, args = _numbered(*query)
+        row = await self._call(lambda: self.pool.fetchrow(sql, *args))
+        if row is None:
+            raise StoreError(f"{self.where}: the answers' freshness query returned no row")
+        return row
 
     # -- bypass checks --------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ importers and the CLI never change with the backend.
 from __future__ import annotations
 
 import asyncio
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from types import TracebackType
 
 from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.bypass.match import Allowed
+from rpoguard.constants import ROLES
 from rpoguard.db.tables import Table, TableRows
 from rpoguard.policy.model import CampaignFacts, Facts
 
@@ -323,6 +325,104 @@ class StoredFinding:
     id: int | None = None
 
 
+# -- the console's users and the record of changes made through it (docs/console.md) -------------------------
+
+USER_NAME_MAX = 64
+_USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+
+
+def check_user_name(name: str) -> str:
+    """A console user's name as given, or ValueError saying why it is refused."""
+    if not _USER_NAME.fullmatch(name):
+        raise ValueError(f"user name {name!r} is not valid: 1 to {USER_NAME_MAX} characters of letters, digits, "
+                         "'.', '_', '@' and '-'")
+    return name
+
+
+def check_role(role: str) -> str:
+    """A role as given, or ValueError naming the roles there are."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not valid: one of {', '.join(ROLES)}")
+    return role
+
+
+@dataclass(frozen=True, slots=True)
+class WebUser:
+    """A console user. A disabled user is kept (its changes still name it) but cannot log in."""
+
+    name: str
+    role: str
+    # Never in a repr: a user object may end up in a log line or a traceback.
+    password_hash: str = field(repr=False)
+    disabled: bool
+    created_us: int
+    changed_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleChange:
+    """One change made through the console or `rpoguard user`, with who made it (the DPO's record). `detail`
+    says what changed, never a password or its hash."""
+
+    at_us: int
+    user: str  # the console user, or cli:<login name> for `rpoguard user`
+    action: str  # a CHANGE_* name (rpoguard.constants)
+    target: str  # what was changed: a user's name, a number, a principal...
+    detail: dict[str, object]
+    id: int | None = None
+
+
+# -- what the web console reads (db/console_queries.py) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilter:
+    """Which decisions a console page shows; every field that is not None must match."""
+
+    start_us: int | None = None  # half-open [start, end) on the decision's time (ts_us)
+    end_us: int | None = None
+    number: str | None = None  # E.164
+    campaign_id: str | None = None
+    principal_id: str | None = None
+    decision: str | None = None  # allow / block
+    reason: str | None = None  # any of the row's reasons
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImport:
+    """One import as the console lists it, with its input files."""
+
+    id: int
+    kind: str
+    imported_us: int
+    checked_us: int | None
+    principal_id: str | None
+    rows_read: int
+    rows_stored: int
+    rows_rejected: int
+    detail: dict[str, object]
+    files: tuple[ImportFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """One principal's RPO answers at `as_of_us`, over the numbers `registry due` considers for it (every
+    number the store knows for the principal)."""
+
+    principal_id: str
+    numbers: int  # numbers considered
+    expiring: dict[int, int]  # days -> numbers whose latest answer is valid now and expires within that many days
+    expired: int  # numbers whose latest answer is no longer valid
+    as_of_us: int
+    none: int = 0  # numbers with no answer of this principal at all (due like the expired ones)
+
+    @property
+    def due(self) -> int:
+        """What `registry due` lists today: no valid answer."""
+        return self.expired + self.none
+
+
 class Store(ABC):
     """Async storage for facts, evidence and the decision log."""
 
@@ -481,6 +581,39 @@ class Store(ABC):
     def audit_rows(self, start_us: int | None = None, end_us: int | None = None) -> AsyncIterator[AuditRow]:
         """Rows in sequence order, optionally limited to start <= time < end."""
 
+    # -- the web console (db/console_queries.py): each page's read costs the same on a log of any size ----
+
+    @abstractmethod
+    async def decision_page(self, flt: DecisionFilter, *, before_seq: int | None, limit: int) -> list[AuditRow]:
+        """At most `limit` decisions matching `flt`, newest first (by time, then seq: the seq order unless
+        the clock stepped back), after the row `before_seq` in that order (keyset: page 100,000 costs
+        what page 1 does)."""
+
+    @abstractmethod
+    def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:
+        """Every decision matching `flt`, oldest first (by time, then seq), streamed (the CSV export)."""
+
+    @abstractmethod
+    async def decision_tally(self, after_seq: int, limit: int) -> list[tuple[int, int, str, str]]:
+        """(seq, ts_us, decision, primary reason or "") of at most `limit` rows after `after_seq`, in seq
+        order: what the console's counts catch up from."""
+
+    @abstractmethod
+    async def first_seq_since(self, ts_us: int) -> int | None:
+        """The seq of the first decision at or after `ts_us` (in time order), or None."""
+
+    @abstractmethod
+    async def import_history(self, *, limit: int, before_id: int | None = None,
+                             kind: str | None = None) -> list[StoredImport]:
+        """At most `limit` imports, newest first, older than `before_id` when given, of one kind when given."""
+
+    @abstractmethod
+    async def answer_freshness(self, principal_id: str, now_us: int, validity_us: int,
+                               horizons_days: tuple[int, ...] = (1, 3, 7)) -> Freshness:
+        """How fresh the principal's RPO answers are at `now_us`, an answer being valid `validity_us` after
+        its check. Reads every number the store knows for the principal: seconds to minutes on a large
+        store, so the console computes it in the background (web/rollup.py), never inside a request."""
+
     # -- bypass checks (docs/bypass.md) ----------------------------------------------------------------
 
     @abstractmethod
@@ -505,6 +638,38 @@ class Store(ABC):
                       limit: int | None = None) -> AsyncIterator[StoredFinding]:
         """Findings in the order they were stored; `since_us`: those whose leg or period began then or later,
         and the periods not watched that had not ended by then."""
+
+    # -- the console's users and the record of its changes (docs/console.md) -----------------------------
+
+    @abstractmethod
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        """Add a console user; RecordConflict if the name (in any case) is taken, ValueError for a bad name or
+        role. `change`: recorded in the same transaction (both happen, or neither)."""
+
+    @abstractmethod
+    async def get_user(self, name: str) -> WebUser | None:
+        """The user of exactly this name (disabled ones too), or None."""
+
+    @abstractmethod
+    def list_users(self) -> AsyncIterator[WebUser]:
+        """Every user, disabled ones too, by name."""
+
+    @abstractmethod
+    async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        """Change what is given (at least one) and set changed_us; NotFoundError if there is no such user.
+        `change`: recorded in the same transaction (both happen, or neither)."""
+
+    @abstractmethod
+    async def record_change(self, change: ConsoleChange) -> int:
+        """Append a change to the record (append-only); its id."""
+
+    @abstractmethod
+    def list_changes(self, *, since_us: int | None = None, user: str | None = None,
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        """Changes newest first; `since_us`: made then or later; `user`: made by that user; `action`: of that
+        kind (a CHANGE_* name)."""
 
     # -- the whole database, for `db copy` (db/tables.py) ------------------------------------------------
 

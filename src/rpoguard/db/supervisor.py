@@ -22,7 +22,18 @@ from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.bypass.match import Allowed
 from rpoguard.db import open_store
 from rpoguard.db.sqlite import audit_path
-from rpoguard.db.store import AttemptCap, Store, StoredFinding, StoreError, StoreUnavailable
+from rpoguard.db.store import (
+    AttemptCap,
+    ConsoleChange,
+    DecisionFilter,
+    Freshness,
+    Store,
+    StoredFinding,
+    StoredImport,
+    StoreError,
+    StoreUnavailable,
+    WebUser,
+)
 from rpoguard.db.urls import is_postgres_url
 from rpoguard.policy.model import CampaignFacts, Facts
 
@@ -175,3 +186,49 @@ class SupervisedStore:
     def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
                       limit: int | None = None) -> AsyncIterator[StoredFinding]:
         return self._current().list_findings(since_us=since_us, kind=kind, limit=limit)
+
+    # -- what the console uses (users, and the record of the changes made through it) -----------------------
+
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        await self._current().add_user(name, role, password_hash, at_us, change=change)
+
+    async def get_user(self, name: str) -> WebUser | None:
+        return await self._current().get_user(name)
+
+    def list_users(self) -> AsyncIterator[WebUser]:
+        return self._current().list_users()
+
+    async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        await self._current().update_user(name, at_us=at_us, role=role, password_hash=password_hash,
+                                          disabled=disabled, change=change)
+
+    async def record_change(self, change: ConsoleChange) -> int:
+        return await self._current().record_change(change)
+
+    def list_changes(self, *, since_us: int | None = None, user: str | None = None,
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        return self._current().list_changes(since_us=since_us, user=user, limit=limit, action=action)
+
+    # -- what the web console reads ------------------------------------------------------------------
+
+    async def decision_page(self, flt: DecisionFilter, *, before_seq: int | None, limit: int) -> list[AuditRow]:
+        return await self._current().decision_page(flt, before_seq=before_seq, limit=limit)
+
+    def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:
+        return self._current().decision_rows(flt)
+
+    async def decision_tally(self, after_seq: int, limit: int) -> list[tuple[int, int, str, str]]:
+        return await self._current().decision_tally(after_seq, limit)
+
+    async def first_seq_since(self, ts_us: int) -> int | None:
+        return await self._current().first_seq_since(ts_us)
+
+    async def import_history(self, *, limit: int, before_id: int | None = None,
+                             kind: str | None = None) -> list[StoredImport]:
+        return await self._current().import_history(limit=limit, before_id=before_id, kind=kind)
+
+    async def answer_freshness(self, principal_id: str, now_us: int, validity_us: int,
+                               horizons_days: tuple[int, ...] = (1, 3, 7)) -> Freshness:
+        return await self._current().answer_freshness(principal_id, now_us, validity_us, horizons_days)
