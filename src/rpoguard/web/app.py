@@ -67,6 +67,9 @@ def make_app(store: Store, config: Config) -> web.Application:
     app[THROTTLE] = LoginThrottle(web_config.login_attempts, web_config.login_window)
     for module in views.MODULES:
         app.router.add_routes(module.routes())
+        setup = getattr(module, "setup", None)
+        if setup is not None:
+            setup(app)
     app.router.add_static("/static", STATIC_DIR)
     return app
 

@@ -18,7 +18,7 @@ from rpoguard.config import Config, ConfigError
 from rpoguard.constants import CHANGE_AUDIT_VERIFY, ROLE_OPERATOR, ROLE_VIEWER
 from rpoguard.db.store import ConsoleChange, DecisionFilter, Store, StoreError
 from rpoguard.timeutil import ROME, TimeFormatError, parse_time, to_us
-from rpoguard.web.app import config_of, redirect, store_of
+from rpoguard.web.context import config_of, redirect, store_of
 from rpoguard.web.download import start_download
 from rpoguard.web.jobs import StoreOpener, in_own_thread, own_store
 from rpoguard.web.keys import CONFIG, STORE

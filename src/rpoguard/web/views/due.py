@@ -13,7 +13,7 @@ from aiohttp import web
 from rpoguard.constants import ROLE_VIEWER
 from rpoguard.numbers import national_form
 from rpoguard.timeutil import ROME
-from rpoguard.web.app import config_of, store_of
+from rpoguard.web.context import config_of, store_of
 from rpoguard.web.download import start_download
 from rpoguard.web.keys import FRESHNESS
 from rpoguard.web.render import render
@@ -33,7 +33,8 @@ def _within(request: web.Request) -> int:
 
 @require(ROLE_VIEWER)
 async def due_page(request: web.Request) -> web.StreamResponse:
-    freshness = request.app[FRESHNESS].get()
+    cache = request.app.get(FRESHNESS)
+    freshness = cache.get() if cache is not None else None
     counted = {f.principal_id: f for f in freshness} if freshness is not None else {}
     principals = await store_of(request).principal_ids()
     return render(request, "due.html", principals=principals, counted=counted, counting=freshness is None,

@@ -16,13 +16,13 @@ from rpoguard.constants import IMPORT_KINDS, KIND_DIRECTORY, ROLE_OPERATOR, ROLE
 from rpoguard.db.store import RPO_REGISTERED_LIST
 from rpoguard.ingest.csvfile import DEFAULT_ENCODING, encoding_name
 from rpoguard.timeutil import TimeFormatError, parse_time
-from rpoguard.web.app import config_of, redirect, store_of
+from rpoguard.web.context import config_of, redirect, store_of
 from rpoguard.web.jobs import (
     FILE_FIELD,
+    IMPORT_JOBS,
     JOB_RUNNING,
     LIST_KINDS,
     SECOND_FILE_FIELD,
-    IMPORT_JOBS,
     ImportJobs,
     ImportParams,
     ImportRequestError,
