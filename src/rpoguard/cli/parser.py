@@ -23,6 +23,7 @@ from rpoguard.cli import (
     reconcile,
     registry,
     servers,
+    user,
     watch,
     web,
 )
@@ -63,7 +64,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, watch,
-          reconcile, findings, dialplan, audit, database, web)
+          reconcile, findings, dialplan, web, user, audit, database)
 
 
 def build_parser() -> argparse.ArgumentParser:
