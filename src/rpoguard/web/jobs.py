@@ -55,6 +55,7 @@ from rpoguard.db.store import (
     Store,
     StoreError,
 )
+from rpoguard.db.supervisor import SupervisedStore
 from rpoguard.ingest import consents as consent_import
 from rpoguard.ingest import contracts as contract_import
 from rpoguard.ingest import directory as directory_import
@@ -78,6 +79,11 @@ FILE_FIELD = "file"
 SECOND_FILE_FIELD = "file2"
 
 StoreOpener = Callable[[], Store]
+
+
+def current_store(source: Store | SupervisedStore) -> Store:
+    """The store open now: the console's may be supervised (reopened when its files change)."""
+    return source.current() if isinstance(source, SupervisedStore) else source
 
 
 class ImportRequestError(ValueError):
@@ -280,7 +286,7 @@ class ImportJobs:
     jobs one at a time, get() tells how one is doing. `store` is the console's own (where the changes
     are recorded); each import opens its own with `opener` (default: the configured database)."""
 
-    def __init__(self, store: Store, config: Config, *, opener: StoreOpener | None = None) -> None:
+    def __init__(self, store: Store | SupervisedStore, config: Config, *, opener: StoreOpener | None = None) -> None:
         self.store = store
         self.config = config
         self._opener = opener or own_store(config)
@@ -416,7 +422,7 @@ class ImportJobs:
 
     async def _record(self, job: ImportJob) -> None:
         try:
-            await self.store.record_change(self._change(job))
+            await current_store(self.store).record_change(self._change(job))
         except Exception as exc:
             # The import stands (it is committed); the missing record is said on the job's page and logged.
             log.error("import job %s: the console change could not be recorded: %s", job.id, exc)

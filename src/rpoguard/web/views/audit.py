@@ -17,10 +17,11 @@ from rpoguard.audit import export_rows
 from rpoguard.config import Config, ConfigError
 from rpoguard.constants import CHANGE_AUDIT_VERIFY, ROLE_OPERATOR, ROLE_VIEWER
 from rpoguard.db.store import ConsoleChange, DecisionFilter, Store, StoreError
+from rpoguard.db.supervisor import SupervisedStore
 from rpoguard.timeutil import ROME, TimeFormatError, parse_time, to_us
 from rpoguard.web.context import config_of, redirect, store_of
 from rpoguard.web.download import start_download
-from rpoguard.web.jobs import StoreOpener, in_own_thread, own_store
+from rpoguard.web.jobs import StoreOpener, current_store, in_own_thread, own_store
 from rpoguard.web.keys import CONFIG, STORE
 from rpoguard.web.render import render
 from rpoguard.web.security import current_user, require, role_rank
@@ -43,7 +44,7 @@ class AuditVerifier:
     own (10 million rows take minutes of hashing), its outcome recorded as a console change of whoever
     asked (the overview and this page show the latest)."""
 
-    def __init__(self, store: Store, config: Config, opener: StoreOpener | None = None) -> None:
+    def __init__(self, store: Store | SupervisedStore, config: Config, opener: StoreOpener | None = None) -> None:
         self.store = store
         self.config = config
         self.opener = opener or own_store(config)
@@ -88,8 +89,9 @@ class AuditVerifier:
         try:
             detail = await self.verify()
             log.info("audit verification asked by %s: %s", user, "intact" if detail["ok"] else detail["problem"])
-            await self.store.record_change(ConsoleChange(at_us=_now_us(), user=user, action=CHANGE_AUDIT_VERIFY,
-                                                         target=AUDIT_TARGET, detail=detail))
+            change = ConsoleChange(at_us=_now_us(), user=user, action=CHANGE_AUDIT_VERIFY, target=AUDIT_TARGET,
+                                   detail=detail)
+            await current_store(self.store).record_change(change)
         except Exception:
             log.exception("audit verification asked by %s: failed or not recorded", user)
         finally:
