@@ -66,7 +66,8 @@ class Console:
 
     def upload(self, token: str | None, fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> Any:
         """POST /imports as the browser does: csrf_token first, then the fields, then the files."""
-        form = FormData()
+        # Names as browsers send them: raw, not percent-encoded as aiohttp's client does by default.
+        form = FormData(quote_fields=False)
         if token is not None:
             form.add_field("csrf_token", token)
         for name, value in fields.items():
@@ -99,8 +100,13 @@ def console(store: Store, store_url: str, run: Callable[..., Any], tmp_path: Pat
         run(store.add_user(name, role, hash_password(PASSWORD), now_us))
     uploads = tmp_path / "uploads"
     config = Config(db=store_url, web=WebConfig(upload_dir=str(uploads), max_upload_bytes=LIMIT))
-    client = TestClient(TestServer(make_app(store, config)))
-    run(client.start_server())
+
+    async def start() -> TestClient:
+        client = TestClient(TestServer(make_app(store, config)))
+        await client.start_server()
+        return client
+
+    client = run(start())
     try:
         yield Console(client, store, run, uploads, store_url)
     finally:
@@ -130,9 +136,10 @@ def test_an_operator_uploads_an_rpo_answer_and_sees_it_imported(console: Console
 
     sha = hashlib.sha256(data).hexdigest()
     status, page = console.get("/imports")
-    history = page[page.index('id="imports"'):]
-    first_row = history[history.index("<tbody>"):history.index("</tr>")]
-    assert "risposta RPO.csv" in first_row and sha in first_row
+    body = page[page.index('id="imports"'):]
+    body = body[body.index("<tbody>"):]
+    first_row = body[:body.index("</tr>")]
+    assert "risposta RPO.csv" in first_row and sha in first_row, first_row
     imports = console.run(console.store.import_history(limit=5))
     assert [(i.rows_stored, [f.name for f in i.files]) for i in imports] == [(2, ["risposta RPO.csv"])]
 
