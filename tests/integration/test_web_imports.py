@@ -18,14 +18,14 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from rpoguard.audit import AuditEntry
-from rpoguard.config import Config, WebConfig
+from rpoguard.config import AuditConfig, Config, WebConfig
 from rpoguard.constants import CHANGE_AUDIT_VERIFY, CHANGE_IMPORT, ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER
 from rpoguard.db.store import ConsentRecord, Store
 from rpoguard.timeutil import parse_time
 from rpoguard.web.app import make_app
 from rpoguard.web.jobs import IMPORT_JOBS, JOB_DONE, JOB_FAILED
 from rpoguard.web.passwords import hash_password
-from rpoguard.web.views.audit import AUDIT_VERIFIER
+from rpoguard.web.views.audit import AUDIT_VERIFIER, AuditVerifier
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery staple"
@@ -274,3 +274,22 @@ def test_audit_verify_now_and_export(console: Console, make_entry: Callable[...,
     # The CLI's output is read as text (universal newlines); csv writes CRLF either way.
     assert body.replace("\r\n", "\n") == out and len(body.splitlines()) == 4
     assert console.get("/audit/export.csv?from=nonsense")[0] == 400
+
+
+def test_a_verification_that_cannot_read_its_anchors_is_not_a_pass(store: Store, store_url: str, tmp_path: Path,
+                                                                  run: Callable[..., Any],
+                                                                  make_entry: Callable[..., AuditEntry]) -> None:
+    run(store.append_decision(make_entry()))
+    missing = AuditVerifier(store, Config(db=store_url, audit=AuditConfig(anchor_file=str(tmp_path / "none"))))
+    detail = run(missing.verify())
+    assert detail["ok"] is False and detail["rows"] == 1
+    assert "the anchor file does not exist" in " ".join(detail["report"])
+
+    key = tmp_path / "anchor.key"
+    key.write_text("k" * 64)
+    key.chmod(0o644)
+    open_key = AuditVerifier(store, Config(db=store_url, audit=AuditConfig(anchor_file=str(tmp_path / "anchors"),
+                                                                           anchor_key_file=str(key))))
+    detail = run(open_key.verify())
+    assert detail["ok"] is False and detail["rows"] is None
+    assert "is open to group or others" in detail["problem"]
