@@ -5,7 +5,7 @@ its outcome or a clear error, its upload deleted afterwards, and recorded as a c
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,7 +56,7 @@ def upload(directory: Path, name: str, content: str, field: str = "file") -> Upl
 
 
 @pytest.fixture
-def jobs(store: Store, store_url: str, run: Callable[..., Any]) -> ImportJobs:
+def jobs(store: Store, store_url: str, run: Callable[..., Any]) -> Iterator[ImportJobs]:
     run(store.add_principal("acme", "ACME Energia", []))
     made = ImportJobs(store, Config(db=store_url))
     yield made
