@@ -181,6 +181,8 @@ def test_jobs_run_one_at_a_time_in_order(jobs: ImportJobs, tmp_path: Path, reque
     one, two, ahead, waiting = run(go())
     assert ahead == 1 and waiting
     assert one.state == two.state == JOB_DONE
+    # Every kind reports its rows as the store reads them, not only RPO answers.
+    assert (one.progress.rows, two.progress.rows) == (2, 1)
     assert two.started_us >= one.finished_us
     assert [j.id for j in jobs.jobs()] == [two.id, one.id]
     assert jobs.get("nosuch") is None

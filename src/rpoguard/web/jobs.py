@@ -233,15 +233,15 @@ async def run_import(store: Store, kind: str, files: Sequence[UploadedFile], par
                                                   params.checked_at, principal, progress, encoding=params.encoding,
                                                   validity_days=validity_days)
     if kind == KIND_CONSENTS:
-        return await consent_import.import_file(store, path, params.skip_invalid, params.encoding)
+        return await consent_import.import_file(store, path, params.skip_invalid, params.encoding, progress)
     if kind == KIND_CONTRACTS:
-        return await contract_import.import_file(store, path, params.skip_invalid, params.encoding)
+        return await contract_import.import_file(store, path, params.skip_invalid, params.encoding, progress)
     if kind == KIND_OPTOUTS:
-        return await optout_import.import_file(store, path, params.skip_invalid, params.encoding)
+        return await optout_import.import_file(store, path, params.skip_invalid, params.encoding, progress)
     if kind == KIND_DIRECTORY:
         return await directory_import.import_file(store, path, params.replace, params.skip_invalid,
                                                   params.listed_at, params.allow_empty, encoding=params.encoding,
-                                                  column=params.column)
+                                                  column=params.column, progress=progress)
     raise ImportRequestError(f"unknown import kind {kind!r}")
 
 
