@@ -70,6 +70,9 @@ def make_app(store: Store | SupervisedStore, config: Config) -> web.Application:
     app.cleanup_ctx.append(_background_counts)
     for module in views.MODULES:
         app.router.add_routes(module.routes())
+        setup = getattr(module, "setup", None)
+        if setup is not None:
+            setup(app)
     app.router.add_static("/static", STATIC_DIR)
     return app
 
