@@ -1,8 +1,9 @@
 """The console in a real browser: Debian's chromium driven by Playwright, against a real `rpoguard web` child
 process on a loopback port it picks itself, over a sample SQLite database built with the product's own CLI.
 
-tests/browser/ and scripts/console-screenshot both use this module. Nothing here depends on pytest, so the
-screenshot script runs without it; the tests turn `BrowserUnavailable` into a skip (a failure under CI=true).
+tests/browser/ and scripts/console-screenshot both use this module. Nothing here skips or fails a test, so
+the screenshot script can report a plain error; the tests turn `BrowserUnavailable` into a skip (a failure under
+CI=true) and a RuntimeError (a command or the server that failed, with its output) into a failure.
 """
 
 from __future__ import annotations
