@@ -6,6 +6,7 @@ the console's DOM contract (ids and names), never their wording, except where th
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 from pathlib import Path
@@ -234,3 +235,22 @@ def test_every_role_sees_the_main_pages(new_context: Any, console: WebServer, ro
         assert response is not None
         assert response.status == 200, path
         assert page.get_attribute("html", "lang") == "it", path
+
+
+def test_a_numbers_evidence_downloads_as_csv_and_pdf(new_context: Any, console: WebServer) -> None:
+    page = logged_in(new_context, console, "viewer")
+    page.goto(f"/numbers/{SEARCHED_E164}")
+
+    with page.expect_download() as csv_started:
+        page.click("a#export-csv")
+    with page.expect_download() as pdf_started:
+        page.click("a#export-pdf")
+
+    csv_file, pdf_file = csv_started.value, pdf_started.value
+    assert re.fullmatch(r"rpoguard-evidence-390645678901-\S+\.csv", csv_file.suggested_filename)
+    assert re.fullmatch(r"rpoguard-evidence-390645678901-\S+\.pdf", pdf_file.suggested_filename)
+    with Path(csv_file.path()).open(encoding="utf-8", newline="") as rows:
+        kinds = [row["kind"] for row in csv.DictReader(rows)]
+    assert "rpo_answer" in kinds
+    assert kinds.count("decision") == CHECKS[SEARCHED_NATIONAL]
+    assert Path(pdf_file.path()).read_bytes().startswith(b"%PDF-")
