@@ -11,6 +11,8 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import os
+import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,6 +35,35 @@ DEFAULT_ENCODING = "utf-8"
 # Told about the byte stream of every file read_rows opens, so that a progress display can follow how far
 # the reading got (the CLI's, on a terminal); None: nobody watches.
 read_observer: ContextVar[Callable[[IO[bytes]], None] | None] = ContextVar("read_observer", default=None)
+
+
+class BytesRead:
+    """How far the readers got through the files they opened, for a progress display: give `opened` to
+    read_observer. Updated by the thread that reads, read by another, so each look takes a copy."""
+
+    def __init__(self) -> None:
+        self._streams: list[tuple[IO[bytes], int]] = []
+        self._lock = threading.Lock()
+
+    def opened(self, stream: IO[bytes]) -> None:
+        try:
+            size = os.fstat(stream.fileno()).st_size
+        except (OSError, ValueError):
+            size = 0
+        with self._lock:
+            self._streams.append((stream, size))
+
+    def total(self) -> int:
+        """Bytes read so far; a file already closed counts whole."""
+        with self._lock:
+            streams = list(self._streams)
+        done = 0
+        for stream, size in streams:
+            try:
+                done += size if stream.closed else min(stream.tell(), size)
+            except (OSError, ValueError):  # closed meanwhile
+                done += size
+        return done
 
 
 class FileError(Exception):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import threading
 import time
@@ -27,7 +26,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -61,7 +60,7 @@ from rpoguard.ingest import contracts as contract_import
 from rpoguard.ingest import directory as directory_import
 from rpoguard.ingest import optouts as optout_import
 from rpoguard.ingest import registry as registry_import
-from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, read_observer
+from rpoguard.ingest.csvfile import DEFAULT_ENCODING, BytesRead, FileError, read_observer
 from rpoguard.web.upload import UploadedFile, remove_upload_dir
 
 log = logging.getLogger(__name__)
@@ -133,30 +132,14 @@ class JobProgress:
     def __init__(self, total_bytes: int) -> None:
         self.total_bytes = total_bytes
         self.rows: int | None = None
-        self._streams: list[tuple[IO[bytes], int]] = []
-        self._lock = threading.Lock()
+        self._read = BytesRead()
+        self.opened = self._read.opened
 
     def __call__(self, count: int) -> None:
         self.rows = count
 
-    def opened(self, stream: IO[bytes]) -> None:
-        try:
-            size = os.fstat(stream.fileno()).st_size
-        except (OSError, ValueError):
-            size = 0
-        with self._lock:
-            self._streams.append((stream, size))
-
     def bytes_read(self) -> int:
-        with self._lock:
-            streams = list(self._streams)
-        done = 0
-        for stream, size in streams:
-            try:
-                done += size if stream.closed else min(stream.tell(), size)
-            except (OSError, ValueError):  # closed meanwhile
-                done += size
-        return min(done, self.total_bytes)
+        return min(self._read.total(), self.total_bytes)
 
 
 @dataclass(slots=True)
