@@ -12,22 +12,18 @@ import contextlib
 import dataclasses
 import os
 import re
-import secrets
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from support.serve_process import catches, stop
+from support.serve_process import start_child, stop
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-START_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
 # Playwright's waits: long enough for a loaded 2-core machine; each ends as soon as its condition holds.
 DEFAULT_TIMEOUT_MS = 20_000
@@ -133,27 +129,10 @@ class WebServer:
 
 
 def start_web(script: str, env: Mapping[str, str], folder: Path, args: Sequence[str] = ()) -> WebServer:
-    """Start `rpoguard web` on a free loopback port and wait until it is ready.
-
-    `--port 0`: the kernel picks a free port at the bind, so no other process can take it in between (a
-    port picked here and bound later could be). Ready means: the log names the port (written after the
-    bind) and the process catches SIGTERM (a SIGTERM any earlier would kill it instead of stopping it)."""
-    log = folder / f"web-{secrets.token_hex(4)}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([script, "web", "--host", "127.0.0.1", "--port", "0", *args], env=dict(env),
-                                stdout=out, stderr=subprocess.STDOUT, cwd=folder)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            found = LISTENING.search(log.read_bytes())
-            if found and catches(proc.pid, signal.SIGTERM):
-                return WebServer(proc, f"http://127.0.0.1:{int(found.group(1))}", log)
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"rpoguard web did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.02)
-    except BaseException:
-        stop(proc)
-        raise
+    """Start `rpoguard web` on a free loopback port and wait until it is ready (support.serve_process)."""
+    proc, port, log = start_child([script, "web", "--host", "127.0.0.1", "--port", "0", *args], LISTENING, env,
+                                  folder, name="web")
+    return WebServer(proc, f"http://127.0.0.1:{port}", log)
 
 
 @contextlib.contextmanager

@@ -24,25 +24,35 @@ LISTENING = re.compile(rb"FastAGI gate listening on \S+:(\d+) \(")
 
 def start_serve(cli_script: str, env: Mapping[str, str], folder: Path, *,
                 wrapper: Sequence[str] = (), args: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """Start the server and wait until it is ready; returns (process, port, log file).
+    """Start `rpoguard serve` and wait until it is ready; returns (process, port, log file)."""
+    try:
+        return start_child([*wrapper, cli_script, "serve", "--port", "0", *args], LISTENING, env, folder,
+                           name="serve")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def start_child(argv: Sequence[str], listening_line: re.Pattern[bytes], env: Mapping[str, str],
+                folder: Path, *, name: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start one of rpoguard's servers (`argv` says which, with `--port 0`) and wait until it is ready;
+    returns (process, port, log file); RuntimeError with its log if it does not start.
 
     `--port 0`: the kernel gives the server a free port when it binds. A port picked here and bound later
     could be taken in between by another process (then the test would talk to that one), and a connect
-    that succeeds proves only that something listens. Ready means: the log names the port (written after
-    the bind) and the process catches SIGTERM (its handler is installed after that line; a SIGTERM any
-    earlier would kill it instead of stopping it)."""
-    log = folder / f"serve-{secrets.token_hex(4)}.log"
+    that succeeds proves only that something listens. Ready means: the log names the port
+    (`listening_line`'s group 1, written after the bind) and the process catches SIGTERM (its handler is
+    installed after that line; a SIGTERM any earlier would kill it instead of stopping it)."""
+    log = folder / f"{name}-{secrets.token_hex(4)}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([*wrapper, cli_script, "serve", "--port", "0", *args], env=dict(env),
-                                stdout=out, stderr=subprocess.STDOUT, cwd=folder)
+        proc = subprocess.Popen(list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT, cwd=folder)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            found = LISTENING.search(log.read_bytes())
+            found = listening_line.search(log.read_bytes())
             if found and catches(proc.pid, signal.SIGTERM):
                 return proc, int(found.group(1)), log
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rpoguard serve did not start:\n{log.read_text(errors='replace')}")
+                raise RuntimeError(f"rpoguard {name} did not start:\n{log.read_text(errors='replace')}")
             time.sleep(0.02)
     except BaseException:
         stop(proc)
