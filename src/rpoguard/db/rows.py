@@ -34,6 +34,7 @@ from rpoguard.db.store import (
     StoredPrincipal,
     WebUser,
     check_role,
+    check_user_name,
 )
 from rpoguard.policy.model import (
     CampaignFacts,
@@ -517,6 +518,16 @@ def user_taken(name: str, existing: str | None) -> str:
     if existing is None or existing == name:
         return f"user {name!r} already exists"
     return f"user {name!r} cannot be added: user {existing!r} exists (names that differ only in case are refused)"
+
+
+def new_user_checked(name: str, role: str, password_hash: str,
+                     change: ConsoleChange | None) -> tuple[int, str, str, str, str] | None:
+    """What add_user checks before it writes (ValueError naming the mistake), and the change's row if any."""
+    check_user_name(name)
+    check_role(role)
+    if not password_hash:
+        raise ValueError(f"user {name!r}: an empty password hash")
+    return change_values(change) if change is not None else None
 
 
 def users_query(d: ListDialect) -> Query:

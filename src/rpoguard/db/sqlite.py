@@ -87,6 +87,7 @@ from rpoguard.db.rows import (
     finding_values,
     findings_query,
     listing_detail,
+    new_user_checked,
     opt_us,
     read_evidence,
     refuse_older_extract,
@@ -131,8 +132,6 @@ from rpoguard.db.store import (
     StoredFinding,
     StoreError,
     WebUser,
-    check_role,
-    check_user_name,
 )
 from rpoguard.db.tables import Table, TableRows, select_sql, to_common, to_sqlite
 from rpoguard.db.upgrade import (
@@ -1014,11 +1013,7 @@ class SqliteStore(ConsoleQueries, ListQueries, Store):
 
     async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
                        change: ConsoleChange | None = None) -> None:
-        check_user_name(name)
-        check_role(role)
-        if not password_hash:
-            raise ValueError(f"user {name!r}: an empty password hash")
-        values = change_values(change) if change is not None else None
+        values = new_user_checked(name, role, password_hash, change)
         async with self._transaction():
             taken = await self._fetchone(USER_FOLDED_SQL, {"name": name})
             if taken is not None:
