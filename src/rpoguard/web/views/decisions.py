@@ -94,6 +94,10 @@ async def decisions_csv(request: web.Request) -> web.StreamResponse:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER)
+    # The header goes at once, so the download starts while the first rows are read.
+    await response.write(buffer.getvalue().encode("utf-8"))
+    buffer.seek(0)
+    buffer.truncate()
     count = 0
     async for row in store_of(request).decision_rows(search.filter):
         writer.writerow(_csv_row(row))
