@@ -68,6 +68,18 @@ DEFAULT_AMI_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_WATCH_MAX_AGE: Final = 60.0
 # ... or this long before it: Asterisk's and rpoguard's clocks, or the moments each takes, may differ.
 DEFAULT_WATCH_CLOCK_SKEW: Final = 2.0
+# [web] (the console): loopback by default, as every other listener; 8470 is the public contract's port.
+DEFAULT_WEB_HOST: Final = "127.0.0.1"
+DEFAULT_WEB_PORT: Final = 8470
+# A console left open at a desk stops working after half an hour untouched, and after a working day at most.
+DEFAULT_WEB_SESSION_IDLE: Final = 1800.0
+DEFAULT_WEB_SESSION_MAX: Final = 12 * 3600.0
+# Failed logins per user name and per client address before the next are refused for the window.
+DEFAULT_WEB_LOGIN_ATTEMPTS: Final = 5
+DEFAULT_WEB_LOGIN_WINDOW: Final = 900.0
+# A 5-million-row answer file in its widest form is about 150 MB; 1 GiB leaves room without inviting a
+# disk-filling upload.
+DEFAULT_WEB_MAX_UPLOAD: Final = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +172,35 @@ class WatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """`rpoguard web`, the compliance console (docs/console.md)."""
+
+    host: str = DEFAULT_WEB_HOST
+    port: int = DEFAULT_WEB_PORT
+    # HTTPS served by the console itself; without them it speaks plain HTTP, on loopback only unless
+    # behind_proxy or allow_plain_http says why that is safe.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # A TLS reverse proxy in front (deploy/nginx-rpoguard.conf): cookies are marked Secure and the client's
+    # address is read from X-Forwarded-For, which only a proxy on loopback may set.
+    behind_proxy: bool = False
+    # Listening beyond loopback over plain HTTP: passwords and session cookies would cross the network in
+    # clear, so only an explicit choice allows it.
+    allow_plain_http: bool = False
+    session_idle: float = DEFAULT_WEB_SESSION_IDLE
+    session_max: float = DEFAULT_WEB_SESSION_MAX
+    login_attempts: int = DEFAULT_WEB_LOGIN_ATTEMPTS
+    login_window: float = DEFAULT_WEB_LOGIN_WINDOW
+    max_upload_bytes: int = DEFAULT_WEB_MAX_UPLOAD
+    # Where uploads are spooled while they import; None: a private directory under the system's temporary one.
+    upload_dir: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     db: str = DEFAULT_DB
     # A trunk-access prefix the PBX puts before every dialled number (e.g. "0"); stripped once.
@@ -170,6 +211,7 @@ class Config:
     ari: AriConfig = field(default_factory=AriConfig)
     ami: AmiConfig = field(default_factory=AmiConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str | None = None
 
 
@@ -199,7 +241,7 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     where = path or "config"
-    known = {"database", "numbers", "policy", "serve", "audit", "ari", "ami", "watch"}
+    known = {"database", "numbers", "policy", "serve", "audit", "ari", "ami", "watch", "web"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -229,6 +271,7 @@ def load_config(path: str | None = None, db: str | None = None) -> Config:
     values["ari"] = _ari(_table(data, "ari", where, _ARI_KEYS), f"{where} [ari]")
     values["ami"] = _ami(_table(data, "ami", where, _AMI_KEYS), f"{where} [ami]")
     values["watch"] = _watch(_table(data, "watch", where, _WATCH_KEYS), f"{where} [watch]")
+    values["web"] = _web(_table(data, "web", where, _WEB_KEYS), f"{where} [web]")
     env_db = os.environ.get(ENV_DB)
     if env_db:
         values["db"] = env_db
@@ -335,6 +378,27 @@ def _watch(table: dict[str, object], where: str) -> WatchConfig:
         if key in values and not values[key] >= 0:  # type: ignore[operator]
             raise ConfigError(f"{where}: {key} must be 0 or more seconds")
     return WatchConfig(**values)  # type: ignore[arg-type]
+
+
+_WEB_KEYS: dict[str, type] = {"host": str, "port": int, "tls_cert": str, "tls_key": str, "behind_proxy": bool,
+                              "allow_plain_http": bool, "session_idle": float, "session_max": float,
+                              "login_attempts": int, "login_window": float, "max_upload_bytes": int,
+                              "upload_dir": str}
+
+
+def _web(table: dict[str, object], where: str) -> WebConfig:
+    values = {key: _expect(table, key, kind, where) for key, kind in _WEB_KEYS.items() if key in table}
+    if "port" in values and not 1 <= values["port"] <= MAX_PORT:  # type: ignore[operator]
+        raise ConfigError(f"{where}: port must be 1..{MAX_PORT}, not {values['port']}")
+    if ("tls_cert" in values) != ("tls_key" in values):
+        raise ConfigError(f"{where}: tls_cert and tls_key go together (the certificate and its private key)")
+    for key in ("session_idle", "session_max", "login_window"):
+        if key in values and not values[key] > 0:  # type: ignore[operator]
+            raise ConfigError(f"{where}: {key} must be more than 0 seconds")
+    for key in ("login_attempts", "max_upload_bytes"):
+        if key in values and values[key] < 1:  # type: ignore[operator]
+            raise ConfigError(f"{where}: {key} must be 1 or more")
+    return WebConfig(**values)  # type: ignore[arg-type]
 
 
 def secure_path(path: Path) -> None:

@@ -70,6 +70,25 @@ REASON_TEXT: Final = {
     ENGINE_ERROR: "rpoguard could not prove the call compliant (internal or storage error)",
 }
 
+# Where each reason comes from (docs/law.md gives the text of each source): the console shows it beside the
+# reason, for a complaint file or the Garante.
+REASON_LAW: Final = {
+    INVALID_NUMBER: "DPR 26/2022 art. 7 c.1 (the register covers national numbers); docs/law.md §10",
+    FOREIGN_NUMBER: "DPR 26/2022 art. 7 c.1 (the register covers national numbers); docs/law.md §10",
+    UNSUPPORTED_NUMBER_TYPE: "DPR 26/2022 art. 7 c.1; docs/law.md §10",
+    UNKNOWN_CAMPAIGN: "DPR 26/2022 art. 8 (each data controller consults for itself); docs/law.md §2",
+    OPTOUT: "Codice privacy art. 130; Garante, Edison Energia 2022 (a refusal is final at once); docs/law.md §5",
+    RPO_NOT_CHECKED: "DPR 26/2022 art. 8 c.2-3 (consult before every campaign, own list only); docs/law.md §1-2",
+    RPO_EXPIRED: "DPR 26/2022 art. 8 c.2 (an answer is valid 15 days); docs/law.md §1",
+    RPO_REGISTERED: "L. 5/2018 art. 1; DPR 26/2022 art. 7 c.7 (registration revokes earlier consents); "
+                    "docs/law.md §4",
+    UNLISTED_NO_CONSENT: "Codice privacy art. 130 c.3-bis; Codice di condotta art. 10 c.2 (opt-in); docs/law.md §3",
+    AUTOMATED_NO_CONSENT: "Codice privacy art. 130 c.1; DL 139/2021 art. 9 c.8; docs/law.md §6",
+    OUTSIDE_HOURS: "Codice di condotta per il telemarketing (Garante provv. 148/2024); docs/law.md §7",
+    CALLER_ID_INVALID: "L. 5/2018 art. 2; Codice di condotta art. 7; docs/law.md §8",
+    ATTEMPT_LIMIT: "the campaign's own cap (no statutory cap); docs/law.md §9",
+    ENGINE_ERROR: "fail closed: a call that cannot be proven compliant is not made; docs/law.md",
+}
 
 
 def reason_text(code: str, validity_days: int) -> str:
@@ -81,6 +100,13 @@ def reason_text(code: str, validity_days: int) -> str:
 BASIS_LISTED: Final = "listed"
 BASIS_CONSENT: Final = "consent"
 BASIS_CONTRACT: Final = "contract"
+# Where each basis comes from, as REASON_LAW.
+BASIS_LAW: Final = {
+    BASIS_LISTED: "Codice privacy art. 130 c.3-bis (a directory number not on the register: opt-out); docs/law.md §3",
+    BASIS_CONSENT: "consent to this principal given after registration or, unlisted, the opt-in; docs/law.md §3-4",
+    BASIS_CONTRACT: "L. 5/2018 art. 1 (a consent given within a contract running or ended at most 30 days ago); "
+                    "docs/law.md §4",
+}
 
 # Line types reported by the number normaliser.
 LINE_FIXED: Final = "fixed"
@@ -102,6 +128,8 @@ SOURCE_FASTAGI: Final = "fastagi"
 SOURCE_AGI: Final = "agi"
 SOURCE_ARI: Final = "ari"
 SOURCE_IMPORT: Final = "import"
+# A fact recorded through the compliance console (rpoguard web), with the user in console_changes.
+SOURCE_CONSOLE: Final = "console"
 
 TIMEZONE: Final = "Europe/Rome"
 DEFAULT_RPO_VALIDITY_DAYS: Final = 15
@@ -143,3 +171,22 @@ DIALPLAN_TEXT: Final = {
     DIALPLAN_NOT_VISIBLE: "a switch looks extensions up outside the dialplan (e.g. Realtime), where this audit "
                           "cannot see whether they ask the gate",
 }
+
+# -- the console (docs/console.md): users' roles and the changes recorded with their user --------
+ROLE_VIEWER: Final = "viewer"  # reads every page
+ROLE_OPERATOR: Final = "operator"  # also imports and manages consents, contracts and refusals
+ROLE_ADMIN: Final = "admin"  # also manages principals, campaigns and users
+ROLES: Final = (ROLE_VIEWER, ROLE_OPERATOR, ROLE_ADMIN)  # in rising order of power
+CHANGE_USER_ADD: Final = "user.add"
+CHANGE_USER_PASSWD: Final = "user.passwd"  # noqa: S105 -- an action's name, not a password
+CHANGE_USER_DISABLE: Final = "user.disable"
+CHANGE_USER_ENABLE: Final = "user.enable"
+CHANGE_USER_ROLE: Final = "user.role"
+CHANGE_PRINCIPAL_ADD: Final = "principal.add"
+CHANGE_CAMPAIGN_ADD: Final = "campaign.add"
+CHANGE_CONSENT_ADD: Final = "consent.add"
+CHANGE_CONSENT_REVOKE: Final = "consent.revoke"
+CHANGE_CONTRACT_ADD: Final = "contract.add"
+CHANGE_OPTOUT_ADD: Final = "optout.add"
+CHANGE_IMPORT: Final = "import"
+CHANGE_AUDIT_VERIFY: Final = "audit.verify"

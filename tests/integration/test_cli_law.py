@@ -307,7 +307,7 @@ def test_an_rpoguard_1_database_is_upgraded_and_says_what_it_did(run_cli: Cli, d
     v1_sqlite(db_path, ["acme", "beta"], V1_ROWS)
     code, out, err = run_cli("db", "migrate")
     assert code == 0, err
-    assert "schema up to date (version 4)" in out
+    assert "schema up to date (version 5)" in out
     assert "cannot be attributed, because 2 principals exist (acme, beta)" in err
     assert "rpoguard registry import FILE --checked-at DATE --principal ID" in err
     # Said once: the next command finds nothing to upgrade.

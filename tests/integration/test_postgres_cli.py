@@ -116,7 +116,7 @@ def test_db_migrate_creates_then_changes_nothing(run_cli: CliRunner, store_url: 
     cli = on(run_cli, store_url)
     first = cli("db", "migrate")
     assert first.code == 0, first.err
-    assert "schema up to date (version 4)" in first.out
+    assert "schema up to date (version 5)" in first.out
     assert cli("db", "migrate").out == first.out
     if backend == "postgres":
         assert ":***@" in first.out and store_url.split(":")[2].split("@", maxsplit=1)[0] not in first.out

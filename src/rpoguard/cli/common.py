@@ -14,7 +14,7 @@ from typing import IO, Protocol, TypeAlias
 from rpoguard.anchor import writer_from_config
 from rpoguard.config import Config
 from rpoguard.db import open_store
-from rpoguard.db.store import FILE_ONLY, RowProblem, Store
+from rpoguard.db.store import RowProblem, Store
 from rpoguard.outfile import OutputError, open_output
 
 EXIT_OK = 0
@@ -110,17 +110,6 @@ def print_problems(problems: Sequence[RowProblem], stored: bool) -> None:
         print(f"  {'skipped' if stored else 'bad row'}: {problem}", file=sys.stderr)
     if len(problems) > MAX_PROBLEMS_PRINTED:
         print(f"  ... and {len(problems) - MAX_PROBLEMS_PRINTED} more", file=sys.stderr)
-
-
-def describe_file(role: str, name: str, size: int | None, sha256: str | None) -> str:
-    """One input file of an import: its role (for a two-list answer), name, size and SHA-256, each only when
-    known (an import stored before files were kept one by one may lack a size)."""
-    parts = [f"{'' if role == FILE_ONLY else role + ' '}file {name}"]
-    if size is not None:
-        parts.append(f"{size} bytes")
-    if sha256:
-        parts.append(f"sha256 {sha256}")
-    return ", ".join(parts)
 
 
 @contextlib.contextmanager

@@ -6,10 +6,11 @@ import argparse
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
-from rpoguard.cli.common import EXIT_OK, Handler, describe_file, print_problems
+from rpoguard.cli.common import EXIT_OK, Handler, print_problems
 from rpoguard.cli.progress import ProgressDisplay
 from rpoguard.config import Config
 from rpoguard.db.store import ImportResult, ImportSummary, RowProblem, Store
+from rpoguard.evidence_text import describe_file
 
 
 def print_import(summary: ImportSummary, problems: list[RowProblem], what: str) -> None:

@@ -23,7 +23,9 @@ from rpoguard.cli import (
     reconcile,
     registry,
     servers,
+    user,
     watch,
+    web,
 )
 
 DESCRIPTION = """\
@@ -62,7 +64,7 @@ class CommandParser(argparse.ArgumentParser):
 
 # The order of `rpoguard --help`: setting up, the facts, deciding, the gates, the log, the database.
 GROUPS = (principal, campaign, registry, directory, consent, contract, optout, evidence, check, servers, watch,
-          reconcile, findings, dialplan, audit, database)
+          reconcile, findings, dialplan, web, user, audit, database)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,9 +64,12 @@ from rpoguard.db.import_records import (
 from rpoguard.db.rows import (
     AUDIT_COLUMNS,
     BATCH,
+    CHANGE_INSERT,
     DUE_STALE,
     FINDING_COLUMNS,
     LATEST_LISTING_SQL,
+    USER_FOLDED_SQL,
+    USER_SQL,
     ListDialect,
     ListQueries,
     Query,
@@ -76,6 +79,7 @@ from rpoguard.db.rows import (
     audit_row,
     audit_rows_query,
     batches,
+    change_values,
     due_source,
     facts_from_document,
     finding_values,
@@ -85,6 +89,9 @@ from rpoguard.db.rows import (
     read_evidence,
     refuse_older_extract,
     stored_finding,
+    user_taken,
+    user_update_query,
+    web_user,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -104,6 +111,7 @@ from rpoguard.db.store import (
     RPO_ANSWERS,
     AttemptCap,
     ConsentRecord,
+    ConsoleChange,
     ContractOutcome,
     ContractRecord,
     DatabaseNotFound,
@@ -121,6 +129,9 @@ from rpoguard.db.store import (
     StoredFinding,
     StoreError,
     StoreUnavailable,
+    WebUser,
+    check_role,
+    check_user_name,
 )
 from rpoguard.db.tables import Table, TableRows, select_sql, to_common
 from rpoguard.db.upgrade import (
@@ -274,6 +285,9 @@ UPDATE audit_head SET seq = $20::bigint, hash = $21::text WHERE id = 1
 
 def _audit_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(19)]
+
+
+_INSERT_CHANGE = f"{CHANGE_INSERT} VALUES ($1, $2, $3, $4, $5::jsonb)"
 
 
 # The list queries' PostgreSQL parts: one database, DATE columns, text sorted by bytes as SQLite does.
@@ -940,6 +954,53 @@ class PostgresStore(ConsoleQueries, ListQueries, Store):
                     yield convert(record)
         except _DB_ERRORS as exc:
             raise _pg_error(exc, self.where) from exc
+
+    # -- the console's users and the record of its changes ----------------------------------------------
+
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        check_user_name(name)
+        check_role(role)
+        if not password_hash:
+            raise ValueError(f"user {name!r}: an empty password hash")
+        values = change_values(change) if change is not None else None
+
+        async def work() -> None:
+            async with self.pool.acquire() as con, con.transaction():
+                # Any unique index refuses it: the name itself, or the same name in another case.
+                added = await con.fetchval(
+                    "INSERT INTO console_users (name, role, password_hash, disabled, created_us, changed_us)"
+                    " VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT DO NOTHING RETURNING name",
+                    name, role, password_hash, at_us)
+                if added is None:
+                    raise RecordConflict(user_taken(name, await con.fetchval(*_named(USER_FOLDED_SQL,
+                                                                                      {"name": name}))))
+                if values is not None:
+                    await con.execute(_INSERT_CHANGE, *values)
+
+        await self._call(work)
+
+    async def get_user(self, name: str) -> WebUser | None:
+        row = await self._call(lambda: self.pool.fetchrow(*_named(USER_SQL, {"name": name})))
+        return web_user(row) if row is not None else None
+
+    async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        sql, params = user_update_query(name, at_us, role, password_hash, disabled)
+        values = change_values(change) if change is not None else None
+
+        async def work() -> None:
+            async with self.pool.acquire() as con, con.transaction():
+                if _count(await con.execute(*_named(sql, params))) == 0:
+                    raise NotFoundError(f"user {name!r} does not exist")
+                if values is not None:
+                    await con.execute(_INSERT_CHANGE, *values)
+
+        await self._call(work)
+
+    async def record_change(self, change: ConsoleChange) -> int:
+        values = change_values(change)
+        return int(await self._call(lambda: self.pool.fetchval(f"{_INSERT_CHANGE} RETURNING id", *values)))
 
     # -- the decision log --------------------------------------------------------------------------
 

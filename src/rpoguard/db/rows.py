@@ -24,6 +24,7 @@ from rpoguard.db.store import (
     NOTE_END_SET,
     NOTE_REVOKED,
     NOTE_REVOKED_AGAIN,
+    ConsoleChange,
     EvidenceItem,
     StoredCampaign,
     StoredConsent,
@@ -31,6 +32,8 @@ from rpoguard.db.store import (
     StoredFinding,
     StoredOptout,
     StoredPrincipal,
+    WebUser,
+    check_role,
 )
 from rpoguard.policy.model import (
     CampaignFacts,
@@ -488,6 +491,99 @@ class ListQueries(ABC):
     def list_optouts(self, *, number: str | None = None, principal_id: str | None = None,
                      since: datetime | None = None, limit: int | None = None) -> AsyncIterator[StoredOptout]:
         return self._stream(optouts_query(self.list_dialect, number, principal_id, since, limit), stored_optout)
+
+    def list_users(self) -> AsyncIterator[WebUser]:
+        return self._stream(users_query(self.list_dialect), web_user)
+
+    def list_changes(self, *, since_us: int | None = None, user: str | None = None,
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        return self._stream(changes_query(since_us, user, limit, action), console_change)
+
+
+# -- the console's users and the record of its changes (docs/console.md) -------------------------------------
+
+USER_COLUMNS = "name, role, password_hash, disabled, created_us, changed_us"
+USER_SQL = f"SELECT {USER_COLUMNS} FROM console_users WHERE name = :name"
+# The user whose name is this one in another case (console_users_folded), for the conflict's message.
+USER_FOLDED_SQL = "SELECT name FROM console_users WHERE lower(name) = lower(:name)"
+CHANGE_COLUMNS = "id, at_us, user_name, action, target, detail"
+CHANGE_INSERT = "INSERT INTO console_changes (at_us, user_name, action, target, detail)"
+# Keys a change's detail may never carry: the record is read by the DPO and copied between databases.
+SECRET_KEYS = frozenset({"password", "password_hash", "passwd", "csrf_token", "session", "session_id"})
+
+
+def user_taken(name: str, existing: str | None) -> str:
+    """Why add_user refused `name`: taken as it is, or by a name that differs only in case."""
+    if existing is None or existing == name:
+        return f"user {name!r} already exists"
+    return f"user {name!r} cannot be added: user {existing!r} exists (names that differ only in case are refused)"
+
+
+def users_query(d: ListDialect) -> Query:
+    return f"SELECT {USER_COLUMNS} FROM console_users ORDER BY name{d.collate}", {}
+
+
+def web_user(row: Sequence[Any]) -> WebUser:
+    name, role, password_hash, disabled, created_us, changed_us = row
+    return WebUser(name, role, password_hash, bool(disabled), int(created_us), int(changed_us))
+
+
+def user_update_query(name: str, at_us: int, role: str | None, password_hash: str | None,
+                      disabled: bool | None) -> Query:
+    """The UPDATE of what is given; ValueError when nothing is (a change that changes nothing is a bug)."""
+    if role is not None:
+        check_role(role)
+    sets = [(column, value) for column, value in
+            (("role", role), ("password_hash", password_hash), ("disabled", disabled)) if value is not None]
+    if not sets:
+        raise ValueError(f"update of user {name!r}: nothing to change")
+    if password_hash is not None and not password_hash:
+        raise ValueError(f"update of user {name!r}: an empty password hash")
+    assignments = ", ".join(f"{column} = :{column}" for column, _ in sets)
+    return (f"UPDATE console_users SET {assignments}, changed_us = :at WHERE name = :name",
+            {**dict(sets), "at": at_us, "name": name})
+
+
+def changes_query(since_us: int | None, user: str | None, limit: int | None, action: str | None = None) -> Query:
+    return _query(f"SELECT {CHANGE_COLUMNS} FROM console_changes",
+                  [("at_us >= :since", "since", since_us), ("user_name = :user", "user", user),
+                   ("action = :action", "action", action)],
+                  "at_us DESC, id DESC", limit)
+
+
+def _secret_keys(value: object) -> list[str]:
+    """The keys, at any depth, that name a secret."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key).lower() in SECRET_KEYS:
+                found.append(str(key))
+            found += _secret_keys(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found += _secret_keys(item)
+    return found
+
+
+def change_values(change: ConsoleChange) -> tuple[int, str, str, str, str]:
+    """The row of a change (without its id), its detail as JSON text; ValueError for a change that would
+    put a secret in the record, or that names no user or action."""
+    if not change.user or not change.action:
+        raise ValueError(f"a console change needs its user and action (got {change.user!r}, {change.action!r})")
+    secrets = _secret_keys(change.detail)
+    if secrets:
+        raise ValueError(f"console change {change.action}: its detail may not hold {', '.join(sorted(secrets))}")
+    try:
+        detail = json.dumps(change.detail, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"console change {change.action}: its detail is not JSON ({exc})") from None
+    return change.at_us, change.user, change.action, change.target, detail
+
+
+def console_change(row: Sequence[Any]) -> ConsoleChange:
+    cid, at_us, user, action, target, detail = row
+    return ConsoleChange(int(at_us), user, action, target, json.loads(detail) if isinstance(detail, str) else detail,
+                         int(cid))
 
 
 # -- bypass checks (docs/bypass.md) -------------------------------------------------------------------------

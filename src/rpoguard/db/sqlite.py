@@ -66,9 +66,12 @@ from rpoguard.db.import_records import (
 )
 from rpoguard.db.rows import (
     AUDIT_COLUMNS,
+    CHANGE_INSERT,
     DUE_STALE,
     FINDING_COLUMNS,
     LATEST_LISTING_SQL,
+    USER_FOLDED_SQL,
+    USER_SQL,
     ListDialect,
     ListQueries,
     Query,
@@ -78,6 +81,7 @@ from rpoguard.db.rows import (
     audit_row,
     audit_rows_query,
     batches,
+    change_values,
     due_source,
     facts_from_document,
     finding_values,
@@ -87,6 +91,9 @@ from rpoguard.db.rows import (
     read_evidence,
     refuse_older_extract,
     stored_finding,
+    user_taken,
+    user_update_query,
+    web_user,
 )
 from rpoguard.db.rpo_import import (
     COUNTS_SQL,
@@ -106,6 +113,7 @@ from rpoguard.db.store import (
     RPO_ANSWERS,
     AttemptCap,
     ConsentRecord,
+    ConsoleChange,
     ContractOutcome,
     ContractRecord,
     DatabaseNotFound,
@@ -122,6 +130,9 @@ from rpoguard.db.store import (
     Store,
     StoredFinding,
     StoreError,
+    WebUser,
+    check_role,
+    check_user_name,
 )
 from rpoguard.db.tables import Table, TableRows, select_sql, to_common, to_sqlite
 from rpoguard.db.upgrade import (
@@ -287,6 +298,7 @@ def _answers_owner_note(con: sqlite3.Connection) -> str | None:
     return answers_owner_note(AnswerOwnership(answers, attributed, principals, files))
 
 
+_INSERT_CHANGE = f"{CHANGE_INSERT} VALUES (?, ?, ?, ?, ?)"
 _INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({','.join('?' * 19)})"
 
 
@@ -997,6 +1009,50 @@ class SqliteStore(ConsoleQueries, ListQueries, Store):
                     yield convert(row)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
+
+    # -- the console's users and the record of its changes (the data file) ----------------------------------
+
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        check_user_name(name)
+        check_role(role)
+        if not password_hash:
+            raise ValueError(f"user {name!r}: an empty password hash")
+        values = change_values(change) if change is not None else None
+        async with self._transaction():
+            taken = await self._fetchone(USER_FOLDED_SQL, {"name": name})
+            if taken is not None:
+                raise RecordConflict(user_taken(name, taken[0]))
+            await self.db.execute(
+                "INSERT INTO console_users (name, role, password_hash, disabled, created_us, changed_us)"
+                " VALUES (?, ?, ?, 0, ?, ?)", (name, role, password_hash, at_us, at_us))
+            if values is not None:
+                await self.db.execute(_INSERT_CHANGE, values)
+
+    async def get_user(self, name: str) -> WebUser | None:
+        try:
+            row = await self._fetchone(USER_SQL, {"name": name}, self.read_db)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return web_user(row) if row is not None else None
+
+    async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        sql, params = user_update_query(name, at_us, role, password_hash, disabled)
+        values = change_values(change) if change is not None else None
+        async with self._transaction():
+            cursor = await self.db.execute(sql, params)
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"user {name!r} does not exist")
+            if values is not None:
+                await self.db.execute(_INSERT_CHANGE, values)
+
+    async def record_change(self, change: ConsoleChange) -> int:
+        values = change_values(change)
+        async with self._transaction():
+            cursor = await self.db.execute(_INSERT_CHANGE, values)
+        assert cursor.lastrowid is not None
+        return int(cursor.lastrowid)
 
     # -- the decision log --------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ importers and the CLI never change with the backend.
 from __future__ import annotations
 
 import asyncio
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from types import TracebackType
 
 from rpoguard.audit import AuditEntry, AuditRow
 from rpoguard.bypass.match import Allowed
+from rpoguard.constants import ROLES
 from rpoguard.db.tables import Table, TableRows
 from rpoguard.policy.model import CampaignFacts, Facts
 
@@ -323,6 +325,53 @@ class StoredFinding:
     id: int | None = None
 
 
+# -- the console's users and the record of changes made through it (docs/console.md) -------------------------
+
+USER_NAME_MAX = 64
+_USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+
+
+def check_user_name(name: str) -> str:
+    """A console user's name as given, or ValueError saying why it is refused."""
+    if not _USER_NAME.fullmatch(name):
+        raise ValueError(f"user name {name!r} is not valid: 1 to {USER_NAME_MAX} characters of letters, digits, "
+                         "'.', '_', '@' and '-'")
+    return name
+
+
+def check_role(role: str) -> str:
+    """A role as given, or ValueError naming the roles there are."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not valid: one of {', '.join(ROLES)}")
+    return role
+
+
+@dataclass(frozen=True, slots=True)
+class WebUser:
+    """A console user. A disabled user is kept (its changes still name it) but cannot log in."""
+
+    name: str
+    role: str
+    # Never in a repr: a user object may end up in a log line or a traceback.
+    password_hash: str = field(repr=False)
+    disabled: bool
+    created_us: int
+    changed_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleChange:
+    """One change made through the console or `rpoguard user`, with who made it (the DPO's record). `detail`
+    says what changed, never a password or its hash."""
+
+    at_us: int
+    user: str  # the console user, or cli:<login name> for `rpoguard user`
+    action: str  # a CHANGE_* name (rpoguard.constants)
+    target: str  # what was changed: a user's name, a number, a principal...
+    detail: dict[str, object]
+    id: int | None = None
+
+
 # -- what the web console reads (db/console_queries.py) ------------------------------------------------
 
 
@@ -589,6 +638,38 @@ class Store(ABC):
                       limit: int | None = None) -> AsyncIterator[StoredFinding]:
         """Findings in the order they were stored; `since_us`: those whose leg or period began then or later,
         and the periods not watched that had not ended by then."""
+
+    # -- the console's users and the record of its changes (docs/console.md) -----------------------------
+
+    @abstractmethod
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        """Add a console user; RecordConflict if the name (in any case) is taken, ValueError for a bad name or
+        role. `change`: recorded in the same transaction (both happen, or neither)."""
+
+    @abstractmethod
+    async def get_user(self, name: str) -> WebUser | None:
+        """The user of exactly this name (disabled ones too), or None."""
+
+    @abstractmethod
+    def list_users(self) -> AsyncIterator[WebUser]:
+        """Every user, disabled ones too, by name."""
+
+    @abstractmethod
+    async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        """Change what is given (at least one) and set changed_us; NotFoundError if there is no such user.
+        `change`: recorded in the same transaction (both happen, or neither)."""
+
+    @abstractmethod
+    async def record_change(self, change: ConsoleChange) -> int:
+        """Append a change to the record (append-only); its id."""
+
+    @abstractmethod
+    def list_changes(self, *, since_us: int | None = None, user: str | None = None,
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        """Changes newest first; `since_us`: made then or later; `user`: made by that user; `action`: of that
+        kind (a CHANGE_* name)."""
 
     # -- the whole database, for `db copy` (db/tables.py) ------------------------------------------------
 

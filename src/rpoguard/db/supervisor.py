@@ -24,6 +24,7 @@ from rpoguard.db import open_store
 from rpoguard.db.sqlite import audit_path
 from rpoguard.db.store import (
     AttemptCap,
+    ConsoleChange,
     DecisionFilter,
     Freshness,
     Store,
@@ -31,6 +32,7 @@ from rpoguard.db.store import (
     StoredImport,
     StoreError,
     StoreUnavailable,
+    WebUser,
 )
 from rpoguard.db.urls import is_postgres_url
 from rpoguard.policy.model import CampaignFacts, Facts
@@ -184,6 +186,30 @@ class SupervisedStore:
     def list_findings(self, *, since_us: int | None = None, kind: str | None = None,
                       limit: int | None = None) -> AsyncIterator[StoredFinding]:
         return self._current().list_findings(since_us=since_us, kind=kind, limit=limit)
+
+    # -- what the console uses (users, and the record of the changes made through it) -----------------------
+
+    async def add_user(self, name: str, role: str, password_hash: str, at_us: int, *,
+                       change: ConsoleChange | None = None) -> None:
+        await self._current().add_user(name, role, password_hash, at_us, change=change)
+
+    async def get_user(self, name: str) -> WebUser | None:
+        return await self._current().get_user(name)
+
+    def list_users(self) -> AsyncIterator[WebUser]:
+        return self._current().list_users()
+
+    async def update_user(self, name: str, *, at_us: int, role: str | None = None, password_hash: str | None = None,
+                          disabled: bool | None = None, change: ConsoleChange | None = None) -> None:
+        await self._current().update_user(name, at_us=at_us, role=role, password_hash=password_hash,
+                                          disabled=disabled, change=change)
+
+    async def record_change(self, change: ConsoleChange) -> int:
+        return await self._current().record_change(change)
+
+    def list_changes(self, *, since_us: int | None = None, user: str | None = None,
+                     limit: int | None = None, action: str | None = None) -> AsyncIterator[ConsoleChange]:
+        return self._current().list_changes(since_us=since_us, user=user, limit=limit, action=action)
 
     # -- what the web console reads ------------------------------------------------------------------
 

@@ -51,6 +51,9 @@ TABLES = (
     Table("bypass_findings", ("id", "kind", "found_us", "at_us", "until_us", "why", "channel", "number", "dialled",
                               "uniqueid", "linkedid", "decision_id", "detail", "source", "hung_up"),
           {"hung_up": BOOL}, "id", "id"),
+    Table("console_users", ("name", "role", "password_hash", "disabled", "created_us", "changed_us"),
+          {"disabled": BOOL}, "name"),
+    Table("console_changes", ("id", "at_us", "user_name", "action", "target", "detail"), {}, "id", "id"),
 )
 
 

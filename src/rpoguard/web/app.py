@@ -1,0 +1,230 @@
+"""The console's application: its middlewares (error pages, sessions, CSRF, headers), what it keeps, and its
+routes, one view module per page."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from rpoguard.config import Config
+from rpoguard.db.store import ConsoleChange, Store, StoreError
+from rpoguard.timeutil import to_us
+from rpoguard.web import views
+from rpoguard.web.keys import CONFIG, SESSIONS, STORE, TEMPLATES, THROTTLE
+from rpoguard.web.render import make_environment, render
+from rpoguard.web.security import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    MULTIPART_KEY,
+    SESSION_COOKIE,
+    SESSION_KEY,
+    UNSAFE_METHODS,
+    USER_KEY,
+    Handler,
+    LoginThrottle,
+    Session,
+    Sessions,
+    current_session,
+    current_user,
+    tokens_match,
+)
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+# Where a handler leaves a session it started, for the middleware to send its cookie.
+NEW_SESSION_KEY = "rpoguard.new_session"
+# A CSRF token is 43 characters; reading a little more proves a longer one wrong without reading a body.
+MAX_TOKEN_BYTES = 128
+# Every page is personal data (numbers, consents): never cached, never framed, no script but our own, and
+# the number in a page's address never sent to another site as a referrer.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+ERROR_KEYS = {403: "error.403", 404: "error.404", 413: "error.413", 503: "error.503", 500: "error.500"}
+CSRF_REASON = "CSRF token missing or wrong"
+
+
+def make_app(store: Store, config: Config) -> web.Application:
+    web_config = config.web
+    app = web.Application(
+        middlewares=[_security_headers, _error_pages, _sessions, _csrf],
+        # Form posts only: uploads are streamed from the multipart reader, never read whole.
+        client_max_size=1 << 20,
+    )
+    app[STORE] = store
+    app[CONFIG] = config
+    app[TEMPLATES] = make_environment()
+    app[SESSIONS] = Sessions(web_config.session_idle, web_config.session_max)
+    app[THROTTLE] = LoginThrottle(web_config.login_attempts, web_config.login_window)
+    for module in views.MODULES:
+        app.router.add_routes(module.routes())
+    app.router.add_static("/static", STATIC_DIR)
+    return app
+
+
+# -- what handlers use ------------------------------------------------------------------------------------
+
+def store_of(request: web.Request) -> Store:
+    return request.app[STORE]
+
+
+def config_of(request: web.Request) -> Config:
+    return request.app[CONFIG]
+
+
+def redirect(location: str) -> web.Response:
+    """303 See Other, returned (not raised) so that the middleware can still set the session's cookie."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def start_session(request: web.Request, user: str | None) -> Session:
+    """A new session (anonymous, or a user's at login) whose cookie goes with this response. Any session the
+    request came with ends: a login never keeps an id someone else may have planted (session fixation)."""
+    sessions = request.app[SESSIONS]
+    old = current_session(request)
+    if old is not None:
+        sessions.drop(old.sid)
+    session = sessions.new(user)
+    request[SESSION_KEY] = session
+    request[NEW_SESSION_KEY] = session
+    return session
+
+
+def end_session(request: web.Request) -> None:
+    session = current_session(request)
+    if session is not None:
+        request.app[SESSIONS].drop(session.sid)
+    request[SESSION_KEY] = None
+    request[USER_KEY] = None
+    request[NEW_SESSION_KEY] = False
+
+
+async def record_change(request: web.Request, action: str, target: str, detail: dict[str, object]) -> int:
+    """Record a change made through the console with the user who made it (the DPO's answer to "who did
+    this"), in the same database as the change."""
+    change = ConsoleChange(at_us=to_us_now(), user=current_user(request).name, action=action, target=target,
+                           detail=detail)
+    change_id = await store_of(request).record_change(change)
+    log.info("console change %d by %s: %s %s", change_id, change.user, action, target)
+    return change_id
+
+
+def to_us_now() -> int:
+    return to_us(datetime.now(UTC))
+
+
+# -- middlewares ------------------------------------------------------------------------------------------
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(SECURITY_HEADERS)
+        raise
+    if not response.prepared:
+        response.headers.update(SECURITY_HEADERS)
+        if not request.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@web.middleware
+async def _error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as pages in the person's language; a store that cannot answer is 503 (never a page that
+    looks complete without its data)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/static/"):
+            raise
+        key = "error.csrf" if exc.reason == CSRF_REASON else ERROR_KEYS.get(exc.status, "error.title")
+        return render(request, "error.html", status=exc.status, message_key=key, detail=exc.text or "")
+    except StoreError as exc:
+        log.error("console %s %s: the database did not answer: %s", request.method, request.path, exc)
+        return render(request, "error.html", status=503, message_key="error.503", detail="")
+    except Exception:
+        log.exception("console %s %s failed", request.method, request.path)
+        return render(request, "error.html", status=500, message_key="error.500", detail="")
+
+
+@web.middleware
+async def _sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sessions = request.app[SESSIONS]
+    sid = request.cookies.get(SESSION_COOKIE)
+    session = sessions.get(sid) if sid else None
+    user = None
+    if session is not None and session.user is not None:
+        # Read on every request, so a user disabled or demoted (here or with `rpoguard user`) loses the
+        # access at once rather than when the session expires.
+        user = await request.app[STORE].get_user(session.user)
+        if user is None or user.disabled:
+            sessions.drop(session.sid)
+            session, user = None, None
+    request[SESSION_KEY] = session
+    request[USER_KEY] = user
+    response = await handler(request)
+    new = request.get(NEW_SESSION_KEY)
+    if new is not None and not response.prepared:
+        _set_session_cookie(request, response, new or None)
+    return response
+
+
+def _set_session_cookie(request: web.Request, response: web.StreamResponse, session: Session | None) -> None:
+    web_config = request.app[CONFIG].web
+    if session is None:
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return
+    # No max-age: the cookie ends with the browser, the session itself ends on the server (idle or age).
+    response.set_cookie(SESSION_COOKIE, session.sid, path="/", httponly=True, samesite="Strict",
+                        secure=web_config.tls or web_config.behind_proxy)
+
+
+@web.middleware
+async def _csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every state-changing request carries the session's CSRF token: in the X-CSRF-Token header (scripts),
+    a form's csrf_token field, or a multipart body's first part (the handler reads the rest of the stream)."""
+    if request.method in UNSAFE_METHODS:
+        session = current_session(request)
+        if session is None or not _same_origin(request):
+            raise web.HTTPForbidden(reason=CSRF_REASON)
+        token = request.headers.get(CSRF_HEADER)
+        if token is None:
+            token = await _form_token(request)
+        if not tokens_match(token, session.csrf):
+            log.warning("console %s %s refused: %s", request.method, request.path, CSRF_REASON)
+            raise web.HTTPForbidden(reason=CSRF_REASON)
+    return await handler(request)
+
+
+async def _form_token(request: web.Request) -> str | None:
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        part = await reader.next()
+        if part is None or getattr(part, "name", None) != CSRF_FIELD:
+            return None
+        data = await part.read_chunk(MAX_TOKEN_BYTES)  # type: ignore[union-attr]
+        request[MULTIPART_KEY] = reader
+        return data.decode("ascii", "replace").strip()
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser names the page a post came from; one from another site is refused even with a token."""
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host

@@ -1,0 +1,24 @@
+"""What the console keeps on its aiohttp Application, one typed key each (handlers read them, the app sets
+them once at start-up)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jinja2
+from aiohttp import web
+
+from rpoguard.config import Config
+from rpoguard.db.store import Store
+
+if TYPE_CHECKING:
+    from rpoguard.web.rollup import DecisionRollup, FreshnessCache
+    from rpoguard.web.security import LoginThrottle, Sessions
+
+STORE = web.AppKey("store", Store)
+CONFIG = web.AppKey("config", Config)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
+THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("throttle")
+ROLLUP: web.AppKey[DecisionRollup] = web.AppKey("rollup")
+FRESHNESS: web.AppKey[FreshnessCache] = web.AppKey("freshness")
