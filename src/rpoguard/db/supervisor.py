@@ -95,6 +95,11 @@ class SupervisedStore:
     def available(self) -> bool:
         return self._store is not None
 
+    def current(self) -> Store:
+        """The store open now, with its whole interface (the console's pages); StoreUnavailable while there
+        is none. Held for one request at most: the next one may find it reopened."""
+        return self._current()
+
     def _current(self) -> Store:
         if self._store is None:
             raise StoreUnavailable(f"database unavailable: {self._cause}")
@@ -228,6 +233,9 @@ class SupervisedStore:
     async def import_history(self, *, limit: int, before_id: int | None = None,
                              kind: str | None = None) -> list[StoredImport]:
         return await self._current().import_history(limit=limit, before_id=before_id, kind=kind)
+
+    async def principal_ids(self) -> list[str]:
+        return await self._current().principal_ids()
 
     async def answer_freshness(self, principal_id: str, now_us: int, validity_us: int,
                                horizons_days: tuple[int, ...] = (1, 3, 7)) -> Freshness:

@@ -3,19 +3,22 @@ routes, one view module per page."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from rpoguard.config import Config
-from rpoguard.db.store import ConsoleChange, Store, StoreError
-from rpoguard.timeutil import to_us
+from rpoguard.db.store import Store, StoreError
+from rpoguard.db.supervisor import SupervisedStore
 from rpoguard.web import views
-from rpoguard.web.keys import CONFIG, SESSIONS, STORE, TEMPLATES, THROTTLE
+from rpoguard.web.context import NEW_SESSION_KEY, store_of
+from rpoguard.web.keys import CONFIG, FRESHNESS, ROLLUP, SESSIONS, STORE, TEMPLATES, THROTTLE
 from rpoguard.web.render import make_environment, render
+from rpoguard.web.rollup import DecisionRollup, FreshnessCache
 from rpoguard.web.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -29,15 +32,12 @@ from rpoguard.web.security import (
     Session,
     Sessions,
     current_session,
-    current_user,
     tokens_match,
 )
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-# Where a handler leaves a session it started, for the middleware to send its cookie.
-NEW_SESSION_KEY = "rpoguard.new_session"
 # A CSRF token is 43 characters; reading a little more proves a longer one wrong without reading a body.
 MAX_TOKEN_BYTES = 128
 # Every page is personal data (numbers, consents): never cached, never framed, no script but our own, and
@@ -53,7 +53,7 @@ ERROR_KEYS = {403: "error.403", 404: "error.404", 413: "error.413", 503: "error.
 CSRF_REASON = "CSRF token missing or wrong"
 
 
-def make_app(store: Store, config: Config) -> web.Application:
+def make_app(store: Store | SupervisedStore, config: Config) -> web.Application:
     web_config = config.web
     app = web.Application(
         middlewares=[_security_headers, _error_pages, _sessions, _csrf],
@@ -65,61 +65,23 @@ def make_app(store: Store, config: Config) -> web.Application:
     app[TEMPLATES] = make_environment()
     app[SESSIONS] = Sessions(web_config.session_idle, web_config.session_max)
     app[THROTTLE] = LoginThrottle(web_config.login_attempts, web_config.login_window)
+    app[ROLLUP] = DecisionRollup(store)
+    app[FRESHNESS] = FreshnessCache(store, config)
+    app.cleanup_ctx.append(_background_counts)
     for module in views.MODULES:
         app.router.add_routes(module.routes())
     app.router.add_static("/static", STATIC_DIR)
     return app
 
 
-# -- what handlers use ------------------------------------------------------------------------------------
-
-def store_of(request: web.Request) -> Store:
-    return request.app[STORE]
-
-
-def config_of(request: web.Request) -> Config:
-    return request.app[CONFIG]
-
-
-def redirect(location: str) -> web.Response:
-    """303 See Other, returned (not raised) so that the middleware can still set the session's cookie."""
-    return web.Response(status=303, headers={"Location": location})
-
-
-def start_session(request: web.Request, user: str | None) -> Session:
-    """A new session (anonymous, or a user's at login) whose cookie goes with this response. Any session the
-    request came with ends: a login never keeps an id someone else may have planted (session fixation)."""
-    sessions = request.app[SESSIONS]
-    old = current_session(request)
-    if old is not None:
-        sessions.drop(old.sid)
-    session = sessions.new(user)
-    request[SESSION_KEY] = session
-    request[NEW_SESSION_KEY] = session
-    return session
-
-
-def end_session(request: web.Request) -> None:
-    session = current_session(request)
-    if session is not None:
-        request.app[SESSIONS].drop(session.sid)
-    request[SESSION_KEY] = None
-    request[USER_KEY] = None
-    request[NEW_SESSION_KEY] = False
-
-
-async def record_change(request: web.Request, action: str, target: str, detail: dict[str, object]) -> int:
-    """Record a change made through the console with the user who made it (the DPO's answer to "who did
-    this"), in the same database as the change."""
-    change = ConsoleChange(at_us=to_us_now(), user=current_user(request).name, action=action, target=target,
-                           detail=detail)
-    change_id = await store_of(request).record_change(change)
-    log.info("console change %d by %s: %s %s", change_id, change.user, action, target)
-    return change_id
-
-
-def to_us_now() -> int:
-    return to_us(datetime.now(UTC))
+async def _background_counts(app: web.Application) -> AsyncIterator[None]:
+    """The overview's counts, kept up to date off the requests (web/rollup.py), for as long as the app runs."""
+    tasks = [asyncio.create_task(app[ROLLUP].run_forever(), name="rpoguard-console-decision-counts"),
+             asyncio.create_task(app[FRESHNESS].run_forever(), name="rpoguard-console-freshness")]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # -- middlewares ------------------------------------------------------------------------------------------
@@ -166,7 +128,7 @@ async def _sessions(request: web.Request, handler: Handler) -> web.StreamRespons
     if session is not None and session.user is not None:
         # Read on every request, so a user disabled or demoted (here or with `rpoguard user`) loses the
         # access at once rather than when the session expires.
-        user = await request.app[STORE].get_user(session.user)
+        user = await store_of(request).get_user(session.user)
         if user is None or user.disabled:
             sessions.drop(session.sid)
             session, user = None, None

@@ -10,12 +10,14 @@ from aiohttp import web
 
 from rpoguard.config import Config
 from rpoguard.db.store import Store
+from rpoguard.db.supervisor import SupervisedStore
 
 if TYPE_CHECKING:
     from rpoguard.web.rollup import DecisionRollup, FreshnessCache
     from rpoguard.web.security import LoginThrottle, Sessions
 
-STORE = web.AppKey("store", Store)
+# A store, or (under `rpoguard web`) the supervisor that keeps one open: context.store_of resolves it.
+STORE = web.AppKey("store", Store | SupervisedStore)
 CONFIG = web.AppKey("config", Config)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")

@@ -23,7 +23,7 @@ from rpoguard.constants import (
 )
 from rpoguard.db.store import ConsoleChange, NotFoundError, RecordConflict, check_role, check_user_name
 from rpoguard.numbers import NumberError, normalize_caller_id
-from rpoguard.web.app import record_change, redirect, store_of, to_us_now
+from rpoguard.web.context import record_change, redirect, store_of, to_us_now
 from rpoguard.web.keys import SESSIONS
 from rpoguard.web.passwords import PasswordRejected, check_new_password, hash_password
 from rpoguard.web.render import render

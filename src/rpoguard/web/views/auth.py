@@ -9,7 +9,7 @@ import secrets
 
 from aiohttp import web
 
-from rpoguard.web.app import config_of, end_session, redirect, start_session, store_of, to_us_now
+from rpoguard.web.context import config_of, end_session, redirect, start_session, store_of, to_us_now
 from rpoguard.web.i18n import LANG_COOKIE, LANGUAGES
 from rpoguard.web.keys import THROTTLE
 from rpoguard.web.passwords import hash_password, needs_rehash, verify_password

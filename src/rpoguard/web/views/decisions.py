@@ -15,8 +15,8 @@ from rpoguard.audit import AuditRow
 from rpoguard.constants import ALLOW, BLOCK, REASON_CODES, REASON_LAW, ROLE_VIEWER
 from rpoguard.db.store import DecisionFilter
 from rpoguard.numbers import NumberError, normalize
-from rpoguard.timeutil import TimeFormatError, iso, parse_time, to_us
-from rpoguard.web.app import store_of
+from rpoguard.timeutil import ROME, TimeFormatError, iso, parse_time, to_us
+from rpoguard.web.context import store_of
 from rpoguard.web.render import render
 from rpoguard.web.security import require
 
@@ -48,7 +48,7 @@ def parse_search(query: web.MultiDictProxy[str], now: datetime) -> Search:
     except TimeFormatError as exc:
         error, start = str(exc), now - DEFAULT_RANGE
     if not values["from"]:
-        values["from"] = start.astimezone(UTC).isoformat(timespec="minutes") if start else ""
+        values["from"] = start.astimezone(ROME).strftime("%Y-%m-%dT%H:%M") if start else ""
     number = None
     if values["number"]:
         try:

@@ -30,7 +30,7 @@ from rpoguard.evidence_text import describe
 from rpoguard.ingest import plausible
 from rpoguard.numbers import NumberError, normalize
 from rpoguard.timeutil import TimeFormatError, iso, parse_date, parse_time, to_us
-from rpoguard.web.app import config_of, record_change, redirect, store_of
+from rpoguard.web.context import config_of, record_change, redirect, store_of
 from rpoguard.web.pdf import evidence_pdf
 from rpoguard.web.render import language, render
 from rpoguard.web.security import current_user, require, role_rank

@@ -11,7 +11,7 @@ from aiohttp import web
 from rpoguard.constants import CHANGE_AUDIT_VERIFY, ROLE_VIEWER
 from rpoguard.db.store import ConsoleChange, DecisionFilter, Store
 from rpoguard.timeutil import ROME, to_us
-from rpoguard.web.app import config_of, store_of
+from rpoguard.web.context import config_of, store_of
 from rpoguard.web.i18n import translate
 from rpoguard.web.keys import FRESHNESS, ROLLUP
 from rpoguard.web.render import language, render
@@ -27,7 +27,10 @@ async def overview(request: web.Request) -> web.StreamResponse:
     store = store_of(request)
     rollup = request.app[ROLLUP]
     lang = language(request)
-    await rollup.catch_up()  # only the rows since the last look: a few at most between two page loads
+    if rollup.ready:
+        # Only the rows since the last look (a few between two page loads); before the first catch-up ends,
+        # the background task is doing it and the page says "counting".
+        await rollup.catch_up()
     series = rollup.series(CHART_HOURS)
     chart = {
         "labels": [datetime.fromtimestamp(start / 1e6, UTC).astimezone(ROME).strftime("%d/%m %H:00")
