@@ -63,6 +63,7 @@ BLOCK_REASONS = (("rpo_registered", 40), ("unlisted_no_consent", 25), ("rpo_expi
                  ("attempt_limit", 7), ("rpo_registered,unlisted_no_consent", 6), ("caller_id_invalid", 3),
                  ("optout", 1))
 TARGET_P95_MS = 200.0
+SCAN_LIMIT = 20_000  # decision_search's budget in the Store-only figures
 BATCH = 50_000
 
 
@@ -213,6 +214,14 @@ async def write_log_postgres(url: str, rows: Iterator[tuple[Any, ...]], total: i
         await con.close()
 
 
+def cli_env(db: str) -> dict[str, str]:
+    """The console script's environment: the database in RPOGUARD_DB, never on a command line (a PostgreSQL
+    URL may carry a password, and every user of the machine can read a process's arguments)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPOGUARD_")}
+    env["RPOGUARD_DB"] = db
+    return env
+
+
 def build(db: str, backend: str, decisions: int, answers: int, marker: Path) -> dict[str, Any]:
     started = time.monotonic()
     if backend == "sqlite":
@@ -238,8 +247,8 @@ def build(db: str, backend: str, decisions: int, answers: int, marker: Path) -> 
     else:
         asyncio.run(write_log_postgres(db, rows, decisions))
     # The log must be one the product accepts: `rpoguard audit verify` walks the whole chain.
-    verify = subprocess.run([venv_bin("rpoguard"), "--db", db, "audit", "verify"], capture_output=True, text=True,
-                            check=False)
+    verify = subprocess.run([venv_bin("rpoguard"), "audit", "verify"], capture_output=True, text=True,
+                            env=cli_env(db), check=False)
     print(f"  {verify.stdout.strip()}", flush=True)
     if verify.returncode != 0:
         raise SystemExit(f"the benchmark's decision log does not verify: {verify.stdout}{verify.stderr}")
@@ -324,6 +333,14 @@ async def store_pages(store: Store, info: dict[str, Any]) -> list[tuple[str, Tim
         return await store.decision_page(DecisionFilter(decision="block", reason="rpo_registered",
                                                         start_us=end_us - 7 * DAY), before_seq=None, limit=50)
 
+    async def no_match(i: int) -> object:
+        return await store.decision_page(DecisionFilter(campaign_id="nosuch", start_us=end_us - 7 * DAY),
+                                         before_seq=None, limit=50)
+
+    async def no_match_bounded(i: int) -> object:
+        return await store.decision_search(DecisionFilter(campaign_id="nosuch", start_us=end_us - 7 * DAY),
+                                           before_seq=None, limit=50, scan_limit=SCAN_LIMIT)
+
     async def deep(i: int) -> object:
         # Somewhere in the oldest half: page 100,000 and beyond at 50 rows a page.
         return await store.decision_page(DecisionFilter(), before_seq=1 + _mix(i) % max(decisions // 2, 1), limit=50)
@@ -347,7 +364,9 @@ async def store_pages(store: Store, info: dict[str, Any]) -> list[tuple[str, Tim
 
     return [("overview (latest rows, imports)", overview), ("number (evidence + its decisions)", number),
             ("decisions, page 1", first_page), ("decisions, blocks for a reason, last 7 days", filtered),
-            ("decisions, a deep page", deep), ("decisions CSV, first row", csv_first_row), ("imports", imports),
+            ("decisions, a deep page", deep), ("decisions, a campaign with no calls, last 7 days", no_match),
+            (f"the same, decision_search looking at {SCAN_LIMIT:,} rows at most", no_match_bounded),
+            ("decisions CSV, first row", csv_first_row), ("imports", imports),
             ("audit (findings, head)", audit), ("principals and campaigns", principals)]
 
 
@@ -434,6 +453,8 @@ WEB_PAGES = (
     ("decisions, page 1", "/decisions"),
     ("decisions, blocks for a reason, last 7 days", "/decisions?decision=block&reason=rpo_registered&from={since}"),
     ("decisions, a deep page", "/decisions?from={start}&before={seq}"),
+    # The worst case: a filter no row matches walks the whole range (the last 7 days by default).
+    ("decisions, a campaign with no calls, last 7 days", "/decisions?campaign=nosuch&from={since}"),
     ("decisions CSV, first byte", "/decisions.csv?from={since}"),
     ("imports", "/imports"),
     ("registry due", "/due"),
@@ -446,13 +467,13 @@ USER, PASSWORD = "bench", "bench-password-not-secret-0"
 def start_web(db: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     """`rpoguard web` on the store, with the benchmark's admin user (added once)."""
     rpoguard = venv_bin("rpoguard")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RPOGUARD_")}
-    subprocess.run([rpoguard, "--db", db, "user", "add", USER, "--role", "admin", "--password-stdin"],
+    env = cli_env(db)
+    subprocess.run([rpoguard, "user", "add", USER, "--role", "admin", "--password-stdin"],
                    input=PASSWORD + "\n", text=True, env=env, capture_output=True, check=False)
     port = free_port()
     log_path = bench_dir() / "bench-web-server.log"
     with log_path.open("wb") as server_log:
-        server = subprocess.Popen([rpoguard, "--db", db, "web", "--host", "127.0.0.1", "--port", str(port)],
+        server = subprocess.Popen([rpoguard, "web", "--host", "127.0.0.1", "--port", str(port)],
                                   env=env, stdout=server_log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, server)
