@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from rpoguard.audit import AuditRow
-from rpoguard.db.rows import AUDIT_COLUMNS, Query, audit_row, due_source
+from rpoguard.db.rows import AUDIT_COLUMNS, Query, audit_row
 from rpoguard.db.store import DecisionFilter, DecisionPage, Freshness, ImportFile, StoredImport
 
 T = TypeVar("T")
@@ -134,18 +134,24 @@ def stored_imports(rows: Sequence[Sequence[Any]], files: Sequence[Sequence[Any]]
 def freshness_query(audit_log: str, principal_id: str, now_us: int, validity_us: int,
                     horizons_days: tuple[int, ...]) -> Query:
     """One row: numbers, none, expired, then one count per horizon. The numbers are `registry due`'s (every
-    number the store knows for the principal); an answer checked at c is valid until c + validity, as
-    `registry due` reads it."""
+    number the store knows for the principal: rows.due_source); an answer checked at c is valid until
+    c + validity, as `registry due` reads it. One grouping pass over every source (the principal's answers
+    carrying their check time, the others none) instead of a probe per number: minutes less on 30 M answers."""
     expiring = "".join(
         f", sum(CASE WHEN latest + :validity > :now AND latest + :validity <= :h{n} THEN 1 ELSE 0 END)"
         for n in range(len(horizons_days)))
     params: dict[str, Any] = {"principal": principal_id, "now": now_us, "validity": validity_us}
     params.update({f"h{n}": now_us + days * DAY_US for n, days in enumerate(horizons_days)})
+    known = ("SELECT number, checked_us AS checked FROM rpo_results WHERE principal_id = :principal"
+             " UNION ALL SELECT number, NULL FROM rpo_results WHERE principal_id IS NULL"
+             " UNION ALL SELECT number, NULL FROM listings"
+             " UNION ALL SELECT number, NULL FROM consents WHERE principal_id = :principal"
+             " UNION ALL SELECT number, NULL FROM contracts WHERE principal_id = :principal"
+             f" UNION ALL SELECT number, NULL FROM {audit_log} WHERE principal_id = :principal"
+             " AND number IS NOT NULL")
     return ("SELECT count(*), sum(CASE WHEN latest IS NULL THEN 1 ELSE 0 END),"
             " sum(CASE WHEN latest + :validity <= :now THEN 1 ELSE 0 END)" + expiring +
-            " FROM (SELECT (SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number"
-            " AND r.principal_id = :principal) AS latest"
-            f" FROM ({due_source(False, False, audit_log)}) k) t", params)
+            f" FROM (SELECT number, max(checked) AS latest FROM ({known}) k GROUP BY number) t", params)
 
 
 def freshness(principal_id: str, row: Sequence[Any], horizons_days: tuple[int, ...], now_us: int) -> Freshness:
