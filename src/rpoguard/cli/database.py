@@ -39,8 +39,8 @@ def register(commands: Subcommands) -> None:
             "does nothing else)")
     p = command(database, "copy", OwnStoreCommand(cmd_db_copy),
                 "copy everything (principals, campaigns, imports and their files, RPO answers, listings, "
-                "consents, contracts, the notes beside them, refusals and the decision log with its hash chain) "
-                "into an empty database")
+                "consents, contracts, the notes beside them, refusals, the decision log with its hash chain, the "
+                "console's users and its record of changes) into an empty database")
     p.add_argument("--from", dest="source", metavar="URL",
                    help="the database to copy from: a SQLite file or postgresql://... (default: --db)")
     p.add_argument("--to", dest="target", required=True, metavar="URL",

@@ -2,11 +2,11 @@
 
 An operator who outgrows one PBX moves to PostgreSQL without importing anything again: principals,
 campaigns, caller IDs, import records with each input file, RPO answers (with the principal that obtained
-them), listing periods, consents, contracts, the notes beside them, refusals and the decision log (with the
-moment each row was written), row for row with their ids, so evidence keeps
-naming the same import files and the hash chain (which covers sequence numbers and every field) still
-verifies on the target. The target must be
-empty; the copy is one transaction on it, so a failed copy leaves it empty.
+them), listing periods, consents, contracts, the notes beside them, refusals, the decision log (with the
+moment each row was written), the console's users and its record of changes, row for row with their ids,
+so evidence keeps naming the same import files and the hash chain (which covers sequence numbers and every
+field) still verifies on the target. The target must be empty; the copy is one transaction on it, so a
+failed copy leaves it empty.
 """
 
 from __future__ import annotations

@@ -135,9 +135,8 @@ async def _sessions(request: web.Request, handler: Handler) -> web.StreamRespons
     request[SESSION_KEY] = session
     request[USER_KEY] = user
     response = await handler(request)
-    new = request.get(NEW_SESSION_KEY)
-    if new is not None and not response.prepared:
-        _set_session_cookie(request, response, new or None)
+    if NEW_SESSION_KEY in request and not response.prepared:
+        _set_session_cookie(request, response, request[NEW_SESSION_KEY])
     return response
 
 

@@ -17,8 +17,8 @@ from rpoguard.web.security import SESSION_KEY, USER_KEY, Session, current_sessio
 
 log = logging.getLogger(__name__)
 
-# Where a handler leaves a session it started, for the middleware to send its cookie (False: end it).
-NEW_SESSION_KEY = "rpoguard.new_session"
+# Where a handler leaves a session it started, for the middleware to send its cookie (None: end it).
+NEW_SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("rpoguard.new_session")
 
 
 def store_of(request: web.Request) -> Store:
@@ -55,7 +55,7 @@ def end_session(request: web.Request) -> None:
         request.app[SESSIONS].drop(session.sid)
     request[SESSION_KEY] = None
     request[USER_KEY] = None
-    request[NEW_SESSION_KEY] = False
+    request[NEW_SESSION_KEY] = None
 
 
 async def record_change(request: web.Request, action: str, target: str, detail: dict[str, object]) -> int:

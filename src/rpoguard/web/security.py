@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import MultipartReader, web
 
 from rpoguard.constants import ROLES
 
@@ -35,10 +35,10 @@ MAX_SESSIONS = 10_000
 MAX_THROTTLED_KEYS = 50_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# What the session middleware leaves on each request.
-USER_KEY = "rpoguard.user"
-SESSION_KEY = "rpoguard.session"
-MULTIPART_KEY = "multipart"
+# What the session middleware leaves on each request, and the multipart stream the CSRF check began.
+USER_KEY: web.RequestKey[WebUser | None] = web.RequestKey("rpoguard.user")
+SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("rpoguard.session")
+MULTIPART_KEY: web.RequestKey[MultipartReader] = web.RequestKey("rpoguard.multipart")
 
 
 @dataclass(slots=True)
@@ -179,8 +179,7 @@ def _is_loopback(address: str) -> bool:
 
 
 def current_user_or_none(request: web.Request) -> WebUser | None:
-    user: WebUser | None = request.get(USER_KEY)
-    return user
+    return request.get(USER_KEY)
 
 
 def current_user(request: web.Request) -> WebUser:
@@ -192,8 +191,7 @@ def current_user(request: web.Request) -> WebUser:
 
 
 def current_session(request: web.Request) -> Session | None:
-    session: Session | None = request.get(SESSION_KEY)
-    return session
+    return request.get(SESSION_KEY)
 
 
 def role_rank(role: str) -> int:
