@@ -190,3 +190,15 @@ CHANGE_CONTRACT_ADD: Final = "contract.add"
 CHANGE_OPTOUT_ADD: Final = "optout.add"
 CHANGE_IMPORT: Final = "import"
 CHANGE_AUDIT_VERIFY: Final = "audit.verify"
+
+# Console imports (web/jobs.py): the kinds of file an operator uploads (each the CLI's import of that kind),
+# and the console changes a finished upload is recorded as.
+KIND_REGISTRY: Final = "registry"
+KIND_REGISTRY_LISTS: Final = "registry-lists"
+KIND_CONSENTS: Final = "consents"
+KIND_CONTRACTS: Final = "contracts"
+KIND_OPTOUTS: Final = "optouts"
+KIND_DIRECTORY: Final = "directory"
+IMPORT_KINDS: Final = (KIND_REGISTRY, KIND_REGISTRY_LISTS, KIND_CONSENTS, KIND_CONTRACTS, KIND_OPTOUTS,
+                       KIND_DIRECTORY)
+CHANGE_IMPORT_FAILED: Final = "import.failed"

@@ -308,7 +308,7 @@ def test_italian_by_default_english_on_request(browser: ConsoleClient) -> None:
 def test_every_page_carries_the_security_headers(browser: ConsoleClient) -> None:
     page = browser.get("/login")
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Referrer-Policy"] == "same-origin"
     assert page.headers["Cache-Control"] == "no-store"
 
 

@@ -181,6 +181,11 @@ def test_changes_filtered_by_moment_and_user_and_limited(store: Store, run: Call
     assert [c.id for c in run(collect(store.list_changes(user="luca", since_us=T0 + 2 * SECOND)))] == [ids[5], ids[3]]
     assert [c.id for c in run(collect(store.list_changes(limit=2)))] == [ids[5], ids[4]]
     assert run(collect(store.list_changes(user="nobody"))) == []
+    disabled = run(store.record_change(change(T0 + 9 * SECOND, user="luca", action=CHANGE_USER_DISABLE)))
+    assert [c.id for c in run(collect(store.list_changes(action=CHANGE_USER_DISABLE)))] == [disabled]
+    assert [c.id for c in run(collect(store.list_changes(action=CHANGE_USER_ROLE, user="luca", limit=2)))] == \
+        [ids[5], ids[3]]
+    assert run(collect(store.list_changes(action=CHANGE_USER_DISABLE, user="marta"))) == []
 
 
 @pytest.mark.parametrize("detail", [

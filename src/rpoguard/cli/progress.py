@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-from rpoguard.ingest.csvfile import read_observer
+from rpoguard.ingest.csvfile import BytesRead, read_observer
 
 
 def _megabytes(count: float) -> str:
@@ -49,8 +49,7 @@ class ProgressDisplay:
         self._rows_at = 0.0
         self.mode = "off" if quiet else "bar" if on_terminal(self.stream) else "plain"
         self.started = time.monotonic()
-        self._streams: list[tuple[IO[bytes], int]] = []
-        self._lock = threading.Lock()
+        self._read = BytesRead()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar: Any = None
@@ -68,30 +67,15 @@ class ProgressDisplay:
             return ""
         return f"{self.rows:,} rows ({self.rows / max(self._rows_at - self.started, 1e-9):,.0f}/s)"
 
-    def _opened(self, stream: IO[bytes]) -> None:
-        try:
-            size = os.fstat(stream.fileno()).st_size
-        except (OSError, ValueError):
-            size = 0
-        with self._lock:
-            self._streams.append((stream, size))
-
     def done(self) -> int:
         """Bytes read so far; a file already closed counts whole."""
-        with self._lock:
-            streams = list(self._streams)
-        done = 0
-        for stream, size in streams:
-            try:
-                done += size if stream.closed else min(stream.tell(), size)
-            except (OSError, ValueError):  # closed meanwhile
-                done += size
+        done = self._read.total()
         return min(done, self.total) if self.total else done
 
     def __enter__(self) -> ProgressDisplay:
         if self.mode == "off":
             return self
-        self._token = read_observer.set(self._opened)
+        self._token = read_observer.set(self._read.opened)
         if self.mode == "bar":
             self._start_bar()
         self._thread = threading.Thread(target=self._run, name="rpoguard-progress", daemon=True)

@@ -31,23 +31,6 @@ from rpoguard.numbers import national_form
 from rpoguard.timeutil import ROME, human, iso
 
 
-async def _rpo_principal(store: Store, given: str | None) -> str:
-    """The principal whose RPO answers a command reads or stores: --principal, or the only one there is.
-    Answers differ between data controllers, so with several principals no default is safe."""
-    principals = await store.principal_ids()
-    if given is not None:
-        if given not in principals:
-            raise UsageError(f"principal {given!r} does not exist; add it with 'rpoguard principal add'")
-        return given
-    if len(principals) == 1:
-        return principals[0]
-    if not principals:
-        raise UsageError("no principal exists yet: RPO answers belong to the principal (data controller) that "
-                         "consulted the RPO; add it first with 'rpoguard principal add ID --name NAME'")
-    raise UsageError(f"--principal is required: {len(principals)} principals exist ({', '.join(principals)}) and "
-                     "each consults the RPO for itself (a citizen may lift the opposition for some of them only)")
-
-
 async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Config) -> int:
     plausible.rpo_checked_at(args.checked_at)
     lists = [flag for flag, given in (("--submitted", args.submitted), ("--registered", args.registered),
@@ -63,7 +46,7 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
         # Not an error (a script may always pass it), but never in effect: see ImportRejected.skippable.
         print("rpoguard: --skip-invalid does not apply to a two-list answer: absence from a list proves nothing "
               "unless both lists are read whole", file=sys.stderr)
-    principal = await _rpo_principal(store, args.principal)
+    principal = await registry_import.rpo_principal(store, args.principal)
     expired = plausible.expired_on_arrival(args.checked_at, config.rpo_validity_days)
     if expired is not None:
         print(f"rpoguard: warning: {expired}", file=sys.stderr)
@@ -97,7 +80,7 @@ async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Confi
             raise UsageError(f"campaign {args.campaign!r} does not exist")
         principal = campaign.principal_id
     else:
-        principal = await _rpo_principal(store, args.principal)
+        principal = await registry_import.rpo_principal(store, args.principal)
     now = datetime.now(UTC)
     # A result is still good at `horizon` only if checked after horizon - validity (wall clock, Rome),
     # the same arithmetic as the decision's rule 5.

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rpoguard.db.store import ConsentRecord, ImportResult, Store
+from rpoguard.db.store import ConsentRecord, ImportResult, Progress, Store
 from rpoguard.ingest import plausible
 from rpoguard.ingest.csvfile import (
     DEFAULT_ENCODING,
+    counted,
     existing_principals,
     fingerprint,
     header_records,
@@ -65,10 +66,10 @@ def _builder(known: set[str], now: datetime | None = None) -> Callable[[Callable
 
 
 async def import_file(store: Store, path: str | Path, skip_invalid: bool,
-                      encoding: str = DEFAULT_ENCODING) -> ImportResult:
+                      encoding: str = DEFAULT_ENCODING, progress: Progress | None = None) -> ImportResult:
     # The store refuses a row restating a recorded consent with other details: skipped like a bad row.
     meta = meta_for(KIND, fingerprint(path), skip_invalid=skip_invalid)
     build = _builder(await existing_principals(store, path, encoding), datetime.now(UTC))
     records = header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid, encoding)
-    summary = await store.import_consents(records, meta)
+    summary = await store.import_consents(counted(records, meta, progress), meta)
     return summary, meta.rejected

@@ -11,13 +11,15 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import os
+import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
-from rpoguard.db.store import ImportMeta, ImportRejected, RowProblem, Store
+from rpoguard.db.store import ImportMeta, ImportRejected, Progress, RowProblem, Store
 from rpoguard.numbers import NumberError, normalize_for_import
 from rpoguard.timeutil import TimeFormatError
 
@@ -33,6 +35,35 @@ DEFAULT_ENCODING = "utf-8"
 # Told about the byte stream of every file read_rows opens, so that a progress display can follow how far
 # the reading got (the CLI's, on a terminal); None: nobody watches.
 read_observer: ContextVar[Callable[[IO[bytes]], None] | None] = ContextVar("read_observer", default=None)
+
+
+class BytesRead:
+    """How far the readers got through the files they opened, for a progress display: give `opened` to
+    read_observer. Updated by the thread that reads, read by another, so each look takes a copy."""
+
+    def __init__(self) -> None:
+        self._streams: list[tuple[IO[bytes], int]] = []
+        self._lock = threading.Lock()
+
+    def opened(self, stream: IO[bytes]) -> None:
+        try:
+            size = os.fstat(stream.fileno()).st_size
+        except (OSError, ValueError):
+            size = 0
+        with self._lock:
+            self._streams.append((stream, size))
+
+    def total(self) -> int:
+        """Bytes read so far; a file already closed counts whole."""
+        with self._lock:
+            streams = list(self._streams)
+        done = 0
+        for stream, size in streams:
+            try:
+                done += size if stream.closed else min(stream.tell(), size)
+            except (OSError, ValueError):  # closed meanwhile
+                done += size
+        return done
 
 
 class FileError(Exception):
@@ -245,6 +276,28 @@ def normalize_cell(value: str) -> str:
         return normalize_for_import(value).e164
     except NumberError as exc:
         raise ValueError(str(exc)) from None
+
+
+# How often counted() reports: often enough for a page that reloads every few seconds, rarely enough to cost nothing.
+COUNT_EVERY = 10_000
+
+
+def counted(records: Iterator[T], meta: ImportMeta, progress: Progress | None) -> Iterator[T]:
+    """The records as the store reads them, telling `progress` the rows read so far (good and rejected),
+    as the store itself does for RPO answers; unchanged without a progress hook (the CLI's imports)."""
+    if progress is None:
+        return records
+
+    def counting() -> Iterator[T]:
+        read = 0
+        for record in records:
+            read += 1
+            if read % COUNT_EVERY == 0:
+                progress(read + len(meta.rejected))
+            yield record
+        progress(read + len(meta.rejected))
+
+    return counting()
 
 
 def meta_for(kind: str, info: FileInfo, **extra: object) -> ImportMeta:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from rpoguard.db.store import ImportMeta, ImportResult, Store
+from rpoguard.db.store import ImportMeta, ImportResult, Progress, Store
 from rpoguard.ingest import plausible
-from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, fingerprint, meta_for, require_clean
+from rpoguard.ingest.csvfile import DEFAULT_ENCODING, FileError, counted, fingerprint, meta_for, require_clean
 from rpoguard.ingest.numberlist import NumberColumn, find_number_column
 from rpoguard.ingest.registry import numbered_from_list
 
@@ -41,7 +41,8 @@ def _numbers(path: str | Path, meta: ImportMeta, skip_invalid: bool, replace: bo
 
 async def import_file(store: Store, path: str | Path, replace: bool, skip_invalid: bool,
                       listed_at: datetime | None = None, allow_empty: bool = False, *,
-                      encoding: str = DEFAULT_ENCODING, column: str | None = None) -> ImportResult:
+                      encoding: str = DEFAULT_ENCODING, column: str | None = None,
+                      progress: Progress | None = None) -> ImportResult:
     """Import one directory file. A file without a number is refused unless `allow_empty`: replacing the
     directory with it would end every listing, which is rarely what an operator meant. `column`: --column
     NAME|N, the list's number column (default: found from the header or the rows)."""
@@ -50,8 +51,8 @@ async def import_file(store: Store, path: str | Path, replace: bool, skip_invali
     meta = meta_for(KIND, fingerprint(path), checked_at=listed_at)
     # Found before the store is asked: a replacing file read in the wrong column would end every listing.
     where = find_number_column(path, encoding, column)
-    summary = await store.import_directory(_numbers(path, meta, skip_invalid, replace, allow_empty, encoding, where),
-                                           meta, replace)
+    numbers = _numbers(path, meta, skip_invalid, replace, allow_empty, encoding, where)
+    summary = await store.import_directory(counted(numbers, meta, progress), meta, replace)
     note = where.note()
     if note is not None and not summary.already_imported:
         summary.notes.append(note)

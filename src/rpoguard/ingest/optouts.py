@@ -10,10 +10,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rpoguard.db.store import ImportResult, OptoutRecord, Store
+from rpoguard.db.store import ImportResult, OptoutRecord, Progress, Store
 from rpoguard.ingest import plausible
 from rpoguard.ingest.csvfile import (
     DEFAULT_ENCODING,
+    counted,
     existing_principals,
     fingerprint,
     header_records,
@@ -40,8 +41,8 @@ def _builder(known: set[str], now: datetime | None = None) -> Callable[[Callable
 
 
 async def import_file(store: Store, path: str | Path, skip_invalid: bool,
-                      encoding: str = DEFAULT_ENCODING) -> ImportResult:
+                      encoding: str = DEFAULT_ENCODING, progress: Progress | None = None) -> ImportResult:
     meta = meta_for(KIND, fingerprint(path))
     build = _builder(await existing_principals(store, path, encoding), datetime.now(UTC))
     records = header_records(path, meta, REQUIRED, OPTIONAL, build, skip_invalid, encoding)
-    return await store.import_optouts(records, meta), meta.rejected
+    return await store.import_optouts(counted(records, meta, progress), meta), meta.rejected

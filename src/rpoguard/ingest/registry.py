@@ -131,6 +131,28 @@ def answers_from_lists(submitted: str | Path, answer_list: str | Path, meta: Imp
         raise ImportRejected(meta.rejected, skippable=False)
 
 
+class PrincipalError(ValueError):
+    """No principal, or no way to tell which one an RPO answer belongs to."""
+
+
+async def rpo_principal(store: Store, given: str | None) -> str:
+    """The principal whose RPO answers an import stores or `registry due` reads: the one given, or the only
+    one there is. Answers differ between data controllers, so with several principals no default is safe."""
+    principals = await store.principal_ids()
+    if given is not None:
+        if given not in principals:
+            raise PrincipalError(f"principal {given!r} does not exist; add it with 'rpoguard principal add'")
+        return given
+    if len(principals) == 1:
+        return principals[0]
+    if not principals:
+        raise PrincipalError("no principal exists yet: RPO answers belong to the principal (data controller) that "
+                             "consulted the RPO; add it first with 'rpoguard principal add ID --name NAME'")
+    raise PrincipalError(f"--principal is required: {len(principals)} principals exist ({', '.join(principals)}) "
+                         "and each consults the RPO for itself (a citizen may lift the opposition for some of them "
+                         "only)")
+
+
 def _expiry_note(summary: ImportSummary, checked_at: datetime, validity_days: int | None) -> ImportSummary:
     if validity_days is not None:
         note = plausible.expired_on_arrival(checked_at, validity_days)

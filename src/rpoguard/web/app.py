@@ -41,13 +41,14 @@ STATIC_DIR = Path(__file__).parent / "static"
 # A CSRF token is 43 characters; reading a little more proves a longer one wrong without reading a body.
 MAX_TOKEN_BYTES = 128
 # Every page is personal data (numbers, consents): never cached, never framed, no script but our own, and
-# the number in a page's address never sent to another site as a referrer.
+# the number in a page's address never sent to another site as a referrer. same-origin, not no-referrer: under
+# no-referrer a browser sends `Origin: null` with every form post, which the CSRF check rightly refuses.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 ERROR_KEYS = {403: "error.403", 404: "error.404", 413: "error.413", 503: "error.503", 500: "error.500"}
 CSRF_REASON = "CSRF token missing or wrong"
@@ -70,6 +71,9 @@ def make_app(store: Store | SupervisedStore, config: Config) -> web.Application:
     app.cleanup_ctx.append(_background_counts)
     for module in views.MODULES:
         app.router.add_routes(module.routes())
+        setup = getattr(module, "setup", None)
+        if setup is not None:
+            setup(app)
     app.router.add_static("/static", STATIC_DIR)
     return app
 

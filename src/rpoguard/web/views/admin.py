@@ -164,8 +164,11 @@ async def change_user(request: web.Request) -> web.StreamResponse:
             role = check_role(_text(form, "role"))
             if name == current_user(request).name and role != ROLE_ADMIN:
                 raise FormError("you cannot take the admin role from yourself")
-            await store.update_user(name, at_us=to_us_now(), role=role,
-                                    change=_change(request, CHANGE_USER_ROLE, name, {"role": role}))
+            before = await store.get_user(name)
+            if before is None:
+                raise NotFoundError(f"user {name!r} does not exist")
+            await store.update_user(name, at_us=to_us_now(), role=role, change=_change(
+                request, CHANGE_USER_ROLE, name, {"role": role, "was": before.role}))
         elif what == "passwd":
             password = str(form.get("password", ""))
             check_new_password(password)
