@@ -51,6 +51,9 @@ CASES = {
                                                          "VERDICT: PASS"]),
     "pg": (["bench_pg.py", "--size", "500", "--duration", "1", "--warmup", "0.2", "--rounds", "1", "--concurrency",
             "4", "--rate", "50"], ("gcc", "postgresql"), ["## Closed loop", "## Open loop", "audit log intact"]),
+    "web": (["bench_web.py", "--decisions", "2000", "--answers", "3000", "--requests", "3"], (),
+            ["audit log intact", "# rpoguard web: pages on a large store", "## Pages", "decisions, a deep page",
+             "## Background work"]),
 }
 
 

@@ -207,3 +207,58 @@ def test_answer_freshness_counts_what_registry_due_would_list(seeded: Store, run
 def test_answer_freshness_of_a_principal_with_nothing(seeded: Store, run: Run) -> None:
     got = run(seeded.answer_freshness("beta", T0, 15 * DAY))
     assert (got.numbers, got.none, got.expired, got.expiring) == (0, 0, 0, {1: 0, 3: 0, 7: 0})
+
+
+def search_all(store: Store, run: Run, flt: DecisionFilter, limit: int, scan: int) -> tuple[list[int], int]:
+    """Every match, following next_before page after page; and how many searches it took."""
+    found: list[int] = []
+    before: int | None = None
+    searches = 0
+    while True:
+        page = run(store.decision_search(flt, before_seq=before, limit=limit, scan_limit=scan))
+        searches += 1
+        found += [r.seq for r in page.rows]
+        assert len(page.rows) <= limit
+        if page.next_before is None:
+            return found, searches
+        before = page.next_before
+
+
+@pytest.mark.parametrize(("flt", "expected"), [
+    (DecisionFilter(), [8, 6, 5, 4, 3, 2, 1, 7]),
+    (DecisionFilter(decision="block"), [6, 5, 4, 2]),
+    (DecisionFilter(campaign_id="beta1"), [3]),
+    (DecisionFilter(campaign_id="nosuch"), []),
+    (DecisionFilter(number=NUM, decision="allow"), [3, 1, 7]),
+    (DecisionFilter(reason="rpo_registered", start_us=T0), [2]),
+])
+@pytest.mark.parametrize(("limit", "scan"), [(2, 1), (2, 3), (3, 100), (50, 2)])
+def test_a_bounded_search_finds_every_match_in_order_page_after_page(seeded: Store, logged: list[AuditRow],
+                                                                     run: Run, flt: DecisionFilter,
+                                                                     expected: list[int], limit: int,
+                                                                     scan: int) -> None:
+    found, _ = search_all(seeded, run, flt, limit, scan)
+    assert found == expected
+
+
+def test_a_bounded_search_looks_at_no_more_rows_than_its_budget(seeded: Store, logged: list[AuditRow],
+                                                               run: Run) -> None:
+    # Nothing matches: each search looks at two rows and says where the next one goes on from.
+    page = run(seeded.decision_search(DecisionFilter(campaign_id="nosuch"), before_seq=None, limit=5, scan_limit=2))
+    assert (page.rows, page.next_before, page.partial) == ([], 6, True)
+    page = run(seeded.decision_search(DecisionFilter(campaign_id="nosuch"), before_seq=6, limit=5, scan_limit=2))
+    assert (page.rows, page.next_before, page.partial) == ([], 4, True)
+    _, searches = search_all(seeded, run, DecisionFilter(campaign_id="nosuch"), 5, 2)
+    assert searches == 5  # eight rows, two at a time, and the last search finds the range's end
+    # A full page goes on from its last row; a page that reached the range's end has nowhere to go.
+    full = run(seeded.decision_search(DecisionFilter(decision="block"), before_seq=None, limit=2, scan_limit=50))
+    assert ([r.seq for r in full.rows], full.next_before, full.partial) == ([6, 5], 5, False)
+    end = run(seeded.decision_search(DecisionFilter(decision="block"), before_seq=5, limit=5, scan_limit=50))
+    assert ([r.seq for r in end.rows], end.next_before, end.partial) == ([4, 2], None, False)
+    # The budget counts the rows of the walked range only (a number's rows, a time range).
+    mine = run(seeded.decision_search(DecisionFilter(number=OTHER, decision="block"), before_seq=None, limit=5,
+                                      scan_limit=2))
+    assert ([r.seq for r in mine.rows], mine.next_before, mine.partial) == ([5], 5, True)
+    assert run(seeded.decision_search(DecisionFilter(), before_seq=999, limit=5, scan_limit=5)).rows == []
+    with pytest.raises(ValueError, match="scan_limit"):
+        run(seeded.decision_search(DecisionFilter(), before_seq=None, limit=5, scan_limit=0))

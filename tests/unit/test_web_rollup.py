@@ -229,3 +229,35 @@ def test_a_failed_refresh_keeps_the_previous_figures_and_the_loop_goes_on(
     figures = cache.get()
     assert figures is not None and figures[0].numbers == 4
     assert [r.getMessage() for r in caplog.records if "answer freshness failed" in r.getMessage()] != []
+
+
+class SlowReader(CountingReader):
+    """Holds its first tally until released: a long first catch-up in the background."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def decision_tally(self, after_seq: int, limit: int) -> list[tuple[int, int, str, str]]:
+        self.started.set()
+        await self.release.wait()
+        return await super().decision_tally(after_seq, limit)
+
+
+def test_a_page_never_waits_for_a_catch_up_running_in_the_background(seeded: Store, run: Run,
+                                                                    make_entry: Callable[..., AuditEntry]) -> None:
+    decide(seeded, run, make_entry, NOW - 5)
+
+    async def scenario() -> tuple[int, bool, tuple[int, int], int]:
+        reader = SlowReader(seeded)
+        rollup = DecisionRollup(reader, clock=Clock(NOW))
+        background = asyncio.ensure_future(rollup.catch_up())
+        await reader.started.wait()
+        from_page = await rollup.catch_up()  # returns at once: the background one holds the counts' lock
+        ready_then = rollup.ready
+        reader.release.set()
+        return from_page, ready_then, rollup.today(), await background
+
+    from_page, ready_then, today_then, read = run(scenario())
+    assert (from_page, ready_then, today_then, read) == (0, False, (0, 0), 1)

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from rpoguard.audit import AuditRow
-from rpoguard.db.rows import AUDIT_COLUMNS, Query, audit_row, due_source
-from rpoguard.db.store import DecisionFilter, Freshness, ImportFile, StoredImport
+from rpoguard.db.rows import AUDIT_COLUMNS, Query, audit_row
+from rpoguard.db.store import DecisionFilter, DecisionPage, Freshness, ImportFile, StoredImport
 
 T = TypeVar("T")
 
@@ -56,6 +56,36 @@ def decision_page_query(flt: DecisionFilter, before: tuple[int, int] | None, lim
     params["limit"] = limit
     return (f"SELECT {AUDIT_COLUMNS} FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY ts_us DESC, seq DESC LIMIT :limit", params)
+
+
+def _split(flt: DecisionFilter) -> tuple[DecisionFilter, DecisionFilter]:
+    """The filter's part an index walks (time range, number) and the part each row is checked against."""
+    walked = DecisionFilter(start_us=flt.start_us, end_us=flt.end_us, number=flt.number)
+    checked = DecisionFilter(campaign_id=flt.campaign_id, principal_id=flt.principal_id, decision=flt.decision,
+                             reason=flt.reason, source=flt.source)
+    return walked, checked
+
+
+def decision_search_queries(flt: DecisionFilter, before: tuple[int, int] | None, limit: int,
+                            scan_limit: int) -> tuple[Query, Query]:
+    """The page (at most `limit` matches among the first `scan_limit` rows the index walk meets) and the
+    last row that walk meets (where a page cut short by the budget goes on from)."""
+    walked, checked = _split(flt)
+    where, params = decision_where(walked)
+    if before is not None:
+        where.append(_BEFORE)
+        params["before_ts"], params["before_seq"] = before
+    params["scan"] = scan_limit
+    scan = (f"SELECT {AUDIT_COLUMNS} FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY ts_us DESC, seq DESC LIMIT :scan")
+    check, check_params = decision_where(checked)
+    page = (f"SELECT * FROM ({scan}) walked" + (" WHERE " + " AND ".join(check) if check else "")
+            + " ORDER BY ts_us DESC, seq DESC LIMIT :limit")
+    last = ("SELECT seq FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY ts_us DESC, seq DESC LIMIT 1 OFFSET :last")
+    last_params = {k: v for k, v in params.items() if k != "scan"}
+    last_params["last"] = scan_limit - 1
+    return (page, {**params, **check_params, "limit": limit}), (last, last_params)
 
 
 def decision_rows_query(flt: DecisionFilter) -> Query:
@@ -104,18 +134,24 @@ def stored_imports(rows: Sequence[Sequence[Any]], files: Sequence[Sequence[Any]]
 def freshness_query(audit_log: str, principal_id: str, now_us: int, validity_us: int,
                     horizons_days: tuple[int, ...]) -> Query:
     """One row: numbers, none, expired, then one count per horizon. The numbers are `registry due`'s (every
-    number the store knows for the principal); an answer checked at c is valid until c + validity, as
-    `registry due` reads it."""
+    number the store knows for the principal: rows.due_source); an answer checked at c is valid until
+    c + validity, as `registry due` reads it. One grouping pass over every source (the principal's answers
+    carrying their check time, the others none) instead of a probe per number: minutes less on 30 M answers."""
     expiring = "".join(
         f", sum(CASE WHEN latest + :validity > :now AND latest + :validity <= :h{n} THEN 1 ELSE 0 END)"
         for n in range(len(horizons_days)))
     params: dict[str, Any] = {"principal": principal_id, "now": now_us, "validity": validity_us}
     params.update({f"h{n}": now_us + days * DAY_US for n, days in enumerate(horizons_days)})
+    known = ("SELECT number, checked_us AS checked FROM rpo_results WHERE principal_id = :principal"
+             " UNION ALL SELECT number, NULL FROM rpo_results WHERE principal_id IS NULL"
+             " UNION ALL SELECT number, NULL FROM listings"
+             " UNION ALL SELECT number, NULL FROM consents WHERE principal_id = :principal"
+             " UNION ALL SELECT number, NULL FROM contracts WHERE principal_id = :principal"
+             f" UNION ALL SELECT number, NULL FROM {audit_log} WHERE principal_id = :principal"
+             " AND number IS NOT NULL")
     return ("SELECT count(*), sum(CASE WHEN latest IS NULL THEN 1 ELSE 0 END),"
             " sum(CASE WHEN latest + :validity <= :now THEN 1 ELSE 0 END)" + expiring +
-            " FROM (SELECT (SELECT max(checked_us) FROM rpo_results r WHERE r.number = k.number"
-            " AND r.principal_id = :principal) AS latest"
-            f" FROM ({due_source(False, False, audit_log)}) k) t", params)
+            f" FROM (SELECT number, max(checked) AS latest FROM ({known}) k GROUP BY number) t", params)
 
 
 def freshness(principal_id: str, row: Sequence[Any], horizons_days: tuple[int, ...], now_us: int) -> Freshness:
@@ -150,6 +186,25 @@ class ConsoleQueries(ABC):
             before = (int(found[0][0]), before_seq)
         rows = await self._console_fetch(decision_page_query(flt, before, limit), audit=True)
         return [audit_row(row) for row in rows]
+
+    async def decision_search(self, flt: DecisionFilter, *, before_seq: int | None, limit: int,
+                              scan_limit: int) -> DecisionPage:
+        if limit < 1 or scan_limit < 1:
+            raise ValueError(f"decision_search: limit ({limit}) and scan_limit ({scan_limit}) must be at least 1")
+        before: tuple[int, int] | None = None
+        if before_seq is not None:
+            found = await self._console_fetch((ROW_TIME_SQL, {"seq": before_seq}), audit=True)
+            if not found:
+                return DecisionPage([], None)
+            before = (int(found[0][0]), before_seq)
+        page_query, last_query = decision_search_queries(flt, before, limit, scan_limit)
+        rows = [audit_row(row) for row in await self._console_fetch(page_query, audit=True)]
+        if len(rows) == limit:
+            return DecisionPage(rows, rows[-1].seq)
+        last = await self._console_fetch(last_query, audit=True)
+        if not last:
+            return DecisionPage(rows, None)  # the walk reached the end of the range: nothing is left
+        return DecisionPage(rows, int(last[0][0]), partial=True)
 
     def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:
         return self._console_stream(decision_rows_query(flt), audit_row)

@@ -390,6 +390,18 @@ class DecisionFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionPage:
+    """What Store.decision_search found: the matching rows, newest first, and where to go on from."""
+
+    rows: list[AuditRow]
+    # The `before_seq` of the next page: after the last row when the page is full, after the last row looked
+    # at when the scan's budget ran out first (the rows in between did not match). None: nothing is left.
+    next_before: int | None
+    # True when the budget ran out before the page was full: older matches may still come.
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StoredImport:
     """One import as the console lists it, with its input files."""
 
@@ -588,6 +600,13 @@ class Store(ABC):
         """At most `limit` decisions matching `flt`, newest first (by time, then seq: the seq order unless
         the clock stepped back), after the row `before_seq` in that order (keyset: page 100,000 costs
         what page 1 does)."""
+
+    @abstractmethod
+    async def decision_search(self, flt: DecisionFilter, *, before_seq: int | None, limit: int,
+                              scan_limit: int) -> DecisionPage:
+        """decision_page that looks at no more than `scan_limit` rows of the time range (or of the number's
+        rows): a filter that matches rarely (a campaign that stopped calling, a rare reason) costs what a
+        page costs, and the page says where the next search goes on from."""
 
     @abstractmethod
     def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:

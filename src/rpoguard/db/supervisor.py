@@ -26,6 +26,7 @@ from rpoguard.db.store import (
     AttemptCap,
     ConsoleChange,
     DecisionFilter,
+    DecisionPage,
     Freshness,
     Store,
     StoredFinding,
@@ -220,6 +221,10 @@ class SupervisedStore:
 
     async def decision_page(self, flt: DecisionFilter, *, before_seq: int | None, limit: int) -> list[AuditRow]:
         return await self._current().decision_page(flt, before_seq=before_seq, limit=limit)
+
+    async def decision_search(self, flt: DecisionFilter, *, before_seq: int | None, limit: int,
+                              scan_limit: int) -> DecisionPage:
+        return await self._current().decision_search(flt, before_seq=before_seq, limit=limit, scan_limit=scan_limit)
 
     def decision_rows(self, flt: DecisionFilter) -> AsyncIterator[AuditRow]:
         return self._current().decision_rows(flt)

@@ -95,7 +95,11 @@ class DecisionRollup:
         return self._ready
 
     async def catch_up(self) -> int:
-        """Read the decisions written since the last call; the number of rows read."""
+        """Read the decisions written since the last call; the number of rows read. Returns 0 at once while
+        another catch-up runs (the background loop's first one reads days of decisions): a page that asks
+        for the latest rows never waits for it, and shows the counts as they are ("counting" until ready)."""
+        if self._lock.locked():
+            return 0
         async with self._lock:
             now = self._clock()
             since = self._window_start(now)
