@@ -4,6 +4,8 @@ the decision search, the fact forms and the record of changes, the language, the
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -259,6 +261,25 @@ def test_decisions_page_by_keyset_and_filter(browser: ConsoleClient) -> None:
     assert page.text.count("<tr><td>") == 1 and MOBILE in page.text
     page = browser.get("/decisions", params={"reason": "unlisted_no_consent"})
     assert MOBILE in page.text and f">{NUMBER}<" not in page.text
+
+
+def test_a_rare_match_is_reached_page_by_page_without_a_long_walk(
+        browser: ConsoleClient, seeded: Store, run: Runner, make_entry: Callable[..., AuditEntry],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rpoguard.web.views.decisions.SCAN_LIMIT", 2)
+    old = to_us(datetime.now(UTC) - timedelta(minutes=30))
+    run(seeded.append_decision(make_entry(number=NUMBER, ts_us=old, source="agi", campaign_id="spring",
+                                          principal_id="acme")))
+    browser.login("viewer", PASSWORD)
+    page = browser.get("/decisions", params={"source": "agi"})
+    assert 'id="partial-search"' in page.text and page.text.count("<tr><td>") == 0
+    pages = 0
+    while 'id="next-page"' in page.text and page.text.count("<tr><td>") == 0 and pages < 10:
+        next_url = re.search(r'id="next-page" href="([^"]+)"', page.text)
+        assert next_url is not None
+        page = browser.get(html.unescape(next_url.group(1)))
+        pages += 1
+    assert page.text.count("<tr><td>") == 1 and ">agi<" in page.text
 
 
 def test_decisions_export_every_match_as_csv(browser: ConsoleClient) -> None:

@@ -115,6 +115,10 @@ async def _error_pages(request: web.Request, handler: Handler) -> web.StreamResp
             raise
         key = "error.csrf" if exc.reason == CSRF_REASON else ERROR_KEYS.get(exc.status, "error.title")
         return render(request, "error.html", status=exc.status, message_key=key, detail=exc.text or "")
+    except ConnectionResetError:
+        # The browser went away (a download cancelled, a page left): nothing to answer, nothing wrong here.
+        log.info("console %s %s: the client closed the connection", request.method, request.path)
+        raise
     except StoreError as exc:
         log.error("console %s %s: the database did not answer: %s", request.method, request.path, exc)
         return render(request, "error.html", status=503, message_key="error.503", detail="")

@@ -180,6 +180,10 @@ CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "decisions.title": ("Decisioni", "Decisions"),
     "decisions.none": ("Nessuna decisione corrisponde.", "No decision matches."),
     "decisions.filters": ("Filtri", "Filters"),
+    "decisions.partial": ("La ricerca si è fermata dopo 20.000 decisioni senza riempire la pagina: la pagina "
+                          "successiva cerca più indietro.",
+                          "The search stopped after 20,000 decisions without filling the page: the next page "
+                          "searches further back."),
     # principals and campaigns
     "principals.title": ("Titolari e campagne", "Principals and campaigns"),
     "principals.principals": ("Titolari del trattamento", "Principals (data controllers)"),
