@@ -108,7 +108,8 @@ def _copy_files(source: Path, tmp_data: Path) -> None:
 
 def _remove(paths: list[Path]) -> None:
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
+        # Not a folder: the destination's folder was never usable, so nothing was written there.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             path.unlink()
 
 
