@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import shutil
+import sqlite3
 import stat
 import threading
 from collections.abc import Callable
@@ -154,6 +155,26 @@ def test_restore_drill(run_cli: Cli, tmp_path: Path, db_path: Path) -> None:
     assert new_rows == rows + 1
     last = export(run_cli, db_path)[-1]
     assert (last["seq"], last["prev_hash"]) == (rows + 1, head)
+
+
+def test_a_broken_log_is_copied_as_it_is_and_exits_1(run_cli: Cli, tmp_path: Path, db_path: Path) -> None:
+    prepare_db(run_cli, db_path)
+    record_check(run_cli, db_path)
+    record_check(run_cli, db_path, "333 123 4567")
+    con = sqlite3.connect(audit_path(db_path))
+    with con:
+        con.execute("DROP TRIGGER audit_log_no_update")
+        con.execute("UPDATE audit_log SET raw_number = 'changed' WHERE seq = 1")
+    con.close()
+    target = tmp_path / "copy.db"
+
+    result = backup(run_cli, db_path, target)
+
+    assert result.code == 1, result.err
+    assert "2 row(s)" in result.out and "NOT INTACT" in result.out
+    # Kept as evidence: the copy shows the same break.
+    assert run_cli("--db", target, "audit", "verify").code == 1
+    assert export(run_cli, target) == export(run_cli, db_path)
 
 
 def test_existing_file_refused_without_force(run_cli: Cli, tmp_path: Path, db_path: Path) -> None:

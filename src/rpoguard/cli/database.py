@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rpoguard.cli.common import (
+    EXIT_BLOCK,
     EXIT_OK,
     OwnStoreCommand,
     StoreCommand,
@@ -54,8 +55,9 @@ async def cmd_db_backup(args: argparse.Namespace, config: Config) -> int:
     print(f"data file: {report.data} ({report.data_bytes} bytes)")
     print(f"decision log: {report.audit} ({report.audit_bytes} bytes)")
     print(f"decision log: {chain.rows} row(s), head {chain.head_hash}, "
-          f"{'intact' if chain.intact else 'NOT INTACT (as in the database backed up)'}")
-    return EXIT_OK
+          f"{'intact' if chain.intact else 'NOT INTACT (as in the database backed up; see audit verify)'}")
+    # A faithful copy of a broken log is still kept (it is evidence), but a scheduled backup must notice.
+    return EXIT_OK if chain.intact else EXIT_BLOCK
 
 
 def register(commands: Subcommands) -> None:

@@ -116,6 +116,11 @@ def _remove(paths: list[Path]) -> None:
 def _install(tmp_data: Path, target: Path, force: bool) -> tuple[int, int]:
     """Rename the verified copies into place, the data file last: the name given appears only with a complete
     pair beside it. With --force the old data file goes first, so the old file never sits beside the new log."""
+    # The check only read the copies; anything left in their write-ahead logs would be lost by the rename.
+    leftover = [p for f in (tmp_data, audit_path(tmp_data)) for p in _side_files(f)[:1]
+                if p.exists() and p.stat().st_size]
+    if leftover:
+        raise StoreError(f"db backup: {leftover[0]} was not folded into the copy; the backup was not installed")
     if force:
         _remove([target])
     os.replace(audit_path(tmp_data), audit_path(target))
