@@ -199,6 +199,24 @@ def test_existing_file_refused_without_force(run_cli: Cli, tmp_path: Path, db_pa
     assert verify(run_cli, target)[0] == 1
 
 
+def test_a_database_in_use_is_never_replaced(run_cli: Cli, tmp_path: Path, db_path: Path) -> None:
+    prepare_db(run_cli, db_path)
+    target = tmp_path / "copy.db"
+    assert backup(run_cli, db_path, target).code == 0
+    before = target.read_bytes()
+    # A write-ahead log beside it: something has it open (or it was not closed cleanly).
+    wal = audit_path(target).with_name(audit_path(target).name + "-wal")
+    wal.write_bytes(b"")
+
+    result = backup(run_cli, db_path, target, "--force")
+
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [
+        f"rpoguard: db backup: {wal} exists: the database at {target} is in use or was not closed cleanly; "
+        "stop what uses it or name another file"]
+    assert target.read_bytes() == before
+
+
 def test_the_database_itself_is_never_the_destination(run_cli: Cli, db_path: Path) -> None:
     prepare_db(run_cli, db_path)
     record_check(run_cli, db_path)
