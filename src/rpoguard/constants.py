@@ -202,3 +202,7 @@ KIND_DIRECTORY: Final = "directory"
 IMPORT_KINDS: Final = (KIND_REGISTRY, KIND_REGISTRY_LISTS, KIND_CONSENTS, KIND_CONTRACTS, KIND_OPTOUTS,
                        KIND_DIRECTORY)
 CHANGE_IMPORT_FAILED: Final = "import.failed"
+
+# `registry due --check` (freshness alarms): each principal's or campaign's line starts with one of these.
+FRESHNESS_OK: Final = "OK"
+FRESHNESS_ALARM: Final = "ALARM"

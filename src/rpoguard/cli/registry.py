@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from rpoguard.cli import options
+from rpoguard.cli import due_check, options
 from rpoguard.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -74,13 +74,23 @@ async def cmd_registry_import(args: argparse.Namespace, store: Store, config: Co
 
 
 async def cmd_registry_due(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if args.max_share is not None and not args.check:
+        raise UsageError("--max-share applies only with --check")
+    if args.check:
+        due_check.max_share(args.max_share or "0")  # a bad share is refused before anything is counted
     if args.campaign:
         campaign = await store.get_campaign(args.campaign)
         if campaign is None:
             raise UsageError(f"campaign {args.campaign!r} does not exist")
         principal = campaign.principal_id
+    elif args.check:
+        # Without --principal the check covers every principal, one line each.
+        principal = await registry_import.rpo_principal(store, args.principal) if args.principal else None
     else:
         principal = await registry_import.rpo_principal(store, args.principal)
+    if args.check:
+        return await due_check.run_check(args, store, config.rpo_validity_days, principal)
+    assert principal is not None
     now = datetime.now(UTC)
     # A result is still good at `horizon` only if checked after horizon - validity (wall clock, Rome),
     # the same arithmetic as the decision's rule 5.
@@ -154,4 +164,13 @@ def register(commands: Subcommands) -> None:
                         "standard error)")
     p.add_argument("--national", action="store_true", help="write 0612345678 instead of +390612345678")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object a number (JSON Lines): number (E.164), national, principal")
+                   help="one JSON object a number (JSON Lines): number (E.164), national, principal; with --check "
+                        "one object a principal (status, principal, campaign, numbers, lacking, share, max_share, "
+                        "within_days, as_of)")
+    p.add_argument("--check", action="store_true",
+                   help="write no numbers: one line a principal (every principal unless --principal or "
+                        "--campaign) with how many of its numbers lack a valid answer now or within --within "
+                        "days, OK or ALARM; exit 1 when any is ALARM (for cron and monitoring)")
+    p.add_argument("--max-share", metavar="P",
+                   help="with --check: ALARM only when more than P of the numbers lack one (0.05 or 5%%; "
+                        "default 0: any number lacking one)")
