@@ -202,3 +202,13 @@ KIND_DIRECTORY: Final = "directory"
 IMPORT_KINDS: Final = (KIND_REGISTRY, KIND_REGISTRY_LISTS, KIND_CONSENTS, KIND_CONTRACTS, KIND_OPTOUTS,
                        KIND_DIRECTORY)
 CHANGE_IMPORT_FAILED: Final = "import.failed"
+
+# systemd's notification protocol (sdnotify.py, sd_notify(3)): the variables systemd sets for the service.
+ENV_NOTIFY_SOCKET: Final = "NOTIFY_SOCKET"
+ENV_WATCHDOG_USEC: Final = "WATCHDOG_USEC"
+ENV_WATCHDOG_PID: Final = "WATCHDOG_PID"
+
+# `--log-format`: lines for a person (the default), or one JSON object per line for a log shipper.
+LOG_FORMAT_TEXT: Final = "text"
+LOG_FORMAT_JSON: Final = "json"
+LOG_FORMATS: Final = (LOG_FORMAT_TEXT, LOG_FORMAT_JSON)
