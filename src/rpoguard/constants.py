@@ -206,3 +206,13 @@ CHANGE_IMPORT_FAILED: Final = "import.failed"
 # `registry due --check` (freshness alarms): each principal's or campaign's line starts with one of these.
 FRESHNESS_OK: Final = "OK"
 FRESHNESS_ALARM: Final = "ALARM"
+
+# systemd's notification protocol (sdnotify.py, sd_notify(3)): the variables systemd sets for the service.
+ENV_NOTIFY_SOCKET: Final = "NOTIFY_SOCKET"
+ENV_WATCHDOG_USEC: Final = "WATCHDOG_USEC"
+ENV_WATCHDOG_PID: Final = "WATCHDOG_PID"
+
+# `--log-format`: lines for a person (the default), or one JSON object per line for a log shipper.
+LOG_FORMAT_TEXT: Final = "text"
+LOG_FORMAT_JSON: Final = "json"
+LOG_FORMATS: Final = (LOG_FORMAT_TEXT, LOG_FORMAT_JSON)

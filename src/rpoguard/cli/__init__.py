@@ -31,6 +31,7 @@ from rpoguard.config import Config, ConfigError, load_config
 from rpoguard.db.store import ImportRejected, StoreError
 from rpoguard.gate import GateError
 from rpoguard.ingest.csvfile import FileError
+from rpoguard.logformat import configure as configure_logging
 
 __all__ = ["agi_main", "build_parser", "main", "run"]
 
@@ -44,8 +45,7 @@ async def _run(command: Command, args: argparse.Namespace, config: Config) -> in
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(verbose=args.verbose, log_format=args.log_format, stream=sys.stderr)
     command: Command = getattr(args, COMMAND_DEST)
     try:
         config = load_config(args.config, args.db)

@@ -27,6 +27,7 @@ from rpoguard.cli import (
     watch,
     web,
 )
+from rpoguard.constants import LOG_FORMAT_TEXT, LOG_FORMATS
 
 DESCRIPTION = """\
 rpoguard decides, before an outbound marketing call leaves the PBX, whether Italian law lets it go:
@@ -59,6 +60,9 @@ class CommandParser(argparse.ArgumentParser):
         options.add_argument("-q", "--quiet", action="store_true", default=flag,
                              help="no progress, summaries or notes; errors, results and the rows a command "
                                   "lists still print")
+        options.add_argument("--log-format", choices=LOG_FORMATS, default=LOG_FORMAT_TEXT if top else argparse.SUPPRESS,
+                             help="how log lines are written: text (default) or json, one object per line with "
+                                  "time, level, logger, message (for log shippers)")
 
 
 

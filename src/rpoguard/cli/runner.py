@@ -1,5 +1,6 @@
-"""Starting the long-lived front ends (`serve`, `ari`) and stopping them: the event loop they run on, the
-database opened under supervision, the heap frozen once started, SIGTERM and SIGINT.
+"""Starting the long-lived front ends (`serve`, `ari`, `watch`, `web`) and stopping them: the event loop they
+run on, the database opened under supervision, the heap frozen once started, SIGTERM and SIGINT, and
+systemd's notifications (READY=1, WATCHDOG=1, STOPPING=1) when it runs them (sdnotify.py).
 
 A server command is a ServerCommand: its `prepare` reads and checks the options before anything is opened
 (a usage error is then all the operator sees) and returns what builds the Service around the gate's store;
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from rpoguard.anchor import writer_from_config
 from rpoguard.cli.common import EXIT_OK, LoopFactory
 from rpoguard.config import Config, ConfigError
-from rpoguard.db.supervisor import SupervisedStore
+from rpoguard.db.store import StoreError
+from rpoguard.db.supervisor import WATCH_INTERVAL, SupervisedStore
+from rpoguard.sdnotify import Notifier, watchdog, watchdog_interval
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,7 @@ async def supervised_store(config: Config) -> SupervisedStore:
 
 
 async def run_service(build: ServiceFactory, config: Config, *, stopped: str, freeze_heap: bool) -> int:
+    notifier = Notifier.from_environ()
     supervised = await supervised_store(config)
     try:
         service = build(supervised)
@@ -93,16 +98,55 @@ async def run_service(build: ServiceFactory, config: Config, *, stopped: str, fr
                 # as the server: out of the collector's reach, garbage collections stay short during calls.
                 gc.collect()
                 gc.freeze()
-            await serve_until_signalled(service)
+            async with _systemd(notifier, supervised, service.name):
+                await serve_until_signalled(service, notifier)
         finally:
             await service.close()
     finally:
         await supervised.close()
+        notifier.close()
     log.warning(stopped)
     return EXIT_OK
 
 
-async def serve_until_signalled(service: Service) -> None:
+@contextlib.asynccontextmanager
+async def _systemd(notifier: Notifier, store: SupervisedStore, name: str) -> AsyncIterator[None]:
+    """While the service serves: READY=1 once the store has answered (the service listens already), and the
+    watchdog's pings from this loop. Nothing runs outside systemd."""
+    if not notifier.enabled:
+        yield
+        return
+    tasks = [asyncio.create_task(_ready(notifier, store, name))]
+    interval = watchdog_interval()
+    if interval is not None:
+        tasks.append(asyncio.create_task(watchdog(notifier, interval)))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _ready(notifier: Notifier, store: SupervisedStore, name: str) -> None:
+    """READY=1 after one answered query. Until then the service is up but blocks every call (engine_error):
+    systemd and whoever is ordered after it wait, and STATUS= says why."""
+    told = ""
+    while True:
+        try:
+            await store.get_campaign("")
+        except StoreError as exc:
+            cause = f"waiting for the database: {exc}"
+            if cause != told:
+                notifier.send(f"STATUS={cause}")
+                told = cause
+            await asyncio.sleep(WATCH_INTERVAL)
+            continue
+        notifier.send("READY=1", f"STATUS={name} serving")
+        return
+
+
+async def serve_until_signalled(service: Service, notifier: Notifier | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop the service and wait for it (a second signal changes nothing)."""
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -110,6 +154,8 @@ async def serve_until_signalled(service: Service) -> None:
     def on_signal(signum: signal.Signals) -> None:
         log.info("received %s: stopping the %s", signum.name, service.name)
         if not stopping:
+            if notifier is not None:
+                notifier.send("STOPPING=1", f"STATUS=stopping ({signum.name})")
             stopping.append(loop.create_task(service.stop()))
 
     for signum in STOP_SIGNALS:
